@@ -1,0 +1,53 @@
+"""overgmm: over-parameterized Gaussian mixtures learned with gradient methods.
+
+Importing overgmm turns on JAX's float64 mode (``jax_enable_x64``): theory mode
+computes everything in float64.
+
+The public API lives here:
+
+* objects: :class:`Mixture`, :class:`Problem`;
+* expectation backends: :class:`Quadrature`, :class:`MonteCarlo`, :func:`expectation`, :class:`Estimate`;
+* objectives: :func:`kl`, :func:`nll`, :func:`score_matching`, :func:`denoising_score_matching`;
+* algorithms: :func:`gradient_em`, :func:`em`, :func:`polyak`, :func:`gradient_descent`, :func:`optax_method`;
+* the driver: :func:`run`, :func:`run_batch`, :func:`stack`, :class:`History`.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from overgmm.algorithms import Algorithm, State, em, gradient_descent, gradient_em, optax_method, polyak  # noqa: E402
+from overgmm.driver import History, run, run_batch, stack  # noqa: E402
+from overgmm.expectations import Estimate, MonteCarlo, Quadrature, expectation  # noqa: E402
+from overgmm.measures import student_measures, teacher_measures  # noqa: E402
+from overgmm.mixture import Mixture  # noqa: E402
+from overgmm.objectives import denoising_score_matching, kl, nll, score_matching  # noqa: E402
+from overgmm.problem import Problem  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm",
+    "Estimate",
+    "History",
+    "Mixture",
+    "MonteCarlo",
+    "Problem",
+    "Quadrature",
+    "State",
+    "denoising_score_matching",
+    "em",
+    "expectation",
+    "gradient_descent",
+    "gradient_em",
+    "kl",
+    "nll",
+    "optax_method",
+    "polyak",
+    "run",
+    "run_batch",
+    "score_matching",
+    "stack",
+    "student_measures",
+    "teacher_measures",
+]

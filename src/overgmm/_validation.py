@@ -1,0 +1,63 @@
+"""Input checks that give clear errors and stay silent under JAX tracing.
+
+Shape checks always run (shapes are static even under ``jit``); value checks
+(finiteness, the simplex) run only when the value is concrete, so that
+``jax.grad(lambda m: kl(teacher, Mixture(m)))`` keeps working.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SIMPLEX_TOL = 1e-6
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values (not a JAX tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_float_array(x, name: str) -> jax.Array:
+    """Convert ``x`` to a float64 JAX array, or raise a ``TypeError`` naming it."""
+    if isinstance(x, jax.core.Tracer):
+        return x.astype(jnp.float64) if x.dtype != jnp.float64 else x
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}") from err
+    return jnp.asarray(arr, dtype=jnp.float64)
+
+
+def check_ndim(x: jax.Array, ndim: int, name: str, shape_doc: str) -> None:
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(x.shape)}")
+
+
+def check_finite(x: jax.Array, name: str) -> None:
+    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+        bad = int(np.sum(~np.isfinite(np.asarray(x))))
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def check_simplex(w: jax.Array, name: str = "weights") -> None:
+    if not is_concrete(w):
+        return
+    arr = np.asarray(w)
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be non-negative, got min {arr.min():.3g}")
+    total = float(arr.sum())
+    if abs(total - 1.0) > SIMPLEX_TOL:
+        raise ValueError(f"{name} must sum to 1 (lie on the simplex), got sum {total:.12g}")
+
+
+def check_choice(value, choices, name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {sorted(choices)}")
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

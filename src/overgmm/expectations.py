@@ -1,0 +1,303 @@
+"""How population expectations ``E_{x~p*}[f(x)]`` are taken (SPEC section 3).
+
+Every integrand in overgmm depends on ``x`` only through its projection on
+``V = span{teacher means, student means}`` (dimension ``r``), and the part of ``x``
+orthogonal to ``V`` enters at most linearly with mean zero. So
+
+    E_{p*}[f] = sum_j pi*_j E_{z ~ N(0, I_r)}[ f(mu*_j + Q z) ]
+
+with ``Q`` an orthonormal basis of ``V`` (recomputed at each evaluation from an SVD,
+held constant under differentiation), and a tensor rule for ``z``.
+
+Backends (frozen dataclasses, hashable, so they are static under ``jit``):
+
+* :class:`Quadrature` - deterministic tensor rule on the span. ``rule="trapezoid"``
+  (equispaced, pruned to the ball ``|z| <= half_width``) or ``"gauss-hermite"``.
+  With ``defensive=True`` the nodes are placed under the defensive mixture
+  ``q = (p* + p_theta)/2`` and importance-weighted by ``p*/q``, so regions where a
+  student component has mass but the teacher has none are integrated too (needed by
+  the control-variate KL; SPEC section 3).
+* :class:`MonteCarlo` - ``samples`` points from ``p*``; ``fresh=True`` draws new points
+  from the key given at each call (the papers' setting), ``fresh=False`` uses common
+  random numbers from ``seed`` (a deterministic, smooth objective).
+
+Data (an ``(N, d)`` sample) is not a backend of the population expectation: the
+sample objectives (:func:`overgmm.nll`) take it directly.
+
+Exactness of the derivatives: first derivatives with respect to the student are
+exact (the gradient lies in ``V``). Second derivatives in directions orthogonal to
+``V`` are not captured by the span basis; use ``Quadrature(rank=d)`` (full space)
+when a Hessian is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from overgmm import _validation as v
+from overgmm.mixture import Mixture
+
+RULES = ("auto", "trapezoid", "gauss-hermite")
+
+# Default (nodes per axis, half width) of the trapezoid rule by span dimension r,
+# chosen from the accuracy measurements in tests/test_expectations.py and
+# benchmarks/quadrature_accuracy.py (see README, "Accuracy").
+DEFAULT_RULE = {1: (201, 9.0), 2: (161, 9.0), 3: (41, 8.0), 4: (17, 7.0), 5: (15, 6.5), 6: (11, 6.0)}
+MAX_AUTO_RANK = 6
+PRUNE_BELOW = 1e-18
+
+
+@dataclasses.dataclass(frozen=True)
+class Quadrature:
+    """Deterministic quadrature on the span of the means.
+
+    Attributes:
+      rule: ``"auto"`` (trapezoid, node count by rank), ``"trapezoid"`` or ``"gauss-hermite"``.
+      nodes: nodes per axis; default from ``DEFAULT_NODES`` by the span dimension.
+      rank: dimension of the basis ``r``; default ``min(d, n + m)``. A smaller rank is
+        exact only if all means lie in an ``r``-dimensional subspace (e.g. on a line).
+      half_width: trapezoid nodes lie in the ball of this radius (in units of the
+        teacher's standard deviation, 1); default from ``DEFAULT_RULE`` by rank.
+      defensive: place nodes under ``(p* + p_theta)/2`` with importance weights
+        (used by integrands that need it, i.e. the control-variate KL).
+      check_rule: the second rule used for the error estimate: ``"coarse"`` (same rule,
+        about 3/4 of the nodes per axis) or ``"gauss-hermite"``.
+    """
+
+    rule: str = "auto"
+    nodes: int | None = None
+    rank: int | None = None
+    half_width: float | None = None
+    defensive: bool = True
+    check_rule: str = "coarse"
+
+    name = "quadrature"
+
+    def __post_init__(self):
+        v.check_choice(self.rule, RULES, "quadrature rule")
+        v.check_choice(self.check_rule, ("coarse", "gauss-hermite"), "check_rule")
+        if self.nodes is not None:
+            v.check_positive_int(self.nodes, "nodes")
+        if self.rank is not None:
+            v.check_positive_int(self.rank, "rank")
+        if self.half_width is not None and not (self.half_width > 0 and math.isfinite(self.half_width)):
+            raise ValueError(f"half_width must be positive and finite, got {self.half_width!r}")
+
+    def describe(self, r: int) -> str:
+        rule, k, hw = self.resolve(r)
+        total = len(_tensor_rule(rule, k, r, hw)[1])
+        extra = f", half_width={hw}" if rule == "trapezoid" else ""
+        return f"quadrature({rule}, r={r}, nodes/axis={k}{extra}, nodes={total}, defensive={self.defensive})"
+
+    def resolve(self, r: int) -> tuple[str, int, float]:
+        """The rule name, nodes per axis and half width used at span dimension ``r``."""
+        rule = "trapezoid" if self.rule == "auto" else self.rule
+        if self.nodes is None and r > MAX_AUTO_RANK:
+            raise ValueError(
+                f"span dimension r={r} is above {MAX_AUTO_RANK}: a tensor rule is unaffordable; "
+                "use MonteCarlo(), or give Quadrature(rank=..., nodes=...) explicitly"
+            )
+        k_def, hw_def = DEFAULT_RULE.get(r, (7, 6.0))
+        k = self.nodes if self.nodes is not None else k_def
+        if rule == "gauss-hermite" and self.nodes is None:
+            k = min(k, 20)
+        hw = self.half_width if self.half_width is not None else hw_def
+        return rule, k, float(hw)
+
+    def check_variant(self, r: int) -> Quadrature:
+        """The second rule for the error estimate."""
+        rule, k, hw = self.resolve(r)
+        if self.check_rule == "gauss-hermite":
+            return dataclasses.replace(self, rule="gauss-hermite", nodes=min(k, 20), half_width=hw)
+        k2 = max(3, int(round(0.75 * k)))
+        k2 += k2 % 2 == 0  # odd: keep the centre node
+        return dataclasses.replace(self, rule=rule, nodes=k2, half_width=hw)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonteCarlo:
+    """Monte Carlo expectation over ``samples`` draws from the teacher.
+
+    Attributes:
+      samples: number of draws per evaluation.
+      fresh: draw new samples from the key passed at each call (required then);
+        otherwise use common random numbers from ``seed``.
+      seed: seed of the common random numbers (``fresh=False``).
+    """
+
+    samples: int = 100_000
+    fresh: bool = True
+    seed: int = 0
+
+    name = "monte-carlo"
+
+    def __post_init__(self):
+        v.check_positive_int(self.samples, "samples")
+
+    def describe(self, r: int | None = None) -> str:
+        kind = "fresh" if self.fresh else f"common random numbers, seed={self.seed}"
+        return f"monte-carlo({self.samples} samples, {kind})"
+
+
+Backend = Quadrature | MonteCarlo
+
+
+class Estimate(NamedTuple):
+    """A value with an error estimate and the backend that produced it."""
+
+    value: jax.Array
+    error: jax.Array
+    backend: str
+
+
+# -- 1-D and tensor rules (numpy, built once per shape) -----------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _tensor_rule(rule: str, k: int, r: int, half_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``(K, r)`` and weights ``(K,)`` for ``E_{z~N(0, I_r)}``."""
+    if rule == "gauss-hermite":
+        z1, w1 = np.polynomial.hermite_e.hermegauss(k)
+        w1 = w1 / math.sqrt(2.0 * math.pi)
+    else:
+        z1 = np.linspace(-half_width, half_width, k)
+        h = z1[1] - z1[0] if k > 1 else 1.0
+        w1 = h * np.exp(-0.5 * z1**2) / math.sqrt(2.0 * math.pi)
+    grids = np.meshgrid(*([z1] * r), indexing="ij")
+    z = np.stack([g.ravel() for g in grids], axis=-1)
+    wg = np.meshgrid(*([w1] * r), indexing="ij")
+    w = np.prod(np.stack([g.ravel() for g in wg], axis=-1), axis=-1)
+    if rule == "trapezoid" and r > 1:
+        keep = np.sum(z**2, axis=-1) <= half_width**2 * (1 + 1e-12)
+        z, w = z[keep], w[keep]
+    if r > 1:  # drop nodes whose weight cannot matter at float64 precision
+        keep = w >= PRUNE_BELOW
+        z, w = z[keep], w[keep]
+    if rule == "trapezoid":
+        w = w / w.sum()  # integrates the constant exactly (the discarded mass is < 1e-17)
+    return z, w
+
+
+def span_rank(teacher: Mixture, student: Mixture | None, backend: Quadrature) -> int:
+    """The static dimension ``r`` of the basis used for these shapes."""
+    d = teacher.dim
+    n_all = teacher.n_components + (student.n_components if student is not None else 0)
+    r = backend.rank if backend.rank is not None else min(d, n_all)
+    if r > d:
+        raise ValueError(f"Quadrature(rank={r}) exceeds the dimension d={d}")
+    return r
+
+
+def span_basis(means: jax.Array, r: int) -> tuple[jax.Array, jax.Array]:
+    """Orthonormal basis ``Q`` (d, r) of the span of the rows of ``means``, and the
+    norm of the part of the means outside it (0 when the rank is at most ``r``).
+    Held constant under differentiation."""
+    a = jax.lax.stop_gradient(means)
+    u, _, _ = jnp.linalg.svd(a.T, full_matrices=True)
+    q = u[:, :r]
+    resid = jnp.sqrt(jnp.sum((a - (a @ q) @ q.T) ** 2))
+    return q, resid
+
+
+# -- the expectation ----------------------------------------------------------------
+
+Integrand = Callable[[jax.Array], jax.Array]
+
+
+def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importance: bool):
+    rule, k, hw = backend.resolve(r)
+    z_np, w_np = _tensor_rule(rule, k, r, hw)
+    z = jnp.asarray(z_np)
+    wz = jnp.asarray(w_np)
+    means = teacher.means if student is None else jnp.concatenate([teacher.means, student.means])
+    q, resid = span_basis(means, r)
+    zq = z @ q.T  # (K, d)
+
+    t_lw = teacher.log_weights - logsumexp(teacher.log_weights)
+    if importance and student is not None:
+        s = jax.lax.stop_gradient(student)
+        s_lw = s.log_weights - logsumexp(s.log_weights)
+        centres = jnp.concatenate([teacher.means, s.means])
+        log_alpha = jnp.concatenate([t_lw, s_lw]) - math.log(2.0)
+        q_mix = Mixture.tree_unflatten(None, (centres, log_alpha))
+        t_const = jax.lax.stop_gradient(teacher)
+
+        def per_centre(c):
+            x = c + zq
+            log_ratio = t_const.log_prob(x) - q_mix.log_prob(x)
+            return jnp.tensordot(wz * jnp.exp(log_ratio), f(x), axes=1)
+
+        vals = jax.lax.map(jax.checkpoint(per_centre), centres)
+        total = jnp.tensordot(jnp.exp(log_alpha), vals, axes=1)
+    else:
+
+        def per_centre(c):
+            x = c + zq
+            return jnp.tensordot(wz, f(x), axes=1)
+
+        vals = jax.lax.map(jax.checkpoint(per_centre), teacher.means)
+        total = jnp.tensordot(jnp.exp(t_lw), vals, axes=1)
+    return total, resid
+
+
+def expectation(
+    f: Integrand,
+    teacher: Mixture,
+    student: Mixture | None = None,
+    backend: Backend | None = None,
+    *,
+    key: jax.Array | None = None,
+    importance: bool = False,
+    with_error: bool = False,
+):
+    """``E_{x ~ teacher}[f(x)]`` for a batched integrand ``f: (K, d) -> (K, ...)``.
+
+    Args:
+      f: integrand, vectorised over its first axis.
+      teacher: the distribution ``p*`` (a :class:`Mixture`).
+      student: its means join the span basis; with ``importance=True`` and a
+        defensive quadrature, its components also carry nodes.
+      backend: :class:`Quadrature` (default) or :class:`MonteCarlo`.
+      key: PRNG key, required by ``MonteCarlo(fresh=True)``.
+      importance: allow defensive nodes (the integrand stays meaningful away from
+        the teacher's mass).
+      with_error: also return an error estimate (a second rule, or the Monte Carlo
+        standard error of a scalar integrand).
+
+    Returns:
+      The expectation (shape of ``f``'s trailing axes), or an :class:`Estimate`.
+    """
+    backend = Quadrature() if backend is None else backend
+    if isinstance(backend, MonteCarlo):
+        if backend.fresh:
+            if key is None:
+                raise ValueError("MonteCarlo(fresh=True) needs a PRNG key: pass key=jax.random.key(...)")
+        else:
+            key = jax.random.key(backend.seed)
+        x = jax.lax.stop_gradient(teacher).sample(key, backend.samples)
+        fx = f(x)
+        val = jnp.mean(fx, axis=0)
+        if not with_error:
+            return val
+        err = jnp.std(fx, axis=0) / math.sqrt(backend.samples)
+        return Estimate(val, err, backend.describe())
+    if not isinstance(backend, Quadrature):
+        raise TypeError(f"backend must be Quadrature or MonteCarlo, got {type(backend).__name__}")
+    r = span_rank(teacher, student, backend)
+    use_importance = importance and backend.defensive
+    val, resid = _quadrature_mean(f, teacher, student, backend, r, use_importance)
+    if not with_error:
+        return val
+    val2, _ = _quadrature_mean(f, teacher, student, backend.check_variant(r), r, use_importance)
+    # a basis that misses part of the means (rank too small) makes the rule unreliable
+    err = jnp.abs(val - val2) + jnp.where(resid > 1e-10 * (1 + jnp.max(jnp.abs(teacher.means))), jnp.inf, 0.0)
+    return Estimate(val, err, backend.describe(r))

@@ -1,0 +1,121 @@
+"""A :class:`Problem` binds an objective to its inputs (teacher or data, backend, t).
+
+It is what algorithms optimise: ``problem.loss(student, key)`` and
+``problem.value_and_grad(student, key)``. The gradient is a :class:`Mixture`-shaped
+pytree: ``grads.means`` (n, d) and ``grads.log_weights`` (n,), the latter the
+derivative along the simplex (softmax parametrisation), so that for ``kl`` and
+``nll`` the EM statistics follow from it exactly:
+
+    E[psi_i]               = pi_i - dL/da_i
+    E[psi_i (x - mu_i)]    = -dL/dmu_i
+
+(with the control-variate KL these are the control-variate estimates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from overgmm import _validation as v
+from overgmm.expectations import Backend, MonteCarlo, Quadrature, span_rank
+from overgmm.mixture import Mixture
+from overgmm.objectives import KL_FORMS, kl, nll, score_matching
+
+OBJECTIVES = ("kl", "nll", "score_matching")
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """An objective with its inputs.
+
+    Build with :meth:`population` (KL to a teacher), :meth:`from_data` (NLL of a
+    sample) or :meth:`score` (score matching at noise level ``t``).
+    """
+
+    objective: str
+    teacher: Mixture | None = None
+    data: jax.Array | None = None
+    sample_weight: jax.Array | None = None
+    t: float = 0.0
+    backend: Backend | None = None
+    form: str = "control-variate"
+
+    def tree_flatten(self):
+        return (self.teacher, self.data, self.sample_weight, self.t), (self.objective, self.backend, self.form)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        teacher, data, sw, t = children
+        objective, backend, form = aux
+        return cls(objective, teacher, data, sw, t, backend, form)
+
+    # -- constructors -------------------------------------------------------
+    @classmethod
+    def population(cls, teacher: Mixture, *, backend: Backend | None = None, form: str = "control-variate") -> Problem:
+        """``KL(teacher || student)`` with the given expectation backend."""
+        if not isinstance(teacher, Mixture):
+            raise TypeError(f"teacher must be overgmm.Mixture, got {type(teacher).__name__}")
+        v.check_choice(form, KL_FORMS, "KL form")
+        return cls("kl", teacher=teacher, backend=backend or Quadrature(), form=form)
+
+    @classmethod
+    def from_data(cls, X, *, sample_weight=None) -> Problem:
+        """Mean negative log-likelihood of ``X`` (N, d)."""
+        X = v.as_float_array(X, "X")
+        v.check_ndim(X, 2, "X", "(n_samples, n_features)")
+        v.check_finite(X, "X")
+        sw = None if sample_weight is None else v.as_float_array(sample_weight, "sample_weight")
+        if sw is not None:
+            nll(Mixture(jnp.zeros((1, X.shape[1]))), X, sample_weight=sw)  # validates
+        return cls("nll", data=X, sample_weight=sw)
+
+    @classmethod
+    def score(cls, teacher: Mixture, t: float = 0.0, *, backend: Backend | None = None) -> Problem:
+        """Population score matching at noise level ``t`` against ``teacher``."""
+        if not isinstance(teacher, Mixture):
+            raise TypeError(f"teacher must be overgmm.Mixture, got {type(teacher).__name__}")
+        return cls("score_matching", teacher=teacher, t=t, backend=backend or Quadrature())
+
+    # -- evaluation ---------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.teacher.dim if self.teacher is not None else self.data.shape[1]
+
+    @property
+    def needs_key(self) -> bool:
+        return isinstance(self.backend, MonteCarlo) and self.backend.fresh
+
+    @property
+    def has_em_statistics(self) -> bool:
+        """Whether E[psi] and E[psi (x - mu)] follow from the gradient (kl, nll)."""
+        return self.objective in ("kl", "nll")
+
+    def describe(self, student: Mixture | None = None) -> str:
+        """Which objective and expectation backend produce the numbers."""
+        if self.objective == "nll":
+            return f"nll(data, N={self.data.shape[0]})"
+        if isinstance(self.backend, MonteCarlo):
+            return f"{self.objective}: {self.backend.describe()}"
+        return f"{self.objective}: {self.backend.describe(span_rank(self.teacher, student, self.backend))}"
+
+    def loss(self, student: Mixture, key: jax.Array | None = None) -> jax.Array:
+        """The objective at ``student``, a float64 scalar."""
+        if self.objective == "kl":
+            return kl(self.teacher, student, backend=self.backend, key=key, form=self.form)
+        if self.objective == "nll":
+            return nll(student, self.data, sample_weight=self.sample_weight)
+        return score_matching(self.teacher, student, self.t, backend=self.backend, key=key)
+
+    def value_and_grad(self, student: Mixture, key: jax.Array | None = None) -> tuple[jax.Array, Mixture]:
+        """``(L, dL/dstudent)``; the gradient is a :class:`Mixture`-shaped pytree."""
+        return jax.value_and_grad(lambda s: self.loss(s, key))(student)
+
+    def check_student(self, student: Mixture) -> None:
+        if not isinstance(student, Mixture):
+            raise TypeError(f"student must be overgmm.Mixture, got {type(student).__name__}")
+        if student.dim != self.dim:
+            raise ValueError(f"student has dimension {student.dim} but the problem has dimension {self.dim}")

@@ -1,0 +1,165 @@
+"""Algorithms: their update rules, invariants, and a catalogue of known optima."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import overgmm as og
+
+TEACHER = og.Mixture([[0.0, 0.0], [3.0, 0.5], [-1.0, 3.0]], [0.2, 0.3, 0.5])
+
+
+def split_student(scale, seed=0):
+    rng = np.random.default_rng(seed)
+    a = np.repeat(np.arange(3), 2)
+    return og.Mixture(
+        np.asarray(TEACHER.means)[a] + scale * rng.normal(size=(6, 2)), np.asarray(TEACHER.weights)[a] / 2
+    )
+
+
+def test_gradient_em_step_is_gradient_descent():
+    problem = og.Problem.population(TEACHER)
+    student = split_student(0.5)
+    alg = og.gradient_em(problem, 0.7)
+    new = alg.step(alg.init(student, jax.random.key(0))).student
+    g = jax.grad(lambda m: og.kl(TEACHER, og.Mixture(m, student.weights)))(student.means)
+    np.testing.assert_allclose(new.means, student.means - 0.7 * g, atol=1e-15)
+    np.testing.assert_allclose(new.weights, student.weights, atol=1e-15)
+
+
+def test_em_matches_direct_e_and_m_steps_on_data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2)) + rng.integers(0, 2, size=(300, 1)) * 3
+    student = og.Mixture(rng.normal(size=(3, 2)), [0.2, 0.3, 0.5])
+    alg = og.em(og.Problem.from_data(X))
+    new = alg.step(alg.init(student, jax.random.key(0))).student
+    psi = np.asarray(student.responsibilities(X))
+    np.testing.assert_allclose(new.weights, psi.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(new.means, (psi.T @ X) / psi.sum(0)[:, None], rtol=1e-12)
+
+
+def test_em_never_decreases_likelihood():
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(size=(200, 2)), rng.normal(size=(100, 2)) + [4, 0]])
+    problem = og.Problem.from_data(X)
+    hist = og.run(og.em(problem), og.Mixture(rng.normal(size=(5, 2))), 30)
+    assert np.all(np.diff(hist["loss"]) <= 1e-12)
+
+
+def test_population_em_weights_are_control_variate_masses():
+    problem = og.Problem.population(TEACHER)
+    student = split_student(0.3)
+    alg = og.gradient_em(problem, 0.5, weights="em")
+    new = alg.step(alg.init(student, jax.random.key(0))).student
+    mass = og.expectation(lambda x: student.responsibilities(x), TEACHER, student)
+    np.testing.assert_allclose(new.weights, mass / mass.sum(), atol=1e-12)
+
+
+def test_solve_weights_reaches_the_convex_optimum():
+    problem = og.Problem.population(TEACHER)
+    student = og.Mixture(np.asarray(TEACHER.means)[[0, 1, 2, 2]], [0.25] * 4)  # means exact, weights not
+    alg = og.gradient_em(problem, 0.1, weights="solve", weight_tol=1e-13, max_weight_iter=2000)
+    state = alg.step(alg.init(student, jax.random.key(0)))
+    w = np.asarray(state.student.weights)
+    np.testing.assert_allclose([w[0], w[1], w[2] + w[3]], [0.2, 0.3, 0.5], atol=1e-6)
+    assert int(state.grad_evals) > 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: og.gradient_em(p, 1.0),
+        lambda p: og.gradient_em(p, 1.0, weights="em"),
+        lambda p: og.em(p),
+        lambda p: og.polyak(p, 1.0, 3),
+        lambda p: og.gradient_descent(p, 0.5, params="all"),
+        # not Adam: it normalises a 1e-17 gradient into a step of size lr
+        lambda p: og.optax_method(p, optax.sgd(0.5, momentum=0.9)),
+    ],
+)
+def test_split_teacher_is_a_fixed_point_of_every_algorithm(make):
+    problem = og.Problem.population(TEACHER)
+    student = split_student(0.0)
+    hist = og.run(make(problem), student, 8)
+    assert np.max(np.abs(hist["loss"])) <= 1e-15
+    np.testing.assert_allclose(hist.final.student.means, student.means, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: og.gradient_em(p, 1.0),
+        lambda p: og.gradient_em(p, 1.0, weights="em"),
+        lambda p: og.em(p),
+        lambda p: og.polyak(p, 1.0, 10),
+        lambda p: og.gradient_descent(p, 0.5, params="all"),
+        lambda p: og.optax_method(p, optax.adam(3e-2)),
+    ],
+)
+def test_every_algorithm_reduces_the_loss(make):
+    problem = og.Problem.population(TEACHER)
+    hist = og.run(make(problem), split_student(0.6, seed=2), 40)
+    assert hist["loss"][-1] < 0.3 * hist["loss"][0]
+
+
+def test_scaled_polyak_is_linear_where_gradient_em_is_sublinear():
+    problem = og.Problem.population(TEACHER)
+    student = split_student(0.6, seed=3)
+    pol = og.run(og.polyak(problem, 1.0, 20), student, 210)
+    gem = og.run(og.gradient_em(problem, 1.0), student, 210)
+    assert pol["loss"][-1] < 1e-9
+    assert gem["loss"][-1] > 1e-5
+    envelope = pol["loss"][20::21]  # loss just before each long step
+    assert np.all(np.diff(envelope) < 0)  # the loss before each long step keeps falling
+    assert np.all(pol["polyak"][21::21]) and not np.any(pol["polyak"][1:21])
+
+
+def test_polyak_long_step_formula_and_guard():
+    problem = og.Problem.population(TEACHER)
+    student = split_student(0.4)
+    alg = og.polyak(problem, 0.5, 1, scaled=True, gamma=2.0)
+    s1 = alg.step(alg.init(student, jax.random.key(0)))  # short
+    s2 = alg.step(s1)  # long
+    loss, g = problem.value_and_grad(s1.student)
+    p = 1 / np.asarray(s1.student.weights)
+    pg = p[:, None] * np.asarray(g.means)
+    expected = np.asarray(s1.student.means) - 2.0 * float(loss) / float(np.sum(np.asarray(g.means) * pg)) * pg
+    np.testing.assert_allclose(s2.student.means, expected, atol=1e-13)
+    assert bool(s2.polyak) and not bool(s1.polyak)
+    # L <= L*: the long step is skipped, not reversed
+    alg_hi = og.polyak(problem, 0.5, 1, loss_star=10.0)
+    s2b = alg_hi.step(alg_hi.step(alg_hi.init(student, jax.random.key(0))))
+    np.testing.assert_allclose(s2b.student.means, alg_hi.step(alg_hi.init(student)).student.means)
+
+
+def test_polyak_reject_increase_never_raises_the_loss_at_long_steps():
+    problem = og.Problem.population(og.Mixture([[0.0, 0.0]]))
+    student = og.Mixture([[1.0, 0.5], [-0.5, 0.2], [0.3, -1.0]], [0.2, 0.3, 0.5])
+    hist = og.run(og.polyak(problem, 0.3, 2, scaled=False, loss_star=-1.0, reject_increase=True), student, 30)
+    long = np.flatnonzero(hist["polyak"])
+    assert len(long) == 10
+    assert np.all(hist["loss"][long] <= hist["loss"][long - 1] + 1e-15)
+
+
+def test_score_matching_gradient_descent_converges_s1_like():
+    problem = og.Problem.score(og.Mixture([[0.0]]), 0.0)
+    student = og.Mixture([[1.0], [1.2], [0.8]])
+    hist = og.run(og.gradient_descent(problem, 0.5), student, 200, stride=10)
+    assert hist["loss"][-1] < 1e-2 * hist["loss"][0]
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: og.gradient_em(p, -1.0), "positive"),
+        (lambda p: og.gradient_em(p, 1.0, weights="sometimes"), "unknown weight update"),
+        (lambda p: og.polyak(p, 1.0, 0), "n_short"),
+        (lambda p: og.gradient_descent(p, 1.0, params="weights"), "unknown params"),
+        (lambda p: og.optax_method(p, "adam"), "optax"),
+        (lambda p: og.em(og.Problem.score(TEACHER, 0.1)), "EM statistics"),
+    ],
+)
+def test_bad_algorithm_options(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make(og.Problem.population(TEACHER))

@@ -1,0 +1,103 @@
+"""The driver: history layout, batching, failure handling, compilation and dtypes."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import overgmm as og
+
+TEACHER = og.Mixture([[0.0], [3.0]], [0.4, 0.6])
+
+
+def students(b):
+    rng = np.random.default_rng(0)
+    return [og.Mixture(rng.normal(size=(3, 1)) * 2) for _ in range(b)]
+
+
+def test_history_layout_and_measures():
+    problem = og.Problem.population(TEACHER)
+    hist = og.run(og.polyak(problem, 1.0, 4), students(1)[0], 20, stride=5)
+    assert hist["loss"].shape == (5,)
+    np.testing.assert_array_equal(hist["step"], [0, 5, 10, 15, 20])
+    assert hist["bias"].shape == (5, 2) and hist["dispersion"].shape == (5, 2)
+    for name in ("grad_norm", "param_dist", "weight_mismatch", "active", "max_norm", "U", "polyak", "grad_evals"):
+        assert name in hist.columns
+    assert hist["polyak"].sum() == 4  # one long step in every window of 5
+    assert hist.ok and "quadrature(trapezoid, r=1" in hist.backend
+    assert hist["loss"].dtype == np.float64 and hist.final.student.means.dtype == jnp.float64
+    rows = hist.to_rows()
+    assert len(rows) == 5 and "bias_1" in rows[0]
+
+
+def test_batch_equals_single_runs():
+    problem = og.Problem.population(TEACHER)
+    alg = og.gradient_em(problem, 0.8, weights="em")
+    ss = students(3)
+    batch = og.run_batch(alg, og.stack(ss), 15, stride=5)
+    assert batch["loss"].shape == (3, 4)
+    for b, s in enumerate(ss):
+        single = og.run(alg, s, 15, stride=5)
+        np.testing.assert_allclose(batch["loss"][b], single["loss"], rtol=1e-12)
+
+
+def test_teacher_measures_known_values():
+    student = og.Mixture([[0.5], [-0.5], [3.0]], [0.2, 0.2, 0.6])
+    m = og.teacher_measures(TEACHER, student)
+    np.testing.assert_allclose(m["bias"], [0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(m["dispersion"], [0.2 * 0.25 * 2, 0.0], atol=1e-15)
+    np.testing.assert_allclose(m["weight_mismatch"], 0.0, atol=1e-15)
+    np.testing.assert_allclose(m["param_dist"], 0.2 * 0.25 * 2, atol=1e-15)
+
+
+def test_non_finite_run_keeps_history_and_warns():
+    X = np.array([[0.0], [1.0], [2.0]])
+    problem = og.Problem.from_data(X)
+    student = og.Mixture([[0.5], [1.5]])
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        hist = og.run(og.gradient_descent(problem, 1e308), student, 10)
+    assert not hist.ok and int(hist.failed_at) >= 1
+    assert np.all(np.isfinite(hist.final.student.means))
+    assert np.isfinite(hist["loss"][0])
+
+
+def test_second_run_does_not_recompile():
+    problem = og.Problem.population(TEACHER)
+    alg = og.gradient_em(problem, 0.5)
+    step = jax.jit(alg.step)
+    state = alg.init(students(1)[0], jax.random.key(0))
+    step(state)
+    n_before = step._cache_size()
+    step(step(state))
+    assert step._cache_size() == n_before
+
+
+def test_fresh_monte_carlo_run_is_seeded():
+    problem = og.Problem.population(TEACHER, backend=og.MonteCarlo(samples=2000))
+    alg = og.gradient_em(problem, 0.5)
+    a = og.run(alg, students(1)[0], 5, key=jax.random.key(1))
+    b = og.run(alg, students(1)[0], 5, key=jax.random.key(1))
+    c = og.run(alg, students(1)[0], 5, key=jax.random.key(2))
+    np.testing.assert_array_equal(a["loss"], b["loss"])
+    assert not np.array_equal(a["loss"], c["loss"])
+    assert "monte-carlo" in a.backend
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda alg, s: og.run(alg, s, 10, stride=3), "multiple of stride"),
+        (lambda alg, s: og.run(alg, s, 0), "positive integer"),
+        (lambda alg, s: og.run(alg, og.Mixture([[0.0, 1.0]]), 5), "dimension"),
+        (lambda alg, s: og.run_batch(alg, s, 5), "batch axis"),
+        (lambda alg, s: og.stack([s, og.Mixture([[0.0]])]), "same shape"),
+    ],
+)
+def test_bad_run_arguments(call, match):
+    alg = og.gradient_em(og.Problem.population(TEACHER), 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=match):
+            call(alg, students(1)[0])

@@ -133,3 +133,23 @@ def test_monte_carlo_modes():
 def test_bad_options_are_named(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+@pytest.mark.parametrize(
+    "means, weights",
+    [
+        ([[1e3], [0.0]], None),  # regression: rho overflowed where the node weight underflowed -> NaN
+        ([[1e3], [0.0]], [1e-300, 1 - 1e-300]),
+        ([[0.0], [1.0]], [0.0, 1.0]),  # a zero weight (log-weight -inf)
+        ([[50.0], [-50.0]], None),
+    ],
+)
+def test_extreme_students_give_finite_loss_and_gradient(means, weights):
+    teacher = og.Mixture([[0.0]])
+    student = og.Mixture(means, weights)
+    val, g = jax.value_and_grad(lambda s: og.kl(teacher, s))(student)
+    assert np.isfinite(float(val))
+    assert np.all(np.isfinite(g.means)) and np.all(np.isfinite(g.log_weights))
+    plain = float(og.kl(teacher, student, form="plain"))
+    assert abs(float(val) - plain) <= 1e-9 * max(1.0, plain)
+    assert np.isfinite(float(og.score_matching(teacher, student, 0.0)))

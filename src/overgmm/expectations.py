@@ -213,11 +213,12 @@ def span_basis(means: jax.Array, r: int) -> tuple[jax.Array, jax.Array]:
 Integrand = Callable[[jax.Array], jax.Array]
 
 
-def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importance: bool):
+def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importance: bool, log_weighted: bool):
+    """Sum over centres and nodes of the weighted integrand (see :func:`expectation`)."""
     rule, k, hw = backend.resolve(r)
     z_np, w_np = _tensor_rule(rule, k, r, hw)
     z = jnp.asarray(z_np)
-    wz = jnp.asarray(w_np)
+    log_wz = jnp.asarray(np.log(w_np))
     means = teacher.means if student is None else jnp.concatenate([teacher.means, student.means])
     q, resid = span_basis(means, r)
     zq = z @ q.T  # (K, d)
@@ -231,22 +232,26 @@ def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importanc
         q_mix = Mixture.tree_unflatten(None, (centres, log_alpha))
         t_const = jax.lax.stop_gradient(teacher)
 
-        def per_centre(c):
+        def log_node_weights(c, la):
             x = c + zq
-            log_ratio = t_const.log_prob(x) - q_mix.log_prob(x)
-            return jnp.tensordot(wz * jnp.exp(log_ratio), f(x), axes=1)
+            return x, la + log_wz + t_const.log_prob(x) - q_mix.log_prob(x)
 
-        vals = jax.lax.map(jax.checkpoint(per_centre), centres)
-        total = jnp.tensordot(jnp.exp(log_alpha), vals, axes=1)
+        items = (centres, log_alpha)
     else:
 
-        def per_centre(c):
-            x = c + zq
-            return jnp.tensordot(wz, f(x), axes=1)
+        def log_node_weights(c, la):
+            return c + zq, la + log_wz
 
-        vals = jax.lax.map(jax.checkpoint(per_centre), teacher.means)
-        total = jnp.tensordot(jnp.exp(t_lw), vals, axes=1)
-    return total, resid
+        items = (teacher.means, t_lw)
+
+    def per_centre(item):
+        x, log_w = log_node_weights(*item)
+        if log_weighted:
+            return jnp.sum(f(x, log_w), axis=0)
+        return jnp.tensordot(jnp.exp(log_w), f(x), axes=1)
+
+    vals = jax.lax.map(jax.checkpoint(per_centre), items)
+    return jnp.sum(vals, axis=0), resid
 
 
 def expectation(
@@ -257,6 +262,7 @@ def expectation(
     *,
     key: jax.Array | None = None,
     importance: bool = False,
+    log_weighted: bool = False,
     with_error: bool = False,
 ):
     """``E_{x ~ teacher}[f(x)]`` for a batched integrand ``f: (K, d) -> (K, ...)``.
@@ -270,6 +276,11 @@ def expectation(
       key: PRNG key, required by ``MonteCarlo(fresh=True)``.
       importance: allow defensive nodes (the integrand stays meaningful away from
         the teacher's mass).
+      log_weighted: ``f`` takes ``(x, log_w)``, the points and the logs of their
+        weights (node weight times importance weight), and returns the *weighted*
+        values ``w f(x)``, which are summed. Lets an integrand that overflows where
+        its weight underflows (``rho`` far from the teacher) combine the two in the
+        log domain.
       with_error: also return an error estimate (a second rule, or the Monte Carlo
         standard error of a scalar integrand).
 
@@ -284,7 +295,10 @@ def expectation(
         else:
             key = jax.random.key(backend.seed)
         x = jax.lax.stop_gradient(teacher).sample(key, backend.samples)
-        fx = f(x)
+        if log_weighted:
+            fx = backend.samples * f(x, jnp.full(x.shape[:1], -math.log(backend.samples)))
+        else:
+            fx = f(x)
         val = jnp.mean(fx, axis=0)
         if not with_error:
             return val
@@ -294,10 +308,10 @@ def expectation(
         raise TypeError(f"backend must be Quadrature or MonteCarlo, got {type(backend).__name__}")
     r = span_rank(teacher, student, backend)
     use_importance = importance and backend.defensive
-    val, resid = _quadrature_mean(f, teacher, student, backend, r, use_importance)
+    val, resid = _quadrature_mean(f, teacher, student, backend, r, use_importance, log_weighted)
     if not with_error:
         return val
-    val2, _ = _quadrature_mean(f, teacher, student, backend.check_variant(r), r, use_importance)
+    val2, _ = _quadrature_mean(f, teacher, student, backend.check_variant(r), r, use_importance, log_weighted)
     # a basis that misses part of the means (rank too small) makes the rule unreliable
     err = jnp.abs(val - val2) + jnp.where(resid > 1e-10 * (1 + jnp.max(jnp.abs(teacher.means))), jnp.inf, 0.0)
     return Estimate(val, err, backend.describe(r))

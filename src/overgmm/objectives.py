@@ -68,21 +68,34 @@ def kl(
 
     if form == "plain":
 
-        def integrand(x):
-            return -log_ratio(teacher, student, x)
+        def integrand(x, log_w):
+            return -jnp.exp(log_w) * log_ratio(teacher, student, x)
 
     else:
 
-        def integrand(x):
+        def integrand(x, log_w):
+            # w (rho - 1 - log rho): expm1 near rho = 1 (the optimum) for exactness; for
+            # large rho the product w rho = exp(log w + log rho) is formed in the log
+            # domain (far from the teacher w underflows where rho overflows)
             lr = log_ratio(teacher, student, x)
             small = jnp.minimum(lr, _EXPM1_SWITCH)
-            # rho - 1 - log rho, with expm1 near rho = 1 (the optimum) for exactness
+            large = jnp.maximum(lr, _EXPM1_SWITCH)
+            w = jnp.exp(log_w)
             return jnp.where(
-                lr < _EXPM1_SWITCH, jnp.expm1(small) - small, jnp.exp(jnp.maximum(lr, _EXPM1_SWITCH)) - 1 - lr
+                lr < _EXPM1_SWITCH,
+                w * (jnp.expm1(small) - small),
+                jnp.exp(log_w + large) - w * (1 + large),
             )
 
     return expectation(
-        integrand, teacher, student, backend, key=key, importance=(form != "plain"), with_error=with_error
+        integrand,
+        teacher,
+        student,
+        backend,
+        key=key,
+        importance=(form != "plain"),
+        log_weighted=True,
+        with_error=with_error,
     )
 
 

@@ -149,8 +149,28 @@ def test_score_matching_gradient_descent_converges_s1_like():
         (lambda p: og.gradient_descent(p, 1.0, params="weights"), "unknown params"),
         (lambda p: og.optax_method(p, "adam"), "optax"),
         (lambda p: og.em(og.Problem.score(TEACHER, 0.1)), "EM statistics"),
+        (lambda p: og.Problem.score(TEACHER, -0.5), "noise level"),
     ],
 )
 def test_bad_algorithm_options(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make(og.Problem.population(TEACHER))
+
+
+def test_paper_literal_polyak_is_slower_than_scaled_at_equal_evaluations():
+    problem = og.Problem.population(TEACHER)
+    student = split_student(0.6, seed=3)
+    scaled = og.run(og.polyak(problem, 1.0, 20), student, 147)
+    literal = og.run(og.polyak(problem, 1.0, 20, scaled=False), student, 147)
+    assert literal["loss"][-1] > 10 * scaled["loss"][-1]
+
+
+def test_polyak_with_em_weights_learns_the_weights():
+    problem = og.Problem.population(TEACHER)
+    a = np.repeat(np.arange(3), 2)
+    rng = np.random.default_rng(5)
+    student = og.Mixture(np.asarray(TEACHER.means)[a] + 0.3 * rng.normal(size=(6, 2)))  # uniform weights
+    hist = og.run(og.polyak(problem, 1.0, 10, weights="em"), student, 110)
+    assert hist["weight_mismatch"][0] > 0.2
+    assert hist["weight_mismatch"][-1] < 1e-3
+    assert hist["loss"][-1] < 1e-4 * hist["loss"][0]

@@ -2,6 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
 import overgmm as og
@@ -82,3 +84,16 @@ def test_pytree_roundtrip_and_log_weights():
     np.testing.assert_array_equal(m2.means, m.means)
     with pytest.raises(ValueError, match="either"):
         og.Mixture([[0.0]], [1.0], log_weights=[0.0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.floats(-1e4, 1e4), min_size=3, max_size=3),
+    st.lists(st.floats(-1e5, 1e5), min_size=4, max_size=4),
+)
+def test_responsibilities_are_a_distribution_for_any_input(means, xs):
+    m = og.Mixture(np.array(means)[:, None], [0.2, 0.3, 0.5])
+    psi = np.asarray(m.responsibilities(np.array(xs)[:, None]))
+    assert np.all(np.isfinite(psi)) and np.all(psi >= 0)
+    np.testing.assert_allclose(psi.sum(-1), 1.0, rtol=1e-14)
+    assert np.all(np.isfinite(np.asarray(m.log_prob(np.array(xs)[:, None]))))

@@ -15,6 +15,7 @@ derivative along the simplex (softmax parametrisation), so that for ``kl`` and
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +79,9 @@ class Problem:
         """Population score matching at noise level ``t`` against ``teacher``."""
         if not isinstance(teacher, Mixture):
             raise TypeError(f"teacher must be overgmm.Mixture, got {type(teacher).__name__}")
-        return cls("score_matching", teacher=teacher, t=t, backend=backend or Quadrature())
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t >= 0):
+            raise ValueError(f"noise level t must be a finite number >= 0, got {t!r}")
+        return cls("score_matching", teacher=teacher, t=float(t), backend=backend or Quadrature())
 
     # -- evaluation ---------------------------------------------------------
     @property

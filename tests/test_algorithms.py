@@ -174,3 +174,16 @@ def test_polyak_with_em_weights_learns_the_weights():
     assert hist["weight_mismatch"][0] > 0.2
     assert hist["weight_mismatch"][-1] < 1e-3
     assert hist["loss"][-1] < 1e-4 * hist["loss"][0]
+
+
+def test_gradient_descent_on_denoising_score_matching_data():
+    teacher = og.Mixture([[0.0]])
+    X0 = teacher.sample(jax.random.key(0), 4000)
+    problem = og.Problem.denoising(X0, 0.5, n_noise=2)
+    student = og.Mixture([[1.5], [1.0], [2.0]])
+    hist = og.run(og.gradient_descent(problem, 1.0), student, 300, stride=30, key=jax.random.key(1))
+    pop = og.Problem.score(teacher, 0.5)
+    assert float(pop.loss(hist.final.student)) < 0.1 * float(pop.loss(student))
+    assert "denoising" in hist.backend
+    with pytest.raises(ValueError, match="t > 0"):
+        og.Problem.denoising(X0, 0.0)

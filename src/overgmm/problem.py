@@ -23,9 +23,9 @@ import jax.numpy as jnp
 from overgmm import _validation as v
 from overgmm.expectations import Backend, MonteCarlo, Quadrature, span_rank
 from overgmm.mixture import Mixture
-from overgmm.objectives import KL_FORMS, kl, nll, score_matching
+from overgmm.objectives import KL_FORMS, denoising_score_matching, kl, nll, score_matching
 
-OBJECTIVES = ("kl", "nll", "score_matching")
+OBJECTIVES = ("kl", "nll", "score_matching", "denoising_score_matching")
 
 
 @jax.tree_util.register_pytree_node_class
@@ -34,7 +34,8 @@ class Problem:
     """An objective with its inputs.
 
     Build with :meth:`population` (KL to a teacher), :meth:`from_data` (NLL of a
-    sample) or :meth:`score` (score matching at noise level ``t``).
+    sample), :meth:`score` (population score matching at noise level ``t``) or
+    :meth:`denoising` (score matching on data, DDPM form).
     """
 
     objective: str
@@ -44,15 +45,21 @@ class Problem:
     t: float = 0.0
     backend: Backend | None = None
     form: str = "control-variate"
+    n_noise: int = 1
 
     def tree_flatten(self):
-        return (self.teacher, self.data, self.sample_weight, self.t), (self.objective, self.backend, self.form)
+        return (self.teacher, self.data, self.sample_weight, self.t), (
+            self.objective,
+            self.backend,
+            self.form,
+            self.n_noise,
+        )
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         teacher, data, sw, t = children
-        objective, backend, form = aux
-        return cls(objective, teacher, data, sw, t, backend, form)
+        objective, backend, form, n_noise = aux
+        return cls(objective, teacher, data, sw, t, backend, form, n_noise)
 
     # -- constructors -------------------------------------------------------
     @classmethod
@@ -83,6 +90,18 @@ class Problem:
             raise ValueError(f"noise level t must be a finite number >= 0, got {t!r}")
         return cls("score_matching", teacher=teacher, t=float(t), backend=backend or Quadrature())
 
+    @classmethod
+    def denoising(cls, X0, t: float, *, n_noise: int = 1) -> Problem:
+        """Denoising score matching on data ``X0`` (N, d) at noise level ``t > 0``, with
+        ``n_noise`` fresh noise draws per row at each evaluation (from the run's key)."""
+        X0 = v.as_float_array(X0, "X0")
+        v.check_ndim(X0, 2, "X0", "(n_samples, n_features)")
+        v.check_finite(X0, "X0")
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise ValueError(f"denoising score matching needs a noise level t > 0, got {t!r}")
+        v.check_positive_int(n_noise, "n_noise")
+        return cls("denoising_score_matching", data=X0, t=float(t), n_noise=n_noise)
+
     # -- evaluation ---------------------------------------------------------
     @property
     def dim(self) -> int:
@@ -90,7 +109,8 @@ class Problem:
 
     @property
     def needs_key(self) -> bool:
-        return isinstance(self.backend, MonteCarlo) and self.backend.fresh
+        fresh_mc = isinstance(self.backend, MonteCarlo) and self.backend.fresh
+        return fresh_mc or self.objective == "denoising_score_matching"
 
     @property
     def has_em_statistics(self) -> bool:
@@ -101,6 +121,8 @@ class Problem:
         """Which objective and expectation backend produce the numbers."""
         if self.objective == "nll":
             return f"nll(data, N={self.data.shape[0]})"
+        if self.objective == "denoising_score_matching":
+            return f"denoising_score_matching(data, N={self.data.shape[0]}, t={self.t}, n_noise={self.n_noise})"
         if isinstance(self.backend, MonteCarlo):
             return f"{self.objective}: {self.backend.describe()}"
         return f"{self.objective}: {self.backend.describe(span_rank(self.teacher, student, self.backend))}"
@@ -111,6 +133,10 @@ class Problem:
             return kl(self.teacher, student, backend=self.backend, key=key, form=self.form)
         if self.objective == "nll":
             return nll(student, self.data, sample_weight=self.sample_weight)
+        if self.objective == "denoising_score_matching":
+            if key is None:
+                raise ValueError("denoising score matching draws noise: pass a PRNG key")
+            return denoising_score_matching(student, self.data, self.t, key=key, n_noise=self.n_noise)
         return score_matching(self.teacher, student, self.t, backend=self.backend, key=key)
 
     def value_and_grad(self, student: Mixture, key: jax.Array | None = None) -> tuple[jax.Array, Mixture]:

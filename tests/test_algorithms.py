@@ -187,3 +187,8 @@ def test_gradient_descent_on_denoising_score_matching_data():
     assert "denoising" in hist.backend
     with pytest.raises(ValueError, match="t > 0"):
         og.Problem.denoising(X0, 0.0)
+
+
+def test_unknown_objective_is_named():
+    with pytest.raises(ValueError, match="unknown objective"):
+        og.Problem("likelihood")

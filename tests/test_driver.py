@@ -59,6 +59,7 @@ def test_non_finite_run_keeps_history_and_warns():
     with pytest.warns(RuntimeWarning, match="non-finite"):
         hist = og.run(og.gradient_descent(problem, 1e308), student, 10)
     assert not hist.ok and int(hist.failed_at) >= 1
+    assert hist.status_text == [og.driver.STATUS[1]]
     assert np.all(np.isfinite(hist.final.student.means))
     assert np.isfinite(hist["loss"][0])
 

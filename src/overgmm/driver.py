@@ -56,6 +56,11 @@ class History:
     def ok(self) -> bool:
         return bool(np.all(self.status == 0))
 
+    @property
+    def status_text(self) -> list[str]:
+        """The meaning of each trial's status code."""
+        return [STATUS[int(c)] for c in np.atleast_1d(self.status)]
+
     def to_rows(self) -> list[dict]:
         """Tidy rows (one per record and trial), per-cluster arrays split into
         ``bias_0, bias_1, ...``; ready for ``pandas.DataFrame``."""

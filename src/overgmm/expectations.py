@@ -80,8 +80,6 @@ class Quadrature:
     defensive: bool = True
     check_rule: str = "coarse"
 
-    name = "quadrature"
-
     def __post_init__(self):
         v.check_choice(self.rule, RULES, "quadrature rule")
         v.check_choice(self.check_rule, ("coarse", "gauss-hermite"), "check_rule")
@@ -137,8 +135,6 @@ class MonteCarlo:
     samples: int = 100_000
     fresh: bool = True
     seed: int = 0
-
-    name = "monte-carlo"
 
     def __post_init__(self):
         v.check_positive_int(self.samples, "samples")

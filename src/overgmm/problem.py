@@ -47,6 +47,9 @@ class Problem:
     form: str = "control-variate"
     n_noise: int = 1
 
+    def __post_init__(self):
+        v.check_choice(self.objective, OBJECTIVES, "objective")
+
     def tree_flatten(self):
         return (self.teacher, self.data, self.sample_weight, self.t), (
             self.objective,
@@ -106,11 +109,6 @@ class Problem:
     @property
     def dim(self) -> int:
         return self.teacher.dim if self.teacher is not None else self.data.shape[1]
-
-    @property
-    def needs_key(self) -> bool:
-        fresh_mc = isinstance(self.backend, MonteCarlo) and self.backend.fresh
-        return fresh_mc or self.objective == "denoising_score_matching"
 
     @property
     def has_em_statistics(self) -> bool:

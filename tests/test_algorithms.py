@@ -192,3 +192,13 @@ def test_gradient_descent_on_denoising_score_matching_data():
 def test_unknown_objective_is_named():
     with pytest.raises(ValueError, match="unknown objective"):
         og.Problem("likelihood")
+
+
+def test_em_with_fixed_weights_moves_only_the_means():
+    problem = og.Problem.population(TEACHER)
+    student = split_student(0.5)
+    alg = og.em(problem, update_weights=False)
+    new = alg.step(alg.init(student, jax.random.key(0))).student
+    np.testing.assert_allclose(new.weights, student.weights, atol=1e-15)
+    assert not np.allclose(new.means, student.means)
+    assert float(problem.loss(new)) < float(problem.loss(student))

@@ -102,3 +102,10 @@ def test_bad_run_arguments(call, match):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=match):
             call(alg, students(1)[0])
+
+
+def test_active_threshold_is_honoured():
+    student = og.Mixture([[0.0], [1.0], [3.0]], [0.005, 0.395, 0.6])
+    alg = og.gradient_em(og.Problem.population(TEACHER), 0.1)
+    assert og.run(alg, student, 1, threshold=1e-3)["active"][0] == 3
+    assert og.run(alg, student, 1, threshold=1e-2)["active"][0] == 2

@@ -153,3 +153,16 @@ def test_extreme_students_give_finite_loss_and_gradient(means, weights):
     plain = float(og.kl(teacher, student, form="plain"))
     assert abs(float(val) - plain) <= 1e-9 * max(1.0, plain)
     assert np.isfinite(float(og.score_matching(teacher, student, 0.0)))
+
+
+def test_gauss_hermite_rule_and_its_use_as_check_rule():
+    tm, tw, sm, sw = CASES_1D[0]
+    teacher = og.Mixture(np.array(tm)[:, None], tw)
+    student = og.Mixture(np.array(sm)[:, None], sw)
+    ref = kl_1d_reference(tm, tw, sm, sw)
+    gh = float(og.kl(teacher, student, backend=og.Quadrature(rule="gauss-hermite", nodes=60)))
+    assert abs(gh - ref) < 1e-10
+    coarse = og.Quadrature(nodes=31, check_rule="gauss-hermite")
+    est = og.kl(teacher, student, backend=coarse, with_error=True)
+    assert abs(float(est.value) - ref) <= float(est.error) + 1e-15
+    assert float(est.error) > 0

@@ -61,3 +61,14 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_sample_weight(sample_weight, n_samples: int) -> jax.Array:
+    """A float64 array of shape (n_samples,), finite, non-negative, positive sum."""
+    sw = as_float_array(sample_weight, "sample_weight")
+    if sw.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {tuple(sw.shape)}")
+    check_finite(sw, "sample_weight")
+    if is_concrete(sw) and (bool(np.any(np.asarray(sw) < 0)) or float(np.sum(np.asarray(sw))) <= 0):
+        raise ValueError("sample_weight must be non-negative with a positive sum")
+    return sw

@@ -206,7 +206,8 @@ def span_basis(means: jax.Array, r: int) -> tuple[jax.Array, jax.Array]:
 
 # -- the expectation ----------------------------------------------------------------
 
-Integrand = Callable[[jax.Array], jax.Array]
+# f(x) -> values, or f(x, log_w) -> weighted values when log_weighted=True
+Integrand = Callable[..., jax.Array]
 
 
 def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importance: bool, log_weighted: bool):

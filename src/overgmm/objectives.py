@@ -115,12 +115,7 @@ def nll(student: Mixture, X, *, sample_weight=None) -> jax.Array:
     lp = student.log_prob(X)
     if sample_weight is None:
         return -jnp.mean(lp)
-    sw = v.as_float_array(sample_weight, "sample_weight")
-    if sw.shape != (X.shape[0],):
-        raise ValueError(f"sample_weight must have shape ({X.shape[0]},), got {tuple(sw.shape)}")
-    v.check_finite(sw, "sample_weight")
-    if v.is_concrete(sw) and (bool(jnp.any(sw < 0)) or float(jnp.sum(sw)) <= 0):
-        raise ValueError("sample_weight must be non-negative with a positive sum")
+    sw = v.check_sample_weight(sample_weight, X.shape[0])
     return -jnp.sum(sw * lp) / jnp.sum(sw)
 
 

@@ -18,7 +18,6 @@ import dataclasses
 import math
 
 import jax
-import jax.numpy as jnp
 
 from overgmm import _validation as v
 from overgmm.expectations import Backend, MonteCarlo, Quadrature, span_rank
@@ -79,9 +78,7 @@ class Problem:
         X = v.as_float_array(X, "X")
         v.check_ndim(X, 2, "X", "(n_samples, n_features)")
         v.check_finite(X, "X")
-        sw = None if sample_weight is None else v.as_float_array(sample_weight, "sample_weight")
-        if sw is not None:
-            nll(Mixture(jnp.zeros((1, X.shape[1]))), X, sample_weight=sw)  # validates
+        sw = None if sample_weight is None else v.check_sample_weight(sample_weight, X.shape[0])
         return cls("nll", data=X, sample_weight=sw)
 
     @classmethod

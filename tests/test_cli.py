@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from overgmm.cli import main
 
 
@@ -16,5 +18,7 @@ def test_demo_writes_table_summary_and_figure(tmp_path, capsys):
 
 
 def test_bad_steps_is_an_error(capsys):
-    assert main(["demo", "--steps", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--steps", "0"])
+    assert exc.value.code == 2
     assert "--steps" in capsys.readouterr().err

@@ -1,6 +1,4 @@
-"""The ``overgmm`` command line.
-
-``overgmm demo [--out DIR] [--steps T]``: a short end-to-end run (teacher -> exact
+"""``overgmm demo [--out DIR] [--steps T]``: a short end-to-end run (teacher -> exact
 quadrature -> KL -> alternating Polyak and gradient EM -> history table -> figure).
 """
 
@@ -9,9 +7,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
+
+from overgmm.cli._args import positive_int
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -93,24 +92,9 @@ def _demo_figure(rows: list[dict], path: Path, backend: str) -> None:
     plt.close(fig)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="overgmm", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub) -> None:
     demo = sub.add_parser("demo", help="a short end-to-end run: Polyak vs gradient EM on a 2-D teacher")
     demo.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
-    demo.add_argument("--steps", type=int, default=220, help="steps per method (default 220)")
+    demo.add_argument("--steps", type=positive_int, default=220, help="steps per method (default 220)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "steps", 1) < 1:
-        print("overgmm: error: --steps must be a positive integer", file=sys.stderr)
-        return 2
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

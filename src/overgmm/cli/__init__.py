@@ -1,0 +1,32 @@
+"""The ``overgmm`` command line: one module per subcommand, each with a
+``register(subparsers)`` that adds its parser and sets ``func``.
+
+``overgmm demo``: a short end-to-end run. Further subcommands (``reproduce``, ``fit``,
+``sweep``, ``plot``) live beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from overgmm.cli import demo
+
+SUBCOMMANDS = [demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="overgmm", description="over-parameterized Gaussian mixtures")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from overgmm.cli import demo
+from overgmm.cli import demo, reproduce
 
-SUBCOMMANDS = [demo]
+SUBCOMMANDS = [demo, reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,3 @@
+"""Experiments of wang2026 (placeholder until implemented)."""
+
+EXPERIMENTS: list = []

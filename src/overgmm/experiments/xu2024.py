@@ -1,0 +1,3 @@
+"""Experiments of xu2024 (placeholder until implemented)."""
+
+EXPERIMENTS: list = []

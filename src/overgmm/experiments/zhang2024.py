@@ -1,0 +1,3 @@
+"""Experiments of zhang2024 (placeholder until implemented)."""
+
+EXPERIMENTS: list = []

@@ -1,0 +1,3 @@
+"""Experiments of zhou2025 (placeholder until implemented)."""
+
+EXPERIMENTS: list = []

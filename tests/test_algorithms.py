@@ -202,3 +202,25 @@ def test_em_with_fixed_weights_moves_only_the_means():
     np.testing.assert_allclose(new.weights, student.weights, atol=1e-15)
     assert not np.allclose(new.means, student.means)
     assert float(problem.loss(new)) < float(problem.loss(student))
+
+
+def test_polyak_adaptive_level_converges_where_zero_target_overshoots():
+    # Fixed weights that do not match the teacher's cluster masses: L* > 0.
+    teacher = og.Mixture([[0.0, 0.0], [3.0, 1.0]], [0.3, 0.7])
+    student = og.Mixture([[0.3, 0.1], [-0.2, 0.2], [2.8, 1.2], [3.3, 0.7]])  # uniform: cluster masses 0.5/0.5
+    problem = og.Problem.population(teacher)
+    ad = og.run(og.polyak(problem, 1.0, 5, loss_star="adaptive"), student, 180)
+    gem = og.run(og.gradient_em(problem, 1.0), student, 180)
+    zero = og.run(og.polyak(problem, 1.0, 5), student, 180)
+    long = np.flatnonzero(ad["polyak"])
+    assert np.all(ad["loss"][long] <= ad["loss"][long - 1])
+    assert ad["loss"][-1] <= gem["loss"][-1]
+    level = float(ad.final.extra)
+    assert 0.0 <= level <= ad["loss"][-1]
+    assert zero["loss"].max() > ad["loss"].max()  # the zero target overshoots somewhere on the way
+
+
+def test_polyak_adaptive_rejects_bad_option():
+    problem = og.Problem.population(og.Mixture([[0.0]]))
+    with pytest.raises(ValueError, match="adaptive"):
+        og.polyak(problem, 1.0, 3, loss_star="auto")

@@ -9,8 +9,16 @@ default: each component moves by ``eta g_i / pi_i``, EM's own scaling with the f
 weight in place of ``E[psi_i]``) or ``P = I`` (``scaled=False``, the paper-literal
 scheme). On a quartic ``c s^4`` a Polyak step maps ``s`` to ``3s/4`` (``gamma = 1``).
 
-``loss_star`` (L*) is 0 in the realizable population case; outside it, give an
-estimate: a Polyak step aimed below the true minimum overshoots.
+``loss_star`` (L*) is 0 in the realizable population case; outside it (fixed weights
+that do not match the teacher's cluster masses, or a sample), a Polyak step aimed below
+the true minimum overshoots and can diverge. Then either give an estimate, learn the
+weights (``weights="em"``: the optimum is realizable again), or let the method estimate
+L* itself with ``loss_star="adaptive"``: a level method. The step aims at a level
+``l`` (starting at ``loss_floor``, 0 for KL). A long step that does not lower the loss
+is undone and raises the level halfway to the current loss, ``l <- (l + L) / 2``; one
+that lowers it doubles the gap, ``l <- max(floor, l - (L - l))``; when the loss has
+fallen to the level, the level drops halfway to the floor, ``l <- (floor + L) / 2``.
+Long steps therefore never raise the loss (each costs one extra evaluation).
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ def polyak(
     *,
     scaled: bool = True,
     gamma: float = 1.0,
-    loss_star: float = 0.0,
+    loss_star: float | str = 0.0,
     reject_increase: bool = False,
     weights: str = "fixed",
+    loss_floor: float = 0.0,
 ) -> Algorithm:
     """The alternating Polyak method.
 
@@ -51,9 +60,12 @@ def polyak(
       n_short: K, the number of short steps before each long step (K >= 1).
       scaled: short and long steps in the metric ``diag(1/pi_i)`` (default) or Euclidean.
       gamma: multiplier of the Polyak step (1: the classical step; 2: doubled).
-      loss_star: L*, keyword-only; the Polyak step is ``gamma (L - L*) / <g, P g>``.
+      loss_star: L*, keyword-only; the Polyak step is ``gamma (L - L*) / <g, P g>``;
+        ``"adaptive"``: estimated by the level method above (implies ``reject_increase``).
       reject_increase: evaluate the loss after a long step and undo it if it rose
         (one more evaluation per long step).
+      loss_floor: a lower bound of the loss, where the adaptive level starts (0 for KL
+        and score matching; for an NLL give a lower bound or a crude L* estimate).
       weights: ``"fixed"`` or ``"em"`` (one EM weight step with each short step).
 
     A long step is guarded: it is skipped (zero step) when ``L <= L*`` or the gradient
@@ -68,7 +80,16 @@ def polyak(
         raise ValueError("polyak supports weights='fixed' or 'em'")
     if weights == "em":
         require_em_statistics(problem, "polyak(weights='em')")
-    loss_star = float(loss_star)
+    adaptive = isinstance(loss_star, str)
+    if adaptive:
+        if loss_star != "adaptive":
+            raise ValueError(f"loss_star must be a number or 'adaptive', got {loss_star!r}")
+        reject_increase = True
+        loss_floor = float(loss_floor)
+        extra_init = lambda student: jnp.asarray(loss_floor, dtype=student.means.dtype)  # noqa: E731
+    else:
+        loss_star = float(loss_star)
+        extra_init = None
 
     def step(state: State) -> State:
         key, sub = next_key(state)
@@ -78,7 +99,11 @@ def polyak(
         p = jnp.exp(-s.log_weights) if scaled else jnp.ones_like(s.log_weights)
         pg = p[:, None] * g.means
         denom = jnp.sum(g.means * pg)
-        gap = loss - loss_star
+        if adaptive:
+            level = jnp.where(is_long & (loss <= state.extra), 0.5 * (loss_floor + loss), state.extra)
+        else:
+            level = loss_star
+        gap = loss - level
         ok = (denom > 0) & (gap > 0)
         alpha = jnp.where(ok, gamma * gap / jnp.where(ok, denom, 1.0), 0.0)
         size = jnp.where(is_long, alpha, eta)
@@ -89,12 +114,16 @@ def polyak(
                 lambda a, b: jnp.where(is_long, a, b), new, new.replace(log_weights=weights_from_mass(mass))
             )
         evals = 1
+        extra = state.extra
         if reject_increase:
             new_loss = jax.lax.cond(is_long, lambda: problem.loss(new, sub), lambda: loss)
-            keep = new_loss <= loss
+            keep = (new_loss < loss) | ~is_long
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, s)
             evals = 1 + is_long.astype(jnp.int32)
-        return State(new, state.step + 1, key, state.grad_evals + evals, is_long, state.extra)
+            if adaptive:
+                grown = jnp.maximum(loss_floor, level - (loss - level))
+                extra = jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level)
+        return State(new, state.step + 1, key, state.grad_evals + evals, is_long, extra)
 
     name = f"polyak(eta={eta}, K={n_short}, scaled={scaled}, gamma={gamma}, L*={loss_star}, weights={weights})"
-    return Algorithm(name, make_init(problem), step, problem)
+    return Algorithm(name, make_init(problem, extra_init), step, problem)

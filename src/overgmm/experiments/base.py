@@ -191,3 +191,36 @@ def semilog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     resid = ly - (a + b * x[ok])
     ss = np.sum((ly - ly.mean()) ** 2)
     return float(b), float(1 - np.sum(resid**2) / ss) if ss > 0 else float("nan")
+
+
+ALGORITHM_SPECS = ("polyak", "gradient_em", "em", "gradient_descent", "adam", "nesterov")
+
+
+def algorithm_from_spec(problem, spec: dict):
+    """An algorithm from a config dict: ``{"algorithm": NAME, ...options}``.
+
+    NAME is one of ``polyak``, ``gradient_em``, ``em``, ``gradient_descent`` (options
+    as the functions of the same name take them), ``adam`` (``learning_rate``) or
+    ``nesterov`` (``learning_rate``, ``momentum``); the keys ``steps``, ``stride`` and
+    ``label`` belong to the run, not the algorithm, and are ignored here.
+    """
+    import optax
+
+    import overgmm as og
+
+    opts = {k: v for k, v in spec.items() if k not in ("algorithm", "steps", "stride", "label")}
+    name = spec.get("algorithm")
+    if name == "polyak":
+        return og.polyak(problem, **opts)
+    if name == "gradient_em":
+        return og.gradient_em(problem, **opts)
+    if name == "em":
+        return og.em(problem, **opts)
+    if name == "gradient_descent":
+        return og.gradient_descent(problem, **opts)
+    if name == "adam":
+        return og.optax_method(problem, optax.adam(float(opts.get("learning_rate", 0.01))))
+    if name == "nesterov":
+        lr, mom = float(opts.get("learning_rate", 0.1)), float(opts.get("momentum", 0.9))
+        return og.optax_method(problem, optax.sgd(lr, momentum=mom, nesterov=True))
+    raise ValueError(f"unknown algorithm {name!r} in {spec}; choose one of {ALGORITHM_SPECS}")

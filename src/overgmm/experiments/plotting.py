@@ -49,7 +49,7 @@ def backend_caption(cfg: dict, tables_backend: str | None = None) -> str:
     if cfg.get("backend") == "monte-carlo":
         text = f"expectations: fresh Monte Carlo, {cfg.get('mc_samples')} samples per step (the papers' setting)"
     else:
-        text = "expectations: exact quadrature on the span of the means (float64)"
+        text = "expectations: deterministic quadrature on the span of the means, float64 (accuracy: docs)"
     if tables_backend:
         text += f" [{tables_backend}]"
     return text + f"; seed {cfg.get('seed')}" + ("; --quick" if cfg.get("quick") else "")

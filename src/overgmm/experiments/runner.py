@@ -83,11 +83,27 @@ def format_claims(summary: dict) -> str:
         elif isinstance(measured, dict | list):
             measured = json.dumps(measured, default=str)
         rows.append((c["name"], "yes" if c["holds"] else "NO", str(measured), c["expected"]))
-    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((38, 5, 44, 200))]
+    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((46, 5, 40, 200))]
 
     def fmt(r):
         cells = [r[i] if len(r[i]) <= widths[i] else r[i][: widths[i] - 1] + "~" for i in range(4)]
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def claims_markdown(summary: dict) -> str:
+    """The claims as a Markdown table (for docs/reproductions.md)."""
+
+    def fmt(x):
+        if isinstance(x, float):
+            return f"{x:.4g}"
+        if isinstance(x, dict):
+            return ", ".join(f"{k}: {fmt(v)}" for k, v in x.items())
+        return str(x)
+
+    lines = ["| claim | expected | measured | holds |", "|---|---|---|---|"]
+    for c in summary["claims"]:
+        lines.append(f"| {c['name']} | {c['expected']} | {fmt(c['measured'])} | {'yes' if c['holds'] else '**no**'} |")
     return "\n".join(lines)

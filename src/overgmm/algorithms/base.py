@@ -3,6 +3,7 @@ the small primitives the named algorithms chain (SPEC section 4)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -102,7 +103,7 @@ def check_step_size(step_size, name: str = "step_size") -> float:
         val = float(step_size)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{name} must be a number, got {step_size!r}") from err
-    if not (val > 0 and jnp.isfinite(val)):
+    if not (val > 0 and math.isfinite(val)):
         raise ValueError(f"{name} must be positive and finite, got {step_size!r}")
     return val
 

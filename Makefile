@@ -1,4 +1,4 @@
-# make demo: a short end-to-end run; make test: the whole suite.
+# make demo: W1 and S1 reproductions at --quick size; make test: the whole suite.
 # Both create (or reuse) the virtual environment .venv and install what they need.
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/overgmm demo
+	$(BIN)/overgmm reproduce W1 --quick
+	$(BIN)/overgmm reproduce S1 --quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1073,9 +1073,9 @@ def _w6_claims(tables: Tables, cfg: dict) -> list[dict]:
         claim(
             "the trials converged",
             "numerics",
-            "median final loss below 1e-6 in every dimension",
+            f"median final loss below {cfg['converged_loss']:g} in every dimension",
             loss,
-            all(v < 1e-6 for v in loss.values()),
+            all(v < cfg["converged_loss"] for v in loss.values()),
         ),
     ]
 
@@ -1097,7 +1097,8 @@ def _w6_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     axes[0].legend(fontsize=6.5)
     cap = (
         f"W6: n={cfg['n']} students at samples of the teacher, uniform weights, alternating Polyak with EM "
-        f"weight steps for {cfg['method']['steps']} steps; d > 5 uses a fixed sample of "
+        f"weight steps (a long step that raises the loss is undone) for {cfg['method']['steps']} steps; "
+        "d > 5 uses a fixed sample of "
         f"{cfg['mc_fixed_samples']} points. " + pl.backend_caption(cfg)
     )
     return [pl.save(fig, out, "W6", cap)]
@@ -1111,13 +1112,15 @@ W6 = Experiment(
         **INSTANCE,
         "dims": [2, 5, 10],
         "trials": 20,
+        "converged_loss": 1e-4,
         "mc_fixed_samples": 20_000,
-        "quadrature_by_dim": {"2": {"defensive": False}, "5": INSTANCE["quadrature"]},
+        "quadrature_by_dim": {"2": {"defensive": False, "nodes": 81, "half_width": 8.0}, "5": INSTANCE["quadrature"]},
         "method": {
             "algorithm": "polyak",
             "step_size": 1.0,
             "n_short": 10,
             "weights": "em",
+            "reject_increase": True,
             "steps": 440,
             "stride": 440,
         },
@@ -1130,6 +1133,7 @@ W6 = Experiment(
             "step_size": 1.0,
             "n_short": 10,
             "weights": "em",
+            "reject_increase": True,
             "steps": 220,
             "stride": 220,
         },

@@ -9,7 +9,8 @@ The public API lives here:
 * expectation backends: :class:`Quadrature`, :class:`MonteCarlo`, :func:`expectation`, :class:`Estimate`;
 * objectives: :func:`kl`, :func:`nll`, :func:`score_matching`, :func:`denoising_score_matching`;
 * algorithms: :func:`gradient_em`, :func:`em`, :func:`polyak`, :func:`gradient_descent`, :func:`optax_method`;
-* the driver: :func:`run`, :func:`run_batch`, :func:`stack`, :class:`History`.
+* the driver: :func:`run`, :func:`run_batch`, :func:`stack`, :class:`History`;
+* the scikit-learn estimator :class:`OverparamGMM` (imported on first use: it imports scikit-learn).
 """
 
 import jax
@@ -26,12 +27,23 @@ from overgmm.problem import Problem  # noqa: E402
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # lazy: importing scikit-learn adds about half a second to `import overgmm`
+    if name == "OverparamGMM":
+        from overgmm.estimator import OverparamGMM
+
+        return OverparamGMM
+    raise AttributeError(f"module 'overgmm' has no attribute {name!r}")
+
+
 __all__ = [
     "Algorithm",
     "Estimate",
     "History",
     "Mixture",
     "MonteCarlo",
+    "OverparamGMM",
     "Problem",
     "Quadrature",
     "State",

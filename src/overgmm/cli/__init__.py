@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from overgmm.cli import demo, reproduce
+from overgmm.cli import demo, fit, reproduce
 
-SUBCOMMANDS = [demo, reproduce]
+SUBCOMMANDS = [demo, reproduce, fit]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,67 @@
+"""``overgmm fit data.csv``: model JSON, component count, figure; bad files and options."""
+
+import json
+
+import numpy as np
+import pytest
+
+from overgmm.cli import main
+
+MEANS = np.array([[0.0, 0.0], [6.0, 1.0], [1.0, 7.0], [-6.0, 4.0]])
+
+
+def write_csv(path, X, header=None):
+    lines = [",".join(header)] if header else []
+    lines += [",".join(f"{v:.10g}" for v in row) for row in X]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def data(n=400, d=2, seed=0):
+    rng = np.random.default_rng(seed)
+    comp = rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+    means = np.hstack([MEANS, np.zeros((4, d - 2))]) if d > 2 else MEANS
+    if d > 2:
+        means[:, 2:] = 5 * rng.normal(size=(4, d - 2))
+    return means[comp] + 0.8 * rng.normal(size=(n, d))
+
+
+def test_fit_2d_writes_model_count_and_figure(tmp_path, capsys):
+    X = data()
+    write_csv(tmp_path / "d.csv", X, header=["width", "height"])
+    assert main(["fit", str(tmp_path / "d.csv"), "--out", str(tmp_path / "out")]) == 0
+    model = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert model["n_components"] == 4 and model["n_components_init"] == 25
+    assert model["features"] == ["width", "height"] and model["n_samples"] == 400
+    assert np.asarray(model["means"]).shape == (4, 2) and np.asarray(model["covariances"]).shape == (4, 2)
+    assert sum(model["weights"]) == pytest.approx(1.0)
+    assert model["params"]["algorithm"] == "em"
+    assert (tmp_path / "out" / "components.png").stat().st_size > 5000
+    assert "components: 4" in capsys.readouterr().out
+
+
+def test_fit_5d_plots_principal_components(tmp_path, capsys):
+    X = data(d=5, seed=1)
+    write_csv(tmp_path / "d.csv", X)
+    argv = ["fit", str(tmp_path / "d.csv"), "--out", str(tmp_path / "o"), "--algorithm", "polyak", "--seed", "3"]
+    assert main(argv) == 0
+    model = json.loads((tmp_path / "o" / "model.json").read_text())
+    assert model["features"] == [f"x{j}" for j in range(5)]
+    assert model["params"]["algorithm"] == "polyak" and model["params"]["random_state"] == 3
+    assert model["n_components"] == 4
+    assert (tmp_path / "o" / "components.png").stat().st_size > 5000
+
+
+def test_bad_cells_and_options_are_errors(tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,oops\n")
+    assert main(["fit", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "row 3, column 2 is not a number: 'oops'" in capsys.readouterr().err
+    (tmp_path / "nan.csv").write_text("1,2\n3,nan\n5,6\n")
+    assert main(["fit", str(tmp_path / "nan.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "missing.csv")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(tmp_path / "bad.csv"), "--algorithm", "adam"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["fit", str(tmp_path / "bad.csv"), "--n-components", "0"])
+    assert not (tmp_path / "o").exists()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from overgmm.cli import demo, fit, reproduce
+from overgmm.cli import demo, fit, reproduce, sweep
 
-SUBCOMMANDS = [demo, reproduce, fit]
+SUBCOMMANDS = [demo, reproduce, fit, sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,76 @@
+"""``overgmm sweep`` and ``overgmm plot``: studies at scale.
+
+    overgmm sweep STUDY.toml --out DIR [--workers N] [--scheduler tcp://host:port] [--batch B]
+    overgmm sweep status DIR
+    overgmm plot DIR
+
+Rerunning the same sweep resumes: stored runs are skipped, missing and failed ones run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from overgmm.cli._args import positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a study (TOML) locally or on a Dask cluster; 'sweep status DIR'",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", help="a study file, or the word 'status'")
+    p.add_argument("dir", nargs="?", help="with 'status': the output folder of a sweep")
+    p.add_argument("--out", help="output folder (default results/sweeps/<study file name>)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="local worker processes (default 1: in this process; N > 1: a local Dask cluster)",
+    )
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--batch", type=positive_int, default=32, help="runs per compiled vmap call (default 32)")
+    p.set_defaults(func=_sweep, parser=p)
+    q = sub.add_parser("plot", help="draw a stored study's figure")
+    q.add_argument("dir", help="the output folder of a sweep")
+    q.set_defaults(func=_plot)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from overgmm import sweep
+
+    if args.target == "status":
+        if not args.dir:
+            args.parser.error("usage: overgmm sweep status DIR")
+        s = sweep.status(args.dir)
+        print(json.dumps(s))
+        fails = sweep.load_failures(args.dir)
+        for _, r in fails.iterrows():
+            print(f"failed {r['run_id']}: {r['error']}")
+        return 0
+    try:
+        sweep.load(args.target)
+    except sweep.StudyError as err:
+        print(f"overgmm: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("results") / "sweeps" / Path(args.target).stem
+    counts = sweep.sweep(args.target, out, workers=args.workers, scheduler=args.scheduler, batch=args.batch)
+    print(json.dumps(counts) + f"  ({out})")
+    if counts["failed"]:
+        print(f"{counts['failed']} run(s) failed: `overgmm sweep status {out}` lists them", file=sys.stderr)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from overgmm.sweep.plots import plot, summarize
+
+    path = plot(args.dir)
+    _, head = summarize(args.dir)
+    print(f"{json.dumps(head)}\nwrote {path}")
+    return 0

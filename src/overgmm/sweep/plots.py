@@ -1,0 +1,111 @@
+"""The figure of a stored study (``overgmm plot DIR``), from the store's tables only:
+x4: error vs sample size on log-log axes with the fitted slope; z1: success rate vs n;
+w6: histogram of active components per dimension; loss: loss curves per group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from overgmm.sweep import store
+from overgmm.sweep.study import load
+
+
+def _success(row: pd.Series, teacher_means: np.ndarray, radius: float = 0.5, loss_tol: float = 1e-3) -> bool:
+    means = np.asarray(row["final_means"])
+    weights = np.asarray(row["final_weights"])
+    active = means[weights > 1e-3]
+    if not len(active) or row["loss"] > loss_tol:
+        return False
+    dist = np.linalg.norm(teacher_means[:, None, :] - active[None], axis=-1).min(axis=1)
+    return bool(np.all(dist < radius))
+
+
+def _param_dist(row: pd.Series, teacher_means: np.ndarray) -> float:
+    """``sum_i pi_i |mu_i - mu*_{a(i)}|^2``, each student mean to its nearest teacher mean."""
+    means = np.asarray(row["final_means"])
+    d2 = ((means[:, None, :] - teacher_means[None]) ** 2).sum(-1).min(axis=1)
+    return float(np.sum(np.asarray(row["final_weights"]) * d2))
+
+
+def summarize(out: str | Path) -> tuple[pd.DataFrame, dict]:
+    """The table the study's figure draws, and its headline numbers."""
+    out = Path(out)
+    study = load(out / "study.toml")
+    finals = store.load_finals(out)
+    if finals.empty:
+        raise ValueError(f"{out} holds no finished runs yet")
+    kind = study["study"]["figure"]
+    if kind == "x4":
+        from overgmm.sweep.build import teacher_of
+
+        tm = np.asarray(teacher_of(finals["config"].iloc[0]).means)
+        finals["error"] = [np.sqrt(_param_dist(r, tm)) for _, r in finals.iterrows()]
+        table = finals.groupby("data.n_samples")["error"].agg(["mean", "std", "count"]).reset_index()
+        slope = float(np.polyfit(np.log(table["data.n_samples"]), np.log(table["mean"]), 1)[0])
+        return table, {"slope": slope, "expected": -0.25}
+    if kind == "z1":
+        from overgmm.sweep.build import teacher_of
+
+        tm = np.asarray(teacher_of(finals["config"].iloc[0]).means)
+        finals["success"] = [_success(r, tm) for _, r in finals.iterrows()]
+        table = finals.groupby("student.n")["success"].agg(["mean", "count"]).reset_index()
+        return table, {"success_rate": dict(zip(table["student.n"].tolist(), table["mean"].tolist(), strict=True))}
+    if kind == "w6":
+        table = finals.groupby(["teacher.d", "active"]).size().rename("trials").reset_index()
+        med = finals.groupby("teacher.d")["active"].median()
+        return table, {"median_active": {int(k): float(v) for k, v in med.items()}}
+    table = finals.drop(columns=["final_means", "final_weights", "config"])
+    return table, {"median_final_loss": float(finals["loss"].median())}
+
+
+def plot(out: str | Path) -> Path:
+    """Draw ``DIR/figure.png`` (and ``DIR/figure.csv``, the table it shows)."""
+    from overgmm.experiments import plotting as pl
+
+    out = Path(out)
+    study = load(out / "study.toml")
+    kind = study["study"]["figure"]
+    table, head = summarize(out)
+    table.to_csv(out / "figure.csv", index=False)
+    if kind == "x4":
+        fig, (ax,) = pl.subplots(1)
+        n = table["data.n_samples"].to_numpy(float)
+        ax.errorbar(n, table["mean"], yerr=table["std"] / np.sqrt(table["count"]), fmt="o-", label="mean error")
+        ax.loglog(n, table["mean"].iloc[0] * (n / n[0]) ** -0.25, "r--", lw=0.8, label="N^-1/4")
+        ax.loglog(
+            n,
+            table["mean"].iloc[0] * (n / n[0]) ** head["slope"],
+            "g:",
+            lw=0.8,
+            label=f"fit: slope {head['slope']:.3f}",
+        )
+        ax.set_xlabel("number of samples N")
+        ax.set_ylabel("sqrt(sum_i pi_i |mu_i - mu*|^2) at the end")
+        ax.legend(fontsize=7)
+    elif kind == "z1":
+        fig, (ax,) = pl.subplots(1)
+        ax.plot(table["student.n"], table["mean"], "o-")
+        ax.set_xlabel("student components n")
+        ax.set_ylabel("success rate over seeds")
+        ax.set_ylim(-0.05, 1.05)
+    elif kind == "w6":
+        dims = sorted(table["teacher.d"].unique())
+        fig, axes = pl.subplots(len(dims), width=3.4)
+        for ax, d in zip(axes, dims, strict=True):
+            g = table[table["teacher.d"] == d]
+            ax.bar(g["active"], g["trials"], width=0.8)
+            ax.set_title(f"d = {d}", fontsize=9)
+            ax.set_xlabel("active components")
+        axes[0].set_ylabel("trials")
+    else:
+        fig, (ax,) = pl.subplots(1)
+        hist = store.load_history(out)
+        for _, g in hist.groupby("run_id"):
+            ax.semilogy(g["step"], pl.positive(g["loss"]), lw=0.6, color="C0", alpha=0.5)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+    name = study["study"]["name"]
+    return pl.save(fig, out, "figure", f"{name}: {study['study'].get('description', '')} ({len(table)} rows; {head})")

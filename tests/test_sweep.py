@@ -1,0 +1,222 @@
+"""Sweeps: study files, expansion, the store, resume after SIGKILL, failures, Dask."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from overgmm import sweep
+from overgmm.cli import main
+from overgmm.sweep import store
+
+TINY = """
+[study]
+name = "tiny"
+figure = "loss"
+[base]
+steps = {steps}
+stride = {stride}
+[base.teacher]
+d = 2
+m = 2
+scale = 2.0
+[base.student]
+n = 4
+init = "perturbed"
+weights = "split"
+[base.algorithm]
+name = "polyak"
+n_short = 5
+[base.backend]
+kind = "quadrature"
+defensive = false
+nodes = 41
+[axes]
+"algorithm.step_size" = {step_sizes}
+seed = {{ start = 0, stop = {seeds} }}
+"""
+
+
+def write_study(tmp_path: Path, name="tiny.toml", steps=40, stride=10, step_sizes="[1.0, 0.5]", seeds=3) -> Path:
+    path = tmp_path / name
+    path.write_text(TINY.format(steps=steps, stride=stride, step_sizes=step_sizes, seeds=seeds))
+    return path
+
+
+def finals(out):
+    return sweep.load_finals(out).sort_values("run_id").reset_index(drop=True)
+
+
+def test_expand_names_runs_by_content_and_groups_by_seed(tmp_path):
+    study = sweep.load(write_study(tmp_path))
+    runs = sweep.expand(study)
+    assert len(runs) == 6 and len({r["run_id"] for r in runs}) == 6
+    assert len({r["group"] for r in runs}) == 2  # the two step sizes; seeds share a group
+    again = sweep.expand(sweep.load(write_study(tmp_path, "copy.toml")))
+    assert [r["run_id"] for r in runs] == [r["run_id"] for r in again]  # the hash is of content, not file
+    assert {r["config"]["algorithm"]["step_size"] for r in runs} == {1.0, 0.5}
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[base\nsteps = 3", "line 1"),
+        (
+            "[base]\nsteps = 3\nstpes = 4\n[base.teacher]\nd=1\nm=1\n[base.student]\nn=2\n[base.algorithm]\nname='em'",
+            "unknown key 'stpes'; valid keys: .*steps",
+        ),
+        (
+            "[base]\nsteps = 'many'\n[base.teacher]\nd=1\nm=1\n[base.student]\nn=2\n[base.algorithm]\nname='em'",
+            r"\[base\].steps: expected int",
+        ),
+        (
+            "[base]\nsteps = 3\n[base.teacher]\nd=1\nm=1\n[base.student]\nn=2\n[base.algorithm]\nname='em'\n"
+            "[axes]\n'teacher.dd' = [1]",
+            "axis 'teacher.dd': unknown key",
+        ),
+        (
+            "[base]\nsteps = 3\n[base.teacher]\nd=1\nm=1\n[base.student]\nn=2\n[base.algorithm]\nname='em'\n"
+            "[axes]\nseed = []",
+            "non-empty list",
+        ),
+        ("[study]\nfigure='pie'\n[base]\nsteps = 3", "figure must be one of"),
+        ("[bse]\nsteps = 3", "unknown section"),
+    ],
+)
+def test_bad_study_files_name_the_problem(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(sweep.StudyError, match=match):
+        sweep.load(path)
+
+
+def test_sweep_stores_one_file_per_run_and_resumes(tmp_path):
+    study, out = write_study(tmp_path), tmp_path / "out"
+    counts = sweep.sweep(study, out, progress=False)
+    assert counts == {"total": 6, "skipped": 0, "done": 6, "failed": 0}
+    assert len(list((out / "runs").glob("*.parquet"))) == 6
+    f = finals(out)
+    assert np.all(f["loss"] < 1e-2) and set(f["seed"]) == {0, 1, 2}
+    assert len(f["final_means"].iloc[0]) == 4  # final state kept with each run
+    hist = sweep.load_history(out)
+    assert len(hist) == 6 * 5 and {"run_id", "step", "loss", "algorithm.step_size", "seed"} <= set(hist.columns)
+    assert sweep.sweep(study, out, progress=False)["skipped"] == 6  # nothing recomputed
+    assert sweep.status(out) == {"total": 6, "done": 6, "failed": 0, "missing": 0}
+
+
+def test_batched_runs_equal_single_runs(tmp_path):
+    study = write_study(tmp_path)
+    sweep.sweep(study, tmp_path / "a", batch=32, progress=False)
+    sweep.sweep(study, tmp_path / "b", batch=1, progress=False)
+    a, b = finals(tmp_path / "a"), finals(tmp_path / "b")
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-10, atol=1e-300)
+
+
+def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path):
+    study, out = write_study(tmp_path, step_sizes="[1.0, -1.0]"), tmp_path / "out"
+    counts = sweep.sweep(study, out, progress=False)
+    assert counts["done"] == 3 and counts["failed"] == 3
+    fails = sweep.load_failures(out)
+    assert len(fails) == 3 and all("step_size must be positive" in e for e in fails["error"])
+    assert all("Traceback" in t for t in fails["traceback"])
+    assert sweep.status(out) == {"total": 6, "done": 3, "failed": 3, "missing": 0}
+
+
+def _files_snapshot(out):
+    return sorted(p.name for p in (out / "runs").iterdir())
+
+
+def test_sigkill_part_way_then_rerun_gives_every_run_exactly_once(tmp_path):
+    study = write_study(tmp_path, steps=1500, stride=150, seeds=6)
+    out = tmp_path / "killed"
+    code = f"from overgmm.cli import main; main(['sweep', {str(study)!r}, '--out', {str(out)!r}, '--batch', '1'])"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    n = 0
+    while time.time() < deadline and proc.poll() is None:
+        n = len(list((out / "runs").glob("*.parquet"))) if (out / "runs").exists() else 0
+        if n >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= n < 12, f"the sweep was not interrupted part way ({n} runs stored)"
+    stored_before = len(list((out / "runs").glob("*.parquet")))
+    assert stored_before < 12
+    counts = sweep.sweep(study, out, batch=1, progress=False)
+    assert counts["skipped"] == stored_before and counts["done"] == 12 - stored_before
+    names = _files_snapshot(out)
+    assert len(names) == 12 and all(n.endswith(".parquet") for n in names)  # no temporaries, no duplicates
+    whole = tmp_path / "whole"
+    sweep.sweep(study, whole, batch=1, progress=False)
+    a, b = finals(out), finals(whole)
+    assert list(a["run_id"]) == list(b["run_id"])
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-12, atol=1e-300)
+
+
+def test_two_worker_local_dask_cluster(tmp_path):
+    study = write_study(tmp_path)
+    counts = sweep.sweep(study, tmp_path / "dask", workers=2, progress=False)
+    assert counts["done"] == 6
+    sweep.sweep(study, tmp_path / "local", progress=False)
+    np.testing.assert_allclose(finals(tmp_path / "dask")["loss"], finals(tmp_path / "local")["loss"], rtol=1e-10)
+
+
+def test_data_based_study_and_x4_plot(tmp_path):
+    text = """
+[study]
+name = "x4-tiny"
+figure = "x4"
+[base]
+steps = 200
+stride = 100
+[base.teacher]
+d = 1
+m = 1
+means = [[0.0]]
+[base.student]
+n = 3
+init = "normal"
+[base.data]
+n_samples = 100
+[base.algorithm]
+name = "gradient_em"
+step_size = 3.0
+[axes]
+"data.n_samples" = [100, 1000]
+seed = { start = 0, stop = 4 }
+"""
+    path = tmp_path / "x4.toml"
+    path.write_text(text)
+    out = tmp_path / "x4"
+    assert sweep.sweep(path, out, progress=False)["done"] == 8
+    from overgmm.sweep.plots import plot, summarize
+
+    table, head = summarize(out)
+    assert list(table["data.n_samples"]) == [100, 1000] and np.isfinite(head["slope"])
+    assert plot(out).stat().st_size > 0
+
+
+def test_cli_sweep_status_plot_and_errors(tmp_path, capsys):
+    study, out = write_study(tmp_path), tmp_path / "cli"
+    assert main(["sweep", str(study), "--out", str(out)]) == 0
+    assert main(["sweep", "status", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["done"] == 6
+    assert main(["plot", str(out)]) == 0 and (out / "figure.png").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[base]\nsteps = 'x'")
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "steps" in capsys.readouterr().err
+
+
+def test_shipped_study_files_are_valid():
+    root = Path(__file__).resolve().parents[1] / "studies"
+    for name in ("x4.toml", "z1.toml", "w6.toml"):
+        study = sweep.load(root / name)
+        assert len(sweep.expand(study)) >= 60
+    assert store.runs_dir(Path("x")).name == "runs"

@@ -125,10 +125,10 @@ def main() -> None:
                 f"{label:34s} {k}: one trial per task {v['one per task']:.3f}/s, batched vmap {v['batched']:.3f}/s, "
                 f"ratio {v['batched'] / v['one per task']:.2f}x"
             )
-    # Scaling: 1 vs 2 single-threaded local Dask workers, 4 chunks of the small problem.
-    c = dict(d=2, n=9, nodes=21, hw=6.0, seeds=32)
+    # Scaling: 1 vs 2 single-threaded (pinned) local Dask workers, 8 chunks of the small problem.
+    c = dict(d=2, n=9, nodes=21, hw=6.0, seeds=64)
     path = tmp / "scaling.toml"
-    path.write_text(STUDY.format(name="scaling", steps=steps * 2, **c))
+    path.write_text(STUDY.format(name="scaling", steps=steps * 3, **c))
     one = measure(path, tmp, batch=8, workers=1)  # in-process reference (JAX may use both cores)
     d1 = _dask(path, tmp, 1)
     d2 = _dask(path, tmp, 2)

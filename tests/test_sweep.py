@@ -62,6 +62,9 @@ def test_expand_names_runs_by_content_and_groups_by_seed(tmp_path):
     assert {r["config"]["algorithm"]["step_size"] for r in runs} == {1.0, 0.5}
 
 
+MIN = "[base]\nsteps = 3\n[base.teacher]\nd=1\nm=1\n[base.student]\nn=2\n[base.algorithm]\nname='em'\n"
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -86,6 +89,14 @@ def test_expand_names_runs_by_content_and_groups_by_seed(tmp_path):
         ),
         ("[study]\nfigure='pie'\n[base]\nsteps = 3", "figure must be one of"),
         ("[bse]\nsteps = 3", "unknown section"),
+        ("base = 3", "must be a table"),
+        (MIN + "[axes]\nseed = {start = 1}", "needs 'stop'"),
+        (MIN + "[axes]\nseed = [1, 1]", "repeated values"),
+        (MIN + "[axes]\nseed = [-1]", "non-negative"),
+        (MIN + "[axes]\nteacher.d = [1, 2]", "quote dotted axis names"),
+        (MIN.replace("steps = 3", "steps = 4\nstride = 3"), "multiple of stride"),
+        (MIN.replace("n=2", "n=2\ninit='sample'"), "student.init must be one of"),
+        ("[study]\nfigure='x4'\n" + MIN, "needs the axis 'data.n_samples'"),
     ],
 )
 def test_bad_study_files_name_the_problem(tmp_path, text, match):
@@ -117,14 +128,33 @@ def test_batched_runs_equal_single_runs(tmp_path):
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-10, atol=1e-300)
 
 
-def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path):
-    study, out = write_study(tmp_path, step_sizes="[1.0, -1.0]"), tmp_path / "out"
+def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    from overgmm.sweep import build
+
+    real = build.run_batch
+
+    def planted(configs, group):  # seed 1 raises inside the run, whatever its batch
+        if any(c["seed"] == 1 for c in configs):
+            raise FloatingPointError("planted failure at seed 1")
+        return real(configs, group)
+
+    monkeypatch.setattr(build, "run_batch", planted)
+    study, out = write_study(tmp_path), tmp_path / "out"
     counts = sweep.sweep(study, out, progress=False)
-    assert counts["done"] == 3 and counts["failed"] == 3
+    assert counts["done"] == 4 and counts["failed"] == 2  # seeds 0 and 2 of each chunk still ran
     fails = sweep.load_failures(out)
-    assert len(fails) == 3 and all("step_size must be positive" in e for e in fails["error"])
+    assert sorted(fails["seed"]) == [1, 1] and all("planted failure" in e for e in fails["error"])
     assert all("Traceback" in t for t in fails["traceback"])
-    assert sweep.status(out) == {"total": 6, "done": 3, "failed": 3, "missing": 0}
+    assert sweep.status(out) == {"total": 6, "done": 4, "failed": 2, "missing": 0}
+    monkeypatch.setattr(build, "run_batch", real)
+    again = sweep.sweep(study, out, progress=False)  # a rerun retries the failed runs only
+    assert again["done"] == 2 and again["skipped"] == 4 and sweep.status(out)["failed"] == 0
+
+
+def test_a_bad_option_is_an_error_before_anything_runs(tmp_path):
+    with pytest.raises(sweep.StudyError, match="step_size must be positive"):
+        sweep.sweep(write_study(tmp_path, step_sizes="[1.0, -1.0]"), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def _files_snapshot(out):
@@ -134,7 +164,7 @@ def _files_snapshot(out):
 def test_sigkill_part_way_then_rerun_gives_every_run_exactly_once(tmp_path):
     study = write_study(tmp_path, steps=1500, stride=150, seeds=6)
     out = tmp_path / "killed"
-    code = f"from overgmm.cli import main; main(['sweep', {str(study)!r}, '--out', {str(out)!r}, '--batch', '1'])"
+    code = f"from overgmm.cli import main; main(['sweep', {str(study)!r}, '--out', {str(out)!r}, '--batch', '2'])"
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.time() + 240
     n = 0
@@ -148,15 +178,34 @@ def test_sigkill_part_way_then_rerun_gives_every_run_exactly_once(tmp_path):
     assert 2 <= n < 12, f"the sweep was not interrupted part way ({n} runs stored)"
     stored_before = len(list((out / "runs").glob("*.parquet")))
     assert stored_before < 12
-    counts = sweep.sweep(study, out, batch=1, progress=False)
+    counts = sweep.sweep(study, out, batch=2, progress=False)
     assert counts["skipped"] == stored_before and counts["done"] == 12 - stored_before
     names = _files_snapshot(out)
     assert len(names) == 12 and all(n.endswith(".parquet") for n in names)  # no temporaries, no duplicates
     whole = tmp_path / "whole"
-    sweep.sweep(study, whole, batch=1, progress=False)
+    sweep.sweep(study, whole, batch=2, progress=False)
     a, b = finals(out), finals(whole)
     assert list(a["run_id"]) == list(b["run_id"])
-    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-12, atol=1e-300)
+    # the same chunks in both: bit-identical numbers
+    assert np.array_equal(a["loss"].to_numpy(), b["loss"].to_numpy())
+    assert all(np.array_equal(x, y) for x, y in zip(a["final_means"], b["final_means"], strict=True))
+
+
+def test_unknown_algorithm_and_backend_options_are_study_errors(tmp_path):
+    study = write_study(tmp_path)
+    text = study.read_text()
+    for bad, match in [("n_short = 5", "unexpected keyword"), ("nodes = 41", "unknown backend option")]:
+        path = tmp_path / "bad.toml"
+        path.write_text(text.replace(bad, bad + "\n" + ("stepsize = 2" if "short" in bad else "nodez = 3")))
+        with pytest.raises(sweep.StudyError, match=match):
+            sweep.sweep(path, tmp_path / "o", progress=False)
+
+
+def test_an_output_folder_of_another_study_is_refused(tmp_path):
+    sweep.sweep(write_study(tmp_path), tmp_path / "out", progress=False)
+    other = write_study(tmp_path, "other.toml", seeds=2)
+    with pytest.raises(sweep.StudyError, match="different study"):
+        sweep.sweep(other, tmp_path / "out", progress=False)
 
 
 def test_two_worker_local_dask_cluster(tmp_path):

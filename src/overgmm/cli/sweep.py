@@ -48,19 +48,24 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.target == "status":
         if not args.dir:
             args.parser.error("usage: overgmm sweep status DIR")
-        s = sweep.status(args.dir)
+        try:
+            s = sweep.status(args.dir)
+        except sweep.StudyError as err:
+            print(f"overgmm: {args.dir} is not a sweep folder: {err}", file=sys.stderr)
+            return 2
         print(json.dumps(s))
         fails = sweep.load_failures(args.dir)
         for _, r in fails.iterrows():
             print(f"failed {r['run_id']}: {r['error']}")
         return 0
+    if args.scheduler and args.workers > 1:
+        args.parser.error("--workers starts a local cluster; with --scheduler the cluster's workers are used")
+    out = Path(args.out) if args.out else Path("results") / "sweeps" / Path(args.target).stem
     try:
-        sweep.load(args.target)
+        counts = sweep.sweep(args.target, out, workers=args.workers, scheduler=args.scheduler, batch=args.batch)
     except sweep.StudyError as err:
         print(f"overgmm: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("results") / "sweeps" / Path(args.target).stem
-    counts = sweep.sweep(args.target, out, workers=args.workers, scheduler=args.scheduler, batch=args.batch)
     print(json.dumps(counts) + f"  ({out})")
     if counts["failed"]:
         print(f"{counts['failed']} run(s) failed: `overgmm sweep status {out}` lists them", file=sys.stderr)
@@ -70,7 +75,11 @@ def _sweep(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from overgmm.sweep.plots import plot, summarize
 
-    path = plot(args.dir)
-    _, head = summarize(args.dir)
+    try:
+        path = plot(args.dir)
+        _, head = summarize(args.dir)
+    except (ValueError, OSError) as err:  # StudyError is a ValueError
+        print(f"overgmm: cannot plot {args.dir}: {err}", file=sys.stderr)
+        return 2
     print(f"{json.dumps(head)}\nwrote {path}")
     return 0

@@ -218,6 +218,10 @@ def algorithm_from_spec(problem, spec: dict):
         return og.em(problem, **opts)
     if name == "gradient_descent":
         return og.gradient_descent(problem, **opts)
+    if name in ("adam", "nesterov"):
+        allowed = {"learning_rate"} if name == "adam" else {"learning_rate", "momentum"}
+        if set(opts) - allowed:
+            raise TypeError(f"{name} got unknown option(s) {sorted(set(opts) - allowed)}; valid: {sorted(allowed)}")
     if name == "adam":
         return og.optax_method(problem, optax.adam(float(opts.get("learning_rate", 0.01))))
     if name == "nesterov":

@@ -77,6 +77,9 @@ def backend_of(cfg: dict, teacher: Mixture):
 
     b = dict(cfg.get("backend", {}))
     kind = b.pop("kind", "auto")
+    known = {"rule", "nodes", "rank", "half_width", "defensive", "check_rule", "samples", "seed"}
+    if set(b) - known:
+        raise ValueError(f"unknown backend option(s) {sorted(set(b) - known)}; valid: kind, {', '.join(sorted(known))}")
     if kind == "auto":
         kind = "quadrature" if teacher.dim <= 5 else "monte-carlo"
     if kind == "monte-carlo":
@@ -84,6 +87,21 @@ def backend_of(cfg: dict, teacher: Mixture):
     b.pop("samples", None)
     b.pop("seed", None)
     return og.Quadrature(**b)
+
+
+def check_config(cfg: dict) -> None:
+    """Build everything one run needs (without running it): raises the error a bad
+    option would raise inside a run."""
+    teacher = teacher_of(cfg)
+    student_of(cfg, teacher, 0)
+    if "data" in cfg:
+        n = cfg["data"].get("n_samples")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"data.n_samples must be a positive integer, got {n!r}")
+        problem = Problem.from_data(np.zeros((2, teacher.dim)))
+    else:
+        problem = Problem.population(teacher, backend=backend_of(cfg, teacher))
+    _algorithm(problem, cfg)
 
 
 def _algorithm(problem: Problem, cfg: dict):

@@ -1,10 +1,14 @@
 """Planning and running a sweep: what is missing, how runs are batched, where they run.
 
-Batch-size rule: runs that differ only in their seed (one *group*) are cut into chunks
-of ``size = min(batch, runs missing in the group)`` runs (``batch`` defaults to 32); the
-last chunk is padded to ``size`` with repeats of its last run, whose results are
-dropped. Each chunk is one compiled ``vmap`` call, and every chunk of a group has the
-same size, so a worker compiles a group once. Chunks are the tasks.
+Batch-size rule: the R runs of a group (runs that differ only in their seed), sorted by
+seed, are cut into ``k = ceil(R / batch)`` chunks of equal size ``ceil(R / k)`` (``batch``
+defaults to 32; 50 seeds make two chunks of 25); the last chunk is padded to that size
+with repeats of its last run, whose results are dropped. Each chunk is one compiled
+``vmap`` call, and every chunk of a group has the same size, so a worker compiles a
+group once. Chunks are the tasks. The chunks do not depend on what is already stored: a
+chunk with any run missing is run whole and only its missing runs are stored, so a
+resumed sweep computes every run in the same batch as an uninterrupted one and gives
+the same numbers bit for bit.
 
 Where: in this process (default, ``workers=1``); on a local Dask cluster of ``workers``
 single-threaded processes; or on an existing Dask cluster (``scheduler``). Results come
@@ -14,42 +18,74 @@ only and a rerun computes exactly what is missing.
 
 from __future__ import annotations
 
+import os
 import shutil
 import traceback
 from collections import defaultdict
 from pathlib import Path
 
 from overgmm.sweep import store
-from overgmm.sweep.study import expand, load
+from overgmm.sweep.study import StudyError, check_runs, expand, load
 
-# Environment for single-threaded workers (JAX/XLA and BLAS pinned to one thread).
+# Environment for single-threaded local workers. XLA's CPU client keeps a thread pool
+# whatever its flags say (measured: 1.75 cores busy with --xla_cpu_multi_thread_eigen=false),
+# so OVERGMM_PIN_CPU=1 also pins each local worker process to one core (worker i to core
+# i mod cores) before it first touches JAX; the BLAS variables cover numpy.
 ONE_THREAD_ENV = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
+    "OVERGMM_PIN_CPU": "1",
 }
+_PINNED = False
+
+
+def _pin_to_one_core() -> None:
+    """In a Dask worker started with OVERGMM_PIN_CPU=1: bind every thread of this process
+    to one core (Linux), once, before JAX creates its thread pool."""
+    global _PINNED
+    if _PINNED or os.environ.get("OVERGMM_PIN_CPU") != "1" or not hasattr(os, "sched_setaffinity"):
+        return
+    _PINNED = True
+    try:
+        from distributed import get_worker
+
+        index = int(str(get_worker().name).rsplit("-", 1)[-1])
+    except Exception:
+        index = os.getpid()
+    cores = sorted(os.sched_getaffinity(0))
+    core = {cores[index % len(cores)]}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), core)
+        except OSError:
+            pass
 
 
 def plan(study: dict, out: Path, batch: int = 32) -> tuple[list[dict], list[tuple[list[dict], int]]]:
     """All runs of the study, and the chunks ``(runs, size)`` of those not yet stored."""
     runs = expand(study)
     done = store.done_ids(out)
-    missing = [r for r in runs if r["run_id"] not in done]
     groups: dict[str, list[dict]] = defaultdict(list)
-    for r in missing:
-        groups[r["group"]].append(r)
+    for r in runs:
+        groups[r["group"]].append({**r, "missing": r["run_id"] not in done})
     chunks = []
     for members in groups.values():
-        size = min(batch, len(members))
+        members.sort(key=lambda r: r["config"]["seed"])
+        k = -(-len(members) // batch)
+        size = -(-len(members) // k)
         for i in range(0, len(members), size):
-            chunks.append((members[i : i + size], size))
+            chunk = members[i : i + size]
+            if any(r["missing"] for r in chunk):
+                chunks.append((chunk, size))
     return runs, chunks
 
 
 def run_chunk(chunk: list[dict], size: int) -> list[dict]:
     """Compute one chunk (in whatever process runs it). Returns, per run, either
     ``{"run": run, "result": ...}`` or ``{"run": run, "error": str, "traceback": str}``."""
+    _pin_to_one_core()
     from overgmm.sweep.build import run_batch
 
     configs = [r["config"] for r in chunk]
@@ -57,12 +93,17 @@ def run_chunk(chunk: list[dict], size: int) -> list[dict]:
     try:
         results = run_batch(padded, chunk[0]["group"])
     except Exception as err:  # one bad setting fails its chunk; the sweep goes on
+        if len(chunk) > 1:  # find which runs fail: one at a time
+            return [item for r in chunk for item in run_chunk([r], 1)]
         tb = traceback.format_exc()
         return [{"run": r, "error": f"{type(err).__name__}: {err}", "traceback": tb} for r in chunk]
     return [{"run": r, "result": res} for r, res in zip(chunk, results, strict=False)]
 
 
-def _record(out: Path, item: dict) -> bool:
+def _record(out: Path, item: dict) -> bool | None:
+    """Store one item of a chunk; None for a run that was stored before."""
+    if not item["run"].get("missing", True):
+        return None
     if "error" in item:
         store.write_failure(out, item["run"], item["error"], item["traceback"])
         return False
@@ -84,22 +125,31 @@ def sweep(
     from tqdm import tqdm
 
     study = load(study_path)
+    check_runs(study)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(study_path, out / "study.toml") if Path(study_path).resolve() != (
-        out / "study.toml"
-    ).resolve() else None
+    copy = out / "study.toml"
+    same_file = copy.exists() and Path(study_path).resolve() == copy.resolve()
+    if copy.exists() and not same_file:
+        old = {r["run_id"] for r in expand(load(copy))}
+        if old != {r["run_id"] for r in expand(study)}:
+            raise StudyError(f"{out} holds the results of a different study ({copy}); choose another --out")
+    if not same_file:
+        shutil.copyfile(study_path, copy)
     store.clean_temporaries(out)
     runs, chunks = plan(study, out, batch)
-    todo = sum(len(c) for c, _ in chunks)
+    todo = sum(r["missing"] for c, _ in chunks for r in c)
     counts = {"total": len(runs), "skipped": len(runs) - todo, "done": 0, "failed": 0}
     bar = tqdm(total=todo, desc=study["study"]["name"], unit="run", disable=not progress, dynamic_ncols=True)
 
     def take(items):
+        new = 0
         for item in items:
             ok = _record(out, item)
-            counts["done" if ok else "failed"] += 1
-        bar.update(len(items))
+            if ok is not None:
+                counts["done" if ok else "failed"] += 1
+                new += 1
+        bar.update(new)
         bar.set_postfix(failed=counts["failed"])
 
     if scheduler is None and workers <= 1:
@@ -128,9 +178,14 @@ def _run_dask(chunks, take, *, workers: int, scheduler: str | None) -> None:
     else:
         client = Client(scheduler)
     try:
-        futures = [client.submit(run_chunk, chunk, size, pure=False) for chunk, size in chunks]
+        futures = {client.submit(run_chunk, chunk, size, pure=False): chunk for chunk, size in chunks}
         for fut in as_completed(futures):
-            take(fut.result())
+            try:
+                items = fut.result()
+            except Exception as err:  # a lost worker or a result that cannot travel
+                tb = traceback.format_exc()
+                items = [{"run": r, "error": f"{type(err).__name__}: {err}", "traceback": tb} for r in futures[fut]]
+            take(items)
     finally:
         client.close()
         if cluster is not None:

@@ -83,7 +83,7 @@ def plot(out: str | Path) -> Path:
             label=f"fit: slope {head['slope']:.3f}",
         )
         ax.set_xlabel("number of samples N")
-        ax.set_ylabel("sqrt(sum_i pi_i |mu_i - mu*|^2) at the end")
+        ax.set_ylabel("error: sqrt(param. distance) at the end")
         ax.legend(fontsize=7)
     elif kind == "z1":
         fig, (ax,) = pl.subplots(1)

@@ -49,7 +49,7 @@ def history_frame(run: dict, result: dict) -> pd.DataFrame:
     df = pd.DataFrame(cols)
     df.insert(0, "run_id", run["run_id"])
     for k, v in run["axes"].items():
-        df[k] = v if not isinstance(v, list) else json.dumps(v)
+        df[k] = json.dumps(v) if isinstance(v, list | dict) else v
     df["status"] = result["status"]
     return df
 
@@ -121,11 +121,28 @@ def load_failures(out: Path) -> pd.DataFrame:
     )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def clean_temporaries(out: Path) -> int:
-    """Remove temporary files a killed sweep left behind; returns how many."""
+    """Remove temporary files that killed sweeps left behind (those of live processes
+    stay); returns how many."""
     n = 0
     for d in (runs_dir(out), failures_dir(out)):
         for p in d.glob(".*.tmp"):
+            try:
+                pid = int(p.name.rsplit(".", 2)[-2])
+            except ValueError:
+                pid = -1
+            if pid > 0 and _alive(pid):
+                continue
             p.unlink(missing_ok=True)
             n += 1
     return n

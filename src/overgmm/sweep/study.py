@@ -85,7 +85,7 @@ def load(path: str | Path) -> dict:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise StudyError(f"cannot read study file {path}: {err}") from None
     try:
         raw = tomllib.loads(text)
@@ -113,6 +113,22 @@ def _check_keys(table: dict, allowed: dict, where: str) -> None:
             raise StudyError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
 
 
+FIGURE_AXES = {"x4": "data.n_samples", "z1": "student.n", "w6": "teacher.d"}
+
+
+def _table(raw: dict, key: str, where: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise StudyError(f"{where}: {key!r} must be a table ([{key}]), got {type(value).__name__} {value!r}")
+    return value
+
+
+def _positive_int(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StudyError(f"{where}: expected a positive integer, got {value!r}")
+    return value
+
+
 def validate(raw: dict, source: str = "study") -> dict:
     """Check a parsed study (see the module docstring) and return it with defaults."""
     unknown = set(raw) - SECTIONS
@@ -120,13 +136,13 @@ def validate(raw: dict, source: str = "study") -> dict:
         raise StudyError(f"{source}: unknown section(s) {sorted(unknown)}; valid sections: {sorted(SECTIONS)}")
     if "base" not in raw:
         raise StudyError(f"{source}: missing section [base]")
-    study = dict(raw.get("study", {}))
+    study = dict(_table(raw, "study", source))
     _check_keys(study, STUDY_KEYS, f"{source}: [study]")
     study.setdefault("name", Path(source).stem)
     study.setdefault("figure", "loss")
     if study["figure"] not in FIGURES:
         raise StudyError(f"{source}: [study].figure must be one of {FIGURES}, got {study['figure']!r}")
-    base = copy.deepcopy(raw["base"])
+    base = copy.deepcopy(_table(raw, "base", source))
     _check_keys(base, BASE_KEYS, f"{source}: [base]")
     for key in ("steps", "teacher", "student", "algorithm"):
         if key not in base:
@@ -135,6 +151,11 @@ def validate(raw: dict, source: str = "study") -> dict:
     base.setdefault("backend", {"kind": "auto"})
     _check_keys(base["teacher"], TEACHER_KEYS, f"{source}: [base.teacher]")
     _check_keys(base["student"], STUDENT_KEYS, f"{source}: [base.student]")
+    for key in ("d", "m"):
+        if key not in base["teacher"]:
+            raise StudyError(f"{source}: [base.teacher] needs {key!r}")
+    if "n" not in base["student"]:
+        raise StudyError(f"{source}: [base.student] needs 'n'")
     if "data" in base:
         _check_keys(base["data"], DATA_KEYS, f"{source}: [base.data]")
     if "name" not in base["algorithm"]:
@@ -143,18 +164,74 @@ def validate(raw: dict, source: str = "study") -> dict:
     if kind not in BACKEND_KINDS:
         raise StudyError(f"{source}: [base.backend].kind must be one of {BACKEND_KINDS}, got {kind!r}")
     axes = {}
-    for key, values in raw.get("axes", {}).items():
+    for key, values in _table(raw, "axes", source).items():
+        where = f"{source}: [axes].{key}"
         if key == "seed":
             if isinstance(values, dict):
-                _check_keys(values, {"start": int, "stop": int}, f"{source}: [axes].seed")
+                _check_keys(values, {"start": int, "stop": int}, where)
+                if "stop" not in values:
+                    raise StudyError(f"{where}: a seed range needs 'stop' (seeds start, ..., stop - 1)")
                 values = list(range(values.get("start", 0), values["stop"]))
+            if isinstance(values, list) and not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
+            ):
+                raise StudyError(f"{where}: seeds must be non-negative integers, got {values!r}")
         else:
+            if isinstance(values, dict):
+                raise StudyError(
+                    f'{where}: expected a list, got a table; quote dotted axis names: "{key}.{next(iter(values), "")}"'
+                    " = [...]"
+                )
             _resolve_path(base, key, f"{source}: [axes]")
         if not isinstance(values, list) or not values:
-            raise StudyError(f"{source}: [axes].{key}: expected a non-empty list, got {values!r}")
+            raise StudyError(f"{where}: expected a non-empty list, got {values!r}")
+        canon = [json.dumps(v, sort_keys=True) for v in values]
+        if len(set(canon)) != len(canon):
+            raise StudyError(f"{where}: repeated values {values!r}")
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) and any(
+            isinstance(v, float) for v in values
+        ):
+            values = [float(v) for v in values]  # 1 and 0.5 on one axis: all floats (one Parquet type)
         axes[key] = values
     axes.setdefault("seed", [0])
-    return {"study": study, "base": base, "axes": axes}
+    need = FIGURE_AXES.get(study["figure"])
+    if need and need not in axes:
+        raise StudyError(f"{source}: figure {study['figure']!r} needs the axis {need!r} in [axes]")
+    study_obj = {"study": study, "base": base, "axes": axes}
+    for run in expand(study_obj):
+        cfg, where = run["config"], f"{source}: run {run['axes']}"
+        _positive_int(cfg["steps"], f"{where}: steps")
+        _positive_int(cfg["stride"], f"{where}: stride")
+        if cfg["steps"] % cfg["stride"]:
+            raise StudyError(f"{where}: steps ({cfg['steps']}) must be a multiple of stride ({cfg['stride']})")
+        _check_keys(cfg["teacher"], TEACHER_KEYS, f"{where}: teacher")
+        _check_keys(cfg["student"], STUDENT_KEYS, f"{where}: student")
+        if cfg["student"].get("init", "samples") not in STUDENT_INITS:
+            raise StudyError(f"{where}: student.init must be one of {STUDENT_INITS}, got {cfg['student']['init']!r}")
+        w = cfg["student"].get("weights", "uniform")
+        if isinstance(w, str) and w not in STUDENT_WEIGHTS:
+            raise StudyError(f"{where}: student.weights must be one of {STUDENT_WEIGHTS} or a list, got {w!r}")
+        tw = cfg["teacher"].get("weights", "uniform")
+        if isinstance(tw, str) and tw != "uniform":
+            raise StudyError(f"{where}: teacher.weights must be 'uniform' or a list, got {tw!r}")
+    return study_obj
+
+
+def check_runs(study: dict) -> None:
+    """Build the teacher, a student, the backend and the algorithm of one run per group,
+    so that a bad option (an unknown algorithm or option, a backend key, a shape) is a
+    :class:`StudyError` before anything runs, not a failure of every run."""
+    from overgmm.sweep.build import check_config
+
+    seen = set()
+    for run in expand(study):
+        if run["group"] in seen:
+            continue
+        seen.add(run["group"])
+        try:
+            check_config(run["config"])
+        except (ValueError, TypeError, KeyError) as err:
+            raise StudyError(f"run {run['axes']}: {type(err).__name__}: {err}") from None
 
 
 def _resolve_path(base: dict, dotted: str, where: str) -> tuple[dict, str]:

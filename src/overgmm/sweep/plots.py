@@ -97,6 +97,7 @@ def plot(out: str | Path) -> Path:
         for ax, d in zip(axes, dims, strict=True):
             g = table[table["teacher.d"] == d]
             ax.bar(g["active"], g["trials"], width=0.8)
+            ax.set_xlim(0.5, study["base"]["student"]["n"] + 0.5)
             ax.set_title(f"d = {d}", fontsize=9)
             ax.set_xlabel("active components")
         axes[0].set_ylabel("trials")

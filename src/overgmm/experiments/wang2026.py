@@ -210,16 +210,22 @@ W1_EXTENSIONS = {
 }
 
 
-def _w1_run(cfg: dict, sink: TableSink) -> None:
-    teacher = teacher_of(cfg)
-    student = student_of(cfg, teacher)
+def _run_methods(cfg: dict, sink: TableSink, teacher, student, label: str, *, check: bool = False) -> None:
+    """Every method of ``cfg["methods"]`` from the same start, into the table ``history``
+    (and, with ``check``, each final state under the finer rule into ``final_check``)."""
     problem = problem_of(cfg, teacher)
     checks = []
-    for name, spec in progress(cfg["methods"].items(), len(cfg["methods"]), "W1 methods"):
+    for name, spec in progress(cfg["methods"].items(), len(cfg["methods"]), label):
         df, hist = _run(problem, spec, student, cfg["seed"], method=name)
         sink.write("history", df, append=True)
-        checks.append(_final_check(cfg, teacher, hist, name))
-        sink.write("final_check", checks)
+        if check:
+            checks.append(_final_check(cfg, teacher, hist, name))
+            sink.write("final_check", checks)
+
+
+def _w1_run(cfg: dict, sink: TableSink) -> None:
+    teacher = teacher_of(cfg)
+    _run_methods(cfg, sink, teacher, student_of(cfg, teacher), "W1 methods", check=True)
     if cfg.get("extensions"):
         _w1_extensions(cfg, sink)
 
@@ -658,11 +664,7 @@ W2 = Experiment(
 
 def _w3_run(cfg: dict, sink: TableSink) -> None:
     teacher = teacher_of(cfg)
-    student = student_of(cfg, teacher)
-    problem = problem_of(cfg, teacher)
-    for name, spec in cfg["methods"].items():
-        df, _ = _run(problem, spec, student, cfg["seed"], method=name)
-        sink.write("history", df, append=True)
+    _run_methods(cfg, sink, teacher, student_of(cfg, teacher), "W3 methods")
 
 
 def _cols(df: pd.DataFrame, prefix: str) -> np.ndarray:
@@ -779,11 +781,7 @@ def _sample_start(cfg: dict, teacher, seed: int, d: int | None = None):
 
 def _w4_run(cfg: dict, sink: TableSink) -> None:
     teacher = teacher_of(cfg)
-    problem = problem_of(cfg, teacher)
-    student = _sample_start(cfg, teacher, cfg["seed"])
-    for name, spec in progress(cfg["methods"].items(), len(cfg["methods"]), "W4 methods"):
-        df, _ = _run(problem, spec, student, cfg["seed"], method=name)
-        sink.write("history", df, append=True)
+    _run_methods(cfg, sink, teacher, _sample_start(cfg, teacher, cfg["seed"]), "W4 methods")
 
 
 def _w4_claims(tables: Tables, cfg: dict) -> list[dict]:

@@ -652,7 +652,7 @@ W2 = Experiment(
         "steps": 220,
         "mc_samples": 200_000,
     },
-    quick={"grid": 41, "steps": 110},
+    quick={"grid": 41, "steps": 110, "mc_samples": 20_000},
     run=_w2_run,
     claims=_w2_claims,
     figure=_w2_figure,

@@ -215,7 +215,7 @@ def test_polyak_adaptive_level_converges_where_zero_target_overshoots():
     long = np.flatnonzero(ad["polyak"])
     assert np.all(ad["loss"][long] <= ad["loss"][long - 1])
     assert ad["loss"][-1] <= gem["loss"][-1]
-    level = float(ad.final.extra)
+    level = float(ad.final.extra["level"])
     assert 0.0 <= level <= ad["loss"][-1]
     assert zero["loss"].max() > ad["loss"].max()  # the zero target overshoots somewhere on the way
 
@@ -224,3 +224,21 @@ def test_polyak_adaptive_rejects_bad_option():
     problem = og.Problem.population(og.Mixture([[0.0]]))
     with pytest.raises(ValueError, match="adaptive"):
         og.polyak(problem, 1.0, 3, loss_star="auto")
+
+
+def test_polyak_adaptive_k_takes_long_steps_where_short_steps_align():
+    teacher = og.Mixture([[0.0, 0.0], [3.0, 0.5], [-1.0, 3.0]], [0.2, 0.3, 0.5])
+    rng = np.random.default_rng(0)
+    a = np.repeat(np.arange(3), 3)
+    student = og.Mixture(
+        np.asarray(teacher.means)[a] + 0.7 * rng.normal(size=(9, 2)), np.asarray(teacher.weights)[a] / 3
+    )
+    problem = og.Problem.population(teacher)
+    ad = og.run(og.polyak(problem, 1.0, "adaptive"), student, 160)
+    k10 = og.run(og.polyak(problem, 1.0, 10), student, 160)
+    long = np.flatnonzero(ad["polyak"])
+    assert len(long) >= 5 and np.all(np.diff(long) >= 9)  # at least min_short = 8 short steps between long ones
+    assert ad["loss"].min() < 1e-10 and ad["loss"].min() <= 2 * k10["loss"].min()
+    for bad in ({"n_short": "auto"}, {"n_short": "adaptive", "align": 1.5}, {"n_short": "adaptive", "min_short": 0}):
+        with pytest.raises(ValueError):
+            og.polyak(problem, 1.0, **bad)

@@ -15,6 +15,7 @@ EXPECTED = {
         "scaled Polyak: linear envelope": True,
         "scaled Polyak: factor per long step": True,
         "scaled Polyak reaches 1e-12": True,
+        "adaptive K at least as fast as K = 10": True,
         "gradient EM is sublinear": True,
         "paper-literal Polyak is linear": False,  # finding (SPEC W1 probes): the Euclidean scheme is not linear
         "Polyak leads at 300 evaluations": True,

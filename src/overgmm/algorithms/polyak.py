@@ -43,7 +43,7 @@ from overgmm.problem import Problem
 def polyak(
     problem: Problem,
     step_size: float = 1.0,
-    n_short: int = 10,
+    n_short: int | str = 10,
     *,
     scaled: bool = True,
     gamma: float = 1.0,
@@ -51,13 +51,20 @@ def polyak(
     reject_increase: bool = False,
     weights: str = "fixed",
     loss_floor: float = 0.0,
+    align: float = 0.999,
+    min_short: int = 8,
+    max_short: int = 100,
 ) -> Algorithm:
     """The alternating Polyak method.
 
     Args:
       problem: the objective (kl, nll or score matching; ``weights="em"`` needs kl or nll).
       step_size: eta of the short steps.
-      n_short: K, the number of short steps before each long step (K >= 1).
+      n_short: K, the number of short steps before each long step (K >= 1), or
+        ``"adaptive"``: take the long step once two successive short-step directions
+        ``P g`` are aligned (cosine above ``align``: the short steps have reached the
+        ravine floor and crawl along it), after at least ``min_short`` and at most
+        ``max_short`` short steps.
       scaled: short and long steps in the metric ``diag(1/pi_i)`` (default) or Euclidean.
       gamma: multiplier of the Polyak step (1: the classical step; 2: doubled).
       loss_star: L*, keyword-only; the Polyak step is ``gamma (L - L*) / <g, P g>``;
@@ -67,14 +74,25 @@ def polyak(
       loss_floor: a lower bound of the loss, where the adaptive level starts (0 for KL
         and score matching; for an NLL give a lower bound or a crude L* estimate).
       weights: ``"fixed"`` or ``"em"`` (one EM weight step with each short step).
+      align, min_short, max_short: the rule of ``n_short="adaptive"``.
 
     A long step is guarded: it is skipped (zero step) when ``L <= L*`` or the gradient
     vanishes. ``State.polyak`` marks the steps that were long.
     """
     eta = check_step_size(step_size)
     gamma = check_step_size(gamma, "gamma")
-    if isinstance(n_short, bool) or not isinstance(n_short, int) or n_short < 1:
-        raise ValueError(f"n_short must be an integer >= 1, got {n_short!r}")
+    adaptive_k = n_short == "adaptive"
+    if not adaptive_k and (isinstance(n_short, bool) or not isinstance(n_short, int) or n_short < 1):
+        raise ValueError(f"n_short must be an integer >= 1 or 'adaptive', got {n_short!r}")
+    if adaptive_k:
+        align = float(align)
+        if not -1.0 < align < 1.0:
+            raise ValueError(f"align must lie in (-1, 1), got {align!r}")
+        for name, val in (("min_short", min_short), ("max_short", max_short)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
+        if max_short < min_short:
+            raise ValueError(f"max_short ({max_short}) must be >= min_short ({min_short})")
     check_weights_option(weights)
     if weights == "solve":
         raise ValueError("polyak supports weights='fixed' or 'em'")
@@ -85,22 +103,35 @@ def polyak(
         if loss_star != "adaptive":
             raise ValueError(f"loss_star must be a number or 'adaptive', got {loss_star!r}")
         reject_increase = True
-        loss_floor = float(loss_floor)
-        extra_init = lambda student: jnp.asarray(loss_floor, dtype=student.means.dtype)  # noqa: E731
     else:
         loss_star = float(loss_star)
-        extra_init = None
+    loss_floor = float(loss_floor)
+
+    def extra_init(student):
+        # level: the adaptive L* level; since: short steps since the last long one;
+        # prev: the previous short step's direction P g (for n_short="adaptive").
+        return {
+            "level": jnp.asarray(loss_floor, student.means.dtype),
+            "since": jnp.zeros((), jnp.int32),
+            "prev": jnp.zeros_like(student.means),
+        }
 
     def step(state: State) -> State:
         key, sub = next_key(state)
         s = state.student
-        is_long = (state.step % (n_short + 1)) == n_short
         loss, g = problem.value_and_grad(s, sub)
         p = jnp.exp(-s.log_weights) if scaled else jnp.ones_like(s.log_weights)
         pg = p[:, None] * g.means
         denom = jnp.sum(g.means * pg)
+        since, prev = state.extra["since"], state.extra["prev"]
+        if adaptive_k:
+            cos = jnp.sum(pg * prev) / jnp.sqrt(jnp.sum(pg**2) * jnp.sum(prev**2) + 1e-300)
+            is_long = ((since >= min_short) & (cos > align)) | (since >= max_short)
+        else:
+            is_long = (state.step % (n_short + 1)) == n_short
         if adaptive:
-            level = jnp.where(is_long & (loss <= state.extra), 0.5 * (loss_floor + loss), state.extra)
+            level = state.extra["level"]
+            level = jnp.where(is_long & (loss <= level), 0.5 * (loss_floor + loss), level)
         else:
             level = loss_star
         gap = loss - level
@@ -114,7 +145,9 @@ def polyak(
                 lambda a, b: jnp.where(is_long, a, b), new, new.replace(log_weights=weights_from_mass(mass))
             )
         evals = 1
-        extra = state.extra
+        extra = dict(state.extra)
+        extra["since"] = jnp.where(is_long, 0, since + 1)
+        extra["prev"] = jnp.where(is_long, jnp.zeros_like(pg), pg)
         if reject_increase:
             new_loss = jax.lax.cond(is_long, lambda: problem.loss(new, sub), lambda: loss)
             keep = (new_loss < loss) | ~is_long
@@ -122,8 +155,9 @@ def polyak(
             evals = 1 + is_long.astype(jnp.int32)
             if adaptive:
                 grown = jnp.maximum(loss_floor, level - (loss - level))
-                extra = jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level)
+                extra["level"] = jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level)
         return State(new, state.step + 1, key, state.grad_evals + evals, is_long, extra)
 
-    name = f"polyak(eta={eta}, K={n_short}, scaled={scaled}, gamma={gamma}, L*={loss_star}, weights={weights})"
+    k_text = f"adaptive(align={align}, min={min_short}, max={max_short})" if adaptive_k else n_short
+    name = f"polyak(eta={eta}, K={k_text}, scaled={scaled}, gamma={gamma}, L*={loss_star}, weights={weights})"
     return Algorithm(name, make_init(problem, extra_init), step, problem)

@@ -784,7 +784,8 @@ W3 = Experiment(
 # ---- W4: general mixtures, learned weights, start from samples --------------------------
 
 
-def _sample_start(cfg: dict, teacher, seed: int, d: int | None = None):
+def _sample_start(cfg: dict, teacher, seed: int):
+    """n students at samples of the teacher (seeded), uniform weights."""
     import jax
 
     import overgmm as og

@@ -5,11 +5,15 @@ computes everything in float64.
 
 The public API lives here:
 
-* objects: :class:`Mixture`, :class:`Problem`;
+* objects: :class:`Mixture` (identity, spherical, diag or full covariances), :class:`Problem`;
 * expectation backends: :class:`Quadrature`, :class:`MonteCarlo`, :func:`expectation`, :class:`Estimate`;
 * objectives: :func:`kl`, :func:`nll`, :func:`score_matching`, :func:`denoising_score_matching`;
 * algorithms: :func:`gradient_em`, :func:`em`, :func:`polyak`, :func:`gradient_descent`, :func:`optax_method`;
-* the driver: :func:`run`, :func:`run_batch`, :func:`stack`, :class:`History`;
+* E-step statistics: :func:`statistics.data_statistics` (:class:`Stats`);
+* starting students and fewer components: :mod:`overgmm.init` (``init.from_data``),
+  :mod:`overgmm.reduce` (``prune``, ``merge_round``);
+* the driver: :func:`run`, :func:`run_batch` (fixed T), :func:`solve`, :func:`solve_batch`
+  (stopping rule), :func:`stack`, :class:`History`, :class:`Solution`;
 * the scikit-learn estimator :class:`OverparamGMM` (imported on first use: it imports scikit-learn).
 """
 
@@ -17,13 +21,25 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from overgmm.algorithms import Algorithm, State, em, gradient_descent, gradient_em, optax_method, polyak  # noqa: E402
-from overgmm.driver import History, run, run_batch, stack  # noqa: E402
+from overgmm import init, reduce  # noqa: E402
+from overgmm.algorithms import (  # noqa: E402
+    Algorithm,
+    Method,
+    State,
+    em,
+    gradient_descent,
+    gradient_em,
+    optax_method,
+    polyak,
+    stepwise_em,
+)
+from overgmm.driver import History, Solution, run, run_batch, solve, solve_batch, stack, trace_count  # noqa: E402
 from overgmm.expectations import Estimate, MonteCarlo, Quadrature, expectation  # noqa: E402
 from overgmm.measures import student_measures, teacher_measures  # noqa: E402
 from overgmm.mixture import Mixture  # noqa: E402
 from overgmm.objectives import denoising_score_matching, kl, nll, score_matching  # noqa: E402
 from overgmm.problem import Problem  # noqa: E402
+from overgmm.statistics import Stats, data_statistics  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -41,25 +57,35 @@ __all__ = [
     "Algorithm",
     "Estimate",
     "History",
+    "Method",
+    "Solution",
+    "Stats",
     "Mixture",
     "MonteCarlo",
     "OverparamGMM",
     "Problem",
     "Quadrature",
     "State",
+    "data_statistics",
     "denoising_score_matching",
     "em",
     "expectation",
     "gradient_descent",
     "gradient_em",
+    "init",
     "kl",
     "nll",
     "optax_method",
     "polyak",
+    "reduce",
     "run",
     "run_batch",
     "score_matching",
+    "solve",
+    "solve_batch",
     "stack",
+    "stepwise_em",
     "student_measures",
     "teacher_measures",
+    "trace_count",
 ]

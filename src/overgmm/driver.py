@@ -1,14 +1,24 @@
-"""The only loop: T steps of an algorithm inside one compiled ``lax.scan``, with the
-measures of SPEC section 5 recorded every ``stride`` steps, and a batch of
-independent trials in one call via ``vmap``.
+"""The only loop. Two ways to run an algorithm, both compiled once per (algorithm config,
+loop settings, shapes, dtypes) and cached, so a second run of the same shape does not
+recompile (:func:`trace_count` counts the traces):
 
-A step that produces a non-finite state is not applied: the trial freezes at its
-last finite state, its ``status`` becomes 1 and ``failed_at`` records the step, and
+* :func:`run` / :func:`run_batch`: a fixed number of steps T inside one ``lax.scan``, with
+  the measures of SPEC section 5 recorded every ``stride`` steps (the papers' runs);
+* :func:`solve` / :func:`solve_batch`: a stopping rule (the loss changed by less than
+  ``tol``, or ``max_steps``) inside one ``lax.while_loop``, the loss recorded at each step.
+
+Batches of independent trials run in one call via ``vmap``, over students and keys and,
+optionally, over problems (each trial its own data: ``problems=`` a stacked problem).
+
+A step that produces a non-finite state is not applied: the trial freezes at its last
+finite state, its ``status`` becomes 1 and ``failed_at`` records the step, and
 everything recorded before is kept (a warning is raised at the end, not an error).
+Status codes: 0 ok (for :func:`solve`: converged), 1 non-finite, 2 max steps reached.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import warnings
 
@@ -17,11 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from overgmm import _validation as v
-from overgmm.algorithms.base import Algorithm, State
+from overgmm.algorithms.base import Algorithm, Method, State
 from overgmm.measures import ACTIVE_THRESHOLD, student_measures, teacher_measures
 from overgmm.mixture import Mixture
 
-STATUS = {0: "ok", 1: "non-finite state (frozen at the last finite one)"}
+STATUS = {0: "ok", 1: "non-finite state (frozen at the last finite one)", 2: "max steps reached"}
+RECORDABLE = ("means", "weights", "log_weights", "covariances")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +47,8 @@ class History:
         ``bias`` and ``dispersion`` (per teacher component, trailing axis m), and
         ``weight_mismatch``.
       final: the final :class:`~overgmm.algorithms.State` (batched for a batch).
+        ``record=`` adds per-record fields (``means``, ``weights``, ``log_weights``,
+        ``covariances``).
       status: 0 (ok) or 1 (non-finite), per trial.
       failed_at: step at which a trial failed, -1 if it did not.
       algorithm: the algorithm's name with its settings.
@@ -85,11 +98,24 @@ class History:
 
 def _finite(student: Mixture) -> jax.Array:
     lw = student.log_weights
-    return jnp.all(jnp.isfinite(student.means)) & ~jnp.any(jnp.isnan(lw) | (lw == jnp.inf))
+    ok = jnp.all(jnp.isfinite(student.means)) & ~jnp.any(jnp.isnan(lw) | (lw == jnp.inf))
+    if student.cov_params is not None:
+        ok = ok & jnp.all(jnp.isfinite(student.cov_params))
+    return ok
 
 
-def _measure(algorithm: Algorithm, state: State, threshold: float) -> dict:
-    problem = algorithm.problem
+def _recorded(student: Mixture, record: tuple[str, ...]) -> dict:
+    return {name: getattr(student, name) for name in record}
+
+
+def _check_record(record) -> tuple[str, ...]:
+    record = (record,) if isinstance(record, str) else tuple(record)
+    for name in record:
+        v.check_choice(name, RECORDABLE, "record field")
+    return record
+
+
+def _measure(problem, state: State, threshold: float, record: tuple[str, ...]) -> dict:
     key = jax.random.fold_in(state.key, 0x5EED)
     loss, g = problem.value_and_grad(state.student, key)
     rec = {
@@ -101,23 +127,42 @@ def _measure(algorithm: Algorithm, state: State, threshold: float) -> dict:
     rec.update(student_measures(state.student, threshold))
     if problem.teacher is not None:
         rec.update(teacher_measures(problem.teacher, state.student))
+    rec.update(_recorded(state.student, record))
     return rec
 
 
-def _trajectory(algorithm: Algorithm, n_steps: int, stride: int, threshold: float):
+def _guarded(method: Method, problem, state, status, failed_at):
+    """One step, not applied when it produces a non-finite state."""
+    new = method.step(problem, state)
+    fin = _finite(new.student)
+    good = fin & (status == 0)
+    newly_bad = (~fin) & (status == 0)
+    state = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), new, state)
+    failed_at = jnp.where(newly_bad, new.step, failed_at)
+    status = jnp.where(newly_bad, 1, status)
+    return state, status, failed_at, good, new
+
+
+_TRACES: collections.Counter = collections.Counter()
+_CACHE: dict = {}
+
+
+def trace_count(kind: str | None = None) -> int:
+    """How many times the driver traced (compiled) a loop, in all or of one kind
+    (``"run"`` or ``"solve"``): a second run of the same shape adds nothing."""
+    return sum(_TRACES.values()) if kind is None else _TRACES[kind]
+
+
+def _trajectory(method: Method, n_steps: int, stride: int, threshold: float, record: tuple[str, ...]):
     n_records = n_steps // stride
 
-    def one(student: Mixture, key: jax.Array):
-        state = algorithm.init(student, key)
+    def one(problem, student: Mixture, key: jax.Array):
+        _TRACES["run"] += 1
+        state = method.init(problem, student, key)
 
         def inner(_, carry):
             state, status, failed_at, long_seen = carry
-            new = algorithm.step(state)
-            good = _finite(new.student) & (status == 0)
-            newly_bad = (~_finite(new.student)) & (status == 0)
-            state = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), new, state)
-            failed_at = jnp.where(newly_bad, new.step, failed_at)
-            status = jnp.where(newly_bad, 1, status)
+            state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
             return state, status, failed_at, long_seen | (good & new.polyak)
 
         def outer(carry, _):
@@ -125,11 +170,11 @@ def _trajectory(algorithm: Algorithm, n_steps: int, stride: int, threshold: floa
             state, status, failed_at, long_seen = jax.lax.fori_loop(
                 0, stride, inner, (state, status, failed_at, jnp.zeros((), bool))
             )
-            rec = _measure(algorithm, state, threshold)
+            rec = _measure(problem, state, threshold, record)
             rec["polyak"] = long_seen
             return (state, status, failed_at), rec
 
-        rec0 = _measure(algorithm, state, threshold)
+        rec0 = _measure(problem, state, threshold, record)
         rec0["polyak"] = jnp.zeros((), bool)
         init = (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
         (state, status, failed_at), recs = jax.lax.scan(outer, init, None, length=n_records)
@@ -137,6 +182,57 @@ def _trajectory(algorithm: Algorithm, n_steps: int, stride: int, threshold: floa
         return recs, state, status, failed_at
 
     return one
+
+
+def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
+    def one(problem, student: Mixture, key: jax.Array, tol: jax.Array):
+        _TRACES["solve"] += 1
+        state = method.init(problem, student, key)
+        losses = jnp.full((max_steps,), jnp.nan, student.means.dtype)
+        recs = {
+            name: jnp.zeros((max_steps + 1,) + a.shape, a.dtype).at[0].set(a)
+            for name, a in _recorded(student, record).items()
+        }
+
+        def cond(c):
+            _, status, _, done, _, _ = c
+            return (status == 0) & ~done
+
+        def body(c):
+            state, status, failed_at, _, losses, recs = c
+            prev_loss, prev_long = state.loss, state.polyak
+            state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
+            bad_loss = ~jnp.isfinite(new.loss) & (status == 0)
+            status = jnp.where(bad_loss, 1, status)
+            failed_at = jnp.where(bad_loss, new.step, failed_at)
+            k = new.step - 1
+            losses = losses.at[k].set(new.loss)
+            now = _recorded(state.student, record)
+            recs = {name: a.at[k + 1].set(now[name]) for name, a in recs.items()}
+            # a Polyak long step (or the step after one) is not judged for convergence
+            judged = (k > 0) & ~new.polyak & ~prev_long
+            conv = judged & (jnp.abs(new.loss - prev_loss) < tol)
+            done = conv | (state.step >= max_steps)
+            return state, status, failed_at, conv, losses, recs
+
+        init = (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), jnp.zeros((), bool), losses, recs)
+        state, status, failed_at, conv, losses, recs = jax.lax.while_loop(cond, body, init)
+        status = jnp.where((status == 0) & ~conv, 2, status)
+        return losses, recs, state, status, failed_at
+
+    return one
+
+
+def _compiled(kind: str, method: Method, batched: bool, batched_problem: bool, *settings):
+    cache_key = (kind, method, batched, batched_problem, settings)
+    fn = _CACHE.get(cache_key)
+    if fn is None:
+        one = _trajectory(method, *settings) if kind == "run" else _solver(method, *settings)
+        if batched:
+            in_axes = (0 if batched_problem else None, 0, 0) + ((None,) if kind == "solve" else ())
+            one = jax.vmap(one, in_axes=in_axes)
+        fn = _CACHE[cache_key] = jax.jit(one)
+    return fn
 
 
 def _check_run_args(n_steps, stride):
@@ -147,21 +243,33 @@ def _check_run_args(n_steps, stride):
     return n_steps, stride
 
 
-def _finish(algorithm, student_for_basis, recs, state, status, failed_at) -> History:
-    cols = {k: np.asarray(a) for k, a in recs.items()}
-    status = np.asarray(status)
-    failed_at = np.asarray(failed_at)
-    if np.any(status != 0):
-        bad = np.flatnonzero(np.atleast_1d(status))
+def _warn_failed(status, failed_at, stacklevel=4):
+    if np.any(np.asarray(status) == 1):
+        bad = np.flatnonzero(np.atleast_1d(status) == 1)
         steps = np.atleast_1d(failed_at)[bad]
         warnings.warn(
             f"{len(bad)} trial(s) reached a non-finite state (first at step {int(steps.min())}); "
             "they were frozen at their last finite state and the history up to there is kept. "
             "Try a smaller step size or a more accurate backend.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
+
+
+def _finish(algorithm, student_for_basis, recs, state, status, failed_at) -> History:
+    cols = {k: np.asarray(a) for k, a in recs.items()}
+    status = np.asarray(status)
+    failed_at = np.asarray(failed_at)
+    _warn_failed(status, failed_at)
     return History(cols, state, status, failed_at, algorithm.name, algorithm.problem.describe(student_for_basis))
+
+
+def _check_algorithm(algorithm) -> None:
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(
+            f"algorithm must be an overgmm Algorithm (from og.em, og.gradient_em, og.polyak, ...), "
+            f"got {type(algorithm).__name__}"
+        )
 
 
 def run(
@@ -172,6 +280,7 @@ def run(
     key: jax.Array | None = None,
     stride: int = 1,
     threshold: float = ACTIVE_THRESHOLD,
+    record=(),
 ) -> History:
     """Run ``n_steps`` steps of ``algorithm`` from ``student`` in one compiled loop.
 
@@ -182,15 +291,44 @@ def run(
       key: PRNG key (needed for fresh Monte Carlo; default ``key(0)``).
       stride: record every ``stride`` steps (records at 0, stride, ..., T).
       threshold: weight above which a component counts as active.
+      record: extra per-record fields, any of ``"means"``, ``"weights"``,
+        ``"log_weights"``, ``"covariances"``.
 
     Returns:
       A :class:`History` with ``T / stride + 1`` records.
     """
+    _check_algorithm(algorithm)
     n_steps, stride = _check_run_args(n_steps, stride)
+    record = _check_record(record)
     algorithm.problem.check_student(student)
+    algorithm.method.check(algorithm.problem, student)
     key = jax.random.key(0) if key is None else key
-    fn = jax.jit(_trajectory(algorithm, n_steps, stride, threshold))
-    return _finish(algorithm, student, *fn(student, key))
+    fn = _compiled("run", algorithm.method, False, False, n_steps, stride, float(threshold), record)
+    return _finish(algorithm, student, *fn(algorithm.problem, student, key))
+
+
+def _check_batch(algorithm, students, keys, problems):
+    if students.means.ndim != 3:
+        raise ValueError(
+            f"students must carry a batch axis: means of shape (batch, n, d), got {tuple(students.means.shape)}"
+        )
+    b = students.means.shape[0]
+    problem = algorithm.problem if problems is None else problems
+    dim = problem.dim if problems is None else (
+        problems.teacher.means.shape[-1] if problems.teacher is not None else problems.data.shape[-1]
+    )
+    if students.means.shape[-1] != dim:
+        raise ValueError(f"students have dimension {students.means.shape[-1]}, the problem {dim}")
+    if problems is not None:
+        sizes = {a.shape[0] for a in jax.tree_util.tree_leaves(problems) if hasattr(a, "shape") and a.ndim > 0}
+        if sizes != {b}:
+            raise ValueError(f"problems must carry the same batch axis as the students ({b}), got sizes {sorted(sizes)}")
+    first = jax.tree_util.tree_map(lambda a: a[0], students)
+    algorithm.method.check(algorithm.problem, first)
+    keys = jax.random.split(jax.random.key(0), b) if keys is None else keys
+    if keys.shape[0] != b:
+        raise ValueError(f"need {b} keys, one per trial, got {keys.shape[0]}")
+    return b, keys, first
 
 
 def run_batch(
@@ -201,6 +339,8 @@ def run_batch(
     keys: jax.Array | None = None,
     stride: int = 1,
     threshold: float = ACTIVE_THRESHOLD,
+    record=(),
+    problems=None,
 ) -> History:
     """Run a batch of independent trials in one compiled ``vmap`` call.
 
@@ -208,31 +348,136 @@ def run_batch(
       students: a :class:`~overgmm.Mixture` whose arrays carry a leading batch axis
         B (means (B, n, d), log-weights (B, n)), e.g. from :func:`stack`.
       keys: B PRNG keys (default ``split(key(0), B)``).
+      problems: optionally one problem per trial, stacked along a leading axis B
+        (:func:`stack` of problems of one shape, e.g. each trial's own sample);
+        default: ``algorithm.problem`` for all.
 
     Returns:
       A :class:`History` whose columns have shape ``(B, n_records, ...)``.
     """
+    _check_algorithm(algorithm)
     n_steps, stride = _check_run_args(n_steps, stride)
-    if students.means.ndim != 3:
-        raise ValueError(
-            f"students must carry a batch axis: means of shape (batch, n, d), got {tuple(students.means.shape)}"
-        )
-    b = students.means.shape[0]
-    if students.means.shape[-1] != algorithm.problem.dim:
-        raise ValueError(f"students have dimension {students.means.shape[-1]}, the problem {algorithm.problem.dim}")
-    keys = jax.random.split(jax.random.key(0), b) if keys is None else keys
-    if keys.shape[0] != b:
-        raise ValueError(f"need {b} keys, one per trial, got {keys.shape[0]}")
-    fn = jax.jit(jax.vmap(_trajectory(algorithm, n_steps, stride, threshold)))
-    first = jax.tree_util.tree_map(lambda a: a[0], students)
-    return _finish(algorithm, first, *fn(students, keys))
+    record = _check_record(record)
+    b, keys, first = _check_batch(algorithm, students, keys, problems)
+    fn = _compiled("run", algorithm.method, True, problems is not None, n_steps, stride, float(threshold), record)
+    problem = algorithm.problem if problems is None else problems
+    return _finish(algorithm, first, *fn(problem, students, keys))
 
 
-def stack(students: list[Mixture]) -> Mixture:
-    """Stack mixtures of equal shape into one with a leading batch axis."""
-    if not students:
+@dataclasses.dataclass(frozen=True)
+class Solution:
+    """What :func:`solve` returns (arrays carry a leading batch axis for :func:`solve_batch`).
+
+    Attributes:
+      final: the final :class:`~overgmm.algorithms.State` (its ``student`` is the result).
+      loss: ``(max_steps,)`` the loss evaluated by each step (at the student it started
+        from), NaN after the last step.
+      records: name -> ``(max_steps + 1, ...)`` the ``record=`` fields after each step
+        (row 0: the start); rows after the last step are zeros.
+      n_steps: steps applied.
+      status: 0 converged (``|Delta loss| < tol``), 1 non-finite, 2 max steps reached.
+      failed_at: step at which a trial turned non-finite, -1 if it did not.
+      algorithm: the algorithm's name with its settings.
+    """
+
+    final: State
+    loss: np.ndarray
+    records: dict
+    n_steps: np.ndarray
+    status: np.ndarray
+    failed_at: np.ndarray
+    algorithm: str
+
+    @property
+    def converged(self) -> np.ndarray:
+        return self.status == 0
+
+    @property
+    def status_text(self) -> list[str]:
+        return [STATUS[int(c)] for c in np.atleast_1d(self.status)]
+
+
+def _solution(algorithm, losses, recs, state, status, failed_at) -> Solution:
+    status = np.asarray(status)
+    failed_at = np.asarray(failed_at)
+    _warn_failed(status, failed_at)
+    return Solution(
+        state,
+        np.asarray(losses),
+        {k: np.asarray(a) for k, a in recs.items()},
+        np.asarray(state.step),
+        status,
+        failed_at,
+        algorithm.name,
+    )
+
+
+def _check_tol(tol) -> float:
+    try:
+        tol = float(tol)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"tol must be a number, got {tol!r}") from err
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol!r}")
+    return tol
+
+
+def solve(
+    algorithm: Algorithm,
+    student: Mixture,
+    *,
+    max_steps: int,
+    tol: float = 0.0,
+    key: jax.Array | None = None,
+    record=(),
+) -> Solution:
+    """Run ``algorithm`` from ``student`` until the loss changes by less than ``tol`` between
+    two steps (not judged at or right after a Polyak long step), or ``max_steps`` steps.
+
+    One compiled ``while_loop``, cached on (algorithm config, ``max_steps``, ``record``,
+    shapes): ``tol`` is an argument and does not recompile.
+
+    Returns:
+      A :class:`Solution`.
+    """
+    _check_algorithm(algorithm)
+    max_steps = v.check_positive_int(max_steps, "max_steps")
+    record = _check_record(record)
+    algorithm.problem.check_student(student)
+    algorithm.method.check(algorithm.problem, student)
+    key = jax.random.key(0) if key is None else key
+    fn = _compiled("solve", algorithm.method, False, False, max_steps, record)
+    return _solution(algorithm, *fn(algorithm.problem, student, key, jnp.asarray(_check_tol(tol))))
+
+
+def solve_batch(
+    algorithm: Algorithm,
+    students: Mixture,
+    *,
+    max_steps: int,
+    tol: float = 0.0,
+    keys: jax.Array | None = None,
+    record=(),
+    problems=None,
+) -> Solution:
+    """:func:`solve` for a batch of trials (leading axis B) in one ``vmap`` call; see
+    :func:`run_batch` for ``keys`` and ``problems``."""
+    _check_algorithm(algorithm)
+    max_steps = v.check_positive_int(max_steps, "max_steps")
+    record = _check_record(record)
+    _, keys, _ = _check_batch(algorithm, students, keys, problems)
+    fn = _compiled("solve", algorithm.method, True, problems is not None, max_steps, record)
+    problem = algorithm.problem if problems is None else problems
+    return _solution(algorithm, *fn(problem, students, keys, jnp.asarray(_check_tol(tol))))
+
+
+def stack(items: list):
+    """Stack mixtures (or problems) of equal shape into one with a leading batch axis."""
+    if not items:
         raise ValueError("stack needs at least one mixture")
-    shapes = {s.means.shape for s in students}
-    if len(shapes) != 1:
-        raise ValueError(f"all mixtures must have the same shape, got {sorted(shapes)}")
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *students)
+    shapes = {tuple(np.shape(a) for a in jax.tree_util.tree_leaves(s)) for s in items}
+    treedefs = {jax.tree_util.tree_structure(s) for s in items}
+    if len(shapes) != 1 or len(treedefs) != 1:
+        what = "mixtures" if isinstance(items[0], Mixture) else "items"
+        raise ValueError(f"all {what} must have the same shape and kind, got shapes {sorted(shapes)}")
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *items)

@@ -1,9 +1,23 @@
-"""The isotropic Gaussian mixture, a JAX pytree.
+"""The Gaussian mixture, a JAX pytree.
 
-``p(x) = sum_i pi_i N(x; mu_i, I_d)`` with means of shape ``(n, d)`` and weights on
-the simplex, stored as log-weights of shape ``(n,)``. Identity covariances throughout
-(theory mode). Construction validates shapes always and values when they are
-concrete, so a ``Mixture`` can be built inside ``jax.grad``/``jit``/``vmap``.
+``p(x) = sum_i pi_i N(x; mu_i, Sigma_i)`` with means of shape ``(n, d)``, weights on the
+simplex stored as log-weights ``(n,)``, and a covariance type:
+
+* ``"identity"`` (the default, theory mode): ``Sigma_i = I_d``; every paper path uses it;
+* ``"spherical"``: ``Sigma_i = s_i I_d``, stored as ``log s`` of shape ``(n,)``;
+* ``"diag"``: ``Sigma_i = diag(s_i)``, stored as ``log s`` of shape ``(n, d)``;
+* ``"full"``: ``Sigma_i^{-1} = U_i U_i^T`` with ``U_i`` upper triangular with a positive
+  diagonal (a Cholesky factor of the precision, scikit-learn's ``precisions_cholesky_``),
+  stored as ``cov_params`` of shape ``(n, d, d)``: the strict upper triangle of ``U_i``
+  and the *log* of its diagonal (the strict lower triangle is ignored).
+
+The stored parameters are unconstrained: any finite step on ``cov_params`` gives a valid
+(positive definite) covariance, so gradient methods and optax need no projection.
+
+A pruned component is first-class: its weight is exactly 0 (log-weight ``-inf``), it stays
+in the arrays so that shapes (and compilations) stay fixed, and :attr:`Mixture.live` marks
+the others. Construction validates shapes always and values when they are concrete, so a
+``Mixture`` can be built inside ``jax.grad``/``jit``/``vmap``.
 """
 
 from __future__ import annotations
@@ -12,29 +26,90 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
 
 LOG_2PI = math.log(2.0 * math.pi)
+COVARIANCE_TYPES = ("identity", "spherical", "diag", "full")
+
+
+def _cov_params_from_covariances(cov: jax.Array, kind: str) -> jax.Array:
+    """Unconstrained parameters from covariances in their natural shape."""
+    if kind in ("spherical", "diag"):
+        return jnp.log(cov)
+    return precision_params(cov)
+
+
+def precision_params(cov: jax.Array) -> jax.Array:
+    """``cov_params`` (..., d, d) of full covariances ``cov`` (..., d, d): the upper
+    Cholesky factor ``U`` of the precision (``Sigma^{-1} = U U^T``) with a log diagonal."""
+    d = cov.shape[-1]
+    c = jnp.linalg.cholesky(cov)
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=cov.dtype), cov.shape)
+    u = jnp.swapaxes(jax.scipy.linalg.solve_triangular(c, eye, lower=True), -1, -2)
+    diag = jnp.diagonal(u, axis1=-2, axis2=-1)
+    return jnp.triu(u, 1) + jnp.einsum("...i,ij->...ij", jnp.log(diag), jnp.eye(d, dtype=cov.dtype))
+
+
+def precision_cholesky(cov_params: jax.Array) -> jax.Array:
+    """``U`` (..., d, d), upper triangular with positive diagonal, from ``cov_params``."""
+    d = cov_params.shape[-1]
+    diag = jnp.exp(jnp.diagonal(cov_params, axis1=-2, axis2=-1))
+    return jnp.triu(cov_params, 1) + jnp.einsum("...i,ij->...ij", diag, jnp.eye(d, dtype=cov_params.dtype))
+
+
+def _check_covariances(cov: jax.Array, kind: str, n: int, d: int) -> None:
+    shape = {"spherical": (n,), "diag": (n, d), "full": (n, d, d)}[kind]
+    if tuple(cov.shape) != shape:
+        doc = {"spherical": "(n_components,)", "diag": "(n_components, dim)", "full": "(n_components, dim, dim)"}
+        raise ValueError(
+            f"{kind} covariances must have shape {doc[kind]} = {shape}, got shape {tuple(cov.shape)}"
+        )
+    v.check_finite(cov, "covariances")
+    if not v.is_concrete(cov):
+        return
+    arr = np.asarray(cov)
+    if kind != "full":
+        if np.any(arr <= 0):
+            i = int(np.flatnonzero(arr.reshape(n, -1).min(axis=1) <= 0)[0])
+            raise ValueError(f"{kind} covariances must be positive; component {i} has a variance <= 0")
+        return
+    if not np.allclose(arr, np.swapaxes(arr, -1, -2), rtol=1e-10, atol=1e-12 * max(1.0, float(np.abs(arr).max()))):
+        raise ValueError("full covariances must be symmetric matrices")
+    for i in range(n):
+        try:
+            np.linalg.cholesky(arr[i])
+        except np.linalg.LinAlgError:
+            raise ValueError(f"full covariance of component {i} is not positive definite") from None
 
 
 @jax.tree_util.register_pytree_node_class
 class Mixture:
-    """Isotropic Gaussian mixture ``sum_i pi_i N(mu_i, I_d)``.
+    """Gaussian mixture ``sum_i pi_i N(mu_i, Sigma_i)``.
 
     Args:
       means: array of shape ``(n, d)``, the component means.
-      weights: array of shape ``(n,)`` on the simplex; uniform when omitted.
+      weights: array of shape ``(n,)`` on the simplex; uniform when omitted. A weight of
+        exactly 0 marks a pruned component (kept in the arrays; see :attr:`live`).
       log_weights: alternatively, log-weights of shape ``(n,)`` (exclusive with
         ``weights``). They are normalised: ``logsumexp(log_weights) = 0``.
+      covariances: the covariances in their natural shape: ``(n,)`` variances for
+        ``"spherical"``, ``(n, d)`` for ``"diag"``, ``(n, d, d)`` matrices for ``"full"``
+        (symmetric positive definite). Omitted: identity, or all ones for the learned types.
+      covariance_type: ``"identity"`` (default), ``"spherical"``, ``"diag"`` or ``"full"``.
+        Inferred from ``covariances`` when that is given: 1-D spherical, 2-D diag, 3-D full.
 
     Attributes:
       means: ``Float[Array, "n d"]``.
-      log_weights: ``Float[Array, "n"]``, normalised.
+      log_weights: ``Float[Array, "n"]``, normalised (``-inf`` for a pruned component).
+      cov_params: unconstrained covariance parameters (see the module docstring), or
+        ``None`` for ``"identity"``.
+      covariance_type: the covariance type (static).
     """
 
-    def __init__(self, means, weights=None, *, log_weights=None):
+    def __init__(self, means, weights=None, *, log_weights=None, covariances=None, covariance_type=None):
         means = v.as_float_array(means, "means")
         if means.ndim == 1:
             raise ValueError(
@@ -53,6 +128,8 @@ class Mixture:
             v.check_ndim(lw, 1, "log_weights", "(n_components,)")
             if v.is_concrete(lw) and bool(jnp.any(jnp.isnan(lw) | (lw == jnp.inf))):
                 raise ValueError("log_weights contains NaN or +inf")
+            if v.is_concrete(lw) and not bool(jnp.any(lw > -jnp.inf)):
+                raise ValueError("log_weights are all -inf: at least one component must have positive weight")
             lw = lw - logsumexp(lw)
         elif weights is not None:
             w = v.as_float_array(weights, "weights")
@@ -64,24 +141,54 @@ class Mixture:
             lw = jnp.full((n,), -math.log(n), dtype=jnp.float64)
         if lw.shape[0] != n:
             raise ValueError(f"weights have {lw.shape[0]} entries but means have {n} components")
+        kind = covariance_type
+        if covariances is not None:
+            cov = v.as_float_array(covariances, "covariances")
+            if kind is None:
+                kind = {1: "spherical", 2: "diag", 3: "full"}.get(cov.ndim)
+                if kind is None:
+                    raise ValueError(f"covariances must be 1-, 2- or 3-dimensional, got shape {tuple(cov.shape)}")
+            v.check_choice(kind, COVARIANCE_TYPES, "covariance_type")
+            if kind == "identity":
+                raise ValueError("covariance_type='identity' takes no covariances")
+            _check_covariances(cov, kind, n, d)
+            params = _cov_params_from_covariances(cov, kind)
+        else:
+            kind = "identity" if kind is None else kind
+            v.check_choice(kind, COVARIANCE_TYPES, "covariance_type")
+            params = {
+                "identity": None,
+                "spherical": jnp.zeros((n,)),
+                "diag": jnp.zeros((n, d)),
+                "full": jnp.zeros((n, d, d)),
+            }[kind]
         self.means = means
         self.log_weights = lw
+        self.cov_params = params
+        self.covariance_type = kind
 
     # -- pytree -------------------------------------------------------------
     def tree_flatten(self):
-        return (self.means, self.log_weights), None
+        return (self.means, self.log_weights, self.cov_params), self.covariance_type
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         obj = object.__new__(cls)
-        obj.means, obj.log_weights = children
+        obj.means, obj.log_weights = children[0], children[1]
+        obj.cov_params = children[2] if len(children) > 2 else None
+        obj.covariance_type = "identity" if aux is None else aux
         return obj
 
     # -- properties ---------------------------------------------------------
     @property
     def weights(self) -> jax.Array:
-        """Weights ``pi``, shape ``(n,)``."""
+        """Weights ``pi``, shape ``(n,)`` (exactly 0 for a pruned component)."""
         return jnp.exp(self.log_weights)
+
+    @property
+    def live(self) -> jax.Array:
+        """Mask ``(n,)`` of the components not pruned (weight > 0)."""
+        return self.log_weights > -jnp.inf
 
     @property
     def n_components(self) -> int:
@@ -91,45 +198,139 @@ class Mixture:
     def dim(self) -> int:
         return self.means.shape[-1]
 
-    def replace(self, *, means=None, log_weights=None) -> Mixture:
+    @property
+    def variances(self) -> jax.Array:
+        """Per-axis variances ``(n, d)``: the diagonal of each ``Sigma_i``."""
+        n, d = self.means.shape[-2:]
+        kind = self.covariance_type
+        if kind == "identity":
+            return jnp.ones(self.means.shape, self.means.dtype)
+        if kind == "spherical":
+            return jnp.broadcast_to(jnp.exp(self.cov_params)[..., None], self.means.shape)
+        if kind == "diag":
+            return jnp.exp(self.cov_params)
+        return jnp.diagonal(self.covariance_matrices, axis1=-2, axis2=-1)
+
+    @property
+    def covariances(self) -> jax.Array:
+        """Covariances in their natural shape: ``(n,)`` spherical (and identity: ones),
+        ``(n, d)`` diag, ``(n, d, d)`` full."""
+        kind = self.covariance_type
+        if kind == "identity":
+            return jnp.ones(self.means.shape[:-1], self.means.dtype)
+        if kind in ("spherical", "diag"):
+            return jnp.exp(self.cov_params)
+        return self.covariance_matrices
+
+    @property
+    def covariance_matrices(self) -> jax.Array:
+        """Covariance matrices ``(n, d, d)`` for every type."""
+        d = self.dim
+        if self.covariance_type != "full":
+            return self.variances[..., :, None] * jnp.eye(d, dtype=self.means.dtype)
+        u = precision_cholesky(self.cov_params)
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=u.dtype), u.shape)
+        uinv = jax.scipy.linalg.solve_triangular(u, eye, lower=False)  # U^{-1}
+        return jnp.swapaxes(uinv, -1, -2) @ uinv  # U^{-T} U^{-1} = (U U^T)^{-1}
+
+    def replace(self, *, means=None, log_weights=None, cov_params=None) -> Mixture:
         """A copy with some fields replaced (no validation; for algorithm steps)."""
         return Mixture.tree_unflatten(
-            None,
-            (self.means if means is None else means, self.log_weights if log_weights is None else log_weights),
+            self.covariance_type,
+            (
+                self.means if means is None else means,
+                self.log_weights if log_weights is None else log_weights,
+                self.cov_params if cov_params is None else cov_params,
+            ),
         )
 
+    def with_covariances(self, covariances: jax.Array) -> Mixture:
+        """A copy with covariances given in their natural shape (no validation)."""
+        return self.replace(cov_params=_cov_params_from_covariances(covariances, self.covariance_type))
+
     def __repr__(self) -> str:
-        return f"Mixture(n_components={self.n_components}, dim={self.dim})"
+        extra = "" if self.covariance_type == "identity" else f", covariance_type={self.covariance_type!r}"
+        return f"Mixture(n_components={self.n_components}, dim={self.dim}{extra})"
 
     # -- densities ----------------------------------------------------------
-    def component_logits(self, x: jax.Array) -> jax.Array:
-        """``<x, mu_i> - |mu_i|^2/2 + log pi_i``, shape ``(..., n)`` for ``x`` of shape ``(..., d)``.
+    def _check_x(self, x) -> jax.Array:
+        x = jnp.asarray(x, dtype=jnp.float64)
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x must have last dimension {self.dim}, got shape {tuple(x.shape)}")
+        return x
 
-        ``log p(x) = logsumexp(logits) - |x|^2/2 - d/2 log(2 pi)``. The log-weights are
-        renormalised here so that derivatives with respect to them are derivatives
-        along the simplex (softmax parametrisation).
+    def component_logits(self, x: jax.Array) -> jax.Array:
+        """Identity covariances: ``<x, mu_i> - |mu_i|^2/2 + log pi_i``, shape ``(..., n)`` for
+        ``x`` of shape ``(..., d)``; ``log p(x) = logsumexp(logits) - |x|^2/2 - d/2 log(2 pi)``.
+
+        The log-weights are renormalised here so that derivatives with respect to them are
+        derivatives along the simplex (softmax parametrisation).
         """
+        if self.covariance_type != "identity":
+            raise ValueError(
+                f"component_logits is defined for identity covariances; this mixture has "
+                f"covariance_type={self.covariance_type!r}: use component_log_prob"
+            )
         lw = self.log_weights - logsumexp(self.log_weights)
         return x @ self.means.T - 0.5 * jnp.sum(self.means**2, axis=-1) + lw
 
+    def component_log_prob(self, x) -> jax.Array:
+        """``log pi_i + log N(x; mu_i, Sigma_i)``, shape ``(..., n)`` for ``x`` of shape ``(..., d)``
+        (``-inf`` for a pruned component)."""
+        x = self._check_x(x)
+        d = self.dim
+        lw = self.log_weights - logsumexp(self.log_weights)
+        kind = self.covariance_type
+        if kind == "identity":
+            return self.component_logits(x) - 0.5 * jnp.sum(x**2, axis=-1, keepdims=True) - 0.5 * d * LOG_2PI
+        if kind == "full":
+            u = precision_cholesky(self.cov_params)  # (n, d, d)
+            y = jnp.einsum("...d,nde->...ne", x, u) - jnp.einsum("nd,nde->ne", self.means, u)
+            quad = jnp.sum(y**2, axis=-1)
+            half_logdet = jnp.sum(jnp.diagonal(self.cov_params, axis1=-2, axis2=-1), axis=-1)  # log|U|
+            return lw + half_logdet - 0.5 * (d * LOG_2PI + quad)
+        if kind == "spherical":
+            prec = jnp.exp(-self.cov_params)  # (n,)
+            x2 = jnp.sum(x**2, axis=-1, keepdims=True)
+            quad = prec * (x2 - 2.0 * x @ self.means.T + jnp.sum(self.means**2, axis=-1))
+            logdet = d * self.cov_params
+        else:
+            prec = jnp.exp(-self.cov_params)  # (n, d)
+            quad = (x**2) @ prec.T - 2.0 * x @ (self.means * prec).T + jnp.sum(self.means**2 * prec, axis=-1)
+            logdet = jnp.sum(self.cov_params, axis=-1)
+        return lw - 0.5 * (d * LOG_2PI + logdet + jnp.maximum(quad, 0.0))
+
     def log_prob(self, x) -> jax.Array:
         """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)``."""
-        x = jnp.asarray(x, dtype=jnp.float64)
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"x must have last dimension {self.dim}, got shape {tuple(x.shape)}")
-        return logsumexp(self.component_logits(x), axis=-1) - 0.5 * jnp.sum(x**2, axis=-1) - 0.5 * self.dim * LOG_2PI
+        x = self._check_x(x)
+        if self.covariance_type == "identity":
+            return (
+                logsumexp(self.component_logits(x), axis=-1) - 0.5 * jnp.sum(x**2, axis=-1) - 0.5 * self.dim * LOG_2PI
+            )
+        return logsumexp(self.component_log_prob(x), axis=-1)
 
     def responsibilities(self, x) -> jax.Array:
-        """``psi_i(x)``, shape ``(..., n)``, computed as a log-domain softmax."""
-        x = jnp.asarray(x, dtype=jnp.float64)
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"x must have last dimension {self.dim}, got shape {tuple(x.shape)}")
-        return jax.nn.softmax(self.component_logits(x), axis=-1)
+        """``psi_i(x)``, shape ``(..., n)``, computed as a log-domain softmax (0 for pruned components)."""
+        x = self._check_x(x)
+        if self.covariance_type == "identity":
+            return jax.nn.softmax(self.component_logits(x), axis=-1)
+        return jax.nn.softmax(self.component_log_prob(x), axis=-1)
 
-    def sample(self, key: jax.Array, n_samples: int) -> jax.Array:
-        """Draw ``n_samples`` points, shape ``(n_samples, d)``, using the PRNG ``key``."""
+    def sample(self, key: jax.Array, n_samples: int, *, return_labels: bool = False):
+        """Draw ``n_samples`` points, shape ``(n_samples, d)``, using the PRNG ``key``
+        (with ``return_labels=True`` also their components, shape ``(n_samples,)``)."""
         n_samples = v.check_positive_int(n_samples, "n_samples")
         kc, kz = jax.random.split(key)
         comp = jax.random.categorical(kc, self.log_weights, shape=(n_samples,))
         z = jax.random.normal(kz, (n_samples, self.dim), dtype=jnp.float64)
-        return self.means[comp] + z
+        kind = self.covariance_type
+        if kind == "identity":
+            x = self.means[comp] + z
+        elif kind == "full":
+            # Sigma = U^{-T} U^{-1}: x = mu + U^{-T} z, i.e. solve U^T y = z
+            u = precision_cholesky(self.cov_params)[comp]
+            y = jax.scipy.linalg.solve_triangular(jnp.swapaxes(u, -1, -2), z[..., None], lower=True)[..., 0]
+            x = self.means[comp] + y
+        else:
+            x = self.means[comp] + jnp.sqrt(self.variances[comp]) * z
+        return (x, comp) if return_labels else x

@@ -32,6 +32,13 @@ def _check_pair(teacher: Mixture, student: Mixture) -> None:
         )
     if teacher.dim != student.dim:
         raise ValueError(f"teacher has dimension {teacher.dim} but student has dimension {student.dim}")
+    for who, m in (("teacher", teacher), ("student", student)):
+        if m.covariance_type != "identity":
+            raise ValueError(
+                f"population objectives (quadrature on the span of the means) support identity covariances "
+                f"only; the {who} has covariance_type={m.covariance_type!r}. Learned covariances are fitted "
+                "on data: nll(student, X) or denoising_score_matching(student, X0, t)"
+            )
 
 
 def log_ratio(teacher: Mixture, student: Mixture, x: jax.Array) -> jax.Array:
@@ -123,6 +130,29 @@ def _scaled(m: Mixture, t) -> Mixture:
     return m.replace(means=jnp.exp(-t) * m.means)
 
 
+def _diffused(m: Mixture, t) -> Mixture:
+    """The mixture pushed through the OU process to time ``t``: means ``e^{-t} mu_i`` and
+    covariances ``e^{-2t} Sigma_i + (1 - e^{-2t}) I`` (identity stays identity)."""
+    if m.covariance_type == "identity":
+        return _scaled(m, t)
+    a2, s2 = jnp.exp(-2.0 * t), -jnp.expm1(-2.0 * t)
+    cov = m.covariances
+    if m.covariance_type == "full":
+        cov = a2 * cov + s2 * jnp.eye(m.dim)
+    else:
+        cov = a2 * cov + s2
+    return _scaled(m, t).with_covariances(cov)
+
+
+def student_score(student: Mixture, x: jax.Array, t) -> jax.Array:
+    """The score ``grad_x log p_t(x)`` (K, d) at points ``x`` (K, d) of the student pushed to
+    noise level ``t`` (:func:`_diffused`). Identity: ``sum_i w_i(x) mu_{i,t} - x`` (Zhang et al.)."""
+    st = _diffused(student, t)
+    if st.covariance_type == "identity":
+        return jax.nn.softmax(st.component_logits(x), axis=-1) @ st.means - x
+    return jax.vmap(jax.grad(lambda y: st.log_prob(y)))(x)
+
+
 def score_matching(
     teacher: Mixture,
     student: Mixture,
@@ -162,8 +192,9 @@ def denoising_score_matching(student: Mixture, X0, t, *, key: jax.Array, n_noise
     """The score-matching objective on data (DDPM form), equal to ``L_t`` up to a constant.
 
     ``E_{x0, z} |s_t(e^{-t} x0 + sigma z) + z / sigma|^2`` with ``sigma = sqrt(1 - e^{-2t})``,
-    ``s_t(x) = sum_i w_i(x) mu_{i,t} - x``, averaged over the rows of ``X0`` (N, d) and
-    ``n_noise`` noise draws per row from ``key``. Needs ``t > 0``.
+    ``s_t(x) = sum_i w_i(x) mu_{i,t} - x`` (identity covariances; for learned covariances the
+    score of the student pushed to noise level ``t``, see :func:`student_score`), averaged
+    over the rows of ``X0`` (N, d) and ``n_noise`` noise draws per row from ``key``. Needs ``t > 0``.
     """
     if not isinstance(student, Mixture):
         raise TypeError(f"student must be overgmm.Mixture, got {type(student).__name__}")
@@ -177,6 +208,5 @@ def denoising_score_matching(student: Mixture, X0, t, *, key: jax.Array, n_noise
     sigma = jnp.sqrt(-jnp.expm1(-2.0 * t))
     z = jax.random.normal(key, (n_noise,) + X0.shape, dtype=jnp.float64)
     xt = jnp.exp(-t) * X0 + sigma * z
-    st = _scaled(student, t)
-    score = jax.nn.softmax(st.component_logits(xt), axis=-1) @ st.means - xt
+    score = student_score(student, xt.reshape(-1, X0.shape[1]), t).reshape(xt.shape)
     return jnp.mean(jnp.sum((score + z / sigma) ** 2, axis=-1))

@@ -9,7 +9,9 @@ derivative along the simplex (softmax parametrisation), so that for ``kl`` and
     E[psi_i]               = pi_i - dL/da_i
     E[psi_i (x - mu_i)]    = -dL/dmu_i
 
-(with the control-variate KL these are the control-variate estimates).
+(with the control-variate KL these are the control-variate estimates). For learned
+covariances (data problems only) :meth:`Problem.statistics` computes the E-step directly,
+in row blocks (:mod:`overgmm.statistics`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import dataclasses
 import math
 
 import jax
+import jax.numpy as jnp
 
 from overgmm import _validation as v
 from overgmm.expectations import Backend, MonteCarlo, Quadrature, span_rank
 from overgmm.mixture import Mixture
 from overgmm.objectives import KL_FORMS, denoising_score_matching, kl, nll, score_matching
+from overgmm.statistics import Stats, data_statistics, from_gradient
 
 OBJECTIVES = ("kl", "nll", "score_matching", "denoising_score_matching")
 
@@ -45,12 +49,13 @@ class Problem:
     backend: Backend | None = None
     form: str = "control-variate"
     n_noise: int = 1
+    var_floor: jax.Array | None = None
 
     def __post_init__(self):
         v.check_choice(self.objective, OBJECTIVES, "objective")
 
     def tree_flatten(self):
-        return (self.teacher, self.data, self.sample_weight, self.t), (
+        return (self.teacher, self.data, self.sample_weight, self.t, self.var_floor), (
             self.objective,
             self.backend,
             self.form,
@@ -59,9 +64,9 @@ class Problem:
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        teacher, data, sw, t = children
+        teacher, data, sw, t, floor = children
         objective, backend, form, n_noise = aux
-        return cls(objective, teacher, data, sw, t, backend, form, n_noise)
+        return cls(objective, teacher, data, sw, t, backend, form, n_noise, floor)
 
     # -- constructors -------------------------------------------------------
     @classmethod
@@ -73,13 +78,32 @@ class Problem:
         return cls("kl", teacher=teacher, backend=backend or Quadrature(), form=form)
 
     @classmethod
-    def from_data(cls, X, *, sample_weight=None) -> Problem:
-        """Mean negative log-likelihood of ``X`` (N, d)."""
+    def from_data(cls, X, *, sample_weight=None, var_floor=0.0) -> Problem:
+        """Mean negative log-likelihood of ``X`` (N, d).
+
+        Args:
+          X: data, shape ``(N, d)``.
+          sample_weight: non-negative weights ``(N,)`` (a weighted mean); default all ones.
+          var_floor: the smallest variance a learned covariance may take, in the units of
+            ``X``: a number or one per feature ``(d,)``. EM and the relaxed steps clamp
+            spherical and diagonal variances at it and add it to the diagonal of a full
+            covariance (scikit-learn's ``reg_covar``). Identity students ignore it.
+        """
         X = v.as_float_array(X, "X")
         v.check_ndim(X, 2, "X", "(n_samples, n_features)")
+        if X.shape[0] < 1:
+            raise ValueError("X has no samples")
         v.check_finite(X, "X")
         sw = None if sample_weight is None else v.check_sample_weight(sample_weight, X.shape[0])
-        return cls("nll", data=X, sample_weight=sw)
+        floor = v.as_float_array(var_floor, "var_floor")
+        if floor.ndim == 0:
+            floor = jnp.full((X.shape[1],), floor)
+        if floor.shape != (X.shape[1],):
+            raise ValueError(f"var_floor must be a number or have shape ({X.shape[1]},), got {tuple(floor.shape)}")
+        v.check_finite(floor, "var_floor")
+        if v.is_concrete(floor) and bool(jnp.any(floor < 0)):
+            raise ValueError("var_floor must be >= 0")
+        return cls("nll", data=X, sample_weight=sw, var_floor=floor)
 
     @classmethod
     def score(cls, teacher: Mixture, t: float = 0.0, *, backend: Backend | None = None) -> Problem:
@@ -138,8 +162,35 @@ class Problem:
         """``(L, dL/dstudent)``; the gradient is a :class:`Mixture`-shaped pytree."""
         return jax.value_and_grad(lambda s: self.loss(s, key))(student)
 
+    def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:
+        """E-step statistics (:class:`~overgmm.statistics.Stats`) at ``student``.
+
+        Identity covariances: from the loss gradient (kl, nll), exactly. Learned
+        covariances (nll only): computed directly over row blocks.
+        """
+        if not self.has_em_statistics:
+            raise ValueError(
+                f"EM statistics are available for the kl and nll objectives, not {self.objective!r}"
+            )
+        if student.covariance_type == "identity":
+            loss, g = self.value_and_grad(student, key)
+            return from_gradient(student, loss, g)
+        w = jnp.ones(self.data.shape[:1], self.data.dtype) if self.sample_weight is None else self.sample_weight
+        return data_statistics(student, self.data, w)
+
+    @property
+    def floor(self) -> jax.Array:
+        """The variance floor ``(d,)`` (zeros when none was given)."""
+        return jnp.zeros((self.dim,)) if self.var_floor is None else self.var_floor
+
     def check_student(self, student: Mixture) -> None:
         if not isinstance(student, Mixture):
             raise TypeError(f"student must be overgmm.Mixture, got {type(student).__name__}")
         if student.dim != self.dim:
             raise ValueError(f"student has dimension {student.dim} but the problem has dimension {self.dim}")
+        if student.covariance_type != "identity" and self.teacher is not None:
+            raise ValueError(
+                f"the population objective {self.objective!r} (quadrature on the span of the means) supports "
+                f"identity-covariance students only, got covariance_type={student.covariance_type!r}; "
+                "learned covariances need data: Problem.from_data(X) or Problem.denoising(X0, t)"
+            )

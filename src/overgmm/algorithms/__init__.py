@@ -1,9 +1,26 @@
-"""Algorithms: each a named pair of pure functions ``init(student, key)`` and ``step(state)``."""
+"""Algorithms: each a static config (a :class:`Method`) with pure ``init(problem, student, key)``
+and ``step(problem, state)``; the factories bind one to its problem (an :class:`Algorithm`)."""
 
-from overgmm.algorithms.base import Algorithm, State
-from overgmm.algorithms.em import em
-from overgmm.algorithms.gradient_descent import gradient_descent, optax_method
-from overgmm.algorithms.gradient_em import gradient_em
-from overgmm.algorithms.polyak import polyak
+from overgmm.algorithms.base import Algorithm, Method, State, bind
+from overgmm.algorithms.em import EM, em, stepwise_em
+from overgmm.algorithms.gradient_descent import GradientDescent, OptaxMethod, gradient_descent, optax_method
+from overgmm.algorithms.gradient_em import GradientEM, gradient_em
+from overgmm.algorithms.polyak import Polyak, polyak
 
-__all__ = ["Algorithm", "State", "em", "gradient_descent", "gradient_em", "optax_method", "polyak"]
+__all__ = [
+    "EM",
+    "Algorithm",
+    "GradientDescent",
+    "GradientEM",
+    "Method",
+    "OptaxMethod",
+    "Polyak",
+    "State",
+    "bind",
+    "em",
+    "gradient_descent",
+    "gradient_em",
+    "optax_method",
+    "polyak",
+    "stepwise_em",
+]

@@ -1,10 +1,18 @@
-"""What every algorithm shares: its state record, the pair of pure functions, and
-the small primitives the named algorithms chain (SPEC section 4)."""
+"""What every algorithm shares: its state record, the static config with its pure
+``init``/``step``, the bound pair the driver runs, and the checks (SPEC section 4).
+
+An algorithm is a frozen (hashable) dataclass, a :class:`Method`, whose
+``step(problem, state)`` takes the problem as an argument. The driver compiles one
+function per (method, shapes, dtypes) and passes the problem in, so that a second run of
+the same shape does not recompile and data can be batched under ``vmap``. The factories
+(:func:`~overgmm.em`, :func:`~overgmm.gradient_em`, ...) return an :class:`Algorithm`: the
+method bound to its problem.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -13,6 +21,7 @@ import jax.numpy as jnp
 from overgmm import _validation as v
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
+from overgmm.statistics import Stats
 
 WEIGHT_UPDATES = ("fixed", "em", "solve")
 TINY = 1e-300
@@ -22,12 +31,14 @@ class State(NamedTuple):
     """The state every algorithm carries through the driver's loop.
 
     Fields:
-      student: the current :class:`Mixture` (means (n, d), log-weights (n,)).
+      student: the current :class:`Mixture` (means (n, d), log-weights (n,), covariances).
       step: number of steps taken, int scalar.
       key: PRNG key for backends that draw fresh samples.
-      grad_evals: gradient evaluations spent so far (an EM step counts one).
+      grad_evals: gradient (E-step) evaluations spent so far (an EM step counts one).
       polyak: whether the last step was a long Polyak step (bool scalar).
       extra: algorithm-specific state (e.g. an optax optimizer state), a pytree.
+      loss: the loss evaluated by the last step, at the student it started from
+        (NaN before the first step), float scalar.
     """
 
     student: Mixture
@@ -36,26 +47,63 @@ class State(NamedTuple):
     grad_evals: jax.Array
     polyak: jax.Array
     extra: object = ()
+    loss: jax.Array = jnp.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """Base of the static algorithm configs: subclasses define :meth:`step` and may
+    define :meth:`init_extra` and :meth:`check`."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def check(self, problem: Problem, student: Mixture | None = None) -> None:
+        """Raise a clear error when the problem (or student) is not supported."""
+
+    def init_extra(self, student: Mixture) -> object:
+        return ()
+
+    def init(self, problem: Problem, student: Mixture, key: jax.Array | None = None) -> State:
+        problem.check_student(student)
+        self.check(problem, student)
+        key = jax.random.key(0) if key is None else key
+        zero = jnp.zeros((), dtype=jnp.int32)
+        loss = jnp.full((), jnp.nan, student.means.dtype)
+        return State(student, zero, key, zero, jnp.zeros((), dtype=bool), self.init_extra(student), loss)
+
+    def step(self, problem: Problem, state: State) -> State:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 class Algorithm(NamedTuple):
-    """A named pair of pure functions: ``init(student, key) -> State``, ``step(State) -> State``."""
+    """A :class:`Method` bound to its :class:`~overgmm.Problem`.
 
-    name: str
-    init: Callable[[Mixture, jax.Array], State]
-    step: Callable[[State], State]
+    ``init(student, key) -> State`` and ``step(state) -> State`` are the method's with the
+    problem filled in; the driver passes ``problem`` to ``method.step`` explicitly.
+    """
+
+    method: Method
     problem: Problem
 
+    @property
+    def name(self) -> str:
+        return self.method.name
 
-def make_init(problem: Problem, extra_init: Callable[[Mixture], object] | None = None):
-    def init(student: Mixture, key: jax.Array | None = None) -> State:
-        problem.check_student(student)
-        key = jax.random.key(0) if key is None else key
-        extra = () if extra_init is None else extra_init(student)
-        zero = jnp.zeros((), dtype=jnp.int32)
-        return State(student, zero, key, zero, jnp.zeros((), dtype=bool), extra)
+    def init(self, student: Mixture, key: jax.Array | None = None) -> State:
+        return self.method.init(self.problem, student, key)
 
-    return init
+    def step(self, state: State) -> State:
+        return self.method.step(self.problem, state)
+
+
+def bind(method: Method, problem: Problem) -> Algorithm:
+    """Check ``method`` against ``problem`` and bind them."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be overgmm.Problem, got {type(problem).__name__}")
+    method.check(problem)
+    return Algorithm(method, problem)
 
 
 def next_key(state: State) -> tuple[jax.Array, jax.Array]:
@@ -64,17 +112,38 @@ def next_key(state: State) -> tuple[jax.Array, jax.Array]:
     return k1, k2
 
 
+def advance(state: State, student: Mixture, key, evals, loss, *, polyak=None, extra=None) -> State:
+    """The state after one step."""
+    return State(
+        student,
+        state.step + 1,
+        key,
+        state.grad_evals + evals,
+        jnp.zeros((), bool) if polyak is None else polyak,
+        state.extra if extra is None else extra,
+        jnp.asarray(loss, student.means.dtype),
+    )
+
+
 def em_statistics(student: Mixture, grads: Mixture) -> tuple[jax.Array, jax.Array]:
-    """``E[psi_i]`` (n,) and ``E[psi_i (x - mu_i)]`` (n, d) from the loss gradient
-    (valid for kl and nll; see :mod:`overgmm.problem`)."""
+    """``E[psi_i]`` (n,) and ``E[psi_i (x - mu_i)]`` (n, d) from the loss gradient of an
+    identity-covariance student (valid for kl and nll; see :mod:`overgmm.problem`)."""
     mass = jnp.exp(student.log_weights) - grads.log_weights
     return mass, -grads.means
 
 
 def weights_from_mass(mass: jax.Array) -> jax.Array:
-    """Log-weights from EM masses ``E[psi_i]`` (clipped at 0, renormalised)."""
+    """Log-weights from EM masses ``E[psi_i]`` (clipped at 0, renormalised). A component
+    whose mass underflows keeps a tiny weight (``log 1e-300``), never exactly 0; pruning
+    (:mod:`overgmm.reduce`) is what sets weights to 0."""
     mass = jnp.maximum(mass, 0.0)
     return jnp.log(jnp.maximum(mass, TINY)) - jnp.log(jnp.sum(mass))
+
+
+def keep_pruned(old: Mixture, log_weights: jax.Array) -> jax.Array:
+    """New log-weights with the pruned components of ``old`` kept at exactly 0 weight
+    (their mass is exactly 0, so the live ones stay normalised)."""
+    return jnp.where(old.live, log_weights, -jnp.inf)
 
 
 def solve_weights(problem: Problem, student: Mixture, key, *, tol: float, max_iter: int):
@@ -88,14 +157,22 @@ def solve_weights(problem: Problem, student: Mixture, key, *, tol: float, max_it
 
     def body(c):
         s, _, it = c
-        _, g = problem.value_and_grad(s, key)
-        mass, _ = em_statistics(s, g)
-        lw = weights_from_mass(mass)
+        st = problem.statistics(s, key)
+        lw = keep_pruned(s, weights_from_mass(st.mass))
         delta = jnp.sum(jnp.abs(jnp.exp(lw) - s.weights))
         return s.replace(log_weights=lw), delta, it + 1
 
     s, _, it = jax.lax.while_loop(cond, body, (student, jnp.asarray(jnp.inf), jnp.zeros((), jnp.int32)))
     return s, it
+
+
+def statistics_or_gradient(problem: Problem, student: Mixture, key) -> Stats:
+    """E-step statistics where the objective has them, else (fixed-weight descent on
+    score matching) the loss with ``shift = -dL/dmu`` and no masses."""
+    if problem.has_em_statistics:
+        return problem.statistics(student, key)
+    loss, g = problem.value_and_grad(student, key)
+    return Stats(loss, None, -g.means, None)
 
 
 def check_step_size(step_size, name: str = "step_size") -> float:
@@ -116,4 +193,15 @@ def require_em_statistics(problem: Problem, name: str) -> None:
     if not problem.has_em_statistics:
         raise ValueError(
             f"{name} needs EM statistics, available for the kl and nll objectives, not {problem.objective!r}"
+        )
+
+
+def require_identity_or_data(problem: Problem, student: Mixture | None, name: str) -> None:
+    """Learned covariances are fitted on data (nll) only."""
+    if student is not None and student.covariance_type != "identity" and problem.objective != "nll":
+        if problem.objective == "denoising_score_matching":
+            return
+        raise ValueError(
+            f"{name} with covariance_type={student.covariance_type!r} needs a data problem "
+            f"(Problem.from_data), not {problem.objective!r}"
         )

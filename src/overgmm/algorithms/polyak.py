@@ -19,25 +19,159 @@ is undone and raises the level halfway to the current loss, ``l <- (l + L) / 2``
 that lowers it doubles the gap, ``l <- max(floor, l - (L - l))``; when the loss has
 fallen to the level, the level drops halfway to the floor, ``l <- (floor + L) / 2``.
 Long steps therefore never raise the loss (each costs one extra evaluation).
+``loss_star="decrease"`` (the rule for data, where no floor is known): the gap is the last
+cycle's decrease, ``L - L* = L_prev - L`` with ``L_prev`` the loss at the previous long
+step; a long step that raises the loss is undone.
+
+``scaled="mass"`` scales by ``1/E[psi_i]`` instead of ``1/pi_i`` (EM itself at ``eta = 1``):
+with learned weights the fixed ``1/pi_i`` overshoots by ``E[psi_i]/pi_i``.
+
+Learned covariances (data problems): the metric is ``P = diag(Sigma_i p_i)`` with
+``p_i`` the scaling above, so a short step is ``mu_i <- mu_i + eta p_i E[psi_i (x - mu_i)]``
+and the covariances take the relaxed step of fraction ``min(1, eta p_i E[psi_i])``; the
+long step moves the means only, with ``<g, P g> = sum_i p_i shift_i^T Sigma_i^{-1} shift_i``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from overgmm.algorithms.base import (
+    TINY,
     Algorithm,
+    Method,
     State,
+    advance,
+    bind,
     check_step_size,
     check_weights_option,
-    em_statistics,
-    make_init,
+    keep_pruned,
     next_key,
     require_em_statistics,
+    require_identity_or_data,
+    statistics_or_gradient,
     weights_from_mass,
 )
+from overgmm.algorithms.updates import covariance_step, mahalanobis_sq, with_covariances
+from overgmm.mixture import Mixture
 from overgmm.problem import Problem
+
+SCALINGS = (True, False, "mass")
+LOSS_STAR_RULES = ("adaptive", "decrease")
+
+
+@dataclasses.dataclass(frozen=True)
+class Polyak(Method):
+    """The alternating Polyak method (see :func:`polyak` for the fields)."""
+
+    step_size: float = 1.0
+    n_short: int | str = 10
+    scaled: bool | str = True
+    gamma: float = 1.0
+    loss_star: float | str = 0.0
+    reject_increase: bool = False
+    weights: str = "fixed"
+    loss_floor: float = 0.0
+    align: float = 0.999
+    min_short: int = 8
+    max_short: int = 100
+
+    @property
+    def name(self) -> str:
+        adaptive_k = self.n_short == "adaptive"
+        k_text = f"adaptive(align={self.align}, min={self.min_short}, max={self.max_short})" if adaptive_k else self.n_short
+        return (
+            f"polyak(eta={self.step_size}, K={k_text}, scaled={self.scaled}, gamma={self.gamma}, "
+            f"L*={self.loss_star}, weights={self.weights})"
+        )
+
+    def check(self, problem: Problem, student: Mixture | None = None) -> None:
+        if self.weights == "em" or self.scaled == "mass":
+            require_em_statistics(problem, f"polyak(weights={self.weights!r}, scaled={self.scaled!r})")
+        require_identity_or_data(problem, student, "polyak")
+        if student is not None and student.covariance_type != "identity":
+            require_em_statistics(problem, "polyak with learned covariances")
+
+    def init_extra(self, student):
+        # level: the adaptive L* level; since: short steps since the last long one;
+        # prev: the previous short step's direction P g (for n_short="adaptive");
+        # ref: the loss at the last long step (for loss_star="decrease").
+        return {
+            "level": jnp.asarray(self.loss_floor, student.means.dtype),
+            "since": jnp.zeros((), jnp.int32),
+            "prev": jnp.zeros_like(student.means),
+            "ref": jnp.full((), jnp.nan, student.means.dtype),
+        }
+
+    def step(self, problem: Problem, state: State) -> State:
+        eta, gamma, loss_floor = self.step_size, self.gamma, self.loss_floor
+        adaptive_k = self.n_short == "adaptive"
+        rule = self.loss_star if isinstance(self.loss_star, str) else None
+        reject = self.reject_increase or rule is not None
+        key, sub = next_key(state)
+        s = state.student
+        st = statistics_or_gradient(problem, s, sub)
+        loss, gm = st.loss, -st.shift
+        if self.scaled == "mass":
+            ok_m = st.mass > TINY
+            p = jnp.where(ok_m, 1.0 / jnp.where(ok_m, st.mass, 1.0), 0.0)
+        elif self.scaled:
+            p = jnp.where(s.live, jnp.exp(-s.log_weights), 0.0)
+        else:
+            p = jnp.ones_like(s.log_weights)
+        pg = p[:, None] * gm
+        if s.covariance_type == "identity":
+            denom = jnp.sum(gm * pg)
+        else:
+            denom = jnp.sum(p * mahalanobis_sq(s, gm))
+        since, prev = state.extra["since"], state.extra["prev"]
+        if adaptive_k:
+            cos = jnp.sum(pg * prev) / jnp.sqrt(jnp.sum(pg**2) * jnp.sum(prev**2) + 1e-300)
+            is_long = ((since >= self.min_short) & (cos > self.align)) | (since >= self.max_short)
+        else:
+            is_long = (state.step % (self.n_short + 1)) == self.n_short
+        ref = jnp.where(jnp.isnan(state.extra["ref"]), loss, state.extra["ref"])
+        if rule == "adaptive":
+            level = state.extra["level"]
+            level = jnp.where(is_long & (loss <= level), 0.5 * (loss_floor + loss), level)
+        elif rule == "decrease":
+            level = loss - (ref - loss)
+        else:
+            level = self.loss_star
+        gap = loss - level
+        ok = (denom > 0) & (gap > 0)
+        alpha = jnp.where(ok, gamma * gap / jnp.where(ok, denom, 1.0), 0.0)
+        size = jnp.where(is_long, alpha, eta)
+        means = s.means - size * pg
+        if s.covariance_type == "identity":
+            new = s.replace(means=means)
+        else:
+            short_cov = covariance_step(s, st, eta * p, problem.floor)
+            cov = jnp.where(is_long, s.covariances, short_cov)
+            new = with_covariances(s, means, cov)
+        if self.weights == "em":
+            new = jax.tree_util.tree_map(
+                lambda a, b: jnp.where(is_long, a, b),
+                new,
+                new.replace(log_weights=keep_pruned(s, weights_from_mass(st.mass))),
+            )
+        evals = 1
+        extra = dict(state.extra)
+        extra["since"] = jnp.where(is_long, 0, since + 1)
+        extra["prev"] = jnp.where(is_long, jnp.zeros_like(pg), pg)
+        extra["ref"] = jnp.where(is_long, loss, ref)
+        if reject:
+            new_loss = jax.lax.cond(is_long, lambda: problem.loss(new, sub), lambda: loss)
+            keep = (new_loss < loss) | ~is_long
+            new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, s)
+            evals = 1 + is_long.astype(jnp.int32)
+            if rule == "adaptive":
+                grown = jnp.maximum(loss_floor, level - (loss - level))
+                extra["level"] = jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level)
+        return advance(state, new, key, evals, loss, polyak=is_long, extra=extra)
 
 
 def polyak(
@@ -45,7 +179,7 @@ def polyak(
     step_size: float = 1.0,
     n_short: int | str = 10,
     *,
-    scaled: bool = True,
+    scaled: bool | str = True,
     gamma: float = 1.0,
     loss_star: float | str = 0.0,
     reject_increase: bool = False,
@@ -65,10 +199,12 @@ def polyak(
         ``P g`` are aligned (cosine above ``align``: the short steps have reached the
         ravine floor and crawl along it), after at least ``min_short`` and at most
         ``max_short`` short steps.
-      scaled: short and long steps in the metric ``diag(1/pi_i)`` (default) or Euclidean.
+      scaled: short and long steps in the metric ``diag(1/pi_i)`` (``True``, default),
+        ``diag(1/E[psi_i])`` (``"mass"``) or Euclidean (``False``).
       gamma: multiplier of the Polyak step (1: the classical step; 2: doubled).
       loss_star: L*, keyword-only; the Polyak step is ``gamma (L - L*) / <g, P g>``;
-        ``"adaptive"``: estimated by the level method above (implies ``reject_increase``).
+        ``"adaptive"``: estimated by the level method (implies ``reject_increase``);
+        ``"decrease"``: the last cycle's decrease as the gap (implies ``reject_increase``).
       reject_increase: evaluate the loss after a long step and undo it if it rose
         (one more evaluation per long step).
       loss_floor: a lower bound of the loss, where the adaptive level starts (0 for KL
@@ -93,71 +229,28 @@ def polyak(
                 raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
         if max_short < min_short:
             raise ValueError(f"max_short ({max_short}) must be >= min_short ({min_short})")
+    if scaled not in SCALINGS or (isinstance(scaled, str) and scaled != "mass"):
+        raise ValueError(f"scaled must be True, False or 'mass', got {scaled!r}")
     check_weights_option(weights)
     if weights == "solve":
         raise ValueError("polyak supports weights='fixed' or 'em'")
-    if weights == "em":
-        require_em_statistics(problem, "polyak(weights='em')")
-    adaptive = isinstance(loss_star, str)
-    if adaptive:
-        if loss_star != "adaptive":
-            raise ValueError(f"loss_star must be a number or 'adaptive', got {loss_star!r}")
+    if isinstance(loss_star, str):
+        if loss_star not in LOSS_STAR_RULES:
+            raise ValueError(f"loss_star must be a number, 'adaptive' or 'decrease', got {loss_star!r}")
         reject_increase = True
     else:
         loss_star = float(loss_star)
-    loss_floor = float(loss_floor)
-
-    def extra_init(student):
-        # level: the adaptive L* level; since: short steps since the last long one;
-        # prev: the previous short step's direction P g (for n_short="adaptive").
-        return {
-            "level": jnp.asarray(loss_floor, student.means.dtype),
-            "since": jnp.zeros((), jnp.int32),
-            "prev": jnp.zeros_like(student.means),
-        }
-
-    def step(state: State) -> State:
-        key, sub = next_key(state)
-        s = state.student
-        loss, g = problem.value_and_grad(s, sub)
-        p = jnp.exp(-s.log_weights) if scaled else jnp.ones_like(s.log_weights)
-        pg = p[:, None] * g.means
-        denom = jnp.sum(g.means * pg)
-        since, prev = state.extra["since"], state.extra["prev"]
-        if adaptive_k:
-            cos = jnp.sum(pg * prev) / jnp.sqrt(jnp.sum(pg**2) * jnp.sum(prev**2) + 1e-300)
-            is_long = ((since >= min_short) & (cos > align)) | (since >= max_short)
-        else:
-            is_long = (state.step % (n_short + 1)) == n_short
-        if adaptive:
-            level = state.extra["level"]
-            level = jnp.where(is_long & (loss <= level), 0.5 * (loss_floor + loss), level)
-        else:
-            level = loss_star
-        gap = loss - level
-        ok = (denom > 0) & (gap > 0)
-        alpha = jnp.where(ok, gamma * gap / jnp.where(ok, denom, 1.0), 0.0)
-        size = jnp.where(is_long, alpha, eta)
-        new = s.replace(means=s.means - size * pg)
-        if weights == "em":
-            mass, _ = em_statistics(s, g)
-            new = jax.tree_util.tree_map(
-                lambda a, b: jnp.where(is_long, a, b), new, new.replace(log_weights=weights_from_mass(mass))
-            )
-        evals = 1
-        extra = dict(state.extra)
-        extra["since"] = jnp.where(is_long, 0, since + 1)
-        extra["prev"] = jnp.where(is_long, jnp.zeros_like(pg), pg)
-        if reject_increase:
-            new_loss = jax.lax.cond(is_long, lambda: problem.loss(new, sub), lambda: loss)
-            keep = (new_loss < loss) | ~is_long
-            new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, s)
-            evals = 1 + is_long.astype(jnp.int32)
-            if adaptive:
-                grown = jnp.maximum(loss_floor, level - (loss - level))
-                extra["level"] = jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level)
-        return State(new, state.step + 1, key, state.grad_evals + evals, is_long, extra)
-
-    k_text = f"adaptive(align={align}, min={min_short}, max={max_short})" if adaptive_k else n_short
-    name = f"polyak(eta={eta}, K={k_text}, scaled={scaled}, gamma={gamma}, L*={loss_star}, weights={weights})"
-    return Algorithm(name, make_init(problem, extra_init), step, problem)
+    method = Polyak(
+        eta,
+        n_short,
+        scaled,
+        gamma,
+        loss_star,
+        bool(reject_increase),
+        weights,
+        float(loss_floor),
+        float(align),
+        int(min_short),
+        int(max_short),
+    )
+    return bind(method, problem)

@@ -1,0 +1,91 @@
+"""Starting students from data: means drawn from the rows (as Zhou et al. initialise
+from samples of p*) or by k-means++ seeding, uniform weights over the live components,
+and every covariance the data's (weighted) covariance.
+
+The draw is by inverse CDF over the rows in the order given: callers that want it to
+depend only on the weighted empirical distribution (not on row order or multiplicity)
+pass the rows in a canonical order (the estimator sorts them).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from overgmm.mixture import Mixture
+
+INITS = ("data", "kmeans++")
+
+
+def _pick(cdf: jax.Array, u: jax.Array) -> jax.Array:
+    """Inverse-CDF draw: the row whose cumulative-weight interval holds ``u * total``.
+    Rows of zero weight own an empty interval and are never picked."""
+    idx = jnp.searchsorted(cdf, u * cdf[-1], side="right")
+    return jnp.minimum(idx, cdf.shape[0] - 1)
+
+
+def init_means(key: jax.Array, X: jax.Array, w: jax.Array, n: int, method: str = "data") -> jax.Array:
+    """``n`` starting means ``(n, d)`` from rows of ``X`` (N, d) with weights ``w`` (N,):
+    drawn with probability ``w`` (``"data"``, with replacement) or by k-means++ D^2 sampling."""
+    u = jax.random.uniform(key, (n,), dtype=jnp.float64)
+    cdf = jnp.cumsum(w)
+    if method == "data":
+        return X[_pick(cdf, u)]
+    if method != "kmeans++":
+        raise ValueError(f"unknown init {method!r}; expected one of {list(INITS)}")
+
+    first = X[_pick(cdf, u[0])]
+    d2 = jnp.sum((X - first) ** 2, axis=-1)
+    means = jnp.zeros((n, X.shape[1])).at[0].set(first)
+
+    def body(i, carry):
+        means, d2 = carry
+        prob = w * d2
+        prob = jnp.where(jnp.sum(prob) > 0, prob, w)
+        c = X[_pick(jnp.cumsum(prob), u[i])]
+        return means.at[i].set(c), jnp.minimum(d2, jnp.sum((X - c) ** 2, axis=-1))
+
+    means, _ = jax.lax.fori_loop(1, n, body, (means, d2))
+    return means
+
+
+def from_data(
+    key: jax.Array,
+    X: jax.Array,
+    w: jax.Array,
+    n: int,
+    *,
+    n_live: jax.Array | int | None = None,
+    method: str = "data",
+    covariance_type: str = "identity",
+    floor: jax.Array | None = None,
+) -> Mixture:
+    """A starting student with ``n`` components: the first ``n_live`` live (uniform weights;
+    default all), the rest pruned (weight 0: padding that keeps compiled shapes few).
+
+    Means by :func:`init_means`; covariances the data's weighted covariance (its diagonal
+    for "diag", its mean variance for "spherical"), at least ``floor`` (d,)."""
+    d = X.shape[1]
+    w = w / jnp.sum(w)
+    means = init_means(key, X, w, n, method)
+    mean = w @ X
+    centred = X - mean
+    floor = jnp.zeros((d,)) if floor is None else floor
+    n_live = n if n_live is None else n_live
+    live = jnp.arange(n) < n_live
+    log_w = jnp.where(live, -jnp.log(jnp.asarray(n_live, jnp.float64)), -jnp.inf)
+    m = Mixture.tree_unflatten("identity", (means, log_w, None))
+    if covariance_type == "identity":
+        return m
+    var = w @ centred**2
+    if covariance_type == "full":
+        cov = (centred * w[:, None]).T @ centred + jnp.diag(floor)
+        cov = jnp.broadcast_to(cov, (n, d, d))
+        params0 = jnp.zeros((n, d, d))
+    elif covariance_type == "diag":
+        cov = jnp.broadcast_to(jnp.maximum(var, floor), (n, d))
+        params0 = jnp.zeros((n, d))
+    else:
+        cov = jnp.full((n,), jnp.maximum(jnp.mean(var), jnp.max(floor)))
+        params0 = jnp.zeros((n,))
+    return Mixture.tree_unflatten(covariance_type, (means, log_w, params0)).with_covariances(cov)

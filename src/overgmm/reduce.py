@@ -1,0 +1,140 @@
+"""Fewer components: pruning small weights and merging pairs the data cannot tell apart.
+
+Both keep the arrays' shapes: a removed component stays in the :class:`~overgmm.Mixture`
+with weight exactly 0 (log-weight ``-inf``), so compilations are reused.
+
+* :func:`prune`: weights below a threshold go to 0 (never the heaviest component).
+* :func:`moment_match`: the single Gaussian with the first two moments of two components.
+* :func:`pair_costs`: the loss in mean log-likelihood per sample of each such merge on data.
+* :func:`merge_round`: merge every pair of mutually cheapest partners below a price (in the
+  estimator: a multiple of the BIC price of one component).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from overgmm.mixture import Mixture
+from overgmm.problem import Problem
+
+
+def _normalise(lw: jax.Array) -> jax.Array:
+    return lw - logsumexp(lw)
+
+
+def prune(student: Mixture, threshold) -> Mixture:
+    """Set the weights below ``threshold`` to exactly 0 (the heaviest component is kept)."""
+    pi = student.weights
+    keep = (pi >= threshold) | (jnp.arange(pi.shape[0]) == jnp.argmax(pi))
+    return student.replace(log_weights=_normalise(jnp.where(keep, student.log_weights, -jnp.inf)))
+
+
+def _second_moments(student: Mixture) -> jax.Array:
+    """``Sigma_i + mu_i mu_i^T`` in the covariance type's natural shape (spherical: per axis mean)."""
+    kind = student.covariance_type
+    mu = student.means
+    if kind == "full":
+        return student.covariances + mu[:, :, None] * mu[:, None, :]
+    if kind == "diag":
+        return student.covariances + mu**2
+    if kind == "spherical":
+        return student.covariances + jnp.mean(mu**2, axis=-1)
+    return 1.0 + jnp.mean(mu**2, axis=-1)
+
+
+def moment_match(student: Mixture, i: jax.Array, j: jax.Array):
+    """Log-weight ``()``, mean ``(d,)`` and covariance (natural shape of one component) of
+    the single Gaussian with the first two moments of components ``i`` and ``j``."""
+    pi, pj = jnp.exp(student.log_weights[i]), jnp.exp(student.log_weights[j])
+    tot = pi + pj
+    a, b = pi / tot, pj / tot
+    mu = a * student.means[i] + b * student.means[j]
+    m2 = _second_moments(student)
+    second = a * m2[i] + b * m2[j]
+    kind = student.covariance_type
+    if kind == "full":
+        cov = second - mu[:, None] * mu[None, :]
+        cov = 0.5 * (cov + cov.T)
+    elif kind == "diag":
+        cov = second - mu**2
+    else:
+        cov = second - jnp.mean(mu**2)
+    return jnp.log(tot), mu, cov
+
+
+def _floor(cov: jax.Array, kind: str, floor: jax.Array) -> jax.Array:
+    if kind == "diag":
+        return jnp.maximum(cov, floor)
+    if kind == "spherical":
+        return jnp.maximum(cov, jnp.max(floor))
+    if kind == "full":
+        return cov + jnp.diag(floor)
+    return cov
+
+
+def _merged(student: Mixture, ii: jax.Array, jj: jax.Array, floor: jax.Array) -> Mixture:
+    """The moment-matched merges of the pairs ``(ii[k], jj[k])`` as one mixture (unnormalised
+    log-weights: each the pair's total). Identity students merge into identity components
+    (means matched only)."""
+    lw, mu, cov = jax.vmap(lambda i, j: moment_match(student, i, j))(ii, jj)
+    m = Mixture.tree_unflatten(student.covariance_type, (mu, lw, student.cov_params))
+    if student.covariance_type == "identity":
+        return m
+    return m.with_covariances(_floor(cov, student.covariance_type, floor))
+
+
+def _component_log_prob_unnormalised(m: Mixture, X: jax.Array) -> jax.Array:
+    # component_log_prob renormalises the log-weights; add back their total
+    return m.component_log_prob(X) + logsumexp(m.log_weights)
+
+
+def pair_costs(problem: Problem, student: Mixture) -> jax.Array:
+    """``(n, n)`` matrix: the loss in mean log-likelihood per sample (weighted) when
+    components ``i < j`` are replaced by their moment-matched merge (``inf`` for ``i >= j``
+    or a pruned component). About 0 when the two nearly coincide.
+
+    The density of the other components is ``p(x) sum_{k != i, j} psi_k(x)``, a sum of
+    positive terms free of cancellation."""
+    X = problem.data
+    w = jnp.ones(X.shape[:1]) if problem.sample_weight is None else problem.sample_weight
+    w = w / jnp.sum(w)
+    n = student.n_components
+    ii, jj = jnp.triu_indices(n, k=1)
+    pairs = jnp.arange(ii.shape[0])
+    logits = student.component_log_prob(X)
+    ll = logsumexp(logits, axis=-1)
+    resp = jnp.exp(logits - ll[:, None])
+    keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)
+    others = ll[:, None] + jnp.log(resp @ keep.T)
+    merged = _component_log_prob_unnormalised(_merged(student, ii, jj, problem.floor), X)
+    ll2 = jnp.logaddexp(others, merged)
+    costs = jnp.sum(jnp.where(w[:, None] > 0, w[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
+    live = student.live[ii] & student.live[jj]
+    costs = jnp.where(live & jnp.isfinite(costs), costs, jnp.inf)
+    return jnp.full((n, n), jnp.inf).at[ii, jj].set(costs)
+
+
+def merge_round(problem: Problem, student: Mixture, price) -> tuple[Mixture, jax.Array]:
+    """Merge every pair of mutually cheapest partners whose :func:`pair_costs` entry is below
+    ``price`` (such pairs are disjoint; the cheapest pair overall is one of them). The lower
+    index keeps the moment-matched merge, the other gets weight 0. Returns the new mixture
+    and the number of pairs merged."""
+    n = student.n_components
+    if n < 2:
+        return student, jnp.zeros((), jnp.int32)
+    costs = pair_costs(problem, student)
+    costs = jnp.minimum(costs, costs.T)
+    idx = jnp.arange(n)
+    partner = jnp.argmin(costs, axis=1)
+    ok = (partner[partner] == idx) & (costs[idx, partner] < price)
+    keeper, dead = ok & (idx < partner), ok & (idx > partner)
+    merged = _merged(student, idx, partner, problem.floor)
+    lw = jnp.where(keeper, merged.log_weights, jnp.where(dead, -jnp.inf, student.log_weights))
+    sel = keeper.reshape((n,) + (1,) * (student.means.ndim - 1))
+    new = student.replace(log_weights=_normalise(lw), means=jnp.where(sel, merged.means, student.means))
+    if student.cov_params is not None:
+        selc = keeper.reshape((n,) + (1,) * (student.cov_params.ndim - 1))
+        new = new.replace(cov_params=jnp.where(selc, merged.cov_params, student.cov_params))
+    return new, jnp.sum(keeper).astype(jnp.int32)

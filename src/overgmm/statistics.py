@@ -1,0 +1,128 @@
+"""EM sufficient statistics of a student: what EM, gradient EM and the Polyak method read.
+
+For a student ``p_theta`` and data (or a teacher) the E-step gives, per component ``i``:
+
+* ``loss``: the objective (mean negative log-likelihood on data; the KL to a teacher);
+* ``mass``: ``N_i = E[psi_i]``, shape ``(n,)`` (sums to 1);
+* ``shift``: ``E[psi_i (x - mu_i)]``, shape ``(n, d)``: minus the gradient in the means for
+  identity covariances (Fact 1 of Xu et al.), and ``Sigma_i`` times minus the gradient
+  otherwise;
+* ``scatter``: the second moment about the current mean ``E[psi_i (x - mu_i)(x - mu_i)^T]``
+  in the covariance type's shape: ``(n,)`` spherical (the mean over the d axes of the
+  diagonal), ``(n, d)`` diag, ``(n, d, d)`` full; ``None`` for identity covariances.
+
+On data, :func:`data_statistics` accumulates them over row blocks inside the compiled
+function (memory O(block n d + n d^2), not O(N n)): the block is chosen from the shapes so
+that the largest temporary (``block x n x d`` for full covariances, ``block x n``
+otherwise) stays near :data:`BLOCK_ELEMENTS` float64 numbers. The expectations are
+weighted by the sample weights ``w`` (zero weights allowed).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from overgmm.mixture import Mixture
+
+BLOCK_ELEMENTS = 1 << 22  # 4M float64 (32 MiB) per block temporary
+MIN_BLOCK = 1024
+
+
+class Stats(NamedTuple):
+    """E-step statistics (see the module docstring). Shapes: ``loss ()``, ``mass (n,)``,
+    ``shift (n, d)``, ``scatter`` by covariance type (``None`` for identity)."""
+
+    loss: jax.Array
+    mass: jax.Array
+    shift: jax.Array
+    scatter: jax.Array | None = None
+
+
+def block_rows(n_rows: int, n_components: int, dim: int, covariance_type: str) -> int:
+    """Rows per block of :func:`data_statistics` for these shapes (all rows if they fit)."""
+    width = n_components * (dim if covariance_type == "full" else 1)
+    rows = max(MIN_BLOCK, BLOCK_ELEMENTS // max(width, 1))
+    return int(min(n_rows, rows))
+
+
+class _Raw(NamedTuple):
+    loss: jax.Array  # sum_k w_k log p(x_k) (negated later)
+    mass: jax.Array  # sum_k w_k psi_ki
+    s1: jax.Array  # sum_k w_k psi_ki x_k
+    s2: jax.Array | None  # sum_k w_k psi_ki x_k^2 (diag/spherical) or x_k x_k^T (full)
+
+
+def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> _Raw:
+    logits = student.component_log_prob(x)  # (b, n)
+    ll = logsumexp(logits, axis=-1)
+    resp = jnp.exp(logits - ll[:, None])
+    wr = w[:, None] * resp
+    # zero-weight rows may hold anything finite; keep them out of the loss
+    loss = jnp.sum(jnp.where(w > 0, w * ll, 0.0))
+    kind = student.covariance_type
+    if kind == "identity":
+        s2 = None
+    elif kind == "full":
+        s2 = jnp.einsum("bi,bd,be->ide", wr, x, x)
+    else:
+        s2 = wr.T @ x**2
+    return _Raw(loss, jnp.sum(wr, axis=0), wr.T @ x, s2)
+
+
+def _add(a: _Raw, b: _Raw) -> _Raw:
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def raw_moments(student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None) -> _Raw:
+    """Weighted sums over the rows of ``X`` (N, d) with weights ``w`` (N,), in row blocks."""
+    n_rows = X.shape[0]
+    block = block_rows(n_rows, student.n_components, student.dim, student.covariance_type) if block is None else block
+    n_full = n_rows // block
+    if n_full <= 1:
+        return _raw_block(student, X, w)
+
+    def body(acc, i):
+        xb = jax.lax.dynamic_slice_in_dim(X, i * block, block)
+        wb = jax.lax.dynamic_slice_in_dim(w, i * block, block)
+        return _add(acc, _raw_block(student, xb, wb)), None
+
+    first = _raw_block(student, X[:block], w[:block])
+    acc, _ = jax.lax.scan(body, first, jnp.arange(1, n_full))
+    if n_full * block < n_rows:
+        acc = _add(acc, _raw_block(student, X[n_full * block :], w[n_full * block :]))
+    return acc
+
+
+def centred(student: Mixture, raw: _Raw, total: jax.Array) -> Stats:
+    """:class:`Stats` (normalised by the total weight) from the raw weighted sums."""
+    mu = student.means
+    mass = raw.mass / total
+    s1 = raw.s1 / total
+    shift = s1 - mass[:, None] * mu
+    kind = student.covariance_type
+    scatter = None
+    if kind == "full":
+        s2 = raw.s2 / total
+        outer = jnp.einsum("id,ie->ide", mu, s1)
+        scatter = s2 - outer - jnp.swapaxes(outer, -1, -2) + mass[:, None, None] * jnp.einsum("id,ie->ide", mu, mu)
+        scatter = 0.5 * (scatter + jnp.swapaxes(scatter, -1, -2))
+    elif kind in ("diag", "spherical"):
+        diag = raw.s2 / total - 2.0 * mu * s1 + mass[:, None] * mu**2
+        scatter = diag if kind == "diag" else jnp.mean(diag, axis=-1)
+    return Stats(-raw.loss / total, mass, shift, scatter)
+
+
+def data_statistics(student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None) -> Stats:
+    """E-step statistics of ``student`` on data ``X`` (N, d) with sample weights ``w`` (N,)."""
+    return centred(student, raw_moments(student, X, w, block=block), jnp.sum(w))
+
+
+def from_gradient(student: Mixture, loss: jax.Array, grads: Mixture) -> Stats:
+    """Identity covariances: the statistics follow from the loss gradient exactly (kl and
+    nll; see :mod:`overgmm.problem`): ``E[psi_i] = pi_i - dL/da_i``, ``E[psi_i (x - mu_i)] = -dL/dmu_i``."""
+    mass = jnp.exp(student.log_weights) - grads.log_weights
+    return Stats(loss, mass, -grads.means, None)

@@ -195,11 +195,11 @@ def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
         }
 
         def cond(c):
-            _, status, _, done, _, _ = c
+            _, status, _, _, done, _, _ = c
             return (status == 0) & ~done
 
         def body(c):
-            state, status, failed_at, _, losses, recs = c
+            state, status, failed_at, _, _, losses, recs = c
             prev_loss, prev_long = state.loss, state.polyak
             state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
             bad_loss = ~jnp.isfinite(new.loss) & (status == 0)
@@ -213,10 +213,11 @@ def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
             judged = (k > 0) & ~new.polyak & ~prev_long
             conv = judged & (jnp.abs(new.loss - prev_loss) < tol)
             done = conv | (state.step >= max_steps)
-            return state, status, failed_at, conv, losses, recs
+            return state, status, failed_at, conv, done, losses, recs
 
-        init = (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), jnp.zeros((), bool), losses, recs)
-        state, status, failed_at, conv, losses, recs = jax.lax.while_loop(cond, body, init)
+        false = jnp.zeros((), bool)
+        init = (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), false, false, losses, recs)
+        state, status, failed_at, conv, _, losses, recs = jax.lax.while_loop(cond, body, init)
         status = jnp.where((status == 0) & ~conv, 2, status)
         return losses, recs, state, status, failed_at
 
@@ -314,15 +315,19 @@ def _check_batch(algorithm, students, keys, problems):
         )
     b = students.means.shape[0]
     problem = algorithm.problem if problems is None else problems
-    dim = problem.dim if problems is None else (
-        problems.teacher.means.shape[-1] if problems.teacher is not None else problems.data.shape[-1]
+    dim = (
+        problem.dim
+        if problems is None
+        else (problems.teacher.means.shape[-1] if problems.teacher is not None else problems.data.shape[-1])
     )
     if students.means.shape[-1] != dim:
         raise ValueError(f"students have dimension {students.means.shape[-1]}, the problem {dim}")
     if problems is not None:
         sizes = {a.shape[0] for a in jax.tree_util.tree_leaves(problems) if hasattr(a, "shape") and a.ndim > 0}
         if sizes != {b}:
-            raise ValueError(f"problems must carry the same batch axis as the students ({b}), got sizes {sorted(sizes)}")
+            raise ValueError(
+                f"problems must carry the same batch axis as the students ({b}), got sizes {sorted(sizes)}"
+            )
     first = jax.tree_util.tree_map(lambda a: a[0], students)
     algorithm.method.check(algorithm.problem, first)
     keys = jax.random.split(jax.random.key(0), b) if keys is None else keys

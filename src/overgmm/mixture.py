@@ -64,9 +64,7 @@ def _check_covariances(cov: jax.Array, kind: str, n: int, d: int) -> None:
     shape = {"spherical": (n,), "diag": (n, d), "full": (n, d, d)}[kind]
     if tuple(cov.shape) != shape:
         doc = {"spherical": "(n_components,)", "diag": "(n_components, dim)", "full": "(n_components, dim, dim)"}
-        raise ValueError(
-            f"{kind} covariances must have shape {doc[kind]} = {shape}, got shape {tuple(cov.shape)}"
-        )
+        raise ValueError(f"{kind} covariances must have shape {doc[kind]} = {shape}, got shape {tuple(cov.shape)}")
     v.check_finite(cov, "covariances")
     if not v.is_concrete(cov):
         return

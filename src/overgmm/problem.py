@@ -169,9 +169,7 @@ class Problem:
         covariances (nll only): computed directly over row blocks.
         """
         if not self.has_em_statistics:
-            raise ValueError(
-                f"EM statistics are available for the kl and nll objectives, not {self.objective!r}"
-            )
+            raise ValueError(f"EM statistics are available for the kl and nll objectives, not {self.objective!r}")
         if student.covariance_type == "identity":
             loss, g = self.value_and_grad(student, key)
             return from_gradient(student, loss, g)

@@ -80,7 +80,8 @@ class OptaxMethod(Method):
         key, sub = next_key(state)
         s = state.student
         loss, g = problem.value_and_grad(s, sub)
-        updates, opt_state = self.optimizer.update(_select(g, self.params), state.extra, _select(s, self.params), value=loss)
+        sel = _select(s, self.params)
+        updates, opt_state = self.optimizer.update(_select(g, self.params), state.extra, sel, value=loss)
         return advance(state, _apply(s, updates, self.params), key, 1, loss, extra=opt_state)
 
 

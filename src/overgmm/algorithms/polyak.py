@@ -81,8 +81,9 @@ class Polyak(Method):
 
     @property
     def name(self) -> str:
-        adaptive_k = self.n_short == "adaptive"
-        k_text = f"adaptive(align={self.align}, min={self.min_short}, max={self.max_short})" if adaptive_k else self.n_short
+        k_text = self.n_short
+        if self.n_short == "adaptive":
+            k_text = f"adaptive(align={self.align}, min={self.min_short}, max={self.max_short})"
         return (
             f"polyak(eta={self.step_size}, K={k_text}, scaled={self.scaled}, gamma={self.gamma}, "
             f"L*={self.loss_star}, weights={self.weights})"

@@ -32,6 +32,7 @@ from overgmm.algorithms import (  # noqa: E402
     optax_method,
     polyak,
     stepwise_em,
+    with_pruning,
 )
 from overgmm.driver import History, Solution, run, run_batch, solve, solve_batch, stack, trace_count  # noqa: E402
 from overgmm.expectations import Estimate, MonteCarlo, Quadrature, expectation  # noqa: E402
@@ -88,4 +89,5 @@ __all__ = [
     "student_measures",
     "teacher_measures",
     "trace_count",
+    "with_pruning",
 ]

@@ -6,6 +6,7 @@ from overgmm.algorithms.em import EM, em, stepwise_em
 from overgmm.algorithms.gradient_descent import GradientDescent, OptaxMethod, gradient_descent, optax_method
 from overgmm.algorithms.gradient_em import GradientEM, gradient_em
 from overgmm.algorithms.polyak import Polyak, polyak
+from overgmm.algorithms.pruned import Pruned, with_pruning
 
 __all__ = [
     "EM",
@@ -15,6 +16,7 @@ __all__ = [
     "Method",
     "OptaxMethod",
     "Polyak",
+    "Pruned",
     "State",
     "bind",
     "em",
@@ -23,4 +25,5 @@ __all__ = [
     "optax_method",
     "polyak",
     "stepwise_em",
+    "with_pruning",
 ]

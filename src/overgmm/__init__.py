@@ -1,7 +1,9 @@
 """overgmm: over-parameterized Gaussian mixtures learned with gradient methods.
 
 Importing overgmm turns on JAX's float64 mode (``jax_enable_x64``): theory mode
-computes everything in float64.
+computes everything in float64. It also turns on JAX's persistent compilation cache in
+``~/.cache/overgmm/jax`` (``COMPILATION_CACHE``; ``OVERGMM_CACHE=0`` turns it off; see
+:mod:`overgmm._compilation_cache`).
 
 The public API lives here:
 
@@ -20,6 +22,10 @@ The public API lives here:
 import jax
 
 jax.config.update("jax_enable_x64", True)
+
+from overgmm import _compilation_cache  # noqa: E402
+
+COMPILATION_CACHE = _compilation_cache.enable()
 
 from overgmm import init, reduce  # noqa: E402
 from overgmm.algorithms import (  # noqa: E402

@@ -1,0 +1,74 @@
+"""Pruning, moment matching and merging (overgmm.reduce) and starting students (overgmm.init)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import overgmm as og
+
+KINDS = ("identity", "spherical", "diag", "full")
+
+
+def test_prune_zeroes_small_weights_but_never_the_heaviest():
+    s = og.Mixture(np.zeros((3, 1)), [0.005, 0.015, 0.98])
+    p = og.reduce.prune(s, 0.01)
+    np.testing.assert_array_equal(np.asarray(p.weights) == 0, [True, False, False])
+    np.testing.assert_allclose(float(jnp.sum(p.weights)), 1.0)
+    assert np.asarray(og.reduce.prune(s, 0.999).live).tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("kind", ("spherical", "diag", "full"))
+def test_moment_match_keeps_mean_and_covariance_of_the_pair(rng, kind):
+    d = 2
+    cov = {
+        "spherical": np.array([0.5, 2.0]),
+        "diag": np.array([[0.5, 1], [2, 0.3]]),
+        "full": np.array([[[1, 0.3], [0.3, 1]], [[2, -0.5], [-0.5, 0.7]]]),
+    }[kind]
+    s = og.Mixture([[0.0, 1.0], [2.0, -1.0]], [0.25, 0.75], covariances=cov)
+    lw, mu, c = og.reduce.moment_match(s, 0, 1)
+    x = np.asarray(s.sample(jax.random.key(0), 400_000))
+    np.testing.assert_allclose(float(jnp.exp(lw)), 1.0)
+    np.testing.assert_allclose(np.asarray(mu), x.mean(0), atol=0.01)
+    emp = np.cov(x.T)
+    ref = {"spherical": np.trace(emp) / d, "diag": np.diag(emp), "full": emp}[kind]
+    np.testing.assert_allclose(np.asarray(c), ref, rtol=0.02, atol=0.01)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_merge_round_merges_duplicates_and_keeps_distinct_clusters(kind):
+    X = og.Mixture([[-4.0, 0.0], [4.0, 0.0]]).sample(jax.random.key(0), 4000)
+    cov = {"identity": None, "spherical": np.ones(3), "diag": np.ones((3, 2)), "full": np.stack([np.eye(2)] * 3)}[kind]
+    s = og.Mixture([[-4.0, 0.0], [-4.0, 0.01], [4.0, 0.0]], covariances=cov, covariance_type=kind)
+    problem = og.Problem.from_data(X)
+    costs = np.asarray(og.reduce.pair_costs(problem, s))
+    assert costs[0, 1] < 1e-4 and costs[0, 2] > 0.3 and costs[1, 2] > 0.3
+    new, k = og.reduce.merge_round(problem, s, 0.01)
+    assert int(k) == 1
+    np.testing.assert_allclose(np.asarray(new.weights), [2 / 3, 0, 1 / 3], atol=1e-12)
+    assert new.n_components == 3  # shapes stay fixed
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", ("data", "kmeans++"))
+def test_init_from_data(rng, kind, method):
+    X = jnp.asarray(rng.normal(size=(200, 3)) * [1.0, 2.0, 3.0])
+    w = jnp.ones(200)
+    s = og.init.from_data(jax.random.key(0), X, w, 8, n_live=5, method=method, covariance_type=kind)
+    assert s.covariance_type == kind and s.n_components == 8
+    np.testing.assert_array_equal(np.asarray(s.live), [True] * 5 + [False] * 3)
+    rows = {tuple(r) for r in np.asarray(X)}
+    assert all(tuple(m) in rows for m in np.asarray(s.means))
+    if kind == "diag":
+        np.testing.assert_allclose(np.asarray(s.covariances[0]), np.var(np.asarray(X), axis=0), rtol=1e-10)
+    if kind == "full":
+        np.testing.assert_allclose(np.asarray(s.covariances[0]), np.cov(np.asarray(X).T, bias=True), rtol=1e-10)
+
+
+def test_zero_weight_rows_are_never_drawn(rng):
+    X = jnp.asarray(rng.normal(size=(50, 2)))
+    w = jnp.zeros(50).at[7].set(1.0)
+    for method in ("data", "kmeans++"):
+        s = og.init.from_data(jax.random.key(1), X, w, 4, method=method)
+        np.testing.assert_array_equal(np.asarray(s.means), np.repeat(np.asarray(X[7:8]), 4, axis=0))

@@ -1,0 +1,64 @@
+"""E-step statistics: blocked accumulation, and agreement with the loss gradient."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import overgmm as og
+from overgmm.statistics import block_rows, data_statistics
+
+KINDS = ("identity", "spherical", "diag", "full")
+
+
+def _student(rng, kind, n=3, d=2):
+    cov = {
+        "identity": None,
+        "spherical": rng.uniform(0.5, 2, n),
+        "diag": rng.uniform(0.5, 2, (n, d)),
+        "full": np.stack([np.eye(d) + 0.3 * np.ones((d, d))] * n),
+    }[kind]
+    return og.Mixture(rng.normal(size=(n, d)), [0.2, 0.3, 0.5], covariances=cov, covariance_type=kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_blocked_statistics_equal_the_unblocked_pass(rng, kind):
+    X = jnp.asarray(rng.normal(size=(5003, 2)) * 2)
+    w = jnp.asarray(rng.uniform(0, 2, 5003))
+    s = _student(rng, kind)
+    whole = data_statistics(s, X, w, block=5003)
+    for block in (1000, 1024, 2500):
+        part = data_statistics(s, X, w, block=block)
+        for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(part), strict=True):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_statistics_agree_with_the_nll_gradient(rng, kind):
+    """shift_i = -Sigma_i dL/dmu_i and mass_i = pi_i - dL/da_i (softmax log-weights)."""
+    X = jnp.asarray(rng.normal(size=(400, 2)) * 2)
+    s = _student(rng, kind)
+    st = og.Problem.from_data(X).statistics(s) if kind != "identity" else data_statistics(s, X, jnp.ones(400))
+    loss, g = jax.value_and_grad(lambda m: og.nll(m, X))(s)
+    np.testing.assert_allclose(st.loss, loss, rtol=1e-13)
+    np.testing.assert_allclose(st.mass, s.weights - g.log_weights, rtol=1e-11, atol=1e-14)
+    shift = -jnp.einsum("nde,ne->nd", s.covariance_matrices, g.means)
+    np.testing.assert_allclose(st.shift, shift, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(float(jnp.sum(st.mass)), 1.0, rtol=1e-14)
+
+
+def test_full_scatter_is_the_weighted_second_moment_about_the_mean(rng):
+    X = rng.normal(size=(300, 3))
+    s = og.Mixture(rng.normal(size=(2, 3)), covariance_type="full")
+    st = og.Problem.from_data(X).statistics(s)
+    psi = np.asarray(s.responsibilities(X))
+    for i in range(2):
+        diff = X - np.asarray(s.means[i])
+        ref = (psi[:, i, None] * diff).T @ diff / len(X)
+        np.testing.assert_allclose(st.scatter[i], ref, rtol=1e-11)
+
+
+def test_block_size_bounds_the_temporaries():
+    assert block_rows(10**7, 100, 32, "full") * 100 * 32 <= 2**22 + 1
+    assert block_rows(10**7, 20, 5, "diag") * 20 <= 2**22
+    assert block_rows(500, 20, 5, "full") == 500

@@ -24,11 +24,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
 from overgmm.mixture import Mixture
 
-BLOCK_ELEMENTS = 1 << 22  # 4M float64 (32 MiB) per block temporary
+BLOCK_ELEMENTS = 1 << 18  # 256k float64 (2 MiB) per block temporary: cache-resident, measured fastest
 MIN_BLOCK = 1024
 
 
@@ -58,8 +57,12 @@ class _Raw(NamedTuple):
 
 def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> _Raw:
     logits = student.component_log_prob(x)  # (b, n)
-    ll = logsumexp(logits, axis=-1)
-    resp = jnp.exp(logits - ll[:, None])
+    # one exponential per entry: the log-sum-exp and the responsibilities share it
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    e = jnp.exp(logits - top)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    ll = (top + jnp.log(total))[:, 0]
+    resp = e / total
     wr = w[:, None] * resp
     # zero-weight rows may hold anything finite; keep them out of the loss
     loss = jnp.sum(jnp.where(w > 0, w * ll, 0.0))

@@ -51,6 +51,20 @@ def test_fit_5d_plots_principal_components(tmp_path, capsys):
     assert (tmp_path / "o" / "components.png").stat().st_size > 5000
 
 
+def test_fit_full_covariances(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    X = rng.multivariate_normal([0.0, 0.0], [[4.0, 3.6], [3.6, 4.0]], size=400)  # one sheared cluster
+    write_csv(tmp_path / "d.csv", X)
+    argv = ["fit", str(tmp_path / "d.csv"), "--out", str(tmp_path / "o"), "--covariance-type", "full"]
+    assert main(argv) == 0
+    model = json.loads((tmp_path / "o" / "model.json").read_text())
+    assert model["covariance_type"] == "full" and model["n_components"] == 1
+    cov = np.asarray(model["covariances"])
+    assert cov.shape == (1, 2, 2) and cov[0, 0, 1] == pytest.approx(3.6, abs=0.5)
+    assert (tmp_path / "o" / "components.png").stat().st_size > 5000
+    assert "components: 1" in capsys.readouterr().out
+
+
 def test_bad_cells_and_options_are_errors(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,oops\n")
     assert main(["fit", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]) == 2
@@ -64,4 +78,6 @@ def test_bad_cells_and_options_are_errors(tmp_path, capsys):
     assert exc.value.code == 2
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path / "bad.csv"), "--n-components", "0"])
+    with pytest.raises(SystemExit):
+        main(["fit", str(tmp_path / "bad.csv"), "--covariance-type", "tied"])
     assert not (tmp_path / "o").exists()

@@ -1,14 +1,13 @@
-"""OverparamGMM: the scikit-learn contract, recovery of a known mixture, agreement with the
-core's Mixture and EM, invariances of the sample weights and the row order, bad input.
+"""OverparamGMM: the scikit-learn contract for every covariance type, recovery of a known
+mixture, full covariances, agreement with the core's Mixture and EM, invariances of the
+sample weights and the row order, bad input.
 
 Compilation is the cost to watch: most tests share one data shape (400 x 2) and the
-default static options, so they share one compiled fit.
+default static options, so they share the compiled units.
 """
 
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
@@ -17,7 +16,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import overgmm as og
 from overgmm.estimator import OverparamGMM, auto_n_components
-from overgmm.estimator import _kernels as K
+from overgmm.estimator import _fit as F
+
+COVARIANCE_TYPES = ["full", "diag", "spherical", "fixed"]
 
 MEANS = np.array([[0.0, 0.0], [6.0, 1.0], [1.0, 7.0], [-6.0, 4.0]])
 SDS = np.array([1.0, 0.6, 1.3, 0.8])
@@ -41,7 +42,9 @@ def fitted():
 # --------------------------------------------------------------------------- scikit-learn's checks
 # n_components=2 keeps the number of compiled shapes small (the checks use many data
 # shapes); the default n_components="auto" is exercised by the tests below.
-@parametrize_with_checks([OverparamGMM(n_components=2, max_iter=30, random_state=0)])
+@parametrize_with_checks(
+    [OverparamGMM(n_components=2, max_iter=30, covariance_type=c, random_state=0) for c in COVARIANCE_TYPES]
+)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -99,6 +102,86 @@ def test_other_algorithms_reach_the_em_solution(fitted, algorithm):
     assert est.lower_bounds_[-1] > est.lower_bounds_[0]
 
 
+# --------------------------------------------------------------------------- covariance types
+def known_mixture(kind, n=500, seed=0):
+    """Three well-separated 2-D components with covariances of type ``kind`` (``"fixed"``:
+    identity), 500 rows (the same padded shape as X); returns data, the drawn fractions of
+    the components, means (3, 2) and covariances (3, 2, 2)."""
+    means = np.array([[0.0, 0.0], [8.0, 1.0], [1.0, 9.0]])
+    weights = np.array([0.5, 0.3, 0.2])
+    cov = {
+        "full": np.array([[[2.0, 1.2], [1.2, 1.5]], [[1.0, -0.6], [-0.6, 0.8]], [[0.5, 0.0], [0.0, 2.0]]]),
+        "diag": np.array([np.diag([2.0, 0.5]), np.diag([0.6, 1.5]), np.diag([1.0, 1.0])]),
+        "spherical": np.array([2.0 * np.eye(2), 0.5 * np.eye(2), 1.0 * np.eye(2)]),
+        "fixed": np.array([np.eye(2)] * 3),
+    }[kind]
+    rng = np.random.default_rng(seed)
+    comp = rng.choice(3, size=n, p=weights)
+    chol = np.linalg.cholesky(cov)
+    Y = means[comp] + np.einsum("nij,nj->ni", chol[comp], rng.normal(size=(n, 2)))
+    return Y, np.bincount(comp, minlength=3) / n, means, cov
+
+
+def as_matrices(est):
+    k, d = est.means_.shape
+    c = est.covariances_
+    return {
+        "full": lambda: c,
+        "diag": lambda: c[:, :, None] * np.eye(d),
+        "spherical": lambda: c[:, None, None] * np.eye(d),
+        "fixed": lambda: np.broadcast_to(np.diag(c), (k, d, d)),
+    }[est.covariance_type]()
+
+
+@pytest.mark.parametrize("kind", COVARIANCE_TYPES)
+def test_every_covariance_type_recovers_a_known_mixture(kind):
+    Y, weights, means, cov = known_mixture(kind)
+    est = OverparamGMM(covariance_type=kind, standardize=kind != "fixed", random_state=0).fit(Y)
+    assert est.n_components_ == 3
+    shape = {"full": (3, 2, 2), "diag": (3, 2), "spherical": (3,), "fixed": (2,)}[kind]
+    assert est.covariances_.shape == shape and est.precisions_cholesky_.shape == shape
+    match = np.linalg.norm(est.means_[:, None] - means[None], axis=-1).argmin(0)
+    assert sorted(match) == [0, 1, 2]
+    np.testing.assert_allclose(est.means_[match], means, atol=0.3)
+    np.testing.assert_allclose(est.weights_[match], weights, atol=0.02)
+    np.testing.assert_allclose(as_matrices(est)[match], cov, atol=0.3 * np.abs(cov).max())
+
+
+def test_full_covariances_fit_a_sheared_cluster_with_one_component():
+    """One strongly correlated Gaussian (correlation 0.9): full covariances need one
+    component; diagonal ones tile it with several (and fit it worse)."""
+    rng = np.random.default_rng(0)
+    C = np.array([[4.0, 3.6], [3.6, 4.0]])
+    Y = rng.multivariate_normal([1.0, -2.0], C, size=400)
+    full = OverparamGMM(covariance_type="full", random_state=0).fit(Y)
+    diag = OverparamGMM(covariance_type="diag", random_state=0).fit(Y)
+    assert full.n_components_ == 1 and diag.n_components_ >= 3
+    np.testing.assert_allclose(full.covariances_[0], C, atol=0.5)
+    assert full.score(Y) > diag.score(Y)
+    assert full.bic(Y) < diag.bic(Y)
+
+
+def test_full_densities_precisions_and_parameter_count():
+    Y = known_mixture("full")[0]
+    est = OverparamGMM(covariance_type="full", random_state=0).fit(Y)
+    pts = np.array([[0.5, -0.3], [7.0, 1.5], [1.0, 8.0]])
+    ref = np.log(
+        sum(
+            w * scipy.stats.multivariate_normal(m, c).pdf(pts)
+            for w, m, c in zip(est.weights_, est.means_, est.covariances_, strict=True)
+        )
+    )
+    np.testing.assert_allclose(est.score_samples(pts), ref, rtol=1e-10)
+    U = est.precisions_cholesky_  # scikit-learn's convention: inv(Sigma) = U U^T, U upper triangular
+    np.testing.assert_allclose(U @ np.swapaxes(U, -1, -2), np.linalg.inv(est.covariances_), rtol=1e-8)
+    np.testing.assert_array_equal(np.tril(U, -1), 0.0)
+    k, d, n = est.n_components_, 2, Y.shape[0]
+    p = k * d + k * d * (d + 1) // 2 + k - 1
+    assert est.bic(Y) == pytest.approx(-2 * est.score_samples(Y).sum() + p * np.log(n), rel=1e-12)
+    S, y = est.sample(5000)
+    np.testing.assert_allclose(np.cov(S[y == 0].T), est.covariances_[0], atol=0.15 * np.abs(est.covariances_[0]).max())
+
+
 # --------------------------------------------------------------------------- agreement with the core
 def test_fixed_covariance_is_the_core_mixture_and_an_em_fixed_point():
     """covariance_type="fixed" without standardization is the papers' model: its density is
@@ -149,12 +232,18 @@ def test_bic_aic_sample_and_score(fitted):
         fitted.sample(0)
 
 
+def _compiled_units():
+    return og.trace_count(), [f._cache_size() for f in (F._init, F._summary, F._merge, F._evaluate)]
+
+
 def test_fit_predict_and_refit_do_not_recompile():
     est = OverparamGMM(random_state=0)
-    est.fit(X)
-    size = K.fit_all._cache_size()
+    est.fit(X).score(X)
+    size = _compiled_units()
     labels = est.fit_predict(X[::-1].copy())
-    assert K.fit_all._cache_size() == size
+    # other data of the same shape bucket (400 and 300 rows both pad to 512), another seed
+    OverparamGMM(random_state=1).fit(mixture_data(300, seed=4)[0]).score(X)
+    assert _compiled_units() == size
     np.testing.assert_array_equal(labels, est.predict(X[::-1]))
 
 
@@ -175,36 +264,18 @@ def test_integer_sample_weights_equal_repeated_rows():
 
 
 def test_n_init_restarts_keep_the_best():
-    """Restarts run together; the kept one has the highest likelihood among them."""
+    """Restarts run together; the kept one has the lowest loss among them (no merging: the
+    component price is 0)."""
     est = OverparamGMM(n_init=3, merge_tol=0.0, tol=1e-3, random_state=0)
-    res = jax.device_get(
-        K.fit_all(
-            *(jnp.asarray(a) for a in est_inputs(X)),
-            n=25,
-            method="data",
-            algorithm="em",
-            cov="diag",
-            max_iter=200,
-            n_short=10,
-        )
-    )
-    assert len(set(np.round(res.carry.loss, 8))) == 3  # three different runs
-    assert int(res.best) == int(np.argmin(res.carry.loss))
+    w = np.full(len(X), 1 / len(X))
+    n, units, prob, students, keys = est._start(X, w, float(len(X)), 3)
+    alg = F.algorithm(prob, "em", 1.0, 10, 0.01)
+    res = F.fit(prob, alg, students, keys, max_iter=200, tol=1e-3, price=0.0)
+    assert n == 25 and len(set(np.round(res.loss, 8))) == 3  # three different runs
+    assert res.best == int(np.argmin(res.loss))
     est.fit(X)
-    assert est.lower_bound_ == pytest.approx(-float(res.carry.loss.min()) - np.log(X.std(0)).sum(), abs=1e-9)
-
-
-def est_inputs(Y, n_init=3, seed=0):
-    """The kernel inputs OverparamGMM(n_init=..., merge_tol=0, tol=1e-3, random_state=seed).fit(Y) builds."""
-    from overgmm.estimator._estimator import _pad
-
-    w = np.full(len(Y), 1 / len(Y))
-    Z = (Y - Y.mean(0)) / Y.std(0)
-    order = np.lexsort(Z.T[::-1])
-    Zp, wp = _pad(Z[order], w[order])
-    rs = np.random.RandomState(seed)
-    keys = jax.random.split(jax.random.key(int(rs.randint(np.iinfo(np.int32).max))), n_init)
-    return Zp, wp, keys, np.full(2, 1e-3), 25, 1.0, 1e-3, 0.01, 0.0
+    assert est.lower_bound_ == pytest.approx(-float(res.loss.min()) - np.log(X.std(0)).sum(), abs=1e-9)
+    assert est.n_iter_ == res.restarts[res.best].n_steps
 
 
 def test_auto_rule():
@@ -212,9 +283,10 @@ def test_auto_rule():
 
 
 # --------------------------------------------------------------------------- streaming
-def test_partial_fit_approaches_the_batch_fit(fitted):
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_partial_fit_approaches_the_batch_fit(fitted, kind):
     Xtest = mixture_data(2000, seed=9)[0]
-    est = OverparamGMM(random_state=0)
+    est = OverparamGMM(covariance_type=kind, random_state=0)
     rng = np.random.default_rng(0)
     scores = []
     for _epoch in range(6):
@@ -240,9 +312,10 @@ def test_partial_fit_approaches_the_batch_fit(fitted):
         (np.zeros((0, 2)), {}, "0 sample"),
     ],
 )
-def test_bad_X(data, kwargs, match):
+@pytest.mark.parametrize("kind", COVARIANCE_TYPES)
+def test_bad_X(data, kwargs, match, kind):
     with pytest.raises(ValueError, match=match):
-        OverparamGMM(**kwargs).fit(data)
+        OverparamGMM(covariance_type=kind, **kwargs).fit(data)
 
 
 @pytest.mark.parametrize(
@@ -265,7 +338,8 @@ def test_bad_sample_weight(sw, match):
         ({"n_components": 0}, "n_components"),
         ({"n_components": "many"}, "n_components"),
         ({"n_components": 11}, "at most the number of samples"),
-        ({"covariance_type": "full"}, "covariance_type"),
+        ({"covariance_type": "tied"}, "covariance_type"),
+        ({"covariance_type": "identity"}, "covariance_type"),
         ({"algorithm": "adam"}, "algorithm"),
         ({"init": "random"}, "init"),
         ({"step_size": 0.0}, "step_size"),
@@ -293,14 +367,16 @@ def test_unfitted():
         OverparamGMM().predict(X)
 
 
-def test_non_finite_likelihood_is_an_error_that_says_what_to_change():
+@pytest.mark.parametrize("kind", ["diag", "full", "spherical"])
+def test_non_finite_likelihood_is_an_error_that_says_what_to_change(kind):
     """Identical points at 0 with no variance floor: a component collapses on them, its
     variance becomes exactly 0 and the likelihood infinite. The fit must stop with an
     error naming the fix, and store nothing."""
     Y = np.concatenate([np.zeros((60, 2)), X[:340]])
-    est = OverparamGMM(var_floor=0.0, standardize=False, merge_tol=0.0, random_state=0)
+    est = OverparamGMM(covariance_type=kind, var_floor=0.0, standardize=False, merge_tol=0.0, random_state=0)
     with pytest.raises(FloatingPointError, match="var_floor"):
         est.fit(Y)
     assert not hasattr(est, "weights_")
-    ok = OverparamGMM(standardize=False, random_state=0).fit(Y)  # the default floor fixes it
-    assert np.all(np.isfinite(ok.means_)) and np.all(ok.covariances_ > 0)
+    ok = OverparamGMM(covariance_type=kind, standardize=False, random_state=0).fit(Y)  # the default floor fixes it
+    assert np.all(np.isfinite(ok.means_)) and np.all(np.isfinite(ok.covariances_))
+    assert np.all(np.linalg.eigvalsh(as_matrices(ok)) > 0)

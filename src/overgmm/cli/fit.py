@@ -2,7 +2,8 @@
 to a CSV file (numeric columns, optional header row) and write
 
 * ``model.json``: the settings and the fitted mixture (weights, means, covariances in the
-  units of the data), the component count, convergence and likelihood;
+  units of the data, in scikit-learn's shapes: (k, d, d) full, (k, d) diag, (k,)
+  spherical, (d,) fixed), the component count, convergence and likelihood;
 * ``components.png``: the data with the fitted components (1-sigma and 2-sigma ellipses):
   the data itself in 2-D, the first two principal components (of the standardized data)
   otherwise, a histogram with the fitted density in 1-D.
@@ -144,6 +145,21 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def covariance_matrices(est):
+    """The fitted covariances as matrices, shape (n_components_, d, d), for every type."""
+    import numpy as np
+
+    k, d = est.means_.shape
+    cov = np.asarray(est.covariances_)
+    if est.covariance_type == "full":
+        return cov
+    if est.covariance_type == "diag":
+        return cov[:, :, None] * np.eye(d)
+    if est.covariance_type == "spherical":
+        return cov[:, None, None] * np.eye(d)
+    return np.broadcast_to(np.diag(cov), (k, d, d))
+
+
 def _ellipse(ax, mean, cov2, color, sigmas=(1.0, 2.0)):
     import numpy as np
     from matplotlib.patches import Ellipse
@@ -163,10 +179,8 @@ def _figure(est, X, names: list[str], path: Path) -> None:
     import numpy as np
 
     k, d = est.means_.shape
-    cov = np.asarray(est.covariances_)
-    diag = {"diag": cov, "spherical": np.repeat(cov[:, None], d, axis=1), "fixed": np.tile(cov, (k, 1))}[
-        est.covariance_type
-    ]
+    mats = covariance_matrices(est)
+    diag = np.diagonal(mats, axis1=-2, axis2=-1)
     colors = plt.cm.tab10(np.arange(k) % 10)
     rng = np.random.default_rng(0)
     show = rng.choice(X.shape[0], size=min(X.shape[0], 5000), replace=False)
@@ -182,7 +196,7 @@ def _figure(est, X, names: list[str], path: Path) -> None:
         ax.legend(fontsize=8)
     else:
         if d == 2:
-            P, means, covs = X, est.means_, [np.diag(v) for v in diag]
+            P, means, covs = X, est.means_, list(mats)
             labels = names
         else:
             mu, sd = X.mean(0), X.std(0)
@@ -191,7 +205,7 @@ def _figure(est, X, names: list[str], path: Path) -> None:
             V = vt[:2].T
             P = ((X - mu) / sd) @ V
             means = ((est.means_ - mu) / sd) @ V
-            covs = [V.T @ np.diag(v / sd**2) @ V for v in diag]
+            covs = [V.T @ (c / np.outer(sd, sd)) @ V for c in mats]
             labels = ["principal component 1", "principal component 2"]
         lab = est.predict(X[show])
         ax.scatter(P[show, 0], P[show, 1], s=4, c=colors[lab], alpha=0.5, linewidths=0)
@@ -214,7 +228,12 @@ def register(sub) -> None:
     p.add_argument("data", help="CSV file: numeric columns, optional header row")
     p.add_argument("--out", default="results/fit", help="output folder (default results/fit)")
     p.add_argument("--n-components", type=_n_components, default="auto", help="starting components: int or auto")
-    p.add_argument("--covariance-type", choices=["diag", "spherical", "fixed"], default="diag")
+    p.add_argument(
+        "--covariance-type",
+        choices=["full", "diag", "spherical", "fixed"],
+        default="diag",
+        help="full, diag (default), spherical, or fixed (identity after standardization)",
+    )
     p.add_argument("--algorithm", choices=["em", "gradient_em", "polyak"], default="em")
     p.add_argument("--step-size", type=float, default=1.0)
     p.add_argument("--max-iter", type=positive_int, default=200)

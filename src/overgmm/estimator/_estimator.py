@@ -1,8 +1,8 @@
-"""``OverparamGMM``: the scikit-learn face over the JAX kernels in :mod:`._kernels`.
+"""``OverparamGMM``: the scikit-learn face over the core.
 
-This module validates input, resolves options and random state, standardizes, and
-turns kernel output into fitted attributes. All numerics (E-steps, updates, merging
-costs, sampling) run in the jitted pure functions of :mod:`._kernels`.
+This module validates input and options, resolves the random state, standardizes, and
+turns results into fitted attributes. All numerics (initialisation, the fit, merging,
+evaluation, sampling, stepwise EM) are the core's, called through :mod:`._fit`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ import math
 import numbers
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from overgmm.estimator import _kernels as K
+from overgmm.estimator import _fit as F
+from overgmm.mixture import Mixture
 
 AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
-MIN_ROWS = 128
 
 
 def auto_n_components(n_samples: float) -> int:
@@ -33,27 +31,6 @@ def auto_n_components(n_samples: float) -> int:
     leaves ten samples per component on small data sets.
     """
     return int(max(1, min(AUTO_MAX, math.floor(n_samples / AUTO_SAMPLES_PER_COMPONENT))))
-
-
-def _bucket(n_rows: int) -> int:
-    """Rows are padded (with zero weight) to a power of two so refits share compilations."""
-    return max(MIN_ROWS, 1 << (int(n_rows) - 1).bit_length())
-
-
-def _n_bucket(n: int) -> int:
-    """Components are padded (dead, weight 0) to a power of two up to 16 for the same reason."""
-    return n if n > 16 else 1 << (int(n) - 1).bit_length()
-
-
-def _pad(Z: np.ndarray, w: np.ndarray | None = None):
-    size = _bucket(Z.shape[0])
-    Zp = np.zeros((size, Z.shape[1]))
-    Zp[: Z.shape[0]] = Z
-    if w is None:
-        return jnp.asarray(Zp)
-    wp = np.zeros(size)
-    wp[: Z.shape[0]] = w
-    return jnp.asarray(Zp), jnp.asarray(wp)
 
 
 class OverparamGMM(DensityMixin, BaseEstimator):
@@ -70,10 +47,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
         (sample weights count as repetitions).
-    covariance_type : {"diag", "spherical", "fixed"}, default="diag"
-        ``"diag"``: a learned diagonal covariance per component; ``"spherical"``: a learned
-        variance per component; ``"fixed"``: the identity (after standardization when
-        ``standardize=True``): the papers' model.
+    covariance_type : {"full", "diag", "spherical", "fixed"}, default="diag"
+        ``"full"``: a learned covariance matrix per component (a sheared cluster is one
+        component); ``"diag"``: a learned diagonal covariance per component;
+        ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
+        standardization when ``standardize=True``): the papers' model.
     algorithm : {"em", "gradient_em", "polyak"}, default="em"
         ``"em"``: EM. ``"gradient_em"``: EM weight step and a gradient step of size
         ``step_size`` on means and variances (Zhou et al., Algorithm 1; each parameter moves
@@ -94,7 +72,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     init : {"data", "kmeans++"}, default="data"
         Starting means: training rows drawn with probability proportional to their
         weight (as Zhou et al. initialise from samples) or k-means++ seeding. Starting
-        weights are uniform and starting variances those of the data. The draw depends
+        weights are uniform and starting covariances the data's. The draw depends
         only on the weighted data, not on the order of its rows.
     prune : float, default=0.01
         Components whose weight falls below ``prune`` are removed during the fit.
@@ -106,25 +84,34 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         about 0. Merges go in rounds of disjoint pairs, each followed by a polishing fit.
         0 disables merging.
     n_init : int, default=1
-        Restarts, run together (``jax.vmap``); the one with the highest likelihood is kept.
+        Restarts, run together (``jax.vmap``); the kept one has the highest likelihood less
+        ``merge_tol`` times the BIC price of its components.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and :meth:`sample`.
     standardize : bool, default=True
         Fit on features centred and scaled to unit (weighted) variance; all outputs are in
         the units of ``X``. For "spherical" one common scale is used for all features (the
-        root mean feature variance), so that spherical clusters stay spherical.
+        root mean feature variance), so that spherical clusters stay spherical; the other
+        types scale each feature.
     var_floor : float, default=1e-3
-        Variance floor relative to each feature's variance (spherical and diag).
+        Variance floor relative to each feature's variance: spherical and diagonal
+        variances are clamped at it; for "full" it is added to the diagonal of each
+        covariance at every update (scikit-learn's ``reg_covar``, in relative units).
 
     Attributes
     ----------
     weights_ : ndarray of shape (n_components_,)
     means_ : ndarray of shape (n_components_, n_features)
     covariances_ : ndarray
-        In the units of ``X``: shape (n_components_,) for "spherical" (one variance per
-        component), (n_components_, n_features) for "diag" (diagonal covariances),
-        (n_features,) for "fixed" (the diagonal covariance shared by all components: the
-        squared feature scales when ``standardize=True``, ones otherwise).
+        In the units of ``X``, shaped as scikit-learn's ``GaussianMixture``:
+        (n_components_, n_features, n_features) for "full", (n_components_, n_features)
+        for "diag" (diagonal covariances), (n_components_,) for "spherical" (one variance
+        per component); (n_features,) for "fixed" (the diagonal covariance shared by all
+        components: the squared feature scales when ``standardize=True``, ones otherwise).
+    precisions_cholesky_ : ndarray
+        Same shape as ``covariances_``: for "full" the upper-triangular ``U`` with
+        ``inv(covariances_[i]) = U[i] @ U[i].T`` (scikit-learn's convention), otherwise
+        ``1 / sqrt(covariances_)``.
     n_components_ : int
         Components left after pruning and merging.
     n_components_init_ : int
@@ -152,9 +139,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     Sample weights are frequency weights: weight 2 is the same as the row twice
     (``n_components="auto"`` and the merge price use their sum as the number of samples).
 
-    ``sklearn.utils.estimator_checks.parametrize_with_checks`` passes in full
-    (``tests/test_estimator.py``, with ``n_components=2, max_iter=30`` to keep compilation
-    short). No check is skipped or marked as an expected failure; scikit-learn itself skips
+    ``sklearn.utils.estimator_checks.parametrize_with_checks`` passes in full for every
+    covariance type (``tests/test_estimator.py``, with ``n_components=2, max_iter=30`` to
+    keep compilation short). No check is skipped or marked as an expected failure; scikit-learn itself skips
     its array-API check when the environment variable ``SCIPY_ARRAY_API`` is not set. The
     sample-weight equivalence checks pass because the initial draw is by inverse CDF over a
     canonical (sorted) row order.
@@ -227,9 +214,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
                 )
         else:
             integer("n_components", 1)
-        choice("covariance_type", K.COVARIANCE_TYPES)
-        choice("algorithm", K.ALGORITHMS)
-        choice("init", K.INITS)
+        choice("covariance_type", F.COVARIANCE_TYPES)
+        choice("algorithm", F.ALGORITHMS)
+        choice("init", F.INITS)
         real("step_size", 0.0, strict=True)
         integer("n_short", 1)
         integer("max_iter", 1)
@@ -275,9 +262,37 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         floor = self.var_floor * np.where(zvar > 0, zvar, 1.0)
         return shift, scale, floor
 
-    def _seed_key(self) -> jax.Array:
-        rs = check_random_state(self.random_state)
-        return jax.random.key(int(rs.randint(np.iinfo(np.int32).max)))
+    def _seed(self) -> int:
+        """A seed from ``random_state`` (the JAX key is made inside the compiled code)."""
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _price(self, d: int, total: float) -> float:
+        """``merge_tol`` times the BIC price of one component, ``(p / 2) log N / N`` in mean
+        log-likelihood per sample (p parameters per component, N the sum of sample weights)."""
+        if not (self.merge_tol > 0 and total > 1):
+            return 0.0
+        p_comp = d + F.n_covariance_parameters(self.covariance_type, d) + 1
+        return self.merge_tol * 0.5 * p_comp * math.log(total) / total
+
+    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int):
+        """Standardization, the problem on the canonically ordered padded rows, starting students."""
+        n = self._resolve_n_components(total)
+        shift, scale, floor = self._standardization(X, w)
+        Z = (X - shift) / scale
+        order = np.lexsort(Z.T[::-1])  # canonical row order: the draw ignores row order
+        Zp, wp = F.pad_rows(Z[order], w[order])
+        students, keys = F.init_students(
+            self._seed(),
+            Zp,
+            wp,
+            n,
+            floor,
+            n=F.bucket_components(n),
+            n_init=n_init,
+            method=self.init,
+            covariance_type=self.covariance_type,
+        )
+        return n, (shift, scale, floor), F.problem(Zp, wp, floor), students, keys
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, sample_weight=None) -> OverparamGMM:
@@ -296,59 +311,31 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         """
         self._check_params()
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
-        n = self._resolve_n_components(total)
-        w = sw / total
-        shift, scale, floor = self._standardization(X, w)
-        Z = (X - shift) / scale
-        order = np.lexsort(Z.T[::-1])  # canonical row order: the draw ignores row order
-        Zp, wp = _pad(Z[order], w[order])
-        cov = self.covariance_type
-
-        keys = jax.random.split(self._seed_key(), self.n_init)
-        threshold = 0.0
-        if self.merge_tol > 0 and total > 1:
-            p_comp = Z.shape[1] + {"diag": Z.shape[1], "spherical": 1, "fixed": 0}[cov] + 1
-            threshold = self.merge_tol * 0.5 * p_comp * math.log(total) / total
-        nb = _n_bucket(n)
-        res = K.fit_all(
-            Zp,
-            wp,
-            keys,
-            jnp.asarray(floor),
-            jnp.asarray(n),
-            jnp.asarray(float(self.step_size)),
-            jnp.asarray(float(self.tol)),
-            jnp.asarray(float(self.prune)),
-            jnp.asarray(threshold),
-            n=nb,
-            method=self.init,
-            algorithm=self.algorithm,
-            cov=cov,
-            max_iter=int(self.max_iter),
-            n_short=int(self.n_short),
-        )
-        res = jax.device_get(res)
-        c = res.carry
-        failed = np.asarray(c.failed)
-        if failed.all():
-            self._raise_non_finite(int(c.failed_at[0]))
-        if failed.any():
+        n, units, prob, students, keys = self._start(X, sw / total, total, self.n_init)
+        alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
+        price = self._price(X.shape[1], total)
+        res = F.fit(prob, alg, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price)
+        if res.best < 0:
+            self._raise_non_finite(res.restarts[0].failed_at)
+        n_failed = sum(r.failed_at >= 0 for r in res.restarts)
+        if n_failed:
             warnings.warn(
-                f"{int(failed.sum())} of {self.n_init} restarts stopped on a non-finite likelihood and were "
+                f"{n_failed} of {self.n_init} restarts stopped on a non-finite likelihood and were "
                 "discarded; a larger var_floor or standardize=True avoids this.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        b = int(res.best)
-        params = K.Params(*(np.asarray(a)[b] for a in c.params))
-        self._set_fitted(params, shift, scale, floor)
-        self.lower_bounds_ = c.lower_bounds[b, : int(c.evals[b])] - float(np.sum(np.log(scale)))
+        b = res.best
+        run = res.restarts[b]
+        cov = tuple(None if a is None else a[b] for a in res.covariances)
+        self._set_fitted(F.take(res.students, b), cov, *units)
+        self.lower_bounds_ = -run.losses - self._log_scale
         self.lower_bound_ = float(self.lower_bounds_[-1])
-        self.n_iter_ = int(c.steps[b])
-        self.weight_trajectory_ = c.weights[b, : self.n_iter_ + 1, :n]
-        self.converged_ = bool(c.converged[b])
+        self.n_iter_ = run.n_steps
+        self.weight_trajectory_ = run.weights[:, :n]
+        self.converged_ = run.converged
         self.n_components_init_ = n
-        self.n_merges_ = int(c.n_merges[b])
+        self.n_merges_ = run.n_merges
         if not self.converged_:
             warnings.warn(
                 f"{type(self).__name__} did not converge within max_iter={self.max_iter} steps "
@@ -365,22 +352,34 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             "or lower n_components. No parameters from this fit were stored."
         )
 
-    def _set_fitted(self, params: K.Params, shift, scale, floor) -> None:
-        """Keep the mixture (standardized units, dead components included so that shapes
-        and compilations stay fixed) and expose its live components in the units of X."""
-        lw = np.asarray(params.log_weights)
-        live = np.isfinite(lw)
-        self._params = K.Params(lw, np.asarray(params.means), np.asarray(params.variances))
-        self._live = np.flatnonzero(live)
+    def _set_fitted(self, student: Mixture, cov: tuple, shift, scale, floor) -> None:
+        """Keep the mixture (standardized units, pruned components included so that shapes
+        and compilations stay fixed) and expose its live components in the units of X.
+
+        ``cov``: the covariances in natural shape and, for "full", the precision Cholesky
+        factors (standardized units)."""
+        self._student = student
         self._shift, self._scale, self._floor = np.asarray(shift), np.asarray(scale), np.asarray(floor)
+        self._log_scale = float(np.sum(np.log(self._scale)))
+        lw = np.asarray(student.log_weights)
+        live = np.isfinite(lw)
+        self._live = np.flatnonzero(live)
         self.weights_ = np.exp(lw[live] - np.log(np.sum(np.exp(lw[live]))))
-        self.means_ = self._params.means[live] * self._scale + self._shift
-        var = self._params.variances[live] * self._scale**2
-        if self.covariance_type == "spherical":
-            var = var[:, 0]
-        elif self.covariance_type == "fixed":
-            var = var[0]
-        self.covariances_ = var
+        self.means_ = np.asarray(student.means)[live] * self._scale + self._shift
+        kind, s = self.covariance_type, self._scale
+        var, u = cov
+        if kind == "full":
+            self.covariances_ = var[live] * s[:, None] * s[None, :]
+            # Sigma_X = S Sigma S, so Sigma_X^{-1} = (S^{-1} U)(S^{-1} U)^T with S^{-1} U upper triangular
+            self.precisions_cholesky_ = u[live] / s[:, None]
+        else:
+            if kind == "diag":
+                self.covariances_ = var[live] * s**2
+            elif kind == "spherical":
+                self.covariances_ = var[live] * s[0] ** 2  # one common scale
+            else:
+                self.covariances_ = s**2
+            self.precisions_cholesky_ = 1.0 / np.sqrt(self.covariances_)
         self.n_components_ = int(live.sum())
 
     def partial_fit(self, X, y=None, sample_weight=None) -> OverparamGMM:
@@ -389,8 +388,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         The first call (on an unfitted estimator) fixes the standardization and the
         starting components from its batch (``n_components="auto"`` from its size); each
         call moves the mixture's sufficient statistics ``min(1, step_size * (t + 2) ** -0.6)``
-        of the way to the batch's (stepwise EM, a stochastic gradient-EM step in EM's
-        metric). Components below ``prune`` are removed; no merging.
+        of the way to the batch's (stepwise EM, :func:`overgmm.stepwise_em`: a stochastic
+        gradient-EM step in EM's metric). Components below ``prune`` are removed; no merging.
 
         Parameters
         ----------
@@ -402,51 +401,35 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         -------
         self : OverparamGMM
         """
-        first = not hasattr(self, "_params")
+        first = not hasattr(self, "_student")
         if first:
             self._check_params()
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=first)
         w = sw / total
         if first:
-            n = self._resolve_n_components(total)
-            shift, scale, floor = self._standardization(X, w)
-            Z = (X - shift) / scale
-            order = np.lexsort(Z.T[::-1])
-            Zp, wp = _pad(Z[order], w[order])
-            key = jax.random.split(self._seed_key(), 1)
-            p0 = K.init_only(
-                Zp,
-                wp,
-                key,
-                jnp.asarray(floor),
-                jnp.asarray(n),
-                n=_n_bucket(n),
-                method=self.init,
-                cov=self.covariance_type,
-            )
-            self._set_fitted(jax.tree_util.tree_map(lambda a: a[0], p0), shift, scale, floor)
-            self.n_components_init_ = n
-            self.n_iter_, self.n_merges_ = 0, 0
-            self.lower_bounds_ = np.zeros(0)
-            self.weight_trajectory_ = np.exp(self._params.log_weights)[None, :n]
-        Zp, wp = _pad((X - self._shift) / self._scale, w)
-        rate = min(1.0, float(self.step_size) * (self.n_iter_ + 2) ** -0.6)
-        params = K.Params(*(jnp.asarray(a) for a in self._params))
-        new, loss = K.stochastic_step(
-            Zp, wp, params, rate, float(self.prune), jnp.asarray(self._floor), cov=self.covariance_type
-        )
-        new, loss = jax.device_get((new, float(loss)))
-        if not (math.isfinite(loss) and all(np.all(np.isfinite(a)) for a in new[1:])):
+            n, units, _, students, _ = self._start(X, w, total, 1)
+            student = F.take(students, 0)
+            lower_bounds, n_iter = np.zeros(0), 0
+            trajectory = np.exp(np.asarray(student.log_weights))[None, :n]
+        else:
+            n, units, student = self.n_components_init_, (self._shift, self._scale, self._floor), self._student
+            lower_bounds, n_iter, trajectory = self.lower_bounds_, self.n_iter_, self.weight_trajectory_
+        shift, scale, floor = units
+        Zp, wp = F.pad_rows((X - shift) / scale, w)
+        rate = min(1.0, float(self.step_size) * (n_iter + 2) ** -0.6)
+        new, loss, cov = F.stepwise(F.problem(Zp, wp, floor), student, rate, float(self.prune))
+        leaves = [np.asarray(a) for a in (new.means, new.cov_params) if a is not None]
+        if not (math.isfinite(loss) and all(np.all(np.isfinite(a)) for a in leaves)):
             raise FloatingPointError(
                 f"the log-likelihood of this batch is non-finite; increase var_floor (now {self.var_floor}) "
                 f"or use standardize=True (now {self.standardize}). The model was left unchanged."
             )
-        self._set_fitted(K.Params(*new), self._shift, self._scale, self._floor)
-        n0 = self.weight_trajectory_.shape[1]
-        self.weight_trajectory_ = np.vstack([self.weight_trajectory_, np.exp(new.log_weights)[:n0]])
-        self.lower_bounds_ = np.append(self.lower_bounds_, -loss - float(np.sum(np.log(self._scale))))
+        self._set_fitted(new, cov, shift, scale, floor)
+        self.n_components_init_, self.n_merges_ = n, 0
+        self.weight_trajectory_ = np.vstack([trajectory, np.exp(np.asarray(new.log_weights))[:n]])
+        self.lower_bounds_ = np.append(lower_bounds, -loss - self._log_scale)
         self.lower_bound_ = float(self.lower_bounds_[-1])
-        self.n_iter_ += 1
+        self.n_iter_ = n_iter + 1
         self.converged_ = False
         return self
 
@@ -454,10 +437,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     def _evaluate(self, X) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        Zp = _pad((X - self._shift) / self._scale)
-        ll, resp = K.evaluate(Zp, K.Params(*(jnp.asarray(a) for a in self._params)))
-        n = X.shape[0]
-        return np.asarray(ll)[:n] - float(np.sum(np.log(self._scale))), np.asarray(resp)[:n][:, self._live]
+        ll, resp = F.evaluate(self._student, (X - self._shift) / self._scale)
+        return ll - self._log_scale, resp[:, self._live]
 
     def score_samples(self, X) -> np.ndarray:
         """Log-density of each sample, array of shape (n_samples,), for X of shape (n_samples, n_features)."""
@@ -490,14 +471,13 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. It must be an int >= 1.")
-        Z, comp = K.sample(self._seed_key(), K.Params(*(jnp.asarray(a) for a in self._params)), int(n_samples))
+        Z, comp = F.sample(self._student, self._seed(), int(n_samples))
         # labels index the live components, as in predict
-        return np.asarray(Z) * self._scale + self._shift, np.searchsorted(self._live, np.asarray(comp))
+        return Z * self._scale + self._shift, np.searchsorted(self._live, comp)
 
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
-        cov = {"diag": k * d, "spherical": k, "fixed": 0}[self.covariance_type]
-        return k * d + cov + k - 1
+        return k * (d + F.n_covariance_parameters(self.covariance_type, d)) + k - 1
 
     def bic(self, X) -> float:
         """Bayesian information criterion on X of shape (n_samples, n_features) (lower is better)."""

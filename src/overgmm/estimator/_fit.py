@@ -1,0 +1,295 @@
+"""The numerics behind :class:`~overgmm.OverparamGMM`, all from the core.
+
+The estimator hands this module standardized data in a canonical row order; everything
+numerical is the core's:
+
+* starting students: :func:`overgmm.init.from_data` (one per restart, ``vmap``);
+* the fit: :func:`overgmm.solve_batch` of :func:`overgmm.with_pruning` over EM, gradient
+  EM or the Polyak method, all restarts in one call;
+* merging: :func:`overgmm.reduce.merge_round` at the BIC price, each round followed by a
+  polishing :func:`~overgmm.solve_batch` (the same compiled function as the main fit);
+* evaluation (:meth:`Mixture.log_prob`, :meth:`Mixture.responsibilities`), sampling
+  (:meth:`Mixture.sample`) and :meth:`OverparamGMM.partial_fit`
+  (:func:`overgmm.stepwise_em`, then :func:`overgmm.reduce.prune`).
+
+Shapes stay in few buckets so that compiled code is reused: rows are padded with zero
+weight to a power of two (at least :data:`MIN_ROWS`), components with pruned ones
+(weight 0) to a power of two up to 16. Each compiled unit here is a small module-level
+``jax.jit`` (or the driver's cached solver), so refits of one bucket compile nothing.
+Between units, mixtures live on the host as :class:`~overgmm.Mixture` objects with NumPy
+leaves.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+import overgmm as og
+from overgmm.mixture import Mixture, precision_cholesky
+
+ALGORITHMS = ("em", "gradient_em", "polyak")
+COVARIANCE_TYPES = ("full", "diag", "spherical", "fixed")
+INITS = og.init.INITS
+CORE_TYPE = {"full": "full", "diag": "diag", "spherical": "spherical", "fixed": "identity"}
+MIN_ROWS = 128
+RECORD = ("weights",)
+
+
+# ----------------------------------------------------------------------------- shapes
+def n_covariance_parameters(covariance_type: str, d: int) -> int:
+    """Free covariance parameters of one component: d(d+1)/2 full, d diag, 1 spherical, 0 fixed."""
+    return {"full": d * (d + 1) // 2, "diag": d, "spherical": 1, "fixed": 0}[covariance_type]
+
+
+def bucket_rows(n_rows: int) -> int:
+    """Rows are padded (with zero weight) to a power of two, at least :data:`MIN_ROWS`."""
+    return max(MIN_ROWS, 1 << (int(n_rows) - 1).bit_length())
+
+
+def bucket_components(n: int) -> int:
+    """Components are padded (pruned, weight 0) to a power of two up to 16."""
+    return n if n > 16 else 1 << (int(n) - 1).bit_length()
+
+
+def pad_rows(Z: np.ndarray, w: np.ndarray | None = None):
+    """``Z`` (N, d) and ``w`` (N,) zero-padded to :func:`bucket_rows` rows (NumPy)."""
+    size = bucket_rows(Z.shape[0])
+    Zp = np.zeros((size, Z.shape[1]))
+    Zp[: Z.shape[0]] = Z
+    if w is None:
+        return Zp
+    wp = np.zeros(size)
+    wp[: Z.shape[0]] = w
+    return Zp, wp
+
+
+def problem(Zp: np.ndarray, wp: np.ndarray, floor: np.ndarray) -> og.Problem:
+    """The weighted NLL of the padded standardized data, variance floor ``floor`` (d,)."""
+    return og.Problem.from_data(Zp, sample_weight=wp, var_floor=floor)
+
+
+def algorithm(prob: og.Problem, name: str, step_size: float, n_short: int, prune: float) -> og.Algorithm:
+    """The estimator's algorithm on ``prob``, pruning at ``prune`` after every step.
+
+    ``"polyak"``: short steps in EM's metric (``scaled="mass"``), one EM weight step with
+    each, and a long step on the means aimed at ``L* = L - (L_prev - L)`` (the last cycle's
+    decrease), undone when it raises the loss."""
+    if name == "em":
+        alg = og.em(prob)
+    elif name == "gradient_em":
+        alg = og.gradient_em(prob, step_size, weights="em")
+    else:
+        alg = og.polyak(prob, step_size, n_short, scaled="mass", loss_star="decrease", weights="em")
+    return og.with_pruning(alg, prune)
+
+
+def host(tree):
+    """A pytree (e.g. a :class:`Mixture`) with its leaves copied to NumPy."""
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def take(student: Mixture, r: int) -> Mixture:
+    """Restart ``r`` of a batched host mixture."""
+    return jax.tree_util.tree_map(lambda a: a[r], student)
+
+
+# ----------------------------------------------------------------------------- compiled units
+@functools.partial(jax.jit, static_argnames=("n", "n_init", "method", "kind"))
+def _init(seed, X, w, n_live, floor, *, n: int, n_init: int, method: str, kind: str):
+    """``n_init`` keys from ``seed`` and one starting student per key (batched)."""
+    keys = jax.random.split(jax.random.key(seed), n_init)
+    init = functools.partial(og.init.from_data, n_live=n_live, method=method, covariance_type=kind, floor=floor)
+    return jax.vmap(lambda k: init(k, X, w, n))(keys), keys
+
+
+@jax.jit
+def _summary(prob: og.Problem, students: Mixture):
+    """Loss (B,) and :func:`_covariances` (batched) of a batch of students."""
+    return jax.vmap(prob.loss)(students), jax.vmap(_covariances)(students)
+
+
+def _covariances(student: Mixture):
+    """Covariances in natural shape and, for "full", the precision Cholesky factors
+    ``U`` (n, d, d) with ``Sigma^{-1} = U U^T`` (None for the other types)."""
+    u = precision_cholesky(student.cov_params) if student.covariance_type == "full" else None
+    return student.covariances, u
+
+
+@jax.jit
+def _merge(prob: og.Problem, students: Mixture, price):
+    """One :func:`overgmm.reduce.merge_round` per student: merged students and pairs merged (B,)."""
+    return jax.vmap(og.reduce.merge_round, in_axes=(None, 0, None))(prob, students, price)
+
+
+@jax.jit
+def _evaluate(student: Mixture, X):
+    """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d)."""
+    return student.log_prob(X), student.responsibilities(X)
+
+
+@functools.partial(jax.jit, static_argnames=("n_samples",))
+def _sample(student: Mixture, seed, *, n_samples: int):
+    return student.sample(jax.random.key(seed), n_samples, return_labels=True)
+
+
+@jax.jit
+def _stepwise(prob: og.Problem, student: Mixture, rate, threshold):
+    """Stepwise EM on a batch, then pruning: new student, batch loss, new covariances."""
+    new, loss = og.stepwise_em(prob, student, rate)
+    new = og.reduce.prune(new, threshold)
+    return new, loss, _covariances(new)
+
+
+def init_students(seed: int, Zp, wp, n_live: int, floor, *, n: int, n_init: int, method: str, covariance_type: str):
+    """Starting students (host, leading axis ``n_init``) and their keys."""
+    students, keys = _init(
+        np.int32(seed),
+        Zp,
+        wp,
+        np.int32(n_live),
+        floor,
+        n=n,
+        n_init=n_init,
+        method=method,
+        kind=CORE_TYPE[covariance_type],
+    )
+    return host(students), keys
+
+
+def evaluate(student: Mixture, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-density (N,) and responsibilities (N, n) of standardized ``Z`` (N, d)."""
+    ll, resp = _evaluate(student, pad_rows(Z))
+    return np.asarray(ll)[: Z.shape[0]], np.asarray(resp)[: Z.shape[0]]
+
+
+def sample(student: Mixture, seed: int, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n_samples`` points (n_samples, d) of ``student`` and their components (n_samples,)."""
+    z, comp = _sample(student, np.int32(seed), n_samples=int(n_samples))
+    return np.asarray(z), np.asarray(comp)
+
+
+def stepwise(prob: og.Problem, student: Mixture, rate: float, threshold: float):
+    """Host copies of :func:`_stepwise`'s new student, batch loss (float) and :func:`_covariances`."""
+    new, loss, cov = _stepwise(prob, student, np.float64(rate), np.float64(threshold))
+    return host(new), float(loss), host(cov)
+
+
+# ----------------------------------------------------------------------------- the fit
+class Restart(NamedTuple):
+    """The history of one restart, in standardized units.
+
+    Fields:
+      losses: ``(n_evaluations,)`` mean NLL at each evaluated student: each segment's
+        per-step losses and then its final student's (segments: the main fit, then a
+        polishing fit after each round of merges).
+      weights: ``(n_steps + 1, n)`` weights after each step (row 0: the start).
+      n_steps: steps in all.
+      converged: the last segment stopped on ``tol``.
+      failed_at: the step at which the restart turned non-finite, -1 if it did not.
+      n_merges: pairs merged.
+    """
+
+    losses: np.ndarray
+    weights: np.ndarray
+    n_steps: int
+    converged: bool
+    failed_at: int
+    n_merges: int
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns: every restart's final student (host, leading axis R), its
+    :func:`_covariances` (covariances in natural shape, full's precision factors), its
+    final loss ``(R,)``, its :class:`Restart` history, and ``best``, the index of the kept
+    restart (lowest ``loss + price * live components`` among those that stayed finite; -1
+    when none did)."""
+
+    students: Mixture
+    covariances: tuple
+    loss: np.ndarray
+    restarts: list
+    best: int
+
+
+def _solve(alg, students, keys, max_iter: int, tol: float):
+    with warnings.catch_warnings():
+        # non-finite restarts are reported by the estimator, with what to change
+        warnings.filterwarnings("ignore", message=r".*reached a non-finite state", category=RuntimeWarning)
+        return og.solve_batch(alg, students, max_steps=max_iter, tol=tol, keys=keys, record=RECORD)
+
+
+def fit(
+    prob: og.Problem,
+    alg: og.Algorithm,
+    students: Mixture,
+    keys,
+    *,
+    max_iter: int,
+    tol: float,
+    price: float,
+) -> FitResult:
+    """Fit the batched ``students`` (leading axis R) with ``alg`` until ``|Delta loss| < tol``
+    or ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
+    rounds, each followed by a polishing fit of the restarts that merged something, until
+    a round merges nothing. A restart that turns non-finite stops there (``failed_at``)."""
+    R = students.means.shape[0]
+    segs = [{"losses": [], "weights": [], "steps": 0, "status": 0, "failed_at": -1, "merges": 0} for _ in range(R)]
+
+    def book(sol, loss_end, which):
+        loss, wts = sol.loss, sol.records["weights"]
+        for r in np.flatnonzero(which):
+            s, t = segs[r], int(sol.n_steps[r])
+            s["losses"] += [loss[r, :t], loss_end[r : r + 1]]
+            s["weights"].append(wts[r, : t + 1] if not s["weights"] else wts[r, 1 : t + 1])
+            if int(sol.status[r]) == 1:
+                s["failed_at"] = s["steps"] + int(sol.failed_at[r])
+            s["steps"] += t
+            s["status"] = int(sol.status[r])
+
+    sol = _solve(alg, students, keys, max_iter, tol)
+    current = host(sol.final.student)
+    loss_end, cov = host(_summary(prob, current))
+    book(sol, loss_end, np.ones(R, bool))
+    ok = (sol.status != 1) & np.isfinite(loss_end)
+    while price > 0:
+        merged, k = _merge(prob, current, np.float64(price))
+        do = ok & (np.asarray(k) > 0)
+        if not do.any():
+            break
+        for r in np.flatnonzero(do):
+            segs[r]["merges"] += int(k[r])
+        sol = _solve(alg, host(merged), keys, max_iter, tol)
+        polished = host(sol.final.student)
+        new_loss, new_cov = host(_summary(prob, polished))
+        book(sol, new_loss, do)
+
+        def pick(a, b, do=do):
+            return np.where(do.reshape(do.shape + (1,) * (a.ndim - 1)), a, b)
+
+        current = jax.tree_util.tree_map(pick, polished, current)
+        loss_end, cov = pick(new_loss, loss_end), jax.tree_util.tree_map(pick, new_cov, cov)
+        ok = ok & ~(do & ((sol.status == 1) | ~np.isfinite(new_loss)))
+
+    for r in np.flatnonzero(~ok):
+        if segs[r]["failed_at"] < 0:
+            segs[r]["failed_at"] = segs[r]["steps"]
+    live = np.sum(current.log_weights > -np.inf, axis=1)
+    score = np.where(ok, loss_end + price * live, np.inf)
+    best = int(np.argmin(score)) if ok.any() else -1
+    restarts = [
+        Restart(
+            np.concatenate(s["losses"]),
+            np.concatenate(s["weights"]),
+            s["steps"],
+            s["status"] == 0,
+            s["failed_at"],
+            s["merges"],
+        )
+        for s in segs
+    ]
+    return FitResult(current, cov, loss_end, restarts, best)

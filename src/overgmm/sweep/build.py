@@ -1,8 +1,9 @@
 """From resolved run configs to computed runs: the teacher, the students of a group's
-seeds, the problem, the algorithm, and one compiled ``vmap`` call per batch.
+seeds, the problem, the algorithm, and one :func:`overgmm.run_batch` call per batch
+(a data-based run passes each seed's sample as its own problem, ``problems=``).
 
-Compiled batch functions are cached per (group, batch size) in the process that runs
-them, so a worker compiles each shape once, not once per task.
+The driver caches its compiled functions on (algorithm config, loop settings, shapes),
+so a worker compiles each group's batch shape once, not once per task.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from overgmm import driver
 from overgmm.experiments.base import algorithm_from_spec
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
-
-_COMPILED: dict[tuple, object] = {}
 
 
 def teacher_of(cfg: dict) -> Mixture:
@@ -110,59 +109,45 @@ def _algorithm(problem: Problem, cfg: dict):
     return algorithm_from_spec(problem, spec)
 
 
-def _batch_fn(cfg: dict, group: str, size: int):
-    key = (group, size)
-    if key in _COMPILED:
-        return _COMPILED[key]
-    teacher = teacher_of(cfg)
-    steps, stride = int(cfg["steps"]), int(cfg.get("stride", cfg["steps"]))
-    threshold = float(cfg.get("threshold", 1e-3))
-    if "data" in cfg:
-
-        def one(X, student, k):
-            alg = _algorithm(Problem.from_data(X), cfg)
-            return driver._trajectory(alg, steps, stride, threshold)(student, k)
-
-        fn = jax.jit(jax.vmap(one))
-    else:
-        problem = Problem.population(teacher, backend=backend_of(cfg, teacher))
-        alg = _algorithm(problem, cfg)  # built once here: bad options fail before compiling
-        inner = jax.jit(jax.vmap(driver._trajectory(alg, steps, stride, threshold)))
-
-        def fn(X, students, keys):
-            return inner(students, keys)
-
-    _COMPILED[key] = fn
-    return fn
-
-
 def run_batch(configs: list[dict], group: str) -> list[dict]:
-    """Run configs that differ only in their seed, in one compiled vmap call.
+    """Run configs that differ only in their seed, in one compiled ``vmap`` call.
 
     Returns, per config: ``{"columns": {name: array (n_records, ...)}, "final":
-    {"means", "weights"}, "status", "failed_at", "warning"}``.
+    {"means", "weights"}, "status", "failed_at"}``.
     """
     cfg = configs[0]
     teacher = teacher_of(cfg)
     seeds = [int(c["seed"]) for c in configs]
     students = driver.stack([student_of(cfg, teacher, s) for s in seeds])
     keys = jnp.stack([jax.random.fold_in(jax.random.key(0), s) for s in seeds])
-    X = jnp.stack([jnp.asarray(data_of(cfg, teacher, s)) for s in seeds]) if "data" in cfg else None
-    fn = _batch_fn(cfg, group, len(seeds))
+    if "data" in cfg:
+        per_seed = [Problem.from_data(data_of(cfg, teacher, s)) for s in seeds]
+        problem, problems = per_seed[0], driver.stack(per_seed)
+    else:
+        problems = None
+        problem = Problem.population(teacher, backend=backend_of(cfg, teacher))
+    steps, stride = int(cfg["steps"]), int(cfg.get("stride", cfg["steps"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        recs, state, status, failed_at = fn(X, students, keys)
-    recs = {k: np.asarray(v) for k, v in recs.items()}
-    means = np.asarray(state.student.means)
-    weights = np.asarray(jnp.exp(state.student.log_weights))
+        hist = driver.run_batch(
+            _algorithm(problem, cfg),
+            students,
+            steps,
+            keys=keys,
+            stride=stride,
+            threshold=float(cfg.get("threshold", 1e-3)),
+            problems=problems,
+        )
+    means = np.asarray(hist.final.student.means)
+    weights = np.asarray(jnp.exp(hist.final.student.log_weights))
     out = []
     for b in range(len(seeds)):
         out.append(
             {
-                "columns": {k: v[b] for k, v in recs.items()},
+                "columns": {k: v[b] for k, v in hist.columns.items()},
                 "final": {"means": means[b].tolist(), "weights": weights[b].tolist()},
-                "status": int(np.asarray(status)[b]),
-                "failed_at": int(np.asarray(failed_at)[b]),
+                "status": int(hist.status[b]),
+                "failed_at": int(hist.failed_at[b]),
             }
         )
     return out

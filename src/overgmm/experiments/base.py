@@ -164,8 +164,12 @@ def population_backend(cfg: dict):
 
 
 def history_frame(hist, **labels: Any) -> pd.DataFrame:
-    """A :class:`~overgmm.History` as a tidy frame, with constant label columns."""
-    df = pd.DataFrame(hist.to_rows())
+    """A :class:`~overgmm.History` as a tidy frame, with constant label columns (the
+    per-record state fields of ``record=``, such as the means, are left out)."""
+    from overgmm.driver import RECORDABLE
+
+    measures = {k: a for k, a in hist.columns.items() if k not in RECORDABLE}
+    df = pd.DataFrame(dataclasses.replace(hist, columns=measures).to_rows())
     for k, v in labels.items():
         df[k] = v
     return df

@@ -94,15 +94,16 @@ def problem_of(cfg: dict, teacher, quadrature_key: str = "quadrature"):
     return og.Problem.population(teacher, backend=backend)
 
 
-def _run(problem, spec: dict, student, seed: int, **labels) -> tuple[pd.DataFrame, object]:
+def _run(problem, spec: dict, student, seed: int, record=(), **labels) -> tuple[pd.DataFrame, object]:
     import jax
 
     import overgmm as og
 
     alg = algorithm_from_spec(problem, spec)
+    stride = int(spec.get("stride", 1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hist = og.run(alg, student, int(spec["steps"]), key=jax.random.key(seed), stride=int(spec.get("stride", 1)))
+        hist = og.run(alg, student, int(spec["steps"]), key=jax.random.key(seed), stride=stride, record=record)
     df = history_frame(hist, **labels)
     df["status"] = int(np.atleast_1d(hist.status)[0])
     df["warning"] = "; ".join(str(w.message) for w in caught)[:200]
@@ -559,25 +560,10 @@ def _w2_run(cfg: dict, sink: TableSink) -> None:
     problem = og.Problem.population(teacher, backend=backend)
     start = og.Mixture([[cfg["c0"] + cfg["s0"]], [cfg["c0"] - cfg["s0"]]])
     spec = {"algorithm": "polyak", "step_size": 1.0, "n_short": cfg["n_short"], "steps": cfg["steps"]}
-    df, _ = _run(problem, spec, start, cfg["seed"], method="polyak")
-    means = np.asarray([[r["c"], r["s"]] for r in _trajectory_cs(problem, spec, start, cfg)])
-    df["c"], df["s"] = means[:, 0], means[:, 1]
+    df, hist = _run(problem, spec, start, cfg["seed"], record=("means",), method="polyak")
+    mu = hist["means"][:, :, 0]  # (steps + 1, 2): the two 1-D means after each step
+    df["c"], df["s"] = mu.mean(axis=1), np.abs(mu[:, 0] - mu[:, 1]) / 2
     sink.write("polyak_path", df)
-
-
-def _trajectory_cs(problem, spec, start, cfg):
-    """(c, s) after each step, replaying the algorithm step by step (cheap in 1-D)."""
-    import jax
-
-    alg = algorithm_from_spec(problem, spec)
-    state = alg.init(start, jax.random.key(cfg["seed"]))
-    step = jax.jit(alg.step)
-    out = []
-    for _ in range(int(spec["steps"]) + 1):
-        mu = np.asarray(state.student.means)[:, 0]
-        out.append({"c": float(mu.mean()), "s": float(abs(mu[0] - mu[1]) / 2)})
-        state = step(state)
-    return out
 
 
 def _w2_claims(tables: Tables, cfg: dict) -> list[dict]:

@@ -745,28 +745,21 @@ X3 = Experiment(
 
 
 def _x4_final(cfg: dict, X, means0, keys):
-    """One compiled vmap call: gradient EM on each trial's sample, returning the
-    parametric distance at ``records`` checkpoints and the final means."""
-    import jax
+    """One :func:`overgmm.run_batch` call, each trial on its own sample (``problems=``):
+    the parametric distance at ``records`` checkpoints and the final means."""
     import jax.numpy as jnp
 
     og = _og()
     n, eta, steps, nrec = cfg["n"], cfg["eta"], int(cfg["steps"]), int(cfg["records"])
-
-    def one(x, m0, key):
-        with jax.ensure_compile_time_eval():  # the step-size check runs eagerly (see the report)
-            alg = og.gradient_em(og.Problem.from_data(x), eta)
-        state = alg.init(og.Mixture(m0, jnp.full(n, 1.0 / n)), key)
-
-        def block(s, _):
-            s = jax.lax.fori_loop(0, steps // nrec, lambda i, s: alg.step(s), s)
-            w = s.student.weights
-            return s, jnp.sum(w * jnp.sum(s.student.means**2, axis=-1))
-
-        state, pd_path = jax.lax.scan(block, state, None, length=nrec)
-        return pd_path, state.student.means
-
-    return jax.jit(jax.vmap(one))(X, means0, keys)
+    per_trial = [og.Problem.from_data(x) for x in X]
+    alg = og.gradient_em(per_trial[0], eta)
+    students = og.stack([og.Mixture(m0, jnp.full(n, 1.0 / n)) for m0 in means0])
+    hist = og.run_batch(
+        alg, students, steps, keys=keys, stride=steps // nrec, record=("means", "weights"), problems=og.stack(per_trial)
+    )
+    means, weights = hist["means"][:, 1:], hist["weights"][:, 1:]  # (trials, records, n, d), (trials, records, n)
+    pd_path = np.sum(weights * np.sum(means**2, axis=-1), axis=-1)
+    return pd_path, np.asarray(hist.final.student.means)
 
 
 def x4_run(cfg: dict, sink: TableSink) -> None:

@@ -60,37 +60,6 @@ def _lemma_b1_stein(student):
     return f
 
 
-def _trace(algorithm, students, n_steps: int, stride: int, seed: int):
-    """Run a batch of trials (one compiled vmap call) and record the loss and every
-    mean every ``stride`` steps (the driver's History keeps summaries, not the means).
-    Uses only the algorithm's public ``init``/``step`` pair. Returns (steps, loss (B, R),
-    means (B, R, n, d))."""
-    import jax
-    import jax.numpy as jnp
-
-    problem = algorithm.problem
-    n_rec = n_steps // stride
-
-    def one(student, key):
-        state = algorithm.init(student, key)
-
-        def rec(s):
-            return problem.loss(s.student, jax.random.fold_in(s.key, 0x5EED)), s.student.means
-
-        def outer(state, _):
-            state = jax.lax.fori_loop(0, stride, lambda _, s: algorithm.step(s), state)
-            return state, rec(state)
-
-        r0 = rec(state)
-        _, (loss, means) = jax.lax.scan(outer, state, None, length=n_rec)
-        return jnp.concatenate([r0[0][None], loss]), jnp.concatenate([r0[1][None], means])
-
-    b = students.means.shape[0]
-    keys = jax.random.split(jax.random.key(seed), b)
-    loss, means = jax.jit(jax.vmap(one))(students, keys)
-    return np.arange(n_rec + 1) * stride, np.asarray(loss), np.asarray(means)
-
-
 def _window_slope(df: pd.DataFrame, lo: float, hi: float, x: str = "step", y: str = "loss") -> float:
     sel = df[(df[x] >= lo) & (df[x] <= hi)]
     return loglog_slope(sel[x].to_numpy(), sel[y].to_numpy())
@@ -138,7 +107,10 @@ def s1_run(cfg: dict, sink) -> None:
 
     labels = [(float(M), cfg["seed"] + k) for k in range(cfg["n_seeds"]) for M in cfg["Ms"]]
     students = og.stack([og.Mixture(init(M, s)) for M, s in labels])
-    steps, loss, means = _trace(alg, students, cfg["n_steps"], cfg["stride"], cfg["seed"])
+    keys = jax.random.split(jax.random.key(cfg["seed"]), len(labels))
+    hist = og.run_batch(alg, students, cfg["n_steps"], keys=keys, stride=cfg["stride"], record=("means",))
+    loss, means = hist["loss"], hist["means"]  # (trials, records), (trials, records, n, d)
+    steps = np.arange(loss.shape[1]) * cfg["stride"]
     backend_text = problem.describe(og.Mixture(init(cfg["Ms"][0], cfg["seed"])))
     rows, nrows = [], []
     for b, (M, seed) in enumerate(labels):

@@ -109,3 +109,16 @@ def test_active_threshold_is_honoured():
     alg = og.gradient_em(og.Problem.population(TEACHER), 0.1)
     assert og.run(alg, student, 1, threshold=1e-3)["active"][0] == 3
     assert og.run(alg, student, 1, threshold=1e-2)["active"][0] == 2
+
+
+def test_record_adds_per_record_fields_and_tidy_rows():
+    teacher = og.Mixture([[0.0, 0.0], [3.0, 1.0]], [0.4, 0.6])
+    alg = og.gradient_em(og.Problem.population(teacher), 1.0)
+    student = og.Mixture([[0.5, 0.0], [2.5, 1.0]], [0.4, 0.6])
+    hist = og.run(alg, student, 4, stride=2, record=("means", "weights"))
+    assert hist["means"].shape == (3, 2, 2) and hist["weights"].shape == (3, 2)
+    np.testing.assert_allclose(hist["means"][-1], np.asarray(hist.final.student.means))
+    rows = hist.to_rows()
+    assert rows[-1]["means_1_0"] == pytest.approx(float(hist["means"][-1, 1, 0]))
+    with pytest.raises(ValueError, match="unknown record field"):
+        og.run(alg, student, 2, record=("banana",))

@@ -76,7 +76,8 @@ class History:
 
     def to_rows(self) -> list[dict]:
         """Tidy rows (one per record and trial), per-cluster arrays split into
-        ``bias_0, bias_1, ...``; ready for ``pandas.DataFrame``."""
+        ``bias_0, bias_1, ...`` and recorded matrices into ``means_0_0, means_0_1, ...``;
+        ready for ``pandas.DataFrame``."""
         cols = self.columns
         batched = cols["loss"].ndim == 2
         n_trials = cols["loss"].shape[0] if batched else 1
@@ -89,9 +90,10 @@ class History:
                     val = val[k]
                     if np.ndim(val) == 0:
                         row[name] = val.item()
-                    else:
-                        for j, x in enumerate(np.asarray(val)):
-                            row[f"{name}_{j}"] = float(x)
+                    else:  # per-cluster measures and record= fields: name_i (or name_i_j)
+                        arr = np.asarray(val)
+                        for idx in np.ndindex(arr.shape):
+                            row[name + "".join(f"_{j}" for j in idx)] = float(arr[idx])
                 rows.append(row)
         return rows
 

@@ -1,5 +1,5 @@
 """OverparamGMM against scikit-learn's GaussianMixture (BIC search over 1..15 components,
-spherical and diag, timed including the search) and BayesianGaussianMixture (Dirichlet-
+spherical, diag and full, timed including the search) and BayesianGaussianMixture (Dirichlet-
 process prior, 15 components), on real data sets and synthetic well-separated mixtures.
 
 Run by hand (from the repository root):
@@ -45,6 +45,7 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from overgmm.estimator import OverparamGMM
 
 RESULTS = Path(__file__).parent / "results"
+SK_TYPES = ("spherical", "diag", "full")
 BGMM_THRESHOLD = 0.01
 K_MAX = 15
 
@@ -65,6 +66,7 @@ OURS_REAL_EXTRA = {
     # split only (GridSearchCV), timed including the search like the BIC search
     "ours CV-selected": "cv",
 }
+HARD_OURS = {"ours default": {}, "ours full": {"covariance_type": "full"}, "ours diag": {"covariance_type": "diag"}}
 CV_GRID = {"covariance_type": ["diag", "spherical"], "var_floor": [1e-3, 1e-2, 3e-2]}
 
 
@@ -115,9 +117,11 @@ def synthetic(d: int, m: int, seed: int):
 
 def hard_synthetic(kind: str, d: int, m: int, seed: int):
     """Harder mixtures, where a prior or a BIC search may lose a component: ``small`` (one
-    component holds 3% of the mass) or ``close`` (two components whose means are only
-    2.5 standard deviations apart, the rest well separated). Returns (Xtr, Xte)."""
-    rng = np.random.default_rng([d, m, seed, 7 if kind == "small" else 11])
+    component holds 3% of the mass), ``close`` (two components whose means are only
+    2.5 standard deviations apart, the rest well separated) or ``sheared`` (every component
+    anisotropic: standard deviation 1.4 along a random direction, 0.25 across it, means
+    at least 6 apart). Returns (Xtr, Xte)."""
+    rng = np.random.default_rng([d, m, seed, {"small": 7, "close": 11, "sheared": 13}[kind]])
     sd = np.full(m, 0.7)
     w = np.full(m, 1.0 / m)
     if kind == "small":
@@ -134,9 +138,20 @@ def hard_synthetic(kind: str, d: int, m: int, seed: int):
         direction = rng.normal(size=d)
         mu[1] = mu[0] + 2.5 * 0.7 * direction / np.linalg.norm(direction)
 
+    shear = None
+    if kind == "sheared":
+        shear = []
+        for _ in range(m):
+            q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+            shear.append(q @ np.diag([1.4] + [0.25] * (d - 1)))
+        shear = np.stack(shear)
+
     def draw(n):
         comp = rng.choice(m, size=n, p=w)
-        return mu[comp] + sd[comp, None] * rng.normal(size=(n, d))
+        z = rng.normal(size=(n, d))
+        if shear is not None:
+            return mu[comp] + np.einsum("kde,ke->kd", shear[comp], z)
+        return mu[comp] + sd[comp, None] * z
 
     return standardize(draw(200 * m), draw(100 * m))
 
@@ -213,10 +228,10 @@ def run_one(dataset, Xtr, Xte, ours: dict, warm: set, extra: dict | None = None,
         )
 
     if sk and bic:
-        for cov in ("spherical", "diag"):
+        for cov in SK_TYPES:
             add(f"GMM {cov} BIC", *fit_bic(Xtr, cov))
     if sk:
-        for cov in ("spherical", "diag"):
+        for cov in SK_TYPES:
             add(f"BGMM {cov}", *fit_bgmm(Xtr, cov))
     for name, settings in {**ours, **(extra or {})}.items():
         add(name, *fit_ours(Xtr, settings, warm))
@@ -268,7 +283,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--skip-real", action="store_true", help="keep the real-data table of an earlier run")
     ap.add_argument("--skip-synthetic", action="store_true", help="keep the synthetic table of an earlier run")
-    ap.add_argument("--hard", action="store_true", help="small and close components: recovery of m (d 2, 5; m 3, 5)")
+    ap.add_argument(
+        "--hard", action="store_true", help="small, close or sheared components: recovery of m (d 2, 5; m 3, 5)"
+    )
+    ap.add_argument("--kinds", nargs="+", default=["small", "close", "sheared"], help="kinds of --hard data")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     warm: set = set()
@@ -277,14 +295,12 @@ def main(argv=None) -> None:
 
     if args.hard:
         rows = []
-        for kind in ("small", "close"):
+        for kind in args.kinds:
             for d in (2, 5):
                 for m in (3, 5):
                     for seed in range(args.seeds):
                         Xtr, Xte = hard_synthetic(kind, d, m, seed)
-                        for r in run_one(
-                            f"{kind} d={d} m={m} s={seed}", Xtr, Xte, {"ours default (diag)": {}}, warm, m=m
-                        ):
+                        for r in run_one(f"{kind} d={d} m={m} s={seed}", Xtr, Xte, HARD_OURS, warm, m=m):
                             rows.append({**r, "kind": kind})
                     print(f"{kind} d={d} m={m} done ({time.perf_counter() - t0:.0f} s)", flush=True)
         df = pd.DataFrame(rows)

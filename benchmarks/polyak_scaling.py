@@ -15,7 +15,6 @@ and failures. Counts of steps and losses, not seconds: load does not matter.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 
 import jax

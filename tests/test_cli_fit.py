@@ -63,6 +63,10 @@ def test_fit_full_covariances(tmp_path, capsys):
     assert cov.shape == (1, 2, 2) and cov[0, 0, 1] == pytest.approx(3.6, abs=0.5)
     assert (tmp_path / "o" / "components.png").stat().st_size > 5000
     assert "components: 1" in capsys.readouterr().out
+    argv[-1] = "auto"  # full or diag by training BIC: full here
+    assert main(argv) == 0
+    model = json.loads((tmp_path / "o" / "model.json").read_text())
+    assert model["covariance_type"] == "full" and model["params"]["covariance_type"] == "auto"
 
 
 def test_bad_cells_and_options_are_errors(tmp_path, capsys):

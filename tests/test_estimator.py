@@ -43,7 +43,7 @@ def fitted():
 # n_components=2 keeps the number of compiled shapes small (the checks use many data
 # shapes); the default n_components="auto" is exercised by the tests below.
 @parametrize_with_checks(
-    [OverparamGMM(n_components=2, max_iter=30, covariance_type=c, random_state=0) for c in COVARIANCE_TYPES]
+    [OverparamGMM(n_components=2, max_iter=30, covariance_type=c, random_state=0) for c in COVARIANCE_TYPES + ["auto"]]
 )
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
@@ -61,6 +61,7 @@ def test_recovers_the_number_of_components_means_and_weights(fitted):
     assert sorted(match) == [0, 1, 2, 3]
     assert np.max(dist.min(0)) < 0.35
     np.testing.assert_allclose(fitted.weights_[match], WEIGHTS, atol=0.05)
+    assert fitted.covariance_type == "diag" and fitted.covariances_.shape == (4, 2)  # the default
     np.testing.assert_allclose(np.sqrt(fitted.covariances_[match]), SDS[:, None] * np.ones(2), rtol=0.25)
     # labels agree with the truth up to the matching
     assert np.mean(match[LABELS] == fitted.predict(X)) > 0.97
@@ -86,8 +87,9 @@ def test_weight_trajectory_records_the_pruning(fitted):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_em_never_decreases_the_likelihood_without_pruning_or_merging():
-    est = OverparamGMM(merge_tol=0.0, prune=0.0, tol=1e-9, random_state=3).fit(X)
+@pytest.mark.parametrize("kind", COVARIANCE_TYPES)
+def test_em_never_decreases_the_likelihood_without_pruning_or_merging(kind):
+    est = OverparamGMM(covariance_type=kind, merge_tol=0.0, prune=0.0, tol=1e-9, random_state=3).fit(X)
     lb = est.lower_bounds_
     assert len(lb) == est.n_iter_ + 1 and np.all(np.isfinite(lb))
     assert np.all(np.diff(lb) >= -1e-10)
@@ -130,7 +132,7 @@ def as_matrices(est):
         "diag": lambda: c[:, :, None] * np.eye(d),
         "spherical": lambda: c[:, None, None] * np.eye(d),
         "fixed": lambda: np.broadcast_to(np.diag(c), (k, d, d)),
-    }[est.covariance_type]()
+    }[est.covariance_type_]()
 
 
 @pytest.mark.parametrize("kind", COVARIANCE_TYPES)
@@ -159,6 +161,23 @@ def test_full_covariances_fit_a_sheared_cluster_with_one_component():
     np.testing.assert_allclose(full.covariances_[0], C, atol=0.5)
     assert full.score(Y) > diag.score(Y)
     assert full.bic(Y) < diag.bic(Y)
+
+
+def test_auto_keeps_the_type_with_the_lower_training_bic():
+    """ "auto" fits full and diag and keeps the lower BIC: full for a sheared cluster, diag
+    for axis-aligned components (same likelihood, fewer parameters); the result is that fit."""
+    rng = np.random.default_rng(0)
+    sheared = rng.multivariate_normal([1.0, -2.0], [[4.0, 3.6], [3.6, 4.0]], size=400)
+    aligned = known_mixture("diag")[0]
+    for Y, kind in [(sheared, "full"), (aligned, "diag")]:
+        auto = OverparamGMM(covariance_type="auto", random_state=0).fit(Y)
+        alone = OverparamGMM(covariance_type=kind, random_state=0).fit(Y)
+        other = OverparamGMM(covariance_type={"full": "diag", "diag": "full"}[kind], random_state=0).fit(Y)
+        assert auto.covariance_type_ == kind and alone.bic(Y) < other.bic(Y)
+        np.testing.assert_allclose(auto.score_samples(Y), alone.score_samples(Y), rtol=1e-12)
+        assert auto.covariances_.shape == alone.covariances_.shape
+    stream = OverparamGMM(covariance_type="auto", random_state=0).partial_fit(aligned)
+    assert stream.covariance_type_ == "diag"
 
 
 def test_full_densities_precisions_and_parameter_count():
@@ -199,12 +218,15 @@ def test_fixed_covariance_is_the_core_mixture_and_an_em_fixed_point():
     np.testing.assert_allclose(psi.mean(0), est.weights_, atol=2e-4)
 
 
-def test_densities_against_scipy(fitted):
+@pytest.mark.parametrize("kind", ["full", "diag", "spherical"])
+def test_densities_against_scipy(fitted, kind):
+    if kind != "diag":
+        fitted = OverparamGMM(covariance_type=kind, random_state=0).fit(X)
     pts = np.array([[0.5, -0.3], [5.0, 1.0], [40.0, -30.0]])
     ref = np.log(
         sum(
-            w * scipy.stats.multivariate_normal(m, np.diag(c)).pdf(pts[:2])
-            for w, m, c in zip(fitted.weights_, fitted.means_, fitted.covariances_, strict=True)
+            w * scipy.stats.multivariate_normal(m, c).pdf(pts[:2])
+            for w, m, c in zip(fitted.weights_, fitted.means_, as_matrices(fitted), strict=True)
         )
     )
     got = fitted.score_samples(pts)
@@ -268,7 +290,7 @@ def test_n_init_restarts_keep_the_best():
     component price is 0)."""
     est = OverparamGMM(n_init=3, merge_tol=0.0, tol=1e-3, random_state=0)
     w = np.full(len(X), 1 / len(X))
-    n, units, prob, students, keys = est._start(X, w, float(len(X)), 3)
+    n, units, prob, students, keys = est._start(X, w, float(len(X)), 3, "diag")
     alg = F.algorithm(prob, "em", 1.0, 10, 0.01)
     res = F.fit(prob, alg, students, keys, max_iter=200, tol=1e-3, price=0.0)
     assert n == 25 and len(set(np.round(res.loss, 8))) == 3  # three different runs

@@ -80,7 +80,7 @@ def model_to_dict(est, names: list[str]) -> dict:
     return {
         "n_components": int(est.n_components_),
         "n_components_init": int(est.n_components_init_),
-        "covariance_type": est.covariance_type,
+        "covariance_type": est.covariance_type_,
         "features": names,
         "weights": est.weights_.tolist(),
         "means": est.means_.tolist(),
@@ -151,11 +151,11 @@ def covariance_matrices(est):
 
     k, d = est.means_.shape
     cov = np.asarray(est.covariances_)
-    if est.covariance_type == "full":
+    if est.covariance_type_ == "full":
         return cov
-    if est.covariance_type == "diag":
+    if est.covariance_type_ == "diag":
         return cov[:, :, None] * np.eye(d)
-    if est.covariance_type == "spherical":
+    if est.covariance_type_ == "spherical":
         return cov[:, None, None] * np.eye(d)
     return np.broadcast_to(np.diag(cov), (k, d, d))
 
@@ -215,7 +215,7 @@ def _figure(est, X, names: list[str], path: Path) -> None:
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
     ax.set_title(
-        f"{est.n_components_} components (from {est.n_components_init_}); {est.algorithm}, {est.covariance_type}",
+        f"{est.n_components_} components (from {est.n_components_init_}); {est.algorithm}, {est.covariance_type_}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -230,9 +230,10 @@ def register(sub) -> None:
     p.add_argument("--n-components", type=_n_components, default="auto", help="starting components: int or auto")
     p.add_argument(
         "--covariance-type",
-        choices=["full", "diag", "spherical", "fixed"],
+        choices=["full", "diag", "spherical", "fixed", "auto"],
         default="diag",
-        help="full, diag (default), spherical, or fixed (identity after standardization)",
+        help="full, diag (default), spherical, fixed (identity after standardization), "
+        "or auto (full or diag, whichever has the lower BIC)",
     )
     p.add_argument("--algorithm", choices=["em", "gradient_em", "polyak"], default="em")
     p.add_argument("--step-size", type=float, default=1.0)

@@ -1,5 +1,6 @@
-"""The scikit-learn estimator :class:`OverparamGMM` (``_estimator``) over pure JAX
-kernels (``_kernels``). Importing this package imports scikit-learn."""
+"""The scikit-learn estimator :class:`OverparamGMM` (``_estimator``), a face over the
+core's initialisation, algorithms, driver and reduction (called in ``_fit``). Importing
+this package imports scikit-learn."""
 
 from overgmm.estimator._estimator import OverparamGMM, auto_n_components
 

@@ -22,6 +22,7 @@ from overgmm.mixture import Mixture
 
 AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
+AUTO_TYPES = ("full", "diag")  # covariance_type="auto" fits both, keeps the lower training BIC
 
 
 def auto_n_components(n_samples: float) -> int:
@@ -47,11 +48,14 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
         (sample weights count as repetitions).
-    covariance_type : {"full", "diag", "spherical", "fixed"}, default="diag"
+    covariance_type : {"full", "diag", "spherical", "fixed", "auto"}, default="diag"
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
         component); ``"diag"``: a learned diagonal covariance per component;
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
-        standardization when ``standardize=True``): the papers' model.
+        standardization when ``standardize=True``): the papers' model. ``"auto"``: fit
+        "full" and "diag" and keep the one with the lower BIC on the training data (twice
+        the work; :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type
+        was fitted. Measurements behind the choices: ``docs/estimator.md``.
     algorithm : {"em", "gradient_em", "polyak"}, default="em"
         ``"em"``: EM. ``"gradient_em"``: EM weight step and a gradient step of size
         ``step_size`` on means and variances (Zhou et al., Algorithm 1; each parameter moves
@@ -100,6 +104,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
     Attributes
     ----------
+    covariance_type_ : str
+        The covariance type fitted: ``covariance_type``, or the one "auto" chose.
     weights_ : ndarray of shape (n_components_,)
     means_ : ndarray of shape (n_components_, n_features)
     covariances_ : ndarray
@@ -214,7 +220,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
                 )
         else:
             integer("n_components", 1)
-        choice("covariance_type", F.COVARIANCE_TYPES)
+        choice("covariance_type", F.COVARIANCE_TYPES + ("auto",))
         choice("algorithm", F.ALGORITHMS)
         choice("init", F.INITS)
         real("step_size", 0.0, strict=True)
@@ -247,13 +253,13 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return n
 
-    def _standardization(self, X: np.ndarray, w: np.ndarray):
+    def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str):
         d = X.shape[1]
         mean = w @ X
         var = w @ (X - mean) ** 2
         if self.standardize:
             # spherical: one scale for all features, so spherical clusters stay spherical
-            scale = np.sqrt(var) if self.covariance_type != "spherical" else np.full(d, np.sqrt(np.mean(var)))
+            scale = np.sqrt(var) if kind != "spherical" else np.full(d, np.sqrt(np.mean(var)))
             scale[~(scale > 1e-150)] = 1.0
             shift = mean
         else:
@@ -266,18 +272,22 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         """A seed from ``random_state`` (the JAX key is made inside the compiled code)."""
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _price(self, d: int, total: float) -> float:
+    def _price(self, d: int, total: float, kind: str) -> float:
         """``merge_tol`` times the BIC price of one component, ``(p / 2) log N / N`` in mean
         log-likelihood per sample (p parameters per component, N the sum of sample weights)."""
         if not (self.merge_tol > 0 and total > 1):
             return 0.0
-        p_comp = d + F.n_covariance_parameters(self.covariance_type, d) + 1
+        p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int):
+    def _kinds(self) -> tuple[str, ...]:
+        """The covariance types to fit: both of :data:`AUTO_TYPES` for ``"auto"``."""
+        return AUTO_TYPES if self.covariance_type == "auto" else (self.covariance_type,)
+
+    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str):
         """Standardization, the problem on the canonically ordered padded rows, starting students."""
         n = self._resolve_n_components(total)
-        shift, scale, floor = self._standardization(X, w)
+        shift, scale, floor = self._standardization(X, w, kind)
         Z = (X - shift) / scale
         order = np.lexsort(Z.T[::-1])  # canonical row order: the draw ignores row order
         Zp, wp = F.pad_rows(Z[order], w[order])
@@ -290,7 +300,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             n=F.bucket_components(n),
             n_init=n_init,
             method=self.init,
-            covariance_type=self.covariance_type,
+            covariance_type=kind,
         )
         return n, (shift, scale, floor), F.problem(Zp, wp, floor), students, keys
 
@@ -311,12 +321,13 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         """
         self._check_params()
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
-        n, units, prob, students, keys = self._start(X, sw / total, total, self.n_init)
-        alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
-        price = self._price(X.shape[1], total)
-        res = F.fit(prob, alg, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price)
-        if res.best < 0:
-            self._raise_non_finite(res.restarts[0].failed_at)
+        fits = {kind: self._fit_type(X, sw / total, total, kind) for kind in self._kinds()}
+        ok = {kind: f for kind, f in fits.items() if f[0].best >= 0}
+        if not ok:
+            self._raise_non_finite(next(iter(fits.values()))[0].restarts[0].failed_at)
+        # "auto": the type with the lowest BIC on the training data
+        kind = min(ok, key=lambda k: ok[k][3])
+        res, n, units, _ = ok[kind]
         n_failed = sum(r.failed_at >= 0 for r in res.restarts)
         if n_failed:
             warnings.warn(
@@ -328,6 +339,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         b = res.best
         run = res.restarts[b]
         cov = tuple(None if a is None else a[b] for a in res.covariances)
+        self.covariance_type_ = kind
         self._set_fitted(F.take(res.students, b), cov, *units)
         self.lower_bounds_ = -run.losses - self._log_scale
         self.lower_bound_ = float(self.lower_bounds_[-1])
@@ -344,6 +356,20 @@ class OverparamGMM(DensityMixin, BaseEstimator):
                 stacklevel=2,
             )
         return self
+
+    def _fit_type(self, X: np.ndarray, w: np.ndarray, total: float, kind: str):
+        """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
+        components, (shift, scale, floor), training BIC of the kept restart, inf if none)."""
+        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind)
+        alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
+        price = self._price(X.shape[1], total, kind)
+        res = F.fit(prob, alg, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price)
+        if res.best < 0:
+            return res, n, units, math.inf
+        k, d = int(np.sum(np.isfinite(res.students.log_weights[res.best]))), X.shape[1]
+        loglik = -float(res.loss[res.best]) - float(np.sum(np.log(units[1])))  # per sample, units of X
+        p = k * (d + F.n_covariance_parameters(kind, d)) + k - 1
+        return res, n, units, -2.0 * total * loglik + p * math.log(total)
 
     def _raise_non_finite(self, at: int):
         raise FloatingPointError(
@@ -366,7 +392,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self._live = np.flatnonzero(live)
         self.weights_ = np.exp(lw[live] - np.log(np.sum(np.exp(lw[live]))))
         self.means_ = np.asarray(student.means)[live] * self._scale + self._shift
-        kind, s = self.covariance_type, self._scale
+        kind, s = self.covariance_type_, self._scale
         var, u = cov
         if kind == "full":
             self.covariances_ = var[live] * s[:, None] * s[None, :]
@@ -407,7 +433,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=first)
         w = sw / total
         if first:
-            n, units, _, students, _ = self._start(X, w, total, 1)
+            kind = "diag" if self.covariance_type == "auto" else self.covariance_type
+            n, units, _, students, _ = self._start(X, w, total, 1, kind)
             student = F.take(students, 0)
             lower_bounds, n_iter = np.zeros(0), 0
             trajectory = np.exp(np.asarray(student.log_weights))[None, :n]
@@ -424,6 +451,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
                 f"the log-likelihood of this batch is non-finite; increase var_floor (now {self.var_floor}) "
                 f"or use standardize=True (now {self.standardize}). The model was left unchanged."
             )
+        if first:
+            self.covariance_type_ = kind
         self._set_fitted(new, cov, shift, scale, floor)
         self.n_components_init_, self.n_merges_ = n, 0
         self.weight_trajectory_ = np.vstack([trajectory, np.exp(np.asarray(new.log_weights))[:n]])
@@ -477,7 +506,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
-        return k * (d + F.n_covariance_parameters(self.covariance_type, d)) + k - 1
+        return k * (d + F.n_covariance_parameters(self.covariance_type_, d)) + k - 1
 
     def bic(self, X) -> float:
         """Bayesian information criterion on X of shape (n_samples, n_features) (lower is better)."""

@@ -163,19 +163,28 @@ def test_full_covariances_fit_a_sheared_cluster_with_one_component():
     assert full.bic(Y) < diag.bic(Y)
 
 
-def test_auto_keeps_the_type_with_the_lower_training_bic():
-    """ "auto" fits full and diag and keeps the lower BIC: full for a sheared cluster, diag
-    for axis-aligned components (same likelihood, fewer parameters); the result is that fit."""
+def test_auto_chooses_the_type_by_validation_likelihood():
+    """ "auto" (the default) holds out rows chosen by their values, fits spherical, diag and
+    full on the rest, and keeps the simplest type within 0.02 nats/sample of the best held-out
+    log-likelihood: full for a sheared cluster, spherical or diag for round components; the
+    result is the refit of that type on all rows."""
     rng = np.random.default_rng(0)
     sheared = rng.multivariate_normal([1.0, -2.0], [[4.0, 3.6], [3.6, 4.0]], size=400)
     aligned = known_mixture("diag")[0]
-    for Y, kind in [(sheared, "full"), (aligned, "diag")]:
-        auto = OverparamGMM(covariance_type="auto", random_state=0).fit(Y)
-        alone = OverparamGMM(covariance_type=kind, random_state=0).fit(Y)
-        other = OverparamGMM(covariance_type={"full": "diag", "diag": "full"}[kind], random_state=0).fit(Y)
-        assert auto.covariance_type_ == kind and alone.bic(Y) < other.bic(Y)
+    assert OverparamGMM().covariance_type == "auto"
+    for Y, allowed in [(sheared, {"full"}), (aligned, {"diag", "spherical"})]:
+        auto = OverparamGMM(random_state=0).fit(Y)
+        assert auto.covariance_type_ in allowed, auto.validation_scores_
+        scores = auto.validation_scores_
+        assert set(scores) == {"spherical", "diag", "full"}
+        assert scores[auto.covariance_type_] >= max(scores.values()) - 0.02
+        alone = OverparamGMM(covariance_type=auto.covariance_type_, random_state=0).fit(Y)
         np.testing.assert_allclose(auto.score_samples(Y), alone.score_samples(Y), rtol=1e-12)
-        assert auto.covariances_.shape == alone.covariances_.shape
+    # the held-out rows depend on the rows' values only: the order of the rows does not matter
+    perm = rng.permutation(len(sheared))
+    a = OverparamGMM(random_state=0).fit(sheared)
+    b = OverparamGMM(random_state=0).fit(sheared[perm])
+    assert a.validation_scores_ == pytest.approx(b.validation_scores_, rel=1e-9)
     stream = OverparamGMM(covariance_type="auto", random_state=0).partial_fit(aligned)
     assert stream.covariance_type_ == "diag"
 

@@ -22,7 +22,24 @@ from overgmm.mixture import Mixture
 
 AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
-AUTO_TYPES = ("full", "diag")  # covariance_type="auto" fits both, keeps the lower training BIC
+# covariance_type="auto": the simplest of these whose validation log-likelihood is within
+# AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements)
+AUTO_TYPES = ("spherical", "diag", "full")
+AUTO_MARGIN = 0.02
+VALIDATION_FOLDS = 5  # one row in 5 (chosen by the row's values) is held out to choose the type
+
+
+def validation_mask(X: np.ndarray) -> np.ndarray:
+    """Rows held out by ``covariance_type="auto"``: about one in :data:`VALIDATION_FOLDS`,
+    chosen by a hash of each row's values, so that the choice ignores row order and
+    duplicated rows (sample weights as repetitions) fall on the same side."""
+    rows = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64).reshape(X.shape[0], -1)
+    h = np.zeros(X.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(rows.shape[1]):
+            h = (h ^ rows[:, j]) * np.uint64(0x100000001B3)
+            h ^= h >> np.uint64(29)
+    return (h % np.uint64(VALIDATION_FOLDS)) == 0
 
 
 def auto_n_components(n_samples: float) -> int:
@@ -48,14 +65,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
         (sample weights count as repetitions).
-    covariance_type : {"full", "diag", "spherical", "fixed", "auto"}, default="diag"
+    covariance_type : {"auto", "full", "diag", "spherical", "fixed"}, default="auto"
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
         component); ``"diag"``: a learned diagonal covariance per component;
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
-        standardization when ``standardize=True``): the papers' model. ``"auto"``: fit
-        "full" and "diag" and keep the one with the lower BIC on the training data (twice
-        the work; :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type
-        was fitted. Measurements behind the choices: ``docs/estimator.md``.
+        standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
+        out about one training row in five (chosen by the rows' values), fit "spherical",
+        "diag" and "full" on the rest, keep the simplest type whose held-out log-likelihood
+        is within 0.02 nats/sample of the best, and refit it on all rows (four fits;
+        :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type was fitted.
+        Measurements behind the choices: ``docs/estimator.md``.
     algorithm : {"em", "gradient_em", "polyak"}, default="em"
         ``"em"``: EM. ``"gradient_em"``: EM weight step and a gradient step of size
         ``step_size`` on means and variances (Zhou et al., Algorithm 1; each parameter moves
@@ -106,6 +125,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     ----------
     covariance_type_ : str
         The covariance type fitted: ``covariance_type``, or the one "auto" chose.
+    validation_scores_ : dict
+        For ``covariance_type="auto"``: held-out log-likelihood per sample (units of X) of
+        each candidate type; empty otherwise.
     weights_ : ndarray of shape (n_components_,)
     means_ : ndarray of shape (n_components_, n_features)
     covariances_ : ndarray
@@ -157,7 +179,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self,
         n_components="auto",
         *,
-        covariance_type="diag",
+        covariance_type="auto",
         algorithm="em",
         step_size=1.0,
         n_short=10,
@@ -280,9 +302,28 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _kinds(self) -> tuple[str, ...]:
-        """The covariance types to fit: both of :data:`AUTO_TYPES` for ``"auto"``."""
-        return AUTO_TYPES if self.covariance_type == "auto" else (self.covariance_type,)
+    def _choose_type(self, X: np.ndarray, sw: np.ndarray) -> str:
+        """The ``"auto"`` rule: validation log-likelihood on the rows of :func:`validation_mask`
+        (weights of the held-out rows set to 0 for the fits, so shapes and compilations are
+        those of the final fit). Falls back to "diag" when a side would be empty."""
+        held = validation_mask(X) & (sw > 0)
+        w_fit = np.where(held, 0.0, sw)
+        if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
+            return "diag"
+        scores = {}
+        for kind in AUTO_TYPES:
+            res, _, units, _ = self._fit_type(X, w_fit / w_fit.sum(), float(w_fit.sum()), kind)
+            if res.best < 0:
+                scores[kind] = -math.inf
+                continue
+            student = F.take(res.students, res.best)
+            ll, _ = F.evaluate(student, (X[held] - units[0]) / units[1])
+            scores[kind] = float(np.average(ll, weights=sw[held])) - float(np.sum(np.log(units[1])))
+        self.validation_scores_ = scores
+        best = max(scores.values())
+        if not math.isfinite(best):
+            return "diag"
+        return next(k for k in AUTO_TYPES if scores[k] >= best - AUTO_MARGIN)
 
     def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str):
         """Standardization, the problem on the canonically ordered padded rows, starting students."""
@@ -321,13 +362,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         """
         self._check_params()
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
-        fits = {kind: self._fit_type(X, sw / total, total, kind) for kind in self._kinds()}
-        ok = {kind: f for kind, f in fits.items() if f[0].best >= 0}
-        if not ok:
-            self._raise_non_finite(next(iter(fits.values()))[0].restarts[0].failed_at)
-        # "auto": the type with the lowest BIC on the training data
-        kind = min(ok, key=lambda k: ok[k][3])
-        res, n, units, _ = ok[kind]
+        self.validation_scores_ = {}
+        kind = self._choose_type(X, sw) if self.covariance_type == "auto" else self.covariance_type
+        res, n, units, _ = self._fit_type(X, sw / total, total, kind)
+        if res.best < 0:
+            self._raise_non_finite(res.restarts[0].failed_at)
         n_failed = sum(r.failed_at >= 0 for r in res.restarts)
         if n_failed:
             warnings.warn(

@@ -226,15 +226,16 @@ def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
     return one
 
 
-def _compiled(kind: str, method: Method, batched: bool, batched_problem: bool, *settings):
-    cache_key = (kind, method, batched, batched_problem, settings)
+def _compiled(kind: str, method: Method, batched: bool, batched_problem: bool, *settings, compiler_options=None):
+    options = tuple(sorted((compiler_options or {}).items()))
+    cache_key = (kind, method, batched, batched_problem, settings, options)
     fn = _CACHE.get(cache_key)
     if fn is None:
         one = _trajectory(method, *settings) if kind == "run" else _solver(method, *settings)
         if batched:
             in_axes = (0 if batched_problem else None, 0, 0) + ((None,) if kind == "solve" else ())
             one = jax.vmap(one, in_axes=in_axes)
-        fn = _CACHE[cache_key] = jax.jit(one)
+        fn = _CACHE[cache_key] = jax.jit(one, compiler_options=dict(options) or None)
     return fn
 
 
@@ -404,10 +405,11 @@ class Solution:
         return [STATUS[int(c)] for c in np.atleast_1d(self.status)]
 
 
-def _solution(algorithm, losses, recs, state, status, failed_at) -> Solution:
+def _solution(algorithm, losses, recs, state, status, failed_at, *, warn: bool = True) -> Solution:
     status = np.asarray(status)
     failed_at = np.asarray(failed_at)
-    _warn_failed(status, failed_at)
+    if warn:
+        _warn_failed(status, failed_at)
     return Solution(
         state,
         np.asarray(losses),
@@ -437,12 +439,17 @@ def solve(
     tol: float = 0.0,
     key: jax.Array | None = None,
     record=(),
+    compiler_options: dict | None = None,
+    warn: bool = True,
 ) -> Solution:
     """Run ``algorithm`` from ``student`` until the loss changes by less than ``tol`` between
     two steps (not judged at or right after a Polyak long step), or ``max_steps`` steps.
 
     One compiled ``while_loop``, cached on (algorithm config, ``max_steps``, ``record``,
-    shapes): ``tol`` is an argument and does not recompile.
+    ``compiler_options``, shapes): ``tol`` is an argument and does not recompile.
+    ``compiler_options`` go to XLA (e.g. ``{"xla_backend_optimization_level": 0}`` compiles
+    about twice as fast and runs slower: worth it for small data). ``warn=False`` leaves
+    non-finite trials to the caller (``Solution.status``) without a warning.
 
     Returns:
       A :class:`Solution`.
@@ -453,8 +460,8 @@ def solve(
     algorithm.problem.check_student(student)
     algorithm.method.check(algorithm.problem, student)
     key = jax.random.key(0) if key is None else key
-    fn = _compiled("solve", algorithm.method, False, False, max_steps, record)
-    return _solution(algorithm, *fn(algorithm.problem, student, key, jnp.asarray(_check_tol(tol))))
+    fn = _compiled("solve", algorithm.method, False, False, max_steps, record, compiler_options=compiler_options)
+    return _solution(algorithm, *fn(algorithm.problem, student, key, jnp.asarray(_check_tol(tol))), warn=warn)
 
 
 def solve_batch(
@@ -466,6 +473,8 @@ def solve_batch(
     keys: jax.Array | None = None,
     record=(),
     problems=None,
+    compiler_options: dict | None = None,
+    warn: bool = True,
 ) -> Solution:
     """:func:`solve` for a batch of trials (leading axis B) in one ``vmap`` call; see
     :func:`run_batch` for ``keys`` and ``problems``."""
@@ -473,9 +482,11 @@ def solve_batch(
     max_steps = v.check_positive_int(max_steps, "max_steps")
     record = _check_record(record)
     _, keys, _ = _check_batch(algorithm, students, keys, problems)
-    fn = _compiled("solve", algorithm.method, True, problems is not None, max_steps, record)
+    fn = _compiled(
+        "solve", algorithm.method, True, problems is not None, max_steps, record, compiler_options=compiler_options
+    )
     problem = algorithm.problem if problems is None else problems
-    return _solution(algorithm, *fn(problem, students, keys, jnp.asarray(_check_tol(tol))))
+    return _solution(algorithm, *fn(problem, students, keys, jnp.asarray(_check_tol(tol))), warn=warn)
 
 
 def stack(items: list):

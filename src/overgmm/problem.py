@@ -21,6 +21,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from overgmm import _validation as v
 from overgmm.expectations import Backend, MonteCarlo, Quadrature, span_rank
@@ -97,11 +98,12 @@ class Problem:
         sw = None if sample_weight is None else v.check_sample_weight(sample_weight, X.shape[0])
         floor = v.as_float_array(var_floor, "var_floor")
         if floor.ndim == 0:
-            floor = jnp.full((X.shape[1],), floor)
+            concrete = v.is_concrete(floor)
+            floor = jnp.asarray(np.full(X.shape[1:], float(floor))) if concrete else jnp.full(X.shape[1:], floor)
         if floor.shape != (X.shape[1],):
             raise ValueError(f"var_floor must be a number or have shape ({X.shape[1]},), got {tuple(floor.shape)}")
         v.check_finite(floor, "var_floor")
-        if v.is_concrete(floor) and bool(jnp.any(floor < 0)):
+        if v.is_concrete(floor) and bool(np.any(np.asarray(floor) < 0)):
             raise ValueError("var_floor must be >= 0")
         return cls("nll", data=X, sample_weight=sw, var_floor=floor)
 

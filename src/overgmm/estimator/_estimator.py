@@ -311,8 +311,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
             return "diag"
         scores = {}
+        n = self._resolve_n_components(float(sw.sum()))  # as many components as the final fit
         for kind in AUTO_TYPES:
-            res, _, units, _ = self._fit_type(X, w_fit / w_fit.sum(), float(w_fit.sum()), kind)
+            res, _, units, _ = self._fit_type(X, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
             if res.best < 0:
                 scores[kind] = -math.inf
                 continue
@@ -325,9 +326,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             return "diag"
         return next(k for k in AUTO_TYPES if scores[k] >= best - AUTO_MARGIN)
 
-    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str):
-        """Standardization, the problem on the canonically ordered padded rows, starting students."""
-        n = self._resolve_n_components(total)
+    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n: int | None = None):
+        """Standardization, the problem on the canonically ordered padded rows, starting students
+        (``n`` components, default from ``total``)."""
+        n = self._resolve_n_components(total) if n is None else n
         shift, scale, floor = self._standardization(X, w, kind)
         Z = (X - shift) / scale
         order = np.lexsort(Z.T[::-1])  # canonical row order: the draw ignores row order
@@ -396,10 +398,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _fit_type(self, X: np.ndarray, w: np.ndarray, total: float, kind: str):
+    def _fit_type(self, X: np.ndarray, w: np.ndarray, total: float, kind: str, n: int | None = None):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor), training BIC of the kept restart, inf if none)."""
-        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind)
+        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total, kind)
         res = F.fit(prob, alg, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price)

@@ -24,7 +24,6 @@ leaves.
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import NamedTuple
 
 import jax
@@ -251,10 +250,18 @@ class FitResult(NamedTuple):
 
 
 def _solve(alg, students, keys, max_iter: int, tol: float):
-    with warnings.catch_warnings():
-        # non-finite restarts are reported by the estimator, with what to change
-        warnings.filterwarnings("ignore", message=r".*reached a non-finite state", category=RuntimeWarning)
-        return og.solve_batch(alg, students, max_steps=max_iter, tol=tol, keys=keys, record=RECORD)
+    # non-finite restarts are reported by the estimator, with what to change (warn=False)
+    small = alg.problem.data.shape[0] <= SMALL_ROWS and jax.default_backend() == "cpu"
+    return og.solve_batch(
+        alg,
+        students,
+        max_steps=max_iter,
+        tol=tol,
+        keys=keys,
+        record=RECORD,
+        compiler_options=FAST_COMPILE if small else None,
+        warn=False,
+    )
 
 
 def fit(

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from overgmm.mixture import Mixture
+from overgmm.mixture import LOG_2PI, Mixture
 
 BLOCK_ELEMENTS = 1 << 18  # 256k float64 (2 MiB) per block temporary: cache-resident, measured fastest
 MIN_BLOCK = 1024
@@ -55,25 +55,42 @@ class _Raw(NamedTuple):
     s2: jax.Array | None  # sum_k w_k psi_ki x_k^2 (diag/spherical) or x_k x_k^T (full)
 
 
+def _diag_logits(student: Mixture, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Spherical and diag: the features ``F = [x^2, x]`` (b, 2d) and the component log-densities
+    as one GEMM, ``F @ W^T + c`` with ``W = [-prec/2, mu prec]`` (n, 2d)."""
+    d = student.dim
+    prec = 1.0 / student.variances  # (n, d)
+    feats = jnp.concatenate([x * x, x], axis=-1)
+    weights = jnp.concatenate([-0.5 * prec, student.means * prec], axis=-1)
+    lw = student.log_weights - jax.scipy.special.logsumexp(student.log_weights)
+    logdet = jnp.sum(jnp.log(student.variances), axis=-1)
+    const = lw - 0.5 * (d * LOG_2PI + logdet + jnp.sum(student.means**2 * prec, axis=-1))
+    return feats @ weights.T + const, feats
+
+
 def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> _Raw:
-    logits = student.component_log_prob(x)  # (b, n)
+    kind = student.covariance_type
+    feats = None
+    if kind in ("spherical", "diag"):
+        logits, feats = _diag_logits(student, x)  # (b, n), (b, 2d)
+    else:
+        logits = student.component_log_prob(x)  # (b, n)
     # one exponential per entry: the log-sum-exp and the responsibilities share it
     top = jnp.max(logits, axis=-1, keepdims=True)
     e = jnp.exp(logits - top)
     total = jnp.sum(e, axis=-1, keepdims=True)
     ll = (top + jnp.log(total))[:, 0]
-    resp = e / total
-    wr = w[:, None] * resp
+    wr = e * (w[:, None] / total)  # w_k psi_ki
     # zero-weight rows may hold anything finite; keep them out of the loss
     loss = jnp.sum(jnp.where(w > 0, w * ll, 0.0))
-    kind = student.covariance_type
+    mass = jnp.sum(wr, axis=0)
+    if feats is not None:
+        mom = wr.T @ feats  # (n, 2d): second and first moments in one GEMM
+        d = student.dim
+        return _Raw(loss, mass, mom[:, d:], mom[:, :d])
     if kind == "identity":
-        s2 = None
-    elif kind == "full":
-        s2 = jnp.einsum("bi,bd,be->ide", wr, x, x)
-    else:
-        s2 = wr.T @ x**2
-    return _Raw(loss, jnp.sum(wr, axis=0), wr.T @ x, s2)
+        return _Raw(loss, mass, wr.T @ x, None)
+    return _Raw(loss, mass, wr.T @ x, jnp.einsum("bi,bd,be->ide", wr, x, x))
 
 
 def _add(a: _Raw, b: _Raw) -> _Raw:

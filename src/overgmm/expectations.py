@@ -44,9 +44,11 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
+from overgmm import tails
 from overgmm.mixture import Mixture
 
 RULES = ("auto", "trapezoid", "gauss-hermite")
+TAILS = ("auto", "on", "off")
 
 # Default (nodes per axis, half width) of the trapezoid rule by span dimension r,
 # chosen from the accuracy measurements in tests/test_expectations.py and
@@ -71,6 +73,12 @@ class Quadrature:
         (used by integrands that need it, i.e. the control-variate KL).
       check_rule: the second rule used for the error estimate: ``"coarse"`` (same rule,
         about 3/4 of the nodes per axis) or ``"gauss-hermite"``.
+      tails: per-component integration of exponentially small components
+        (:mod:`overgmm.tails`) in the KL gradient: ``"auto"`` (default) when the
+        student mean differences span at most :data:`overgmm.tails.MAX_AUTO_TAIL_RANK`
+        dimensions (``min(d, n - 1)``), ``"on"`` up to
+        :data:`overgmm.tails.MAX_TAIL_RANK`, ``"off"`` never (every component by the
+        bulk rule: absolute accuracy only).
     """
 
     rule: str = "auto"
@@ -79,9 +87,11 @@ class Quadrature:
     half_width: float | None = None
     defensive: bool = True
     check_rule: str = "coarse"
+    tails: str = "auto"
 
     def __post_init__(self):
         v.check_choice(self.rule, RULES, "quadrature rule")
+        v.check_choice(self.tails, TAILS, "tails option")
         v.check_choice(self.check_rule, ("coarse", "gauss-hermite"), "check_rule")
         if self.nodes is not None:
             v.check_positive_int(self.nodes, "nodes")
@@ -94,7 +104,24 @@ class Quadrature:
         rule, k, hw = self.resolve(r)
         total = len(_tensor_rule(rule, k, r, hw)[1])
         extra = f", half_width={hw}" if rule == "trapezoid" else ""
-        return f"quadrature({rule}, r={r}, nodes/axis={k}{extra}, nodes={total}, defensive={self.defensive})"
+        return (
+            f"quadrature({rule}, r={r}, nodes/axis={k}{extra}, nodes={total}, defensive={self.defensive}, "
+            f"tails={self.tails})"
+        )
+
+    def tails_active(self, n_components: int, dim: int) -> bool:
+        """Whether the KL gradient integrates small components on their own nodes."""
+        r_d = tails.tail_rank(n_components, dim)
+        if self.tails == "off":
+            return False
+        if self.tails == "on":
+            if r_d > tails.MAX_TAIL_RANK:
+                raise ValueError(
+                    f"Quadrature(tails='on') supports student mean differences of rank <= {tails.MAX_TAIL_RANK}, "
+                    f"got min(d, n - 1) = {r_d}; use tails='auto' or 'off'"
+                )
+            return True
+        return r_d <= tails.MAX_AUTO_TAIL_RANK
 
     def resolve(self, r: int) -> tuple[str, int, float]:
         """The rule name, nodes per axis and half width used at span dimension ``r``."""

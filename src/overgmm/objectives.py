@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
+from overgmm import tails
 from overgmm.expectations import Backend, Quadrature, expectation
 from overgmm.mixture import Mixture
 
@@ -62,9 +63,18 @@ def kl(
       with_error: return an :class:`~overgmm.Estimate` (value, error estimate, backend).
 
     The gradient with respect to ``mu_i`` is ``-E_{p*}[psi_i(x) (x - mu_i)]`` (SPEC 2.1).
+    With a :class:`~overgmm.Quadrature` backend whose ``tails`` option is active, a
+    component whose teacher mass ``E[psi_i]`` is below ``TAIL_SWITCH pi_i``
+    (:mod:`overgmm.tails`) gets that gradient from its own nodes, to relative accuracy
+    even when it is exponentially small (Theorem 7 of Xu et al.); the value and all
+    other derivatives come from the bulk rule.
     """
     _check_pair(teacher, student)
     v.check_choice(form, KL_FORMS, "KL form")
+    resolved = Quadrature() if backend is None else backend
+    surrogate = 0.0
+    if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
+        student, surrogate = _split_tails(teacher, student)
 
     if form == "plain":
 
@@ -87,7 +97,7 @@ def kl(
                 jnp.exp(log_w + large) - w * (1 + large),
             )
 
-    return expectation(
+    out = expectation(
         integrand,
         teacher,
         student,
@@ -97,6 +107,24 @@ def kl(
         log_weighted=True,
         with_error=with_error,
     )
+    if with_error:
+        return out._replace(value=out.value + surrogate)
+    return out + surrogate
+
+
+def _split_tails(teacher: Mixture, student: Mixture) -> tuple[Mixture, jax.Array]:
+    """The student with the means of its tail components held constant (for the bulk
+    rule), and a zero-valued surrogate carrying their gradients (:mod:`overgmm.tails`)."""
+    nodes = tails.tail_nodes(teacher, student)
+    s_lw = jax.lax.stop_gradient(student.log_weights - logsumexp(student.log_weights))
+    live = nodes.log_masses_laplace() < s_lw + math.log(tails.TAIL_SWITCH)
+    means = jnp.where(live[:, None], jax.lax.stop_gradient(student.means), student.means)
+    surrogate = jax.lax.cond(
+        jnp.any(live),
+        lambda: tails.plain_surrogate(teacher, student, nodes, live),
+        lambda: jnp.zeros((), student.means.dtype),
+    )
+    return student.replace(means=means), surrogate
 
 
 def nll(student: Mixture, X, *, sample_weight=None) -> jax.Array:

@@ -138,3 +138,33 @@ def test_line_log_gradient_norm_in_core_matches_reference():
         lg = tails.line_log_gradient_norm(np.array([a, -a, 0.0]))
         ref = math.log(math.sqrt(2) * abs(_reference_g1(a, 3)))
         assert abs(math.expm1(lg - ref)) < 1e-6
+
+
+def _reference_log_mass_and_mean(a: float, n: int) -> tuple[float, float]:
+    """``log E[psi_1]`` and ``E[psi_1 z] / E[psi_1]`` for Theorem 7's student (scipy, log scaled)."""
+    pos = np.array([a, -a] + [0.0] * (n - 2))
+    lw = np.full(n, -math.log(n))
+
+    def log_f(z):
+        lg = z * pos - pos**2 / 2 + lw
+        return lg[0] - logsumexp(lg) - z * z / 2 - 0.5 * math.log(2 * math.pi)
+
+    peak = max(log_f(z) for z in np.linspace(-5.0, a + 10.0, 20001))
+    pts = [a / 2 - 2, a / 2, a / 2 + 2]
+    m0 = quad(lambda z: math.exp(log_f(z) - peak), -40, a + 60, points=pts, epsabs=0, epsrel=1e-13, limit=1000)[0]
+    m1 = quad(lambda z: z * math.exp(log_f(z) - peak), -40, a + 60, points=pts, epsabs=0, epsrel=1e-13, limit=1000)[0]
+    return peak + math.log(m0), m1 / m0
+
+
+@pytest.mark.parametrize("d", [2, 9])
+def test_em_statistics_of_a_far_component(d):
+    a = 12.0 * math.sqrt(d)
+    teacher = og.Mixture(np.zeros((1, d)))
+    student = og.Mixture(_theorem7_means(d))
+    mass, moment = jax.jit(og.objectives.kl_em_statistics)(teacher, student)
+    log_mass, mean = _reference_log_mass_and_mean(a, 3)
+    assert math.log(float(mass[0])) == pytest.approx(log_mass, abs=1e-8)
+    # the EM mean update mu_1 + E[psi_1 (x - mu_1)] / E[psi_1] = E[psi_1 x] / E[psi_1]
+    assert float(student.means[0, 0] + moment[0, 0] / mass[0]) == pytest.approx(mean, rel=1e-8)
+    # the bulk component's statistics are the control-variate ones (sum of masses = 1)
+    assert float(jnp.sum(mass)) == pytest.approx(1.0, abs=1e-12)

@@ -1,6 +1,7 @@
 """Objectives (SPEC section 2): pure functions, differentiable in the student.
 
-* :func:`kl` - ``KL(p* || p_theta)`` against a known teacher (population).
+* :func:`kl` - ``KL(p* || p_theta)`` against a known teacher (population);
+  :func:`kl_em_statistics` - its EM statistics, small components to relative accuracy.
 * :func:`nll` - mean negative log-likelihood of a sample.
 * :func:`score_matching` - the population score-matching loss at noise level ``t``.
 * :func:`denoising_score_matching` - the same objective on data (DDPM form).
@@ -110,6 +111,32 @@ def kl(
     if with_error:
         return out._replace(value=out.value + surrogate)
     return out + surrogate
+
+
+def kl_em_statistics(
+    teacher: Mixture, student: Mixture, *, backend: Backend | None = None, key: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """The EM statistics of the population KL: ``E_{p*}[psi_i]`` (n,) and
+    ``E_{p*}[psi_i (x - mu_i)]`` (n, d).
+
+    From the control-variate gradient (``pi_i - dL/da_i`` and ``-dL/dmu_i``, exact at
+    the optimum) for the bulk components; for a component whose mass is below
+    ``TAIL_SWITCH pi_i`` (tails active, :mod:`overgmm.tails`) both from its own nodes,
+    each to relative accuracy. ``pi_i - dL/da_i`` cannot give such a mass: it cancels
+    to rounding noise once ``E[psi_i] < 1e-16 pi_i``.
+    """
+    _check_pair(teacher, student)
+    _, g = jax.value_and_grad(lambda s: kl(teacher, s, backend=backend, key=key))(student)
+    lw = student.log_weights - logsumexp(student.log_weights)
+    mass, moment = jnp.exp(lw) - g.log_weights, -g.means
+    resolved = Quadrature() if backend is None else backend
+    if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
+        nodes = tails.tail_nodes(teacher, student)
+        log_mass = tails.log_masses(teacher, student, nodes)
+        live = log_mass < jax.lax.stop_gradient(lw) + math.log(tails.TAIL_SWITCH)
+        mass = jnp.where(live, jnp.exp(log_mass), mass)
+        moment = jnp.where(live[:, None], tails.first_moments(teacher, student, nodes), moment)
+    return mass, moment
 
 
 def _split_tails(teacher: Mixture, student: Mixture) -> tuple[Mixture, jax.Array]:

@@ -21,6 +21,7 @@ Sections (times are medians of compiled value-and-gradient evaluations):
 """
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -91,27 +92,28 @@ def product_case(r: int, away: bool, seed: int = 0):
 
 
 def products(ranks):
-    print("\n2. Product-mixture references (exact), default rule")
+    print("\n2. Product-mixture references (exact): default rule (before) and rule='anisotropic'")
     print(
-        f"{'r':>2} {'n':>3} {'m':>2} {'case':>5} {'loss':>10} {'rel L':>8} {'rel grad':>8} {'est/act':>8} {'eval s':>7}"
+        f"{'rule':>11} {'r':>2} {'n':>3} {'m':>2} {'case':>5} {'loss':>10} {'rel L':>8} {'rel grad':>8} "
+        f"{'est/act':>8} {'eval s':>7}"
     )
-    for r in ranks:
-        for away in (False, True):
-            tf, sf = product_case(r, away)
-            (tm, tw, _), (sm, sw, _) = product_mixture(tf), product_mixture(sf)
-            kl, gm, ga = product_reference(tf, sf)
-            teacher, student = og.Mixture(tm, tw), og.Mixture(sm, sw)
-            f = jax.jit(value_and_grad, static_argnums=2)
-            val, g = f(teacher, student, og.Quadrature())
-            est = og.kl(teacher, student, with_error=True)
-            gg = np.concatenate([np.asarray(g.means).ravel(), np.asarray(g.log_weights)])
-            gr = np.concatenate([gm.ravel(), ga])
-            act = abs(float(val) - kl)
-            print(
-                f"{r:>2} {len(sm):>3} {len(tm):>2} {'away' if away else 'near':>5} {kl:10.3e} {act / kl:8.1e} "
-                f"{np.linalg.norm(gg - gr) / np.linalg.norm(gr):8.1e} {float(est.error) / max(act, 1e-300):8.2g} "
-                f"{median_time(f, teacher, student, og.Quadrature(), repeat=3):7.3f}"
-            )
+    for r, away, rule in itertools.product(ranks, (False, True), ("auto", "anisotropic")):
+        tf, sf = product_case(r, away)
+        (tm, tw, _), (sm, sw, _) = product_mixture(tf), product_mixture(sf)
+        kl, gm, ga = product_reference(tf, sf)
+        teacher, student = og.Mixture(tm, tw), og.Mixture(sm, sw)
+        f = jax.jit(value_and_grad, static_argnums=2)
+        q = og.Quadrature(rule=rule)
+        val, g = f(teacher, student, q)
+        est = og.kl(teacher, student, backend=q, with_error=True)
+        gg = np.concatenate([np.asarray(g.means).ravel(), np.asarray(g.log_weights)])
+        gr = np.concatenate([gm.ravel(), ga])
+        act = abs(float(val) - kl)
+        print(
+            f"{rule:>11} {r:>2} {len(sm):>3} {len(tm):>2} {'away' if away else 'near':>5} {kl:10.3e} "
+            f"{act / kl:8.1e} {np.linalg.norm(gg - gr) / np.linalg.norm(gr):8.1e} "
+            f"{float(est.error) / max(act, 1e-300):8.3g} {median_time(f, teacher, student, q, repeat=3):7.3f}"
+        )
 
 
 def random_configs(max_rank):
@@ -151,8 +153,8 @@ def costs():
     teacher = og.Mixture(rng.normal(size=(3, 5)) * 2.0, [0.2, 0.3, 0.5])
     student = og.Mixture(np.asarray(teacher.means)[np.arange(6) % 3] + 0.3 * rng.normal(size=(6, 5)))
     f = jax.jit(value_and_grad, static_argnums=2)
-    t6 = median_time(f, teacher, student, og.Quadrature())
-    print(f"r=5 m=3 n=6 default ({og.Quadrature().describe(5)}): {1e3 * t6:.1f} ms")
+    for q in (og.Quadrature(), og.Quadrature(rule="anisotropic")):
+        print(f"r=5 m=3 n=6 {q.describe(5)}: {1e3 * median_time(f, teacher, student, q):.1f} ms")
     student20 = og.Mixture(np.asarray(teacher.means)[np.arange(20) % 3] + 0.3 * rng.normal(size=(20, 5)))
     q = og.Quadrature(nodes=15, defensive=False)
     k = len(og.expectations._tensor_rule("trapezoid", 15, 5, 6.5)[1])

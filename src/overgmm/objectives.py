@@ -142,13 +142,13 @@ def kl_em_statistics(
 def _split_tails(teacher: Mixture, student: Mixture) -> tuple[Mixture, jax.Array]:
     """The student with the means of its tail components held constant (for the bulk
     rule), and a zero-valued surrogate carrying their gradients (:mod:`overgmm.tails`)."""
-    nodes = tails.tail_nodes(teacher, student)
+    laplace = tails.tail_nodes(teacher, student, grid=False).log_masses_laplace()
     s_lw = jax.lax.stop_gradient(student.log_weights - logsumexp(student.log_weights))
-    live = nodes.log_masses_laplace() < s_lw + math.log(tails.TAIL_SWITCH)
+    live = laplace < s_lw + math.log(tails.TAIL_SWITCH)
     means = jnp.where(live[:, None], jax.lax.stop_gradient(student.means), student.means)
     surrogate = jax.lax.cond(
         jnp.any(live),
-        lambda: tails.plain_surrogate(teacher, student, nodes, live),
+        lambda: tails.plain_surrogate(teacher, student, tails.tail_nodes(teacher, student), live),
         lambda: jnp.zeros((), student.means.dtype),
     )
     return student.replace(means=means), surrogate

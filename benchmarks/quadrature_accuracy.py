@@ -1,24 +1,42 @@
-"""Accuracy and cost of the default quadrature by span dimension r (run by hand).
+"""Accuracy and cost of the population expectations, before/after in one run (by hand).
 
-For each r, a teacher with 3 components and a student with 6 in d = r, in four
-regimes (optim: means 0.05 from a realizable optimum with matched weights; near:
-the same means with uniform weights; mid: means 0.6 away; far: one student component
-8 away from the teacher), compares the
-default rule with a much finer one (the reference) and prints the relative error,
-the returned error estimate and the median time of one value-and-gradient
-evaluation (compiled), plus the ratio to the teacher-centred (non-defensive) rule
-measured in the same run.
+Pin BLAS/XLA threads first (this is what the numbers in the README were measured with):
 
-    .venv/bin/python benchmarks/quadrature_accuracy.py [--max-rank 5]
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
+        .venv/bin/python benchmarks/quadrature_accuracy.py [--max-rank 5] [--skip-products]
+
+Sections (times are medians of compiled value-and-gradient evaluations):
+
+1. Theorem 7's point of Xu et al. (c = 12, n = 3, teacher N(0, I_d)): per-component
+   relative error of ``jax.grad(og.kl)`` against an independent 1-D scipy reference,
+   ``Quadrature(tails="off")`` (the rule before issue 11) and the default ``"auto"``.
+2. Product-mixture references in r = 3..6 dimensions (teacher means 6 apart; exact KL
+   and gradient from 1-D integrals, tests/product_reference.py): relative error of loss
+   and gradient, the returned error estimate over the actual error, seconds.
+3. The README's random configurations by r (optim / near / mid / far), error against a
+   finer rule and the cost of defensive over teacher-centred nodes.
+4. Cost at r = 5, m = 3, n = 6 (the issue's reference point) and at d = 5, m = 3,
+   n = 20 with about 1e5 nodes per teacher component against its floor (the
+   exponentials and GEMMs of the same shape).
 """
 
 import argparse
+import itertools
+import math
+import sys
 import time
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import logsumexp
 
 import overgmm as og
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from product_reference import product_mixture, product_reference  # noqa: E402
+from test_tails import _reference_g1, _theorem7_means  # noqa: E402
 
 FINE = {1: (401, 10.0), 2: (241, 10.0), 3: (61, 8.5), 4: (25, 7.5), 5: (21, 7.0)}
 
@@ -37,24 +55,82 @@ def value_and_grad(teacher, student, backend):
     return jax.value_and_grad(lambda s: og.kl(teacher, s, backend=backend))(student)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--max-rank", type=int, default=5)
-    args = parser.parse_args()
+def theorem7(ds):
+    print("\n1. Theorem 7 (c = 12, n = 3): relative error of dL/dmu_1 (and |dL/dmu_3|, true 0), ms per eval")
+    print(f"{'d':>3} {'true g1':>10} {'off: rel':>9} {'off: ms':>8} {'auto: rel':>9} {'auto |g3|':>9} {'auto: ms':>8}")
+    for d in ds:
+        teacher = og.Mixture(np.zeros((1, d)))
+        mu = jnp.asarray(_theorem7_means(d))
+        g1 = _reference_g1(12.0 * math.sqrt(d), 3)
+        row = []
+        for tails in ("off", "auto"):
+            q = og.Quadrature(tails=tails)
+            f = jax.jit(jax.value_and_grad(lambda m, q=q, t=teacher: og.kl(t, og.Mixture(m), backend=q)))
+            g = np.asarray(f(mu)[1])
+            row += [abs(g[0, 0] / g1 - 1), float(np.max(np.abs(g[2]))), 1e3 * median_time(f, mu)]
+        print(f"{d:>3} {g1:10.3e} {row[0]:9.1e} {row[2]:8.1f} {row[3]:9.1e} {row[4]:9.1e} {row[5]:8.1f}")
+
+
+def product_case(r: int, away: bool, seed: int = 0):
+    """Teacher: +-3 (6 apart) in the first two axes (one axis for r = 6), N(0, 1) in the
+    others; student: perturbed copies there, a split pair in the middle axes, an offset
+    in the last. ``away``: perturbations 0.6 (else 0.03: loss below 1e-3)."""
+    rng = np.random.default_rng(seed)
+    nt = 2 if r <= 5 else 1
+    tf, sf = [], []
+    pert = 0.6 if away else 0.03
+    for k in range(r):
+        tf.append(([-3.0, 3.0], [0.4, 0.6] if k == 0 else [0.5, 0.5]) if k < nt else ([0.0], [1.0]))
+        if k == r - 1:
+            sf.append(([0.5 if away else 0.02], [1.0]))
+        elif k < nt:
+            sf.append((list(np.array([-3.0, 3.0]) + pert * rng.normal(size=2)), tf[k][1]))
+        else:
+            s = 0.6 if away else 0.1
+            sf.append(([-s + 0.1 * pert * rng.normal(), s], [0.5, 0.5]))
+    return tf, sf
+
+
+def products(ranks):
+    print("\n2. Product-mixture references (exact): default rule (before) and rule='anisotropic'")
+    print(
+        f"{'rule':>11} {'r':>2} {'n':>3} {'m':>2} {'case':>5} {'loss':>10} {'rel L':>8} {'rel grad':>8} "
+        f"{'est/act':>8} {'eval s':>7}"
+    )
+    for r, away, rule in itertools.product(ranks, (False, True), ("auto", "anisotropic")):
+        tf, sf = product_case(r, away)
+        (tm, tw, _), (sm, sw, _) = product_mixture(tf), product_mixture(sf)
+        kl, gm, ga = product_reference(tf, sf)
+        teacher, student = og.Mixture(tm, tw), og.Mixture(sm, sw)
+        f = jax.jit(value_and_grad, static_argnums=2)
+        q = og.Quadrature(rule=rule)
+        val, g = f(teacher, student, q)
+        est = og.kl(teacher, student, backend=q, with_error=True)
+        gg = np.concatenate([np.asarray(g.means).ravel(), np.asarray(g.log_weights)])
+        gr = np.concatenate([gm.ravel(), ga])
+        act = abs(float(val) - kl)
+        print(
+            f"{rule:>11} {r:>2} {len(sm):>3} {len(tm):>2} {'away' if away else 'near':>5} {kl:10.3e} "
+            f"{act / kl:8.1e} {np.linalg.norm(gg - gr) / np.linalg.norm(gr):8.1e} "
+            f"{float(est.error) / max(act, 1e-300):8.3g} {median_time(f, teacher, student, q, repeat=3):7.3f}"
+        )
+
+
+def random_configs(max_rank):
+    print("\n3. Random configurations (README table): error against a finer rule")
     print(f"{'r':>2} {'regime':>6} {'loss':>10} {'rel.err':>9} {'estimate':>9} {'eval s':>8} {'defensive/plain':>15}")
-    for r in range(1, args.max_rank + 1):
+    for r in range(1, max_rank + 1):
         rng = np.random.default_rng(r)
         tm = rng.normal(size=(3, r)) * 2.0
         teacher = og.Mixture(tm, [0.2, 0.3, 0.5])
         a = np.arange(6) % 3
-        split = np.array([0.2, 0.3, 0.5])[a] / 2  # Delta_pi = 0: the optimum is realizable
-        regimes = [
+        split = np.array([0.2, 0.3, 0.5])[a] / 2
+        for regime, scale, shift, weights in [
             ("optim", 0.05, 0.0, split),
             ("near", 0.05, 0.0, None),
             ("mid", 0.6, 0.0, None),
             ("far", 0.3, 8.0, None),
-        ]
-        for regime, scale, shift, weights in regimes:
+        ]:
             means = tm[a] + scale * rng.normal(size=(6, r))
             means[0] += shift
             student = og.Mixture(means, np.full(6, 1 / 6) if weights is None else weights)
@@ -62,7 +138,6 @@ def main():
             ref = float(og.kl(teacher, student, backend=og.Quadrature(nodes=k, half_width=hw)))
             est = og.kl(teacher, student, with_error=True)
             rel = abs(float(est.value) - ref) / ref
-
             f = jax.jit(value_and_grad, static_argnums=2)
             t_def = median_time(f, teacher, student, og.Quadrature())
             t_plain = median_time(f, teacher, student, og.Quadrature(defensive=False))
@@ -70,7 +145,49 @@ def main():
                 f"{r:>2} {regime:>6} {ref:10.3e} {rel:9.1e} {float(est.error) / ref:9.1e} "
                 f"{t_def:8.4f} {t_def / t_plain:15.1f}"
             )
-    print("rule:", og.Quadrature().describe(args.max_rank))
+
+
+def costs():
+    print("\n4. Cost")
+    rng = np.random.default_rng(5)
+    teacher = og.Mixture(rng.normal(size=(3, 5)) * 2.0, [0.2, 0.3, 0.5])
+    student = og.Mixture(np.asarray(teacher.means)[np.arange(6) % 3] + 0.3 * rng.normal(size=(6, 5)))
+    f = jax.jit(value_and_grad, static_argnums=2)
+    for q in (og.Quadrature(), og.Quadrature(rule="anisotropic")):
+        print(f"r=5 m=3 n=6 {q.describe(5)}: {1e3 * median_time(f, teacher, student, q):.1f} ms")
+    student20 = og.Mixture(np.asarray(teacher.means)[np.arange(20) % 3] + 0.3 * rng.normal(size=(20, 5)))
+    q = og.Quadrature(nodes=15, defensive=False)
+    k = len(og.expectations._tensor_rule("trapezoid", 15, 5, 6.5)[1])
+    t_kl = median_time(f, teacher, student20, q)
+
+    x = jnp.asarray(rng.normal(size=(3 * k, 5)))
+
+    @jax.jit
+    def floor(x, sm, tmn):
+        def loss(sm):
+            ls = x @ sm.T - 0.5 * jnp.sum(sm**2, axis=-1)
+            lt = x @ tmn.T - 0.5 * jnp.sum(tmn**2, axis=-1)
+            return jnp.mean(logsumexp(lt, axis=-1) - logsumexp(ls, axis=-1))
+
+        return jax.value_and_grad(loss)(sm)
+
+    t_floor = median_time(floor, x, student20.means, teacher.means)
+    print(
+        f"d=5 m=3 n=20, {k} nodes per teacher component (teacher-centred): {1e3 * t_kl:.1f} ms; "
+        f"floor (logits GEMMs + logsumexp + backward, same shapes): {1e3 * t_floor:.1f} ms; ratio {t_kl / t_floor:.2f}"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-rank", type=int, default=5)
+    parser.add_argument("--skip-products", action="store_true")
+    args = parser.parse_args()
+    theorem7([1, 2, 3, 5, 8, 12, 16, 20])
+    if not args.skip_products:
+        products([3, 4, 5, 6])
+    random_configs(args.max_rank)
+    costs()
 
 
 if __name__ == "__main__":

@@ -44,15 +44,20 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
+from overgmm import anisotropic, tails
 from overgmm.mixture import Mixture
 
-RULES = ("auto", "trapezoid", "gauss-hermite")
+RULES = ("auto", "trapezoid", "gauss-hermite", "anisotropic")
+TAILS = ("auto", "on", "off")
 
 # Default (nodes per axis, half width) of the trapezoid rule by span dimension r,
 # chosen from the accuracy measurements in tests/test_expectations.py and
 # benchmarks/quadrature_accuracy.py (see README, "Accuracy").
 DEFAULT_RULE = {1: (201, 9.0), 2: (161, 9.0), 3: (41, 8.0), 4: (17, 7.0), 5: (15, 6.5), 6: (11, 6.0)}
 MAX_AUTO_RANK = 6
+# rule="anisotropic": trapezoid spacing and half width on the teacher-difference span,
+# Gauss-Hermite nodes per axis on the rest, the defensive share of the student centres
+ANISOTROPIC = {"spacing": 0.3, "half_width": 7.0, "mild_nodes": 5, "share": 1e-4, "max_sharp": 2, "student_nodes": -4}
 PRUNE_BELOW = 1e-18
 
 
@@ -71,6 +76,18 @@ class Quadrature:
         (used by integrands that need it, i.e. the control-variate KL).
       check_rule: the second rule used for the error estimate: ``"coarse"`` (same rule,
         about 3/4 of the nodes per axis) or ``"gauss-hermite"``.
+      spacing: ``rule="anisotropic"`` only: trapezoid spacing on the span of the teacher
+        mean differences (default ``ANISOTROPIC["spacing"]``); ``nodes`` is then the
+        Gauss-Hermite count per axis on the rest of the span and ``half_width`` the
+        radius of the fine rule (:mod:`overgmm.anisotropic`).
+      defensive_share: ``rule="anisotropic"`` only: weight ``eps`` of the student
+        components in the defensive mixture ``(1 - eps) p* + eps p_theta``.
+      tails: per-component integration of exponentially small components
+        (:mod:`overgmm.tails`) in the KL gradient: ``"auto"`` (default) when the
+        student mean differences span at most :data:`overgmm.tails.MAX_AUTO_TAIL_RANK`
+        dimensions (``min(d, n - 1)``), ``"on"`` up to
+        :data:`overgmm.tails.MAX_TAIL_RANK`, ``"off"`` never (every component by the
+        bulk rule: absolute accuracy only).
     """
 
     rule: str = "auto"
@@ -79,10 +96,14 @@ class Quadrature:
     half_width: float | None = None
     defensive: bool = True
     check_rule: str = "coarse"
+    tails: str = "auto"
+    spacing: float | None = None
+    defensive_share: float | None = None
 
     def __post_init__(self):
         v.check_choice(self.rule, RULES, "quadrature rule")
-        v.check_choice(self.check_rule, ("coarse", "gauss-hermite"), "check_rule")
+        v.check_choice(self.tails, TAILS, "tails option")
+        v.check_choice(self.check_rule, ("coarse", "gauss-hermite", "coarse-students"), "check_rule")
         if self.nodes is not None:
             v.check_positive_int(self.nodes, "nodes")
         if self.rank is not None:
@@ -91,14 +112,42 @@ class Quadrature:
             raise ValueError(f"half_width must be positive and finite, got {self.half_width!r}")
 
     def describe(self, r: int) -> str:
+        if self.rule == "anisotropic" and r >= 3:
+            return (
+                f"quadrature(anisotropic, r={r}, spacing={self._aniso('spacing')}, half_width="
+                f"{self._aniso('half_width')}, mild nodes/axis={self._aniso('mild_nodes')}, "
+                f"share={self._aniso('share')}, tails={self.tails})"
+            )
         rule, k, hw = self.resolve(r)
         total = len(_tensor_rule(rule, k, r, hw)[1])
         extra = f", half_width={hw}" if rule == "trapezoid" else ""
-        return f"quadrature({rule}, r={r}, nodes/axis={k}{extra}, nodes={total}, defensive={self.defensive})"
+        return (
+            f"quadrature({rule}, r={r}, nodes/axis={k}{extra}, nodes={total}, defensive={self.defensive}, "
+            f"tails={self.tails})"
+        )
+
+    def tails_active(self, n_components: int, dim: int) -> bool:
+        """Whether the KL gradient integrates small components on their own nodes."""
+        r_d = tails.tail_rank(n_components, dim)
+        if self.tails == "off":
+            return False
+        if self.tails == "on":
+            if r_d > tails.MAX_TAIL_RANK:
+                raise ValueError(
+                    f"Quadrature(tails='on') supports student mean differences of rank <= {tails.MAX_TAIL_RANK}, "
+                    f"got min(d, n - 1) = {r_d}; use tails='auto' or 'off'"
+                )
+            return True
+        return r_d <= tails.MAX_AUTO_TAIL_RANK
+
+    def _aniso(self, name: str):
+        own = {"spacing": self.spacing, "half_width": self.half_width, "mild_nodes": self.nodes}
+        own["share"] = self.defensive_share
+        return ANISOTROPIC[name] if own[name] is None else own[name]
 
     def resolve(self, r: int) -> tuple[str, int, float]:
         """The rule name, nodes per axis and half width used at span dimension ``r``."""
-        rule = "trapezoid" if self.rule == "auto" else self.rule
+        rule = "trapezoid" if self.rule in ("auto", "anisotropic") else self.rule
         if self.nodes is None and r > MAX_AUTO_RANK:
             raise ValueError(
                 f"span dimension r={r} is above {MAX_AUTO_RANK}: a tensor rule is unaffordable; "
@@ -113,6 +162,14 @@ class Quadrature:
 
     def check_variant(self, r: int) -> Quadrature:
         """The second rule for the error estimate."""
+        if self.rule == "anisotropic":
+            return dataclasses.replace(
+                self,
+                spacing=self._aniso("spacing") * 4 / 3,
+                nodes=max(2, self._aniso("mild_nodes") - 1),
+                half_width=self._aniso("half_width") - 0.5,
+                check_rule="coarse-students",
+            )
         rule, k, hw = self.resolve(r)
         if self.check_rule == "gauss-hermite":
             return dataclasses.replace(self, rule="gauss-hermite", nodes=min(k, 20), half_width=hw)
@@ -212,6 +269,8 @@ Integrand = Callable[..., jax.Array]
 
 def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importance: bool, log_weighted: bool):
     """Sum over centres and nodes of the weighted integrand (see :func:`expectation`)."""
+    if backend.rule == "anisotropic" and r >= 3:  # r <= 2: the default rule is exact to 1e-12
+        return _anisotropic_mean(f, teacher, student, backend, r, importance, log_weighted)
     rule, k, hw = backend.resolve(r)
     z_np, w_np = _tensor_rule(rule, k, r, hw)
     z = jnp.asarray(z_np)
@@ -249,6 +308,23 @@ def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importanc
 
     vals = jax.lax.map(jax.checkpoint(per_centre), items)
     return jnp.sum(vals, axis=0), resid
+
+
+def _anisotropic_mean(f, teacher, student, backend: Quadrature, r: int, importance: bool, log_weighted: bool):
+    means = teacher.means if student is None else jnp.concatenate([teacher.means, student.means])
+    q, resid = span_basis(means, r)
+    s = min(r, teacher.n_components - 1, ANISOTROPIC["max_sharp"])
+    a = backend._aniso
+    sharp = anisotropic.sharp_mild_rule(s, float(a("spacing")), float(a("half_width")), r - s, int(a("mild_nodes")))
+    k, hw = DEFAULT_RULE.get(r, (7, 6.0))
+    k = max(5, k + ANISOTROPIC["student_nodes"]) | 1  # coarser: weighs only eps near the optimum
+    if backend.check_rule == "coarse-students":  # the error estimate's variant
+        k = max(3, int(round(0.75 * k))) | 1
+    coarse = _tensor_rule("trapezoid", k, r, hw)
+    val = anisotropic.anisotropic_mean(
+        f, teacher, student, q, sharp, coarse, s, float(a("share")), importance, log_weighted
+    )
+    return val, resid
 
 
 def expectation(

@@ -1,6 +1,7 @@
 """Objectives (SPEC section 2): pure functions, differentiable in the student.
 
-* :func:`kl` - ``KL(p* || p_theta)`` against a known teacher (population).
+* :func:`kl` - ``KL(p* || p_theta)`` against a known teacher (population);
+  :func:`kl_em_statistics` - its EM statistics, small components to relative accuracy.
 * :func:`nll` - mean negative log-likelihood of a sample.
 * :func:`score_matching` - the population score-matching loss at noise level ``t``.
 * :func:`denoising_score_matching` - the same objective on data (DDPM form).
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
+from overgmm import tails
 from overgmm.expectations import Backend, Quadrature, expectation
 from overgmm.mixture import Mixture
 
@@ -69,9 +71,18 @@ def kl(
       with_error: return an :class:`~overgmm.Estimate` (value, error estimate, backend).
 
     The gradient with respect to ``mu_i`` is ``-E_{p*}[psi_i(x) (x - mu_i)]`` (SPEC 2.1).
+    With a :class:`~overgmm.Quadrature` backend whose ``tails`` option is active, a
+    component whose teacher mass ``E[psi_i]`` is below ``TAIL_SWITCH pi_i``
+    (:mod:`overgmm.tails`) gets that gradient from its own nodes, to relative accuracy
+    even when it is exponentially small (Theorem 7 of Xu et al.); the value and all
+    other derivatives come from the bulk rule.
     """
     _check_pair(teacher, student)
     v.check_choice(form, KL_FORMS, "KL form")
+    resolved = Quadrature() if backend is None else backend
+    surrogate = 0.0
+    if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
+        student, surrogate = _split_tails(teacher, student)
 
     if form == "plain":
 
@@ -94,7 +105,7 @@ def kl(
                 jnp.exp(log_w + large) - w * (1 + large),
             )
 
-    return expectation(
+    out = expectation(
         integrand,
         teacher,
         student,
@@ -104,6 +115,50 @@ def kl(
         log_weighted=True,
         with_error=with_error,
     )
+    if with_error:
+        return out._replace(value=out.value + surrogate)
+    return out + surrogate
+
+
+def kl_em_statistics(
+    teacher: Mixture, student: Mixture, *, backend: Backend | None = None, key: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """The EM statistics of the population KL: ``E_{p*}[psi_i]`` (n,) and
+    ``E_{p*}[psi_i (x - mu_i)]`` (n, d).
+
+    From the control-variate gradient (``pi_i - dL/da_i`` and ``-dL/dmu_i``, exact at
+    the optimum) for the bulk components; for a component whose mass is below
+    ``TAIL_SWITCH pi_i`` (tails active, :mod:`overgmm.tails`) both from its own nodes,
+    each to relative accuracy. ``pi_i - dL/da_i`` cannot give such a mass: it cancels
+    to rounding noise once ``E[psi_i] < 1e-16 pi_i``.
+    """
+    _check_pair(teacher, student)
+    _, g = jax.value_and_grad(lambda s: kl(teacher, s, backend=backend, key=key))(student)
+    lw = student.log_weights - logsumexp(student.log_weights)
+    mass, moment = jnp.exp(lw) - g.log_weights, -g.means
+    resolved = Quadrature() if backend is None else backend
+    if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
+        nodes = tails.tail_nodes(teacher, student)
+        log_mass = tails.log_masses(teacher, student, nodes)
+        live = log_mass < jax.lax.stop_gradient(lw) + math.log(tails.TAIL_SWITCH)
+        mass = jnp.where(live, jnp.exp(log_mass), mass)
+        moment = jnp.where(live[:, None], tails.first_moments(teacher, student, nodes), moment)
+    return mass, moment
+
+
+def _split_tails(teacher: Mixture, student: Mixture) -> tuple[Mixture, jax.Array]:
+    """The student with the means of its tail components held constant (for the bulk
+    rule), and a zero-valued surrogate carrying their gradients (:mod:`overgmm.tails`)."""
+    laplace = tails.tail_nodes(teacher, student, grid=False).log_masses_laplace()
+    s_lw = jax.lax.stop_gradient(student.log_weights - logsumexp(student.log_weights))
+    live = laplace < s_lw + math.log(tails.TAIL_SWITCH)
+    means = jnp.where(live[:, None], jax.lax.stop_gradient(student.means), student.means)
+    surrogate = jax.lax.cond(
+        jnp.any(live),
+        lambda: tails.plain_surrogate(teacher, student, tails.tail_nodes(teacher, student), live),
+        lambda: jnp.zeros((), student.means.dtype),
+    )
+    return student.replace(means=means), surrogate
 
 
 def nll(student: Mixture, X, *, sample_weight=None) -> jax.Array:

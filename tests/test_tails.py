@@ -1,0 +1,170 @@
+"""Relative accuracy of exponentially small per-component gradients (overgmm.tails),
+through the public API, against an independent 1-D log-domain reference."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import quad
+from scipy.special import logsumexp
+
+import overgmm as og
+from overgmm import tails
+
+
+def _theorem7_means(d: int, n: int = 3, c: float = 12.0) -> np.ndarray:
+    a = c * math.sqrt(d)
+    mu = np.zeros((n, d))
+    mu[0, 0], mu[1, 0] = a, -a
+    return mu
+
+
+def _reference_g1(a: float, n: int) -> float:
+    """``dL/dmu_1 . e_1 = -E[psi_1(z) (z - a)]``, z ~ N(0, 1), students at a, -a, 0, ...
+    with equal weights (all means on e_1: the d-dim integral is this 1-D one). scipy's
+    adaptive rule on the integrand divided by its peak, the parts z < a and z > a
+    (opposite signs) separately, the logs of psi and of the density summed."""
+    pos = np.array([a, -a] + [0.0] * (n - 2))
+    lw = np.full(n, -math.log(n))
+
+    def log_f(z):
+        lg = z * pos - pos**2 / 2 + lw
+        return lg[0] - logsumexp(lg) - z * z / 2 - 0.5 * math.log(2 * math.pi)
+
+    zs = np.linspace(-5.0, a + 10.0, 20001)
+    peak = max(log_f(z) + math.log(abs(a - z) + 1e-300) for z in zs)
+    kinks = [a / 2 - 2, a / 2 - 0.5, a / 2, a / 2 + 0.5, a / 2 + 2]
+    below = quad(
+        lambda z: math.exp(log_f(z) - peak) * (a - z),
+        -40.0,
+        a,
+        points=[p for p in kinks if p < a],
+        epsabs=0,
+        epsrel=1e-13,
+        limit=1000,
+    )[0]
+    above = quad(lambda z: math.exp(log_f(z) - peak) * (z - a), a, a + 60.0, epsabs=0, epsrel=1e-13, limit=1000)[0]
+    return math.exp(peak) * (below - above)
+
+
+def _check_theorem7_gradient(g: np.ndarray, d: int, n: int, rel: float) -> None:
+    a = 12.0 * math.sqrt(d)
+    g1 = _reference_g1(a, n)
+    assert 0 < abs(g1) < 1e-7 and math.isfinite(g1)
+    assert g[0, 0] == pytest.approx(g1, rel=rel)
+    assert g[1, 0] == pytest.approx(-g1, rel=rel)  # mu_2 = -mu_1: the mirror image
+    # off the line the gradient is 0: the noise must stay below the tiny true value
+    assert np.max(np.abs(g[:2, 1:]), initial=0.0) <= rel * abs(g1)
+    # the components at 0 hold O(1) mass; their gradient is 0 by symmetry, returned
+    # to the rounding floor of the bulk rule
+    assert np.max(np.abs(g[2:])) <= 1e-15
+
+
+@pytest.mark.parametrize("d", list(range(1, 21)))
+def test_theorem7_gradient_relative_accuracy(d):
+    teacher = og.Mixture(np.zeros((1, d)))
+    grad = jax.jit(jax.grad(lambda m: og.kl(teacher, og.Mixture(m))))
+    g = np.asarray(grad(jnp.asarray(_theorem7_means(d))))
+    assert np.all(np.isfinite(g))
+    _check_theorem7_gradient(g, d, 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("d", [2, 12])
+def test_theorem7_gradient_without_tails_is_noise(d):
+    # the regression this module fixes: the bulk rule alone returns absolute noise
+    teacher = og.Mixture(np.zeros((1, d)))
+    backend = og.Quadrature(tails="off")
+    g = np.asarray(jax.grad(lambda m: og.kl(teacher, og.Mixture(m), backend=backend))(jnp.asarray(_theorem7_means(d))))
+    g1 = _reference_g1(12.0 * math.sqrt(d), 3)
+    assert abs(g[0, 0] / g1 - 1) > 1
+
+
+@pytest.mark.parametrize("d", [3, 8])
+def test_theorem7_through_problem_and_plain_form(d):
+    teacher = og.Mixture(np.zeros((1, d)))
+    student = og.Mixture(_theorem7_means(d))
+    for form in ("control-variate", "plain"):
+        problem = og.Problem.population(teacher, form=form)
+        val, g = jax.jit(problem.value_and_grad)(student)
+        assert float(val) == pytest.approx(math.log(3) - 0.0, abs=1e-3)  # two of three components unused
+        _check_theorem7_gradient(np.asarray(g.means), d, 3, rel=1e-6)
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_theorem7_n4_with_tails_on(d):
+    teacher = og.Mixture(np.zeros((1, d)))
+    backend = og.Quadrature(tails="on")
+    grad = jax.jit(jax.grad(lambda m: og.kl(teacher, og.Mixture(m), backend=backend)))
+    g = np.asarray(grad(jnp.asarray(_theorem7_means(d, n=4))))
+    _check_theorem7_gradient(g, d, 4, rel=1e-6)
+
+
+def test_first_moments_and_masses_relative_to_lemma9():
+    # unequal weights and an asymmetric line: Lemma 9 (teacher at 0) gives
+    # E[psi_i (x - mu_i)] = -E[psi_i sum_k psi_k mu_k]; X3's 1-D log-domain rule
+    # computes the norm of that; compare the far component's moment with it
+    d = 6
+    e1 = np.eye(d)[0]
+    pos = np.array([30.0, -2.0, 0.5])
+    w = np.array([0.2, 0.5, 0.3])
+    teacher = og.Mixture(np.zeros((1, d)))
+    student = og.Mixture(np.outer(pos, e1), w)
+    mom = np.asarray(tails.first_moments(teacher, student))
+    assert np.all(np.isfinite(mom))
+    # the far component alone: its log mass agrees with the Laplace estimate to O(1)
+    lm = np.asarray(tails.log_masses(teacher, student))
+    lap = np.asarray(tails.tail_nodes(teacher, student).log_masses_laplace())
+    assert lm[0] < math.log(1e-40) and abs(lm[0] - lap[0]) < 2.0
+    g = np.asarray(jax.grad(lambda m: og.kl(teacher, og.Mixture(m, w)))(student.means))
+    assert g[0] @ e1 == pytest.approx(-(mom[0] @ e1), rel=1e-9)
+
+
+def test_tails_options():
+    with pytest.raises(ValueError, match="tails option"):
+        og.Quadrature(tails="maybe")
+    teacher = og.Mixture(np.zeros((1, 6)))
+    with pytest.raises(ValueError, match="rank <= 3"):
+        og.kl(teacher, og.Mixture(np.eye(6)[:5]), backend=og.Quadrature(tails="on"))
+    assert not og.Quadrature().tails_active(6, 5)
+    assert og.Quadrature().tails_active(3, 20)
+    assert "tails=auto" in og.Quadrature().describe(2)
+
+
+def test_line_log_gradient_norm_in_core_matches_reference():
+    for d in (2, 12):
+        a = 12.0 * math.sqrt(d)
+        lg = tails.line_log_gradient_norm(np.array([a, -a, 0.0]))
+        ref = math.log(math.sqrt(2) * abs(_reference_g1(a, 3)))
+        assert abs(math.expm1(lg - ref)) < 1e-6
+
+
+def _reference_log_mass_and_mean(a: float, n: int) -> tuple[float, float]:
+    """``log E[psi_1]`` and ``E[psi_1 z] / E[psi_1]`` for Theorem 7's student (scipy, log scaled)."""
+    pos = np.array([a, -a] + [0.0] * (n - 2))
+    lw = np.full(n, -math.log(n))
+
+    def log_f(z):
+        lg = z * pos - pos**2 / 2 + lw
+        return lg[0] - logsumexp(lg) - z * z / 2 - 0.5 * math.log(2 * math.pi)
+
+    peak = max(log_f(z) for z in np.linspace(-5.0, a + 10.0, 20001))
+    pts = [a / 2 - 2, a / 2, a / 2 + 2]
+    m0 = quad(lambda z: math.exp(log_f(z) - peak), -40, a + 60, points=pts, epsabs=0, epsrel=1e-13, limit=1000)[0]
+    m1 = quad(lambda z: z * math.exp(log_f(z) - peak), -40, a + 60, points=pts, epsabs=0, epsrel=1e-13, limit=1000)[0]
+    return peak + math.log(m0), m1 / m0
+
+
+@pytest.mark.parametrize("d", [2, 9])
+def test_em_statistics_of_a_far_component(d):
+    a = 12.0 * math.sqrt(d)
+    teacher = og.Mixture(np.zeros((1, d)))
+    student = og.Mixture(_theorem7_means(d))
+    mass, moment = jax.jit(og.objectives.kl_em_statistics)(teacher, student)
+    log_mass, mean = _reference_log_mass_and_mean(a, 3)
+    assert math.log(float(mass[0])) == pytest.approx(log_mass, abs=1e-8)
+    # the EM mean update mu_1 + E[psi_1 (x - mu_1)] / E[psi_1] = E[psi_1 x] / E[psi_1]
+    assert float(student.means[0, 0] + moment[0, 0] / mass[0]) == pytest.approx(mean, rel=1e-8)
+    # the bulk component's statistics are the control-variate ones (sum of masses = 1)
+    assert float(jnp.sum(mass)) == pytest.approx(1.0, abs=1e-12)

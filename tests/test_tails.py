@@ -168,3 +168,17 @@ def test_em_statistics_of_a_far_component(d):
     assert float(student.means[0, 0] + moment[0, 0] / mass[0]) == pytest.approx(mean, rel=1e-8)
     # the bulk component's statistics are the control-variate ones (sum of masses = 1)
     assert float(jnp.sum(mass)) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_em_reads_exponentially_small_masses_to_relative_accuracy():
+    """og.em on the population KL takes a tail component's mass from its own nodes."""
+    teacher = og.Mixture([[0.0, 0.0]])
+    far = 12.0 * np.sqrt(2.0)
+    student = og.Mixture([[far, 0.0], [-far, 0.0], [0.0, 0.0]])
+    problem = og.Problem.population(teacher)
+    st = problem.statistics(student)
+    mass, _ = og.objectives.kl_em_statistics(teacher, student)
+    np.testing.assert_allclose(np.asarray(st.mass), np.asarray(mass), rtol=1e-12)
+    assert 0 < float(st.mass[0]) < 1e-12  # resolved: below the 1e-16 noise of pi - dL/da
+    new = og.em(problem).step(og.em(problem).init(student))
+    assert np.all(np.isfinite(np.asarray(new.student.means)))

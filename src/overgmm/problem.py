@@ -26,7 +26,7 @@ import numpy as np
 from overgmm import _validation as v
 from overgmm.expectations import Backend, MonteCarlo, Quadrature, span_rank
 from overgmm.mixture import Mixture
-from overgmm.objectives import KL_FORMS, denoising_score_matching, kl, nll, score_matching
+from overgmm.objectives import KL_FORMS, denoising_score_matching, kl, kl_em_statistics, nll, score_matching
 from overgmm.statistics import Stats, data_statistics, from_gradient
 
 OBJECTIVES = ("kl", "nll", "score_matching", "denoising_score_matching")
@@ -167,12 +167,24 @@ class Problem:
     def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:
         """E-step statistics (:class:`~overgmm.statistics.Stats`) at ``student``.
 
-        Identity covariances: from the loss gradient (kl, nll), exactly. Learned
-        covariances (nll only): computed directly over row blocks.
+        Identity covariances: from the loss gradient (kl, nll), exactly; for the KL with
+        tail nodes active (:mod:`overgmm.tails`) components of exponentially small mass get
+        theirs from their own nodes (:func:`~overgmm.objectives.kl_em_statistics`), to
+        relative accuracy. Learned covariances (nll only): computed directly over row blocks.
         """
         if not self.has_em_statistics:
             raise ValueError(f"EM statistics are available for the kl and nll objectives, not {self.objective!r}")
         if student.covariance_type == "identity":
+            tails = (
+                self.objective == "kl"
+                and self.form == "control-variate"
+                and isinstance(self.backend, Quadrature)
+                and self.backend.tails_active(student.n_components, student.dim)
+            )
+            if tails:
+                # exponentially small masses to relative accuracy (pi - dL/da cancels for them)
+                mass, moment = kl_em_statistics(self.teacher, student, backend=self.backend, key=key)
+                return Stats(self.loss(student, key), mass, moment, None)
             loss, g = self.value_and_grad(student, key)
             return from_gradient(student, loss, g)
         w = jnp.ones(self.data.shape[:1], self.data.dtype) if self.sample_weight is None else self.sample_weight

@@ -13,6 +13,8 @@ from scipy.special import logsumexp
 import overgmm as og
 from overgmm import tails
 
+TAILS = og.Quadrature(tails="auto")  # the documented option for exponentially small values
+
 
 def _theorem7_means(d: int, n: int = 3, c: float = 12.0) -> np.ndarray:
     a = c * math.sqrt(d)
@@ -65,7 +67,7 @@ def _check_theorem7_gradient(g: np.ndarray, d: int, n: int, rel: float) -> None:
 @pytest.mark.parametrize("d", list(range(1, 21)))
 def test_theorem7_gradient_relative_accuracy(d):
     teacher = og.Mixture(np.zeros((1, d)))
-    grad = jax.jit(jax.grad(lambda m: og.kl(teacher, og.Mixture(m))))
+    grad = jax.jit(jax.grad(lambda m: og.kl(teacher, og.Mixture(m), backend=TAILS)))
     g = np.asarray(grad(jnp.asarray(_theorem7_means(d))))
     assert np.all(np.isfinite(g))
     _check_theorem7_gradient(g, d, 3, rel=1e-6)
@@ -86,7 +88,7 @@ def test_theorem7_through_problem_and_plain_form(d):
     teacher = og.Mixture(np.zeros((1, d)))
     student = og.Mixture(_theorem7_means(d))
     for form in ("control-variate", "plain"):
-        problem = og.Problem.population(teacher, form=form)
+        problem = og.Problem.population(teacher, form=form, backend=TAILS)
         val, g = jax.jit(problem.value_and_grad)(student)
         assert float(val) == pytest.approx(math.log(3) - 0.0, abs=1e-3)  # two of three components unused
         _check_theorem7_gradient(np.asarray(g.means), d, 3, rel=1e-6)
@@ -117,7 +119,7 @@ def test_first_moments_and_masses_relative_to_lemma9():
     lm = np.asarray(tails.log_masses(teacher, student))
     lap = np.asarray(tails.tail_nodes(teacher, student).log_masses_laplace())
     assert lm[0] < math.log(1e-40) and abs(lm[0] - lap[0]) < 2.0
-    g = np.asarray(jax.grad(lambda m: og.kl(teacher, og.Mixture(m, w)))(student.means))
+    g = np.asarray(jax.grad(lambda m: og.kl(teacher, og.Mixture(m, w), backend=TAILS))(student.means))
     assert g[0] @ e1 == pytest.approx(-(mom[0] @ e1), rel=1e-9)
 
 
@@ -127,9 +129,10 @@ def test_tails_options():
     teacher = og.Mixture(np.zeros((1, 6)))
     with pytest.raises(ValueError, match="rank <= 3"):
         og.kl(teacher, og.Mixture(np.eye(6)[:5]), backend=og.Quadrature(tails="on"))
-    assert not og.Quadrature().tails_active(6, 5)
-    assert og.Quadrature().tails_active(3, 20)
-    assert "tails=auto" in og.Quadrature().describe(2)
+    assert not og.Quadrature(tails="auto").tails_active(6, 5)
+    assert og.Quadrature(tails="auto").tails_active(3, 20)
+    assert not og.Quadrature().tails_active(3, 20)  # off by default: it multiplies compile time by about 4
+    assert "tails=off" in og.Quadrature().describe(2)
 
 
 def test_line_log_gradient_norm_in_core_matches_reference():
@@ -161,7 +164,7 @@ def test_em_statistics_of_a_far_component(d):
     a = 12.0 * math.sqrt(d)
     teacher = og.Mixture(np.zeros((1, d)))
     student = og.Mixture(_theorem7_means(d))
-    mass, moment = jax.jit(og.objectives.kl_em_statistics)(teacher, student)
+    mass, moment = jax.jit(lambda t, s: og.objectives.kl_em_statistics(t, s, backend=TAILS))(teacher, student)
     log_mass, mean = _reference_log_mass_and_mean(a, 3)
     assert math.log(float(mass[0])) == pytest.approx(log_mass, abs=1e-8)
     # the EM mean update mu_1 + E[psi_1 (x - mu_1)] / E[psi_1] = E[psi_1 x] / E[psi_1]
@@ -175,9 +178,9 @@ def test_em_reads_exponentially_small_masses_to_relative_accuracy():
     teacher = og.Mixture([[0.0, 0.0]])
     far = 12.0 * np.sqrt(2.0)
     student = og.Mixture([[far, 0.0], [-far, 0.0], [0.0, 0.0]])
-    problem = og.Problem.population(teacher)
+    problem = og.Problem.population(teacher, backend=TAILS)
     st = problem.statistics(student)
-    mass, _ = og.objectives.kl_em_statistics(teacher, student)
+    mass, _ = og.objectives.kl_em_statistics(teacher, student, backend=TAILS)
     np.testing.assert_allclose(np.asarray(st.mass), np.asarray(mass), rtol=1e-12)
     assert 0 < float(st.mass[0]) < 1e-12  # resolved: below the 1e-16 noise of pi - dL/da
     new = og.em(problem).step(og.em(problem).init(student))

@@ -605,7 +605,7 @@ def x3_claims(tables: Tables, cfg: dict) -> list[dict]:
             "issue 3 (beyond the paper)",
             f"the autodiff form -E[psi_i (x - mu_i)] summed by the bulk rule (Quadrature(tails='off')) cannot "
             f"resolve c={max(cfg['cs']):g} for d >= 2 (relative error > 1: rounding noise of the zero components "
-            "swamps the true norm), which is why Lemma 9's form is used here; the core's default (tails='auto', "
+            "swamps the true norm), which is why Lemma 9's form is used here; the core's tails='auto' option ("
             "issue 11) integrates those components on their own nodes (core_tails_max_rel_error: jax.grad of og.kl "
             "against Lemma 9, norm over mu_1, mu_2)",
             measured,

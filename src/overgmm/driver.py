@@ -146,7 +146,8 @@ def _guarded(method: Method, problem, state, status, failed_at):
 
 
 _TRACES: collections.Counter = collections.Counter()
-_CACHE: dict = {}
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+CACHE_SIZE = 32  # compiled loops kept (least recently used dropped: bounded memory in long sessions)
 
 
 def trace_count(kind: str | None = None) -> int:
@@ -230,12 +231,16 @@ def _compiled(kind: str, method: Method, batched: bool, batched_problem: bool, *
     options = tuple(sorted((compiler_options or {}).items()))
     cache_key = (kind, method, batched, batched_problem, settings, options)
     fn = _CACHE.get(cache_key)
-    if fn is None:
+    if fn is not None:
+        _CACHE.move_to_end(cache_key)
+    else:
         one = _trajectory(method, *settings) if kind == "run" else _solver(method, *settings)
         if batched:
             in_axes = (0 if batched_problem else None, 0, 0) + ((None,) if kind == "solve" else ())
             one = jax.vmap(one, in_axes=in_axes)
         fn = _CACHE[cache_key] = jax.jit(one, compiler_options=dict(options) or None)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return fn
 
 

@@ -35,7 +35,7 @@ from jax.scipy.special import logsumexp
 import overgmm as og
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from product_reference import product_mixture, product_reference  # noqa: E402
+from product_reference import product_case, product_mixture, product_reference  # noqa: E402
 from test_tails import _reference_g1, _theorem7_means  # noqa: E402
 
 FINE = {1: (401, 10.0), 2: (241, 10.0), 3: (61, 8.5), 4: (25, 7.5), 5: (21, 7.0)}
@@ -69,26 +69,6 @@ def theorem7(ds):
             g = np.asarray(f(mu)[1])
             row += [abs(g[0, 0] / g1 - 1), float(np.max(np.abs(g[2]))), 1e3 * median_time(f, mu)]
         print(f"{d:>3} {g1:10.3e} {row[0]:9.1e} {row[2]:8.1f} {row[3]:9.1e} {row[4]:9.1e} {row[5]:8.1f}")
-
-
-def product_case(r: int, away: bool, seed: int = 0):
-    """Teacher: +-3 (6 apart) in the first two axes (one axis for r = 6), N(0, 1) in the
-    others; student: perturbed copies there, a split pair in the middle axes, an offset
-    in the last. ``away``: perturbations 0.6 (else 0.03: loss below 1e-3)."""
-    rng = np.random.default_rng(seed)
-    nt = 2 if r <= 5 else 1
-    tf, sf = [], []
-    pert = 0.6 if away else 0.03
-    for k in range(r):
-        tf.append(([-3.0, 3.0], [0.4, 0.6] if k == 0 else [0.5, 0.5]) if k < nt else ([0.0], [1.0]))
-        if k == r - 1:
-            sf.append(([0.5 if away else 0.02], [1.0]))
-        elif k < nt:
-            sf.append((list(np.array([-3.0, 3.0]) + pert * rng.normal(size=2)), tf[k][1]))
-        else:
-            s = 0.6 if away else 0.1
-            sf.append(([-s + 0.1 * pert * rng.normal(), s], [0.5, 0.5]))
-    return tf, sf
 
 
 def products(ranks):

@@ -63,3 +63,23 @@ def product_reference(teacher_factors, student_factors):
             others = np.prod([stats[j][0][b] for j, b in enumerate(ix) if j != k])
             g_means[n_, k] = -stats[k][1][a] * others
     return kl, g_means, weights - mass
+
+
+def product_case(r: int, away: bool, seed: int = 0):
+    """Teacher +-3 (6 apart) on the first two axes (one for r = 6), N(0, 1) on the rest;
+    student: perturbed copies (0.03 near, loss < 1e-3; 0.6 away), a split pair on the
+    middle axes, an offset on the last one (so the span has rank r)."""
+    rng = np.random.default_rng(seed)
+    nt = 2 if r <= 5 else 1
+    tf, sf = [], []
+    pert = 0.6 if away else 0.03
+    for k in range(r):
+        tf.append(([-3.0, 3.0], [0.4, 0.6] if k == 0 else [0.5, 0.5]) if k < nt else ([0.0], [1.0]))
+        if k == r - 1:
+            sf.append(([0.5 if away else 0.02], [1.0]))
+        elif k < nt:
+            sf.append((list(np.array([-3.0, 3.0]) + pert * rng.normal(size=2)), tf[k][1]))
+        else:
+            s = 0.6 if away else 0.1
+            sf.append(([-s + 0.1 * pert * rng.normal(), s], [0.5, 0.5]))
+    return tf, sf

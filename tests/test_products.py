@@ -11,28 +11,7 @@ import numpy as np
 import pytest
 
 import overgmm as og
-from product_reference import product_mixture, product_reference
-
-
-def _case(r: int, away: bool, seed: int = 0):
-    """Teacher +-3 (6 apart) on the first two axes (one for r = 6), N(0, 1) on the rest;
-    student: perturbed copies (0.03 near, loss < 1e-3; 0.6 away), a split pair on the
-    middle axes, an offset on the last one (so the span has rank r)."""
-    rng = np.random.default_rng(seed)
-    nt = 2 if r <= 5 else 1
-    tf, sf = [], []
-    pert = 0.6 if away else 0.03
-    for k in range(r):
-        tf.append(([-3.0, 3.0], [0.4, 0.6] if k == 0 else [0.5, 0.5]) if k < nt else ([0.0], [1.0]))
-        if k == r - 1:
-            sf.append(([0.5 if away else 0.02], [1.0]))
-        elif k < nt:
-            sf.append((list(np.array([-3.0, 3.0]) + pert * rng.normal(size=2)), tf[k][1]))
-        else:
-            s = 0.6 if away else 0.1
-            sf.append(([-s + 0.1 * pert * rng.normal(), s], [0.5, 0.5]))
-    return tf, sf
-
+from product_reference import product_case, product_mixture, product_reference
 
 _CACHE: dict = {}
 
@@ -40,7 +19,7 @@ _CACHE: dict = {}
 def _errors(r: int, away: bool, rule: str = "auto"):
     """(loss, relative loss error, relative gradient error, estimate / actual error)."""
     if (r, away, rule) not in _CACHE:
-        tf, sf = _case(r, away)
+        tf, sf = product_case(r, away)
         (tm, tw, _), (sm, sw, _) = product_mixture(tf), product_mixture(sf)
         kl, gm, ga = product_reference(tf, sf)
         teacher, student = og.Mixture(tm, tw), og.Mixture(sm, sw)

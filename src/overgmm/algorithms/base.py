@@ -125,13 +125,6 @@ def advance(state: State, student: Mixture, key, evals, loss, *, polyak=None, ex
     )
 
 
-def em_statistics(student: Mixture, grads: Mixture) -> tuple[jax.Array, jax.Array]:
-    """``E[psi_i]`` (n,) and ``E[psi_i (x - mu_i)]`` (n, d) from the loss gradient of an
-    identity-covariance student (valid for kl and nll; see :mod:`overgmm.problem`)."""
-    mass = jnp.exp(student.log_weights) - grads.log_weights
-    return mass, -grads.means
-
-
 def weights_from_mass(mass: jax.Array) -> jax.Array:
     """Log-weights from EM masses ``E[psi_i]`` (clipped at 0, renormalised). A component
     whose mass underflows keeps a tiny weight (``log 1e-300``), never exactly 0; pruning

@@ -85,3 +85,57 @@ def test_bad_cells_and_options_are_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path / "bad.csv"), "--covariance-type", "tied"])
     assert not (tmp_path / "o").exists()
+
+
+def test_fit_parquet_and_npy_streamed_equal_the_csv_fit(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X = data(n=2000, d=3)
+    write_csv(tmp_path / "d.csv", X)
+    pq.write_table(pa.table({f"x{j}": X[:, j] for j in range(3)}), tmp_path / "d.parquet", row_group_size=300)
+    np.save(tmp_path / "d.npy", X)
+    models = {}
+    for name, extra in [("d.csv", []), ("d.parquet", []), ("d.npy", ["--memory-budget", "10kB"])]:
+        out = tmp_path / name.replace(".", "_")
+        assert main(["fit", str(tmp_path / name), "--out", str(out), "--quiet", *extra]) == 0
+        models[name] = json.loads((out / "model.json").read_text())
+        assert (out / "components.png").stat().st_size > 5000
+    assert models["d.parquet"]["data"]["streamed"] and models["d.npy"]["data"]["streamed"]
+    assert not models["d.csv"]["data"]["streamed"]
+    for name in ("d.parquet", "d.npy"):
+        assert models[name]["n_components"] == models["d.csv"]["n_components"] == 4
+        assert models[name]["mean_log_likelihood"] == pytest.approx(models["d.csv"]["mean_log_likelihood"], rel=1e-8)
+
+
+def test_fit_bad_parquet_names_the_file_or_column(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1.0, 2.0], "label": ["u", "v"]}), tmp_path / "t.parquet")
+    assert main(["fit", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "o")]) == 2
+    assert "column 'label' is not numeric" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.parquet: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", str(tmp_path / "t.parquet"), "--memory-budget", "lots"])
+    assert "expected a size such as 2e9" in capsys.readouterr().err
+
+
+def test_outputs_are_replaced_whole_never_left_half_written(tmp_path, monkeypatch):
+    from overgmm.cli import fit as cli_fit
+
+    X = data(n=300)
+    write_csv(tmp_path / "d.csv", X)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "components.png").write_bytes(b"old figure")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli_fit, "_figure", broken)
+    with pytest.raises(OSError, match="disk full"):
+        main(["fit", str(tmp_path / "d.csv"), "--out", str(out), "--quiet"])
+    assert (out / "components.png").read_bytes() == b"old figure"
+    assert sorted(p.name for p in out.iterdir()) == ["components.png", "model.json"]

@@ -304,7 +304,7 @@ def test_n_init_restarts_keep_the_best():
     w = np.full(len(X), 1 / len(X))
     n, units, prob, students, keys = est._start(X, w, float(len(X)), 3, "diag")
     alg = F.algorithm(prob, "em", 1.0, 10, 0.01)
-    res = F.fit(prob, alg, students, keys, max_iter=200, tol=1e-3, price=0.0)
+    res = F.fit(F.InMemory(prob, alg), students, keys, max_iter=200, tol=1e-3, price=0.0)
     assert n == 25 and len(set(np.round(res.loss, 8))) == 3  # three different runs
     assert res.best == int(np.argmin(res.loss))
     est.fit(X)

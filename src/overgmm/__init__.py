@@ -16,6 +16,9 @@ The public API lives here:
   :mod:`overgmm.reduce` (``prune``, ``merge_round``);
 * the driver: :func:`run`, :func:`run_batch` (fixed T), :func:`solve`, :func:`solve_batch`
   (stopping rule), :func:`stack`, :class:`History`, :class:`Solution`;
+* data in chunks: :mod:`overgmm.chunks` (NumPy/memmap, Parquet, Dask sources; ``chunks.read``)
+  and :mod:`overgmm.streaming` (exact EM, one pass over the chunks per step:
+  ``streaming.solve``); where they run: :mod:`overgmm.cluster` (``cluster.connect``);
 * the scikit-learn estimator :class:`OverparamGMM` (imported on first use: it imports scikit-learn).
 """
 
@@ -27,7 +30,7 @@ from overgmm import _compilation_cache  # noqa: E402
 
 COMPILATION_CACHE = _compilation_cache.enable()
 
-from overgmm import init, reduce  # noqa: E402
+from overgmm import chunks, cluster, init, reduce, streaming  # noqa: E402
 from overgmm.algorithms import (  # noqa: E402
     Algorithm,
     Method,
@@ -67,6 +70,9 @@ __all__ = [
     "Method",
     "Solution",
     "Stats",
+    "chunks",
+    "cluster",
+    "streaming",
     "Mixture",
     "MonteCarlo",
     "OverparamGMM",

@@ -187,42 +187,60 @@ def _trajectory(method: Method, n_steps: int, stride: int, threshold: float, rec
     return one
 
 
+def solve_init(method: Method, max_steps: int, record: tuple[str, ...], problem, student: Mixture, key: jax.Array):
+    """The carry of :func:`solve`'s loop for one trial: ``(state, status, failed_at,
+    converged, done, losses, records)``."""
+    state = method.init(problem, student, key)
+    losses = jnp.full((max_steps,), jnp.nan, student.means.dtype)
+    recs = {
+        name: jnp.zeros((max_steps + 1,) + a.shape, a.dtype).at[0].set(a)
+        for name, a in _recorded(student, record).items()
+    }
+    false = jnp.zeros((), bool)
+    return (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), false, false, losses, recs)
+
+
+def solve_active(carry) -> jax.Array:
+    """Whether a trial of :func:`solve`'s loop still steps (ok and not done)."""
+    _, status, _, _, done, _, _ = carry
+    return (status == 0) & ~done
+
+
+def solve_step(method: Method, max_steps: int, record: tuple[str, ...], problem, tol: jax.Array, carry):
+    """One step of :func:`solve`'s loop on its carry (:func:`solve_init`): the guarded step,
+    the loss and records booked, the stopping rule judged. :mod:`overgmm.streaming` runs
+    the same step from a host loop."""
+    state, status, failed_at, _, _, losses, recs = carry
+    prev_loss, prev_long = state.loss, state.polyak
+    state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
+    bad_loss = ~jnp.isfinite(new.loss) & (status == 0)
+    status = jnp.where(bad_loss, 1, status)
+    failed_at = jnp.where(bad_loss, new.step, failed_at)
+    k = new.step - 1
+    losses = losses.at[k].set(new.loss)
+    now = _recorded(state.student, record)
+    recs = {name: a.at[k + 1].set(now[name]) for name, a in recs.items()}
+    # a Polyak long step (or the step after one) is not judged for convergence
+    judged = (k > 0) & ~new.polyak & ~prev_long
+    conv = judged & (jnp.abs(new.loss - prev_loss) < tol)
+    done = conv | (state.step >= max_steps)
+    return state, status, failed_at, conv, done, losses, recs
+
+
+def solve_result(carry):
+    """``(losses, records, state, status, failed_at)`` from a finished carry (status 2
+    where the budget ran out)."""
+    state, status, failed_at, conv, _, losses, recs = carry
+    status = jnp.where((status == 0) & ~conv, 2, status)
+    return losses, recs, state, status, failed_at
+
+
 def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
     def one(problem, student: Mixture, key: jax.Array, tol: jax.Array):
         _TRACES["solve"] += 1
-        state = method.init(problem, student, key)
-        losses = jnp.full((max_steps,), jnp.nan, student.means.dtype)
-        recs = {
-            name: jnp.zeros((max_steps + 1,) + a.shape, a.dtype).at[0].set(a)
-            for name, a in _recorded(student, record).items()
-        }
-
-        def cond(c):
-            _, status, _, _, done, _, _ = c
-            return (status == 0) & ~done
-
-        def body(c):
-            state, status, failed_at, _, _, losses, recs = c
-            prev_loss, prev_long = state.loss, state.polyak
-            state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
-            bad_loss = ~jnp.isfinite(new.loss) & (status == 0)
-            status = jnp.where(bad_loss, 1, status)
-            failed_at = jnp.where(bad_loss, new.step, failed_at)
-            k = new.step - 1
-            losses = losses.at[k].set(new.loss)
-            now = _recorded(state.student, record)
-            recs = {name: a.at[k + 1].set(now[name]) for name, a in recs.items()}
-            # a Polyak long step (or the step after one) is not judged for convergence
-            judged = (k > 0) & ~new.polyak & ~prev_long
-            conv = judged & (jnp.abs(new.loss - prev_loss) < tol)
-            done = conv | (state.step >= max_steps)
-            return state, status, failed_at, conv, done, losses, recs
-
-        false = jnp.zeros((), bool)
-        init = (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), false, false, losses, recs)
-        state, status, failed_at, conv, _, losses, recs = jax.lax.while_loop(cond, body, init)
-        status = jnp.where((status == 0) & ~conv, 2, status)
-        return losses, recs, state, status, failed_at
+        init = solve_init(method, max_steps, record, problem, student, key)
+        carry = jax.lax.while_loop(solve_active, lambda c: solve_step(method, max_steps, record, problem, tol, c), init)
+        return solve_result(carry)
 
     return one
 

@@ -51,12 +51,13 @@ class Problem:
     form: str = "control-variate"
     n_noise: int = 1
     var_floor: jax.Array | None = None
+    stats: Stats | None = None
 
     def __post_init__(self):
         v.check_choice(self.objective, OBJECTIVES, "objective")
 
     def tree_flatten(self):
-        return (self.teacher, self.data, self.sample_weight, self.t, self.var_floor), (
+        return (self.teacher, self.data, self.sample_weight, self.t, self.var_floor, self.stats), (
             self.objective,
             self.backend,
             self.form,
@@ -65,9 +66,9 @@ class Problem:
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        teacher, data, sw, t, floor = children
+        teacher, data, sw, t, floor, stats = children
         objective, backend, form, n_noise = aux
-        return cls(objective, teacher, data, sw, t, backend, form, n_noise, floor)
+        return cls(objective, teacher, data, sw, t, backend, form, n_noise, floor, stats)
 
     # -- constructors -------------------------------------------------------
     @classmethod
@@ -108,6 +109,24 @@ class Problem:
         return cls("nll", data=X, sample_weight=sw, var_floor=floor)
 
     @classmethod
+    def from_statistics(cls, stats: Stats, *, var_floor) -> Problem:
+        """The NLL of data seen only through its E-step statistics at one student: what a
+        streamed fit (:mod:`overgmm.streaming`) hands an algorithm for one step, the sums
+        over the data's chunks already reduced.
+
+        ``problem.statistics(s)`` returns ``stats`` whatever ``s`` is, so only methods that
+        read the statistics once per step, at the state's student, may run on it
+        (``Method.streamable``: EM, gradient EM with ``weights="fixed"|"em"``, and those
+        wrapped by :func:`~overgmm.with_pruning`). ``var_floor``: ``(d,)`` as in
+        :meth:`from_data`."""
+        if not isinstance(stats, Stats):
+            raise TypeError(f"stats must be overgmm.statistics.Stats, got {type(stats).__name__}")
+        floor = jnp.asarray(var_floor, jnp.float64)
+        if floor.ndim != 1:
+            raise ValueError(f"var_floor must have shape (d,), got {tuple(floor.shape)}")
+        return cls("nll", var_floor=floor, stats=stats)
+
+    @classmethod
     def score(cls, teacher: Mixture, t: float = 0.0, *, backend: Backend | None = None) -> Problem:
         """Population score matching at noise level ``t`` against ``teacher``."""
         if not isinstance(teacher, Mixture):
@@ -131,7 +150,9 @@ class Problem:
     # -- evaluation ---------------------------------------------------------
     @property
     def dim(self) -> int:
-        return self.teacher.dim if self.teacher is not None else self.data.shape[1]
+        if self.teacher is not None:
+            return self.teacher.dim
+        return self.data.shape[1] if self.data is not None else self.var_floor.shape[-1]
 
     @property
     def has_em_statistics(self) -> bool:
@@ -140,6 +161,8 @@ class Problem:
 
     def describe(self, student: Mixture | None = None) -> str:
         """Which objective and expectation backend produce the numbers."""
+        if self.stats is not None:
+            return "nll(streamed statistics)"
         if self.objective == "nll":
             return f"nll(data, N={self.data.shape[0]})"
         if self.objective == "denoising_score_matching":
@@ -150,6 +173,8 @@ class Problem:
 
     def loss(self, student: Mixture, key: jax.Array | None = None) -> jax.Array:
         """The objective at ``student``, a float64 scalar."""
+        if self.stats is not None:
+            return self.stats.loss
         if self.objective == "kl":
             return kl(self.teacher, student, backend=self.backend, key=key, form=self.form)
         if self.objective == "nll":
@@ -162,6 +187,8 @@ class Problem:
 
     def value_and_grad(self, student: Mixture, key: jax.Array | None = None) -> tuple[jax.Array, Mixture]:
         """``(L, dL/dstudent)``; the gradient is a :class:`Mixture`-shaped pytree."""
+        if self.stats is not None:
+            raise ValueError("a problem from streamed statistics has no gradient; use a streamable method (EM)")
         return jax.value_and_grad(lambda s: self.loss(s, key))(student)
 
     def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:
@@ -174,6 +201,8 @@ class Problem:
         """
         if not self.has_em_statistics:
             raise ValueError(f"EM statistics are available for the kl and nll objectives, not {self.objective!r}")
+        if self.stats is not None:
+            return self.stats
         if student.covariance_type == "identity":
             tails = (
                 self.objective == "kl"

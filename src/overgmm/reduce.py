@@ -5,7 +5,8 @@ with weight exactly 0 (log-weight ``-inf``), so compilations are reused.
 
 * :func:`prune`: weights below a threshold go to 0 (never the heaviest component).
 * :func:`moment_match`: the single Gaussian with the first two moments of two components.
-* :func:`pair_costs`: the loss in mean log-likelihood per sample of each such merge on data.
+* :func:`pair_costs`: the loss in mean log-likelihood per sample of each such merge on data
+  (:func:`pair_cost_sums`: the same as sums over rows, which chunks of data add up).
 * :func:`merge_round`: merge every pair of mutually cheapest partners below a price (in the
   estimator: a multiple of the BIC price of one component).
 """
@@ -18,6 +19,7 @@ from jax.scipy.special import logsumexp
 
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
+from overgmm.statistics import BLOCK_ELEMENTS, MIN_BLOCK, blocked_sum
 
 
 def _normalise(lw: jax.Array) -> jax.Array:
@@ -90,30 +92,49 @@ def _component_log_prob_unnormalised(m: Mixture, X: jax.Array) -> jax.Array:
     return m.component_log_prob(X) + logsumexp(m.log_weights)
 
 
-def pair_costs(problem: Problem, student: Mixture) -> jax.Array:
-    """``(n, n)`` matrix: the loss in mean log-likelihood per sample (weighted) when
-    components ``i < j`` are replaced by their moment-matched merge (``inf`` for ``i >= j``
-    or a pruned component). About 0 when the two nearly coincide.
+def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Array) -> jax.Array:
+    """``(n (n - 1) / 2,)``: ``sum_k w_k (log p(x_k) - log p_ij(x_k))`` over the rows of ``X``
+    (N, d), one entry per pair ``i < j`` (``jnp.triu_indices`` order), ``p_ij`` the mixture
+    with the pair replaced by its moment-matched merge. Unnormalised sums over rows, in row
+    blocks, so that chunks of data add up (:mod:`overgmm.streaming`).
 
     The density of the other components is ``p(x) sum_{k != i, j} psi_k(x)``, a sum of
     positive terms free of cancellation."""
-    X = problem.data
-    w = jnp.ones(X.shape[:1]) if problem.sample_weight is None else problem.sample_weight
-    w = w / jnp.sum(w)
     n = student.n_components
     ii, jj = jnp.triu_indices(n, k=1)
     pairs = jnp.arange(ii.shape[0])
-    logits = student.component_log_prob(X)
-    ll = logsumexp(logits, axis=-1)
-    resp = jnp.exp(logits - ll[:, None])
     keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)
-    others = ll[:, None] + jnp.log(resp @ keep.T)
-    merged = _component_log_prob_unnormalised(_merged(student, ii, jj, problem.floor), X)
-    ll2 = jnp.logaddexp(others, merged)
-    costs = jnp.sum(jnp.where(w[:, None] > 0, w[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
+    merged_mix = _merged(student, ii, jj, floor)
+
+    def block(xb, wb):
+        logits = student.component_log_prob(xb)
+        ll = logsumexp(logits, axis=-1)
+        resp = jnp.exp(logits - ll[:, None])
+        others = ll[:, None] + jnp.log(resp @ keep.T)
+        ll2 = jnp.logaddexp(others, _component_log_prob_unnormalised(merged_mix, xb))
+        return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
+
+    rows = max(MIN_BLOCK, BLOCK_ELEMENTS // max(ii.shape[0], 1))
+    return blocked_sum(block, X, w, min(X.shape[0], rows))
+
+
+def cost_matrix(student: Mixture, sums: jax.Array, total: jax.Array) -> jax.Array:
+    """The ``(n, n)`` :func:`pair_costs` matrix from :func:`pair_cost_sums` and the total weight."""
+    n = student.n_components
+    ii, jj = jnp.triu_indices(n, k=1)
+    costs = sums / total
     live = student.live[ii] & student.live[jj]
     costs = jnp.where(live & jnp.isfinite(costs), costs, jnp.inf)
     return jnp.full((n, n), jnp.inf).at[ii, jj].set(costs)
+
+
+def pair_costs(problem: Problem, student: Mixture) -> jax.Array:
+    """``(n, n)`` matrix: the loss in mean log-likelihood per sample (weighted) when
+    components ``i < j`` are replaced by their moment-matched merge (``inf`` for ``i >= j``
+    or a pruned component). About 0 when the two nearly coincide."""
+    X = problem.data
+    w = jnp.ones(X.shape[:1]) if problem.sample_weight is None else problem.sample_weight
+    return cost_matrix(student, pair_cost_sums(student, X, w, problem.floor), jnp.sum(w))
 
 
 def merge_round(problem: Problem, student: Mixture, price) -> tuple[Mixture, jax.Array]:
@@ -121,16 +142,22 @@ def merge_round(problem: Problem, student: Mixture, price) -> tuple[Mixture, jax
     ``price`` (such pairs are disjoint; the cheapest pair overall is one of them). The lower
     index keeps the moment-matched merge, the other gets weight 0. Returns the new mixture
     and the number of pairs merged."""
+    if student.n_components < 2:
+        return student, jnp.zeros((), jnp.int32)
+    return merge_pairs(student, pair_costs(problem, student), price, problem.floor)
+
+
+def merge_pairs(student: Mixture, costs: jax.Array, price, floor: jax.Array) -> tuple[Mixture, jax.Array]:
+    """:func:`merge_round` given the ``(n, n)`` cost matrix (:func:`cost_matrix`)."""
     n = student.n_components
     if n < 2:
         return student, jnp.zeros((), jnp.int32)
-    costs = pair_costs(problem, student)
     costs = jnp.minimum(costs, costs.T)
     idx = jnp.arange(n)
     partner = jnp.argmin(costs, axis=1)
     ok = (partner[partner] == idx) & (costs[idx, partner] < price)
     keeper, dead = ok & (idx < partner), ok & (idx > partner)
-    merged = _merged(student, idx, partner, problem.floor)
+    merged = _merged(student, idx, partner, floor)
     lw = jnp.where(keeper, merged.log_weights, jnp.where(dead, -jnp.inf, student.log_weights))
     sel = keeper.reshape((n,) + (1,) * (student.means.ndim - 1))
     new = student.replace(log_weights=_normalise(lw), means=jnp.where(sel, merged.means, student.means))

@@ -48,7 +48,9 @@ def block_rows(n_rows: int, n_components: int, dim: int, covariance_type: str) -
     return int(min(n_rows, rows))
 
 
-class _Raw(NamedTuple):
+class Raw(NamedTuple):
+    """Weighted sums over rows (not yet normalised): what chunks of data reduce to."""
+
     loss: jax.Array  # sum_k w_k log p(x_k) (negated later)
     mass: jax.Array  # sum_k w_k psi_ki
     s1: jax.Array  # sum_k w_k psi_ki x_k
@@ -68,7 +70,7 @@ def _diag_logits(student: Mixture, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return feats @ weights.T + const, feats
 
 
-def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> _Raw:
+def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> Raw:
     kind = student.covariance_type
     feats = None
     if kind in ("spherical", "diag"):
@@ -87,37 +89,43 @@ def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> _Raw:
     if feats is not None:
         mom = wr.T @ feats  # (n, 2d): second and first moments in one GEMM
         d = student.dim
-        return _Raw(loss, mass, mom[:, d:], mom[:, :d])
+        return Raw(loss, mass, mom[:, d:], mom[:, :d])
     if kind == "identity":
-        return _Raw(loss, mass, wr.T @ x, None)
-    return _Raw(loss, mass, wr.T @ x, jnp.einsum("bi,bd,be->ide", wr, x, x))
+        return Raw(loss, mass, wr.T @ x, None)
+    return Raw(loss, mass, wr.T @ x, jnp.einsum("bi,bd,be->ide", wr, x, x))
 
 
-def _add(a: _Raw, b: _Raw) -> _Raw:
+def _add(a, b):
     return jax.tree_util.tree_map(jnp.add, a, b)
 
 
-def raw_moments(student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None) -> _Raw:
-    """Weighted sums over the rows of ``X`` (N, d) with weights ``w`` (N,), in row blocks."""
+def blocked_sum(fn, X: jax.Array, w: jax.Array, block: int):
+    """``sum_b fn(X_b, w_b)`` over row blocks of ``block`` rows (a pytree of sums), one
+    block at a time inside a ``lax.scan``: memory is that of one block's ``fn``."""
     n_rows = X.shape[0]
-    block = block_rows(n_rows, student.n_components, student.dim, student.covariance_type) if block is None else block
     n_full = n_rows // block
     if n_full <= 1:
-        return _raw_block(student, X, w)
+        return fn(X, w)
 
     def body(acc, i):
         xb = jax.lax.dynamic_slice_in_dim(X, i * block, block)
         wb = jax.lax.dynamic_slice_in_dim(w, i * block, block)
-        return _add(acc, _raw_block(student, xb, wb)), None
+        return _add(acc, fn(xb, wb)), None
 
-    first = _raw_block(student, X[:block], w[:block])
-    acc, _ = jax.lax.scan(body, first, jnp.arange(1, n_full))
+    acc, _ = jax.lax.scan(body, fn(X[:block], w[:block]), jnp.arange(1, n_full))
     if n_full * block < n_rows:
-        acc = _add(acc, _raw_block(student, X[n_full * block :], w[n_full * block :]))
+        acc = _add(acc, fn(X[n_full * block :], w[n_full * block :]))
     return acc
 
 
-def centred(student: Mixture, raw: _Raw, total: jax.Array) -> Stats:
+def raw_moments(student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None) -> Raw:
+    """Weighted sums over the rows of ``X`` (N, d) with weights ``w`` (N,), in row blocks."""
+    n_rows = X.shape[0]
+    block = block_rows(n_rows, student.n_components, student.dim, student.covariance_type) if block is None else block
+    return blocked_sum(lambda xb, wb: _raw_block(student, xb, wb), X, w, block)
+
+
+def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
     """:class:`Stats` (normalised by the total weight) from the raw weighted sums."""
     mu = student.means
     mass = raw.mass / total

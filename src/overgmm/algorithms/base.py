@@ -59,6 +59,13 @@ class Method:
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def streamable(self) -> bool:
+        """Whether a step reads the data only through one ``problem.statistics`` call at the
+        state's student, so that it can run on statistics reduced over chunks
+        (:meth:`Problem.from_statistics`, :mod:`overgmm.streaming`)."""
+        return False
+
     def check(self, problem: Problem, student: Mixture | None = None) -> None:
         """Raise a clear error when the problem (or student) is not supported."""
 

@@ -38,6 +38,10 @@ class EM(Method):
     def name(self) -> str:
         return f"em(update_weights={self.update_weights})"
 
+    @property
+    def streamable(self) -> bool:
+        return True
+
     def check(self, problem: Problem, student: Mixture | None = None) -> None:
         require_em_statistics(problem, "em")
         require_identity_or_data(problem, student, "em")

@@ -51,6 +51,10 @@ class GradientEM(Method):
     def name(self) -> str:
         return f"gradient_em(eta={self.step_size}, weights={self.weights})"
 
+    @property
+    def streamable(self) -> bool:
+        return self.weights != "solve"  # "solve" repeats the E-step at new weights
+
     def check(self, problem: Problem, student: Mixture | None = None) -> None:
         if self.weights != "fixed":
             require_em_statistics(problem, f"gradient_em(weights={self.weights!r})")

@@ -22,6 +22,10 @@ class Pruned(Method):
     def name(self) -> str:
         return f"pruned({self.inner.name}, threshold={self.threshold})"
 
+    @property
+    def streamable(self) -> bool:
+        return self.inner.streamable
+
     def check(self, problem: Problem, student: Mixture | None = None) -> None:
         self.inner.check(problem, student)
 

@@ -1,5 +1,8 @@
-"""``overgmm fit data.csv [--algorithm ...] [--out DIR]``: fit an :class:`~overgmm.OverparamGMM`
-to a CSV file (numeric columns, optional header row) and write
+"""``overgmm fit PATH [--algorithm ...] [--out DIR]``: fit an :class:`~overgmm.OverparamGMM`
+to a CSV file (numeric columns, optional header row), a ``.npy`` file (memory-mapped) or
+Parquet (a file or a folder; numeric columns), streamed in chunks when the data exceed
+``--memory-budget`` (Parquet always), on a Dask cluster with ``--scheduler`` or
+``--workers``, and write (each to a temporary name, then renamed)
 
 * ``model.json``: the settings and the fitted mixture (weights, means, covariances in the
   units of the data, in scikit-learn's shapes: (k, d, d) full, (k, d) diag, (k,)
@@ -14,8 +17,8 @@ The component count is also printed.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,42 +38,6 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
-
-
-def read_csv(path: Path):
-    """Numeric table of shape (n_samples, n_features) and column names; the first row is a
-    header when any of its cells is not a number. Raises ``ValueError`` naming a bad cell."""
-    import numpy as np
-
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise ValueError(f"{path} holds no data")
-
-    def numeric(cell: str) -> bool:
-        try:
-            float(cell)
-            return True
-        except ValueError:
-            return False
-
-    header = None
-    if not all(numeric(c) for c in rows[0]):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
-    width = len(header) if header else len(rows[0])
-    data = np.empty((len(rows), width))
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise ValueError(f"{path}: row {i + 1 + bool(header)} has {len(row)} fields, expected {width}")
-        for j, cell in enumerate(row):
-            try:
-                data[i, j] = float(cell)
-            except ValueError:
-                raise ValueError(
-                    f"{path}: row {i + 1 + bool(header)}, column {j + 1} is not a number: {cell!r}"
-                ) from None
-    names = header or [f"x{j}" for j in range(width)]
-    return data, names
 
 
 def model_to_dict(est, names: list[str]) -> dict:
@@ -93,13 +60,45 @@ def model_to_dict(est, names: list[str]) -> dict:
     }
 
 
+def _bytes(text: str) -> float:
+    """``2e9``, ``2GB``, ``512MiB``, ... -> bytes."""
+    units = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    t = text.strip().upper()
+    num = t.rstrip("KMGTIB")
+    try:
+        value = float(num) * units[t[len(num) :]]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"expected a size such as 2e9, 2GB or 512MiB, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return value
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename over it: a failed
+    write leaves any earlier file as it was."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _fit(args: argparse.Namespace) -> int:
     import warnings
 
+    import numpy as np
+
+    from overgmm import chunks as C
+    from overgmm import streaming
+    from overgmm.cluster import connect
     from overgmm.estimator import OverparamGMM
 
+    columns = args.columns.split(",") if args.columns else None
     try:
-        X, names = read_csv(Path(args.data))
+        source, names = C.read(Path(args.data), columns=columns)
     except (OSError, ValueError) as err:
         print(f"overgmm fit: error: {err}", file=sys.stderr)
         return 2
@@ -116,13 +115,25 @@ def _fit(args: argparse.Namespace) -> int:
         random_state=args.seed,
         standardize=not args.no_standardize,
         var_floor=args.var_floor,
+        memory_budget=args.memory_budget,
+        verbose=0 if args.quiet else 1,
     )
+    in_memory = isinstance(source, C.ArrayChunks) and not isinstance(source.X, np.memmap)
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, connect(args.scheduler, args.workers) as client:
             warnings.simplefilter("always")
-            est.fit(X)
-    except (ValueError, FloatingPointError) as err:
+            if client is not None:
+                data = C.to_dask(source)
+            elif in_memory or (isinstance(source, C.ArrayChunks) and 32 * source.X.size <= args.memory_budget):
+                data = np.asarray(source.X, dtype=np.float64)  # small enough: the in-memory fit
+            else:
+                data = source
+            est.fit(data)
+            view = C.ArrayChunks(data) if isinstance(data, np.ndarray) else source
+            count = view.n_rows
+            shown, _ = streaming.subsample(view, streaming.ALL, count, target=5000)
+    except (OSError, ValueError, FloatingPointError) as err:
         print(f"overgmm fit: error: {err}", file=sys.stderr)
         return 2
     secs = time.perf_counter() - t0
@@ -132,10 +143,11 @@ def _fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = model_to_dict(est, names)
-    model["n_samples"] = int(X.shape[0])
+    model["n_samples"] = int(count)
     model["seconds"] = round(secs, 3)
-    (out / "model.json").write_text(json.dumps(model, indent=2))
-    _figure(est, X, names, out / "components.png")
+    model["data"] = {"path": str(args.data), "streamed": not isinstance(data, np.ndarray)}
+    _write_atomic(out / "model.json", lambda p: p.write_text(json.dumps(model, indent=2)))
+    _write_atomic(out / "components.png", lambda p: _figure(est, shown, names, p))
     print(
         f"components: {est.n_components_} (started from {est.n_components_init_}; "
         f"{est.n_merges_} merged, {est.n_components_init_ - est.n_components_ - est.n_merges_} pruned)"
@@ -224,8 +236,14 @@ def _figure(est, X, names: list[str], path: Path) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("fit", help="fit an over-parameterized mixture to a CSV file and report its component count")
-    p.add_argument("data", help="CSV file: numeric columns, optional header row")
+    p = sub.add_parser(
+        "fit", help="fit an over-parameterized mixture to a CSV, .npy or Parquet file and report its component count"
+    )
+    p.add_argument(
+        "data",
+        help="CSV (numeric columns, optional header row), .npy (memory-mapped) or Parquet (a file or a folder "
+        "of them, read one row group at a time)",
+    )
     p.add_argument("--out", default="results/fit", help="output folder (default results/fit)")
     p.add_argument("--n-components", type=_n_components, default="auto", help="starting components: int or auto")
     p.add_argument(
@@ -245,4 +263,15 @@ def register(sub) -> None:
     p.add_argument("--var-floor", type=_non_negative_float, default=1e-3)
     p.add_argument("--no-standardize", action="store_true", help="fit in the units of the data")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--columns", default=None, help="Parquet: comma-separated columns to use (default all)")
+    p.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        default=2**30,
+        help="bytes the data may take in memory (default 1GiB); larger .npy data and all Parquet data are "
+        "streamed in chunks (exact EM, one pass per step)",
+    )
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:port): fit on that cluster")
+    p.add_argument("--workers", type=positive_int, default=1, help="fit on a local Dask cluster of N processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_fit)

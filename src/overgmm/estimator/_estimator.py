@@ -17,29 +17,24 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from overgmm import chunks as C
+from overgmm import streaming
 from overgmm.estimator import _fit as F
+from overgmm.estimator import _stream as S
 from overgmm.mixture import Mixture
 
 AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
-# covariance_type="auto": the simplest of these whose validation log-likelihood is within
-# AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements)
-AUTO_TYPES = ("spherical", "diag", "full")
-AUTO_MARGIN = 0.02
-VALIDATION_FOLDS = 5  # one row in 5 (chosen by the row's values) is held out to choose the type
+AUTO_TYPES, AUTO_MARGIN = F.AUTO_TYPES, F.AUTO_MARGIN
+VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
 
 
 def validation_mask(X: np.ndarray) -> np.ndarray:
     """Rows held out by ``covariance_type="auto"``: about one in :data:`VALIDATION_FOLDS`,
-    chosen by a hash of each row's values, so that the choice ignores row order and
-    duplicated rows (sample weights as repetitions) fall on the same side."""
-    rows = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64).reshape(X.shape[0], -1)
-    h = np.zeros(X.shape[0], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(rows.shape[1]):
-            h = (h ^ rows[:, j]) * np.uint64(0x100000001B3)
-            h ^= h >> np.uint64(29)
-    return (h % np.uint64(VALIDATION_FOLDS)) == 0
+    chosen by a hash of each row's values (:func:`overgmm.streaming.holdout_mask`), so that
+    the choice ignores row order, chunking and duplicated rows (sample weights as
+    repetitions fall on the same side)."""
+    return streaming.holdout_mask(np.asarray(X, dtype=np.float64))
 
 
 def auto_n_components(n_samples: float) -> int:
@@ -120,6 +115,14 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         Variance floor relative to each feature's variance: spherical and diagonal
         variances are clamped at it; for "full" it is added to the diagonal of each
         covariance at every update (scikit-learn's ``reg_covar``, in relative units).
+    memory_budget : float, default=2**30
+        Bytes the fit may hold for the data. A NumPy array or ``np.memmap`` whose working
+        copies (about 4 x its float64 size) exceed it is fitted in chunks of rows sized
+        from it (:func:`overgmm.chunks.chunk_rows_for`), never loaded whole; a
+        ``dask.array.Array`` or an :mod:`overgmm.chunks` source always is. Each step of a
+        chunked fit is exact full-data EM: one pass over every chunk.
+    verbose : int, default=0
+        1 or more: a progress bar (passes, log-likelihood, ETA) for fits on data in chunks.
 
     Attributes
     ----------
@@ -192,6 +195,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         random_state=None,
         standardize=True,
         var_floor=1e-3,
+        memory_budget=C.DEFAULT_MEMORY_BUDGET,
+        verbose=0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -207,6 +212,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.standardize = standardize
         self.var_floor = var_floor
+        self.memory_budget = memory_budget
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
@@ -255,6 +262,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         real("merge_tol", 0.0, strict=False)
         integer("n_init", 1)
         real("var_floor", 0.0, strict=False)
+        real("memory_budget", 0.0, strict=True)
+        integer("verbose", 0)
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ValueError(f"The 'standardize' parameter must be a bool; got {self.standardize!r}.")
 
@@ -276,9 +285,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return n
 
     def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str):
-        d = X.shape[1]
         mean = w @ X
-        var = w @ (X - mean) ** 2
+        return self._standardization_from(mean, w @ (X - mean) ** 2, kind)
+
+    def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str):
+        """(shift, scale, floor) from the weighted feature means and variances (d,)."""
+        d = mean.shape[0]
         if self.standardize:
             # spherical: one scale for all features, so spherical clusters stay spherical
             scale = np.sqrt(var) if kind != "spherical" else np.full(d, np.sqrt(np.mean(var)))
@@ -313,7 +325,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         scores = {}
         n = self._resolve_n_components(float(sw.sum()))  # as many components as the final fit
         for kind in AUTO_TYPES:
-            res, _, units, _ = self._fit_type(X, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
+            res, _, units = self._fit_type(X, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
             if res.best < 0:
                 scores[kind] = -math.inf
                 continue
@@ -332,12 +344,15 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         n = self._resolve_n_components(total) if n is None else n
         shift, scale, floor = self._standardization(X, w, kind)
         Z = (X - shift) / scale
-        order = np.lexsort(Z.T[::-1])  # canonical row order: the draw ignores row order
-        Zp, wp = F.pad_rows(Z[order], w[order])
+        # starting students from the rows of init_rows (canonical order, about 65k rows):
+        # the draw ignores row order and chunking, as on data in chunks
+        rows = S.init_rows(X, w)
+        Zi, wi = F.pad_rows(Z[rows], w[rows], at_least=S.init_bucket(X.shape[0]))
+        Zp, wp = F.pad_rows(Z, w)
         students, keys = F.init_students(
             self._seed(),
-            Zp,
-            wp,
+            Zi,
+            wi,
             n,
             floor,
             n=F.bucket_components(n),
@@ -363,10 +378,17 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self : OverparamGMM
         """
         self._check_params()
+        chunks = S.as_chunks(self, X, sample_weight)
+        if chunks is not None:
+            return S.fit_chunks(self, chunks)
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
         self.validation_scores_ = {}
         kind = self._choose_type(X, sw) if self.covariance_type == "auto" else self.covariance_type
-        res, n, units, _ = self._fit_type(X, sw / total, total, kind)
+        res, n, units = self._fit_type(X, sw / total, total, kind)
+        return self._finish(res, n, units, kind)
+
+    def _finish(self, res, n: int, units, kind: str) -> OverparamGMM:
+        """Fitted attributes from the kept restart of :func:`._fit.fit`."""
         if res.best < 0:
             self._raise_non_finite(res.restarts[0].failed_at)
         n_failed = sum(r.failed_at >= 0 for r in res.restarts)
@@ -400,17 +422,13 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
     def _fit_type(self, X: np.ndarray, w: np.ndarray, total: float, kind: str, n: int | None = None):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
-        components, (shift, scale, floor), training BIC of the kept restart, inf if none)."""
+        components, (shift, scale, floor))."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total, kind)
-        res = F.fit(prob, alg, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price)
-        if res.best < 0:
-            return res, n, units, math.inf
-        k, d = int(np.sum(np.isfinite(res.students.log_weights[res.best]))), X.shape[1]
-        loglik = -float(res.loss[res.best]) - float(np.sum(np.log(units[1])))  # per sample, units of X
-        p = k * (d + F.n_covariance_parameters(kind, d)) + k - 1
-        return res, n, units, -2.0 * total * loglik + p * math.log(total)
+        engine = F.InMemory(prob, alg)
+        res = F.fit(engine, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price)
+        return res, n, units
 
     def _raise_non_finite(self, at: int):
         raise FloatingPointError(

@@ -37,6 +37,10 @@ COVARIANCE_TYPES = ("full", "diag", "spherical", "fixed")
 INITS = og.init.INITS
 CORE_TYPE = {"full": "full", "diag": "diag", "spherical": "spherical", "fixed": "identity"}
 MIN_ROWS = 128
+# covariance_type="auto": the simplest of these whose validation log-likelihood is within
+# AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements)
+AUTO_TYPES = ("spherical", "diag", "full")
+AUTO_MARGIN = 0.02
 RECORD = ("weights",)
 # Up to this many (padded) rows, the estimator's own compiled units are built with XLA's
 # backend optimisation off: on iris that halves their compilation, and at these sizes
@@ -62,9 +66,10 @@ def bucket_components(n: int) -> int:
     return n if n > 16 else 1 << (int(n) - 1).bit_length()
 
 
-def pad_rows(Z: np.ndarray, w: np.ndarray | None = None):
-    """``Z`` (N, d) and ``w`` (N,) zero-padded to :func:`bucket_rows` rows (NumPy)."""
-    size = bucket_rows(Z.shape[0])
+def pad_rows(Z: np.ndarray, w: np.ndarray | None = None, *, at_least: int = 0):
+    """``Z`` (N, d) and ``w`` (N,) zero-padded to :func:`bucket_rows` rows (at least
+    ``at_least``; NumPy)."""
+    size = bucket_rows(max(Z.shape[0], at_least))
     Zp = np.zeros((size, Z.shape[1]))
     Zp[: Z.shape[0]] = Z
     if w is None:
@@ -264,20 +269,32 @@ def _solve(alg, students, keys, max_iter: int, tol: float):
     )
 
 
-def fit(
-    prob: og.Problem,
-    alg: og.Algorithm,
-    students: Mixture,
-    keys,
-    *,
-    max_iter: int,
-    tol: float,
-    price: float,
-) -> FitResult:
-    """Fit the batched ``students`` (leading axis R) with ``alg`` until ``|Delta loss| < tol``
-    or ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
+class InMemory(NamedTuple):
+    """The fit's three data operations on a :class:`~overgmm.Problem` held in memory:
+    ``solve`` (:func:`overgmm.solve_batch`), ``summary`` (final losses and covariances)
+    and ``merge`` (one :func:`overgmm.reduce.merge_round` per restart).
+    :class:`overgmm.estimator._stream.Streamed` is the same on data in chunks."""
+
+    problem: og.Problem
+    algorithm: og.Algorithm
+
+    def solve(self, students, keys, max_iter: int, tol: float):
+        return _solve(self.algorithm, students, keys, max_iter, tol)
+
+    def summary(self, students):
+        return host(_summary(self.problem, students))
+
+    def merge(self, students, price: float):
+        merged, k = _merge(self.problem, students, np.float64(price))
+        return host(merged), np.asarray(k)
+
+
+def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: float) -> FitResult:
+    """Fit the batched ``students`` (leading axis R) until ``|Delta loss| < tol`` or
+    ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
     rounds, each followed by a polishing fit of the restarts that merged something, until
-    a round merges nothing. A restart that turns non-finite stops there (``failed_at``)."""
+    a round merges nothing. A restart that turns non-finite stops there (``failed_at``).
+    ``engine``: :class:`InMemory` or :class:`~overgmm.estimator._stream.Streamed`."""
     R = students.means.shape[0]
     segs = [{"losses": [], "weights": [], "steps": 0, "status": 0, "failed_at": -1, "merges": 0} for _ in range(R)]
 
@@ -292,22 +309,21 @@ def fit(
             s["steps"] += t
             s["status"] = int(sol.status[r])
 
-    sol = _solve(alg, students, keys, max_iter, tol)
+    sol = engine.solve(students, keys, max_iter, tol)
     current = host(sol.final.student)
-    loss_end, cov = host(_summary(prob, current))
+    loss_end, cov = engine.summary(current)
     book(sol, loss_end, np.ones(R, bool))
     ok = (sol.status != 1) & np.isfinite(loss_end)
     while price > 0:
-        merged, k = _merge(prob, current, np.float64(price))
-        k = np.asarray(k)
+        merged, k = engine.merge(current, price)
         do = ok & (k > 0)
         if not do.any():
             break
         for r in np.flatnonzero(do):
             segs[r]["merges"] += int(k[r])
-        sol = _solve(alg, host(merged), keys, max_iter, tol)
+        sol = engine.solve(merged, keys, max_iter, tol)
         polished = host(sol.final.student)
-        new_loss, new_cov = host(_summary(prob, polished))
+        new_loss, new_cov = engine.summary(polished)
         book(sol, new_loss, do)
 
         def pick(a, b, do=do):

@@ -18,49 +18,14 @@ only and a rerun computes exactly what is missing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import traceback
 from collections import defaultdict
 from pathlib import Path
 
+from overgmm.cluster import ONE_THREAD_ENV, connect, pin_to_one_core
 from overgmm.sweep import store
 from overgmm.sweep.study import StudyError, check_runs, expand, load
-
-# Environment for single-threaded local workers. XLA's CPU client keeps a thread pool
-# whatever its flags say (measured: 1.75 cores busy with --xla_cpu_multi_thread_eigen=false),
-# so OVERGMM_PIN_CPU=1 also pins each local worker process to one core (worker i to core
-# i mod cores) before it first touches JAX; the BLAS variables cover numpy.
-ONE_THREAD_ENV = {
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OVERGMM_PIN_CPU": "1",
-}
-_PINNED = False
-
-
-def _pin_to_one_core() -> None:
-    """In a Dask worker started with OVERGMM_PIN_CPU=1: bind every thread of this process
-    to one core (Linux), once, before JAX creates its thread pool."""
-    global _PINNED
-    if _PINNED or os.environ.get("OVERGMM_PIN_CPU") != "1" or not hasattr(os, "sched_setaffinity"):
-        return
-    _PINNED = True
-    try:
-        from distributed import get_worker
-
-        index = int(str(get_worker().name).rsplit("-", 1)[-1])
-    except Exception:
-        index = os.getpid()
-    cores = sorted(os.sched_getaffinity(0))
-    core = {cores[index % len(cores)]}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setaffinity(int(tid), core)
-        except OSError:
-            pass
 
 
 def plan(study: dict, out: Path, batch: int = 32) -> tuple[list[dict], list[tuple[list[dict], int]]]:
@@ -85,7 +50,7 @@ def plan(study: dict, out: Path, batch: int = 32) -> tuple[list[dict], list[tupl
 def run_chunk(chunk: list[dict], size: int) -> list[dict]:
     """Compute one chunk (in whatever process runs it). Returns, per run, either
     ``{"run": run, "result": ...}`` or ``{"run": run, "error": str, "traceback": str}``."""
-    _pin_to_one_core()
+    pin_to_one_core()
     from overgmm.sweep.build import run_batch
 
     configs = [r["config"] for r in chunk]
@@ -162,22 +127,9 @@ def sweep(
 
 
 def _run_dask(chunks, take, *, workers: int, scheduler: str | None) -> None:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env=ONE_THREAD_ENV,
-            silence_logs=40,
-        )
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
+    with connect(scheduler, workers) as client:
         futures = {client.submit(run_chunk, chunk, size, pure=False): chunk for chunk, size in chunks}
         for fut in as_completed(futures):
             try:
@@ -186,10 +138,6 @@ def _run_dask(chunks, take, *, workers: int, scheduler: str | None) -> None:
                 tb = traceback.format_exc()
                 items = [{"run": r, "error": f"{type(err).__name__}: {err}", "traceback": tb} for r in futures[fut]]
             take(items)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def status(out: str | Path) -> dict:

@@ -1,0 +1,324 @@
+"""Data in chunks of rows: in memory, memory-mapped, in Parquet files, or a Dask array.
+
+A chunked source maps a function over its chunks, in chunk order, and returns the
+results: ``chunks.map(fn, *args)`` calls ``fn(X, w, start, *args)`` with ``X`` the chunk's
+rows ``(b, d)`` as float64, ``w`` its sample weights ``(b,)`` and ``start`` the index of
+its first row in the whole data. Only ``fn``'s results travel: with a Dask array on a
+``distributed`` cluster the chunks stay persisted on the workers and ``fn`` runs there.
+
+* :class:`ArrayChunks`: a NumPy array or ``np.memmap`` (``.npy`` files via
+  :func:`read`), sliced into ``chunk_rows`` rows.
+* :class:`ParquetChunks`: a Parquet file or a folder of them (a dataset), one row group a
+  chunk, numeric columns only, read with ``pyarrow`` one row group at a time.
+* :class:`DaskChunks`: a ``dask.array.Array`` (rows in chunks, columns whole), on the
+  cluster of the current ``distributed.Client`` or on local threads when there is none.
+
+Errors name what is wrong: a missing or unreadable file or row group, a non-numeric
+column (with its name), the shapes. Non-finite values are found by the first pass over the
+data (:func:`overgmm.streaming.scan`), which names the chunk and row.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes: 1 GiB
+MIN_CHUNK_ROWS = 4096
+MAX_CHUNK_ROWS = 1 << 20
+COPIES_PER_CHUNK = 8  # float64 copies of a chunk alive at once (read, cast, standardized, padded, kernel inputs)
+
+
+def chunk_rows_for(n_features: int, memory_budget: float = DEFAULT_MEMORY_BUDGET) -> int:
+    """Rows per chunk: ``memory_budget / (8 copies x 8 bytes x n_features)``, a power of two
+    between :data:`MIN_CHUNK_ROWS` and :data:`MAX_CHUNK_ROWS` (the E-step kernel itself
+    works in blocks of about 2 MiB whatever the chunk)."""
+    rows = memory_budget / (COPIES_PER_CHUNK * 8 * max(n_features, 1))
+    rows = 1 << max(0, int(math.floor(math.log2(max(rows, 1)))))
+    return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
+
+
+def _check_weights(w, n_rows: int):
+    if w is None:
+        return None
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (n_rows,):
+        raise ValueError(f"sample_weight must have shape ({n_rows},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("sample_weight must be finite and non-negative")
+    return w
+
+
+class ArrayChunks:
+    """A NumPy array or ``np.memmap`` of shape ``(n_rows, n_features)`` in chunks of
+    ``chunk_rows`` rows (only one chunk is converted to float64 at a time)."""
+
+    def __init__(self, X, sample_weight=None, *, chunk_rows: int | None = None, name: str = "X"):
+        if not hasattr(X, "shape") or len(X.shape) != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {getattr(X, 'shape', None)}")
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        self.X, self.name = X, name
+        self.n_rows, self.n_features = int(X.shape[0]), int(X.shape[1])
+        self.w = _check_weights(sample_weight, self.n_rows)
+        self.chunk_rows = int(chunk_rows or chunk_rows_for(self.n_features))
+        self.bounds = [(a, min(a + self.chunk_rows, self.n_rows)) for a in range(0, self.n_rows, self.chunk_rows)]
+
+    def describe(self, i: int) -> str:
+        a, b = self.bounds[i]
+        return f"chunk {i} (rows {a}..{b - 1})"
+
+    def map(self, fn, *args) -> list:
+        out = []
+        for a, b in self.bounds:
+            x = np.asarray(self.X[a:b], dtype=np.float64)
+            w = np.ones(b - a) if self.w is None else self.w[a:b]
+            out.append(fn(x, w, a, *args))
+        return out
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".parquet", ".parq", ".pq"))
+        if not files:
+            raise ValueError(f"{path}: the folder holds no Parquet files (*.parquet)")
+        return files
+    return [path]
+
+
+class ParquetChunks:
+    """A Parquet file, or a folder of Parquet files (read in sorted path order), one row
+    group a chunk. ``columns``: the columns to use (default: all; every one must be
+    numeric, else the error names it)."""
+
+    def __init__(self, path, *, columns: list[str] | None = None):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.files = _parquet_files(self.path)
+        self.groups: list[tuple[Path, int, int]] = []  # (file, row group, rows)
+        names = None
+        for f in self.files:
+            try:
+                meta = pq.ParquetFile(f)
+            except Exception as err:
+                raise ValueError(f"{f}: not a readable Parquet file ({err})") from None
+            schema = meta.schema_arrow
+            cols = list(columns) if columns is not None else list(schema.names)
+            missing = [c for c in cols if c not in schema.names]
+            if missing:
+                raise ValueError(f"{f}: no column named {missing[0]!r}; it has {schema.names}")
+            for c in cols:
+                t = schema.field(c).type
+                if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+                    raise ValueError(f"{f}: column {c!r} is not numeric (type {t}); choose numeric columns")
+            if names is None:
+                names = cols
+            elif cols != names:
+                raise ValueError(f"{f}: columns {cols} differ from those of {self.files[0]} ({names})")
+            for g in range(meta.num_row_groups):
+                self.groups.append((f, g, meta.metadata.row_group(g).num_rows))
+        self.columns = names
+        self.n_features = len(names)
+        if self.n_features == 0:
+            raise ValueError(f"{self.path}: no columns to fit")
+        self.n_rows = sum(r for _, _, r in self.groups)
+        starts = np.cumsum([0] + [r for _, _, r in self.groups])
+        self.bounds = [(int(starts[i]), int(starts[i + 1])) for i in range(len(self.groups))]
+        self.chunk_rows = max((r for _, _, r in self.groups), default=1)
+        self.w = None
+
+    def describe(self, i: int) -> str:
+        f, g, _ = self.groups[i]
+        a, b = self.bounds[i]
+        return f"{f} row group {g} (rows {a}..{b - 1})"
+
+    def read(self, i: int) -> np.ndarray:
+        """Row group ``i`` as a float64 array ``(rows, n_features)``."""
+        return read_row_group(str(self.groups[i][0]), self.groups[i][1], self.columns)
+
+    def map(self, fn, *args) -> list:
+        out = []
+        for i, (a, b) in enumerate(self.bounds):
+            if a == b:
+                continue
+            out.append(fn(self.read(i), np.ones(b - a), a, *args))
+        return out
+
+
+def read_row_group(path: str, group: int, columns: list[str]) -> np.ndarray:
+    """One row group of a Parquet file as float64 ``(rows, len(columns))``; the error names
+    the file and the row group."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path).read_row_group(group, columns=columns)
+    except Exception as err:
+        raise OSError(f"{path}: cannot read row group {group} ({err})") from None
+    out = np.empty((table.num_rows, len(columns)))
+    for j, c in enumerate(columns):
+        col = table.column(c)
+        if col.null_count:
+            first = int(np.flatnonzero(np.asarray(col.is_null()))[0])
+            raise ValueError(f"{path}: row group {group}, row {first}: column {c!r} is missing (null)")
+        out[:, j] = col.to_numpy()
+    return out
+
+
+class DaskChunks:
+    """A ``dask.array.Array`` ``(n_rows, n_features)``: its row chunks (columns are
+    rechunked whole). With a ``distributed.Client`` the array is persisted on the workers
+    once and every pass runs ``fn`` there; without one, on local threads."""
+
+    def __init__(self, X, sample_weight=None):
+        import dask.array as da
+
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
+        if any(math.isnan(c) for c in X.chunks[0]):
+            raise ValueError("X has unknown chunk sizes; call X.compute_chunk_sizes() first")
+        X = X.rechunk({1: -1})
+        self.client = _client()
+        w = None
+        if sample_weight is not None:
+            w = sample_weight if isinstance(sample_weight, da.Array) else da.from_array(np.asarray(sample_weight))
+            if w.shape != (X.shape[0],):
+                raise ValueError(f"sample_weight must have shape ({X.shape[0]},), got {w.shape}")
+            w = w.astype(np.float64).rechunk((X.chunks[0],))
+        if self.client is not None:
+            X = self.client.persist(X)
+            w = None if w is None else self.client.persist(w)
+        self.X, self.w = X, w
+        self.n_rows, self.n_features = int(X.shape[0]), int(X.shape[1])
+        starts = np.cumsum((0,) + X.chunks[0])
+        self.bounds = [(int(starts[i]), int(starts[i + 1])) for i in range(len(X.chunks[0]))]
+        self.chunk_rows = max(X.chunks[0])
+
+    def describe(self, i: int) -> str:
+        a, b = self.bounds[i]
+        return f"chunk {i} (rows {a}..{b - 1})"
+
+    def map(self, fn, *args) -> list:
+        import dask
+
+        xs = self.X.to_delayed().ravel()
+        ws = [None] * len(xs) if self.w is None else self.w.to_delayed().ravel()
+        tasks = [dask.delayed(_on_block)(fn, x, w, a, *args) for x, w, (a, _) in zip(xs, ws, self.bounds, strict=True)]
+        if self.client is not None:
+            return list(self.client.compute(tasks, sync=True))
+        return list(dask.compute(*tasks, scheduler="threads"))
+
+
+def _on_block(fn, x, w, start, *args):
+    from overgmm.cluster import pin_to_one_core
+
+    pin_to_one_core()
+    x = np.asarray(x, dtype=np.float64)
+    w = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
+    return fn(x, w, start, *args)
+
+
+def _npy_rows(path: str, a: int, b: int) -> np.ndarray:
+    return np.asarray(np.load(path, mmap_mode="r")[a:b], dtype=np.float64)
+
+
+def to_dask(source):
+    """A ``dask.array.Array`` over a file source (Parquet row groups, ``.npy`` slices read
+    where the task runs, so workers read the file themselves: it must be reachable from
+    every worker) or an in-memory array."""
+    import dask
+    import dask.array as da
+
+    if isinstance(source, DaskChunks):
+        return source.X
+    if isinstance(source, ParquetChunks):
+        parts = [
+            da.from_delayed(
+                dask.delayed(read_row_group)(str(f), g, source.columns), shape=(r, source.n_features), dtype=np.float64
+            )
+            for f, g, r in source.groups
+            if r
+        ]
+    elif getattr(source, "path", None) is not None:
+        parts = [
+            da.from_delayed(
+                dask.delayed(_npy_rows)(str(source.path), a, b), shape=(b - a, source.n_features), dtype=np.float64
+            )
+            for a, b in source.bounds
+        ]
+    else:
+        return da.from_array(np.asarray(source.X, dtype=np.float64), chunks=(source.chunk_rows, -1))
+    return da.concatenate(parts, axis=0)
+
+
+def _client():
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Numeric table of shape (n_samples, n_features) and column names; the first row is a
+    header when any of its cells is not a number. Raises ``ValueError`` naming a bad cell."""
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{path} holds no data")
+
+    def numeric(cell: str) -> bool:
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+
+    header = None
+    if not all(numeric(c) for c in rows[0]):
+        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    width = len(header) if header else len(rows[0])
+    data = np.empty((len(rows), width))
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"{path}: row {i + 1 + bool(header)} has {len(row)} fields, expected {width}")
+        for j, cell in enumerate(row):
+            try:
+                data[i, j] = float(cell)
+            except ValueError:
+                raise ValueError(
+                    f"{path}: row {i + 1 + bool(header)}, column {j + 1} is not a number: {cell!r}"
+                ) from None
+    names = header or [f"x{j}" for j in range(width)]
+    return data, names
+
+
+def read(path, *, columns: list[str] | None = None, chunk_rows: int | None = None):
+    """A chunked source for a file: ``.npy`` (memory-mapped), Parquet (a file or a folder
+    of them), or CSV (read into memory: numeric columns, optional header). Returns
+    ``(chunks, column names)``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir() or path.suffix in (".parquet", ".parq", ".pq"):
+        src = ParquetChunks(path, columns=columns)
+        return src, src.columns
+    if path.suffix == ".npy":
+        try:
+            X = np.load(path, mmap_mode="r")
+        except Exception as err:
+            raise ValueError(f"{path}: not a readable .npy file ({err})") from None
+        src = ArrayChunks(X, chunk_rows=chunk_rows, name=str(path))
+        src.path = path
+        return src, [f"x{j}" for j in range(src.n_features)]
+    X, names = read_csv(path)
+    return ArrayChunks(X, chunk_rows=chunk_rows, name=str(path)), names

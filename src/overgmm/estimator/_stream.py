@@ -1,0 +1,174 @@
+"""The estimator's fit on data in chunks (:mod:`overgmm.chunks`): the same steps as in
+memory (:mod:`._fit`), each data operation a pass over the chunks (:mod:`overgmm.streaming`).
+
+* moments: :func:`overgmm.streaming.scan` (finiteness first: a non-finite value is
+  reported with its row and column before any iteration);
+* starting students: drawn from :func:`overgmm.streaming.subsample`, the rows whose hash
+  falls below ``SUBSAMPLE_ROWS / count``. The in-memory fit draws from the same rows
+  (:func:`init_rows`), so both start alike whatever the chunking or row order;
+* the fit, its summary and the merges: :class:`Streamed`, the engine :func:`._fit.fit` runs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from overgmm import chunks as C
+from overgmm import streaming
+from overgmm.algorithms.base import Method
+from overgmm.estimator import _fit as F
+from overgmm.mixture import Mixture
+
+
+class Streamed(NamedTuple):
+    """:class:`._fit.InMemory`'s operations on chunked data seen through ``view``
+    (standardized, and which rows count); ``total``: the weight the view counts."""
+
+    chunks: object
+    view: streaming.View
+    method: Method
+    floor: np.ndarray
+    total: float
+    progress: bool = False
+
+    def solve(self, students: Mixture, keys, max_iter: int, tol: float):
+        return streaming.solve(
+            self.method,
+            students,
+            self.chunks,
+            floor=self.floor,
+            total=self.total,
+            view=self.view,
+            max_steps=max_iter,
+            tol=tol,
+            keys=keys,
+            record=F.RECORD,
+            progress=self.progress,
+        )
+
+    def summary(self, students: Mixture):
+        loss = streaming.loss(self.chunks, self.view, students, self.total)
+        return loss, F.host(jax.vmap(F._covariances)(students))
+
+    def merge(self, students: Mixture, price: float):
+        merged, k = streaming.merge_round(self.chunks, self.view, students, self.floor, self.total, price)
+        return F.host(merged), np.asarray(k)
+
+
+def init_rows(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Indices of the rows the starting students are drawn from (in memory), in the
+    canonical order: :func:`overgmm.streaming.subsample_mask` at ``SUBSAMPLE_ROWS`` rows,
+    sorted lexicographically by value, as :func:`overgmm.streaming.subsample` gives them."""
+    count = int(np.count_nonzero(w > 0))
+    idx = np.flatnonzero(streaming.subsample_mask(X, w, streaming.SUBSAMPLE_ROWS / max(count, 1)))
+    return idx[np.lexsort(X[idx].T[::-1])]
+
+
+def init_bucket(n_rows: int) -> int:
+    """Rows the starting students' draw is padded to: that of all rows, up to twice the
+    subsample's target (one compiled shape for every fit of a data set, whatever rows a
+    view counts)."""
+    return F.bucket_rows(min(n_rows, 2 * streaming.SUBSAMPLE_ROWS))
+
+
+def method_of(est, floor: np.ndarray) -> Method:
+    """The estimator's (streamable) method: :func:`._fit.algorithm`'s, bound to nothing."""
+    if est.algorithm == "polyak":
+        raise ValueError(
+            "algorithm='polyak' evaluates the loss at trial points, several passes per step; data in chunks "
+            "(a dask array, a memmap or a file larger than memory_budget) are fitted with 'em' or 'gradient_em'"
+        )
+    dummy = F.problem(np.zeros((1, floor.shape[0])), np.ones(1), floor)
+    return F.algorithm(dummy, est.algorithm, float(est.step_size), int(est.n_short), float(est.prune)).method
+
+
+def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: str, n: int):
+    """Standardization from the view's moments, the subsample, and starting students."""
+    shift, scale, floor = est._standardization_from(moments.mean, np.diag(moments.cov), kind)
+    Xs, ws = streaming.subsample(chunks, view, moments.count)
+    Zp, wp = F.pad_rows((Xs - shift) / scale, ws / ws.sum(), at_least=init_bucket(chunks.n_rows))
+    students, keys = F.init_students(
+        est._seed(),
+        Zp,
+        wp,
+        n,
+        floor,
+        n=F.bucket_components(n),
+        n_init=est.n_init,
+        method=est.init,
+        covariance_type=kind,
+    )
+    return (shift, scale, floor), students, keys
+
+
+def as_chunks(est, X, sample_weight):
+    """The chunked source ``fit`` streams, or None for a fit in memory: a dask array
+    (always), an :mod:`overgmm.chunks` source (always), or a NumPy array / memmap whose
+    working copies (4 x its float64 size) exceed ``memory_budget``."""
+    if hasattr(X, "map") and hasattr(X, "bounds") and hasattr(X, "n_rows"):
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported with an overgmm.chunks source; weight its rows instead")
+        return X
+    if type(X).__module__.startswith("dask.") and hasattr(X, "to_delayed"):
+        return C.DaskChunks(X, sample_weight)
+    if isinstance(X, np.ndarray) and X.ndim == 2 and 4 * 8 * X.size > float(est.memory_budget):
+        return C.ArrayChunks(X, sample_weight, chunk_rows=C.chunk_rows_for(X.shape[1], float(est.memory_budget)))
+    return None
+
+
+def fit_chunks(est, chunks):
+    """:meth:`OverparamGMM.fit` on chunked data (module docstring)."""
+    est.n_features_in_ = chunks.n_features
+    if hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+    moments = streaming.scan(chunks)  # non-finite values are reported here, before any step
+    if not moments.total > 0:
+        raise ValueError("sample_weight must have a positive sum; all weights are zero.")
+    if chunks.n_rows < 2:
+        raise ValueError(f"Found array with {chunks.n_rows} sample(s) while a minimum of 2 is required.")
+    est.validation_scores_ = {}
+    kind = _choose_type(est, chunks, moments) if est.covariance_type == "auto" else est.covariance_type
+    res, n, units = _fit_type(est, chunks, "all", moments, kind, est._resolve_n_components(moments.total))
+    return est._finish(res, n, units, kind)
+
+
+def _fit_type(est, chunks, rows: str, moments: streaming.Moments, kind: str, n: int):
+    units, students, keys = start(est, chunks, streaming.View(rows=rows), moments, kind, n)
+    shift, scale, floor = units
+    engine = Streamed(
+        chunks,
+        streaming.View(shift, scale, rows),
+        method_of(est, floor),
+        floor,
+        moments.total,
+        progress=int(est.verbose) > 0,
+    )
+    price = est._price(chunks.n_features, moments.total, kind)
+    res = F.fit(engine, students, keys, max_iter=int(est.max_iter), tol=float(est.tol), price=price)
+    return res, n, units
+
+
+def _choose_type(est, chunks, moments: streaming.Moments) -> str:
+    """The ``"auto"`` rule of :meth:`OverparamGMM._choose_type` on chunked data."""
+    fit_m = streaming.scan(chunks, streaming.View(rows="fit"))
+    held_m = streaming.scan(chunks, streaming.View(rows="held"))
+    if held_m.count < 1 or fit_m.count < 2 or fit_m.total <= 1:
+        return "diag"
+    n = est._resolve_n_components(moments.total)
+    scores = {}
+    for kind in F.AUTO_TYPES:
+        res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n)
+        if res.best < 0:
+            scores[kind] = -np.inf
+            continue
+        one = jax.tree_util.tree_map(lambda a, b=res.best: a[b : b + 1], res.students)
+        nll = streaming.loss(chunks, streaming.View(shift, scale, "held"), one, held_m.total)[0]
+        scores[kind] = -float(nll) - float(np.sum(np.log(scale)))
+    est.validation_scores_ = scores
+    best = max(scores.values())
+    if not np.isfinite(best):
+        return "diag"
+    return next(k for k in F.AUTO_TYPES if scores[k] >= best - F.AUTO_MARGIN)

@@ -1,0 +1,312 @@
+"""Exact full-data EM on data in chunks: every statistic is a sum over chunks.
+
+The E-step statistics (:class:`overgmm.statistics.Raw`: loss, masses, first and second
+moments) and the merge costs (:func:`overgmm.reduce.pair_cost_sums`) are sums over rows,
+so each chunk of a :mod:`overgmm.chunks` source reduces to O(n d^2) numbers with the
+compiled kernel (padded to one shape: one compilation), the host adds them in chunk order
+in float64, and the algorithm's own step runs on the total
+(:meth:`overgmm.Problem.from_statistics`) inside the driver's step
+(:func:`overgmm.driver.solve_step`). Each step reads every chunk once; nothing is
+stochastic, and the numbers equal the in-memory pass to rounding.
+
+A :class:`View` says how a chunk is seen: standardized by ``shift``/``scale``, and which
+rows count (``rows="all"``; ``"fit"``, the rows outside :func:`holdout_mask`; ``"held"``,
+the rows inside it). Workers compute it from the chunk's values, so no mask travels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from overgmm import driver
+from overgmm.algorithms.base import Method
+from overgmm.mixture import Mixture
+from overgmm.problem import Problem
+from overgmm.reduce import cost_matrix, merge_pairs, pair_cost_sums
+from overgmm.statistics import Raw, centred, raw_moments
+
+HOLDOUT_FOLDS = 5
+SUBSAMPLE_ROWS = 1 << 16  # rows kept (about) for drawing starting students
+_FNV = np.uint64(0x100000001B3)
+
+
+# ----------------------------------------------------------------------------- row hashes
+def row_hash(X: np.ndarray, salt: int = 0) -> np.ndarray:
+    """A 64-bit hash ``(N,)`` of each row's float64 values: equal rows hash equally, so
+    what depends on it ignores row order, chunking and duplication."""
+    rows = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64).reshape(X.shape[0], -1)
+    h = np.full(X.shape[0], np.uint64((int(salt) * 0x9E3779B97F4A7C15) % 2**64))
+    with np.errstate(over="ignore"):
+        for j in range(rows.shape[1]):
+            h = (h ^ rows[:, j]) * _FNV
+            h ^= h >> np.uint64(29)
+    return h
+
+
+def holdout_mask(X: np.ndarray) -> np.ndarray:
+    """About one row in :data:`HOLDOUT_FOLDS`, chosen by :func:`row_hash` (the validation
+    rows of the estimator's ``covariance_type="auto"``)."""
+    h = row_hash(X) if X.shape[0] else np.zeros(0, np.uint64)
+    return (h % np.uint64(HOLDOUT_FOLDS)) == 0
+
+
+def subsample_mask(X: np.ndarray, w: np.ndarray, fraction: float) -> np.ndarray:
+    """Rows of positive weight whose hash falls in the first ``fraction`` of its range
+    (all of them when ``fraction >= 1``): a sample that depends only on the rows' values."""
+    keep = w > 0
+    if fraction >= 1:
+        return keep
+    u = (row_hash(X, salt=1) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return keep & (u < fraction)
+
+
+# ----------------------------------------------------------------------------- views
+@dataclasses.dataclass(frozen=True)
+class View:
+    """How a chunk is seen: ``(X - shift) / scale`` (None: as it is), and which rows
+    count: ``"all"``, ``"fit"`` (outside :func:`holdout_mask`) or ``"held"`` (inside it)."""
+
+    shift: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    rows: str = "all"
+
+    def weights(self, X: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if self.rows == "all":
+            return w
+        held = holdout_mask(X)
+        return np.where(held, w, 0.0) if self.rows == "held" else np.where(held, 0.0, w)
+
+    def data(self, X: np.ndarray) -> np.ndarray:
+        return X if self.shift is None else (X - self.shift) / self.scale
+
+
+ALL = View()
+
+
+# ----------------------------------------------------------------------------- per-chunk work
+def _scan_chunk(X, w, start, view: View):
+    """Check finiteness (the error names the row and column), then the weighted count,
+    sum and row count of the chunk's rows that count."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(
+            f"non-finite value {float(X[r, c])} at row {start + r} (row {r} of the chunk starting at row {start}), "
+            f"column {c}; remove or impute it before fitting"
+        )
+    w = view.weights(X, w)
+    return float(w.sum()), w @ X, int(np.count_nonzero(w))
+
+
+def _second_chunk(X, w, start, view: View, mean):
+    w = view.weights(X, w)
+    c = X - mean
+    return (c * w[:, None]).T @ c
+
+
+def _sample_chunk(X, w, start, view: View, fraction: float):
+    w = view.weights(X, w)
+    keep = subsample_mask(X, w, fraction)
+    return X[keep], w[keep]
+
+
+def _pad(Z: np.ndarray, w: np.ndarray, rows: int):
+    if Z.shape[0] == rows:
+        return Z, w
+    Zp = np.zeros((rows, Z.shape[1]))
+    Zp[: Z.shape[0]] = Z
+    wp = np.zeros(rows)
+    wp[: Z.shape[0]] = w
+    return Zp, wp
+
+
+@jax.jit
+def _moments_kernel(students: Mixture, Z, w) -> Raw:
+    return jax.vmap(raw_moments, in_axes=(0, None, None))(students, Z, w)
+
+
+@jax.jit
+def _pair_kernel(students: Mixture, Z, w, floor):
+    return jax.vmap(pair_cost_sums, in_axes=(0, None, None, None))(students, Z, w, floor)
+
+
+def _moments_chunk(X, w, start, view: View, students: Mixture, rows: int):
+    Z, w = _pad(view.data(X), view.weights(X, w), rows)
+    return jax.tree_util.tree_map(np.asarray, _moments_kernel(students, Z, w))
+
+
+def _pairs_chunk(X, w, start, view: View, students: Mixture, floor, rows: int):
+    Z, w = _pad(view.data(X), view.weights(X, w), rows)
+    return np.asarray(_pair_kernel(students, Z, w, floor))
+
+
+def _total(parts):
+    return functools.reduce(lambda a, b: jax.tree_util.tree_map(np.add, a, b), parts)
+
+
+# ----------------------------------------------------------------------------- passes
+@dataclasses.dataclass(frozen=True)
+class Moments:
+    """The weighted first two moments of the rows a view counts: ``total`` (sum of
+    weights), ``count`` (rows of positive weight), ``mean (d,)``, ``cov (d, d)``."""
+
+    total: float
+    count: int
+    mean: np.ndarray
+    cov: np.ndarray
+
+
+def scan(chunks, view: View = ALL) -> Moments:
+    """Two passes: finiteness and the mean, then the covariance about it."""
+    parts = chunks.map(_scan_chunk, view)
+    total = sum(p[0] for p in parts)
+    count = sum(p[2] for p in parts)
+    if not total > 0:  # nothing counts: the caller decides
+        d = chunks.n_features
+        return Moments(0.0, 0, np.zeros(d), np.zeros((d, d)))
+    mean = _total([p[1] for p in parts]) / total
+    cov = _total(chunks.map(_second_chunk, view, mean)) / total
+    return Moments(total, count, mean, cov)
+
+
+def subsample(chunks, view: View, count: int, target: int = SUBSAMPLE_ROWS):
+    """The rows (original units) and weights of :func:`subsample_mask` at about ``target``
+    rows of the ``count`` the view counts, in a canonical (sorted) order."""
+    parts = chunks.map(_sample_chunk, view, target / max(count, 1))
+    X = np.concatenate([p[0] for p in parts])
+    w = np.concatenate([p[1] for p in parts])
+    order = np.lexsort(X.T[::-1])
+    return X[order], w[order]
+
+
+def statistics_sums(chunks, view: View, students: Mixture) -> Raw:
+    """:class:`Raw` sums over every chunk for a batch of students (leading axis R)."""
+    host = jax.tree_util.tree_map(np.asarray, students)
+    return _total(chunks.map(_moments_chunk, view, host, _rows(chunks)))
+
+
+def pair_costs(chunks, view: View, students: Mixture, floor, total: float) -> np.ndarray:
+    """``(R, n, n)`` merge costs (:func:`overgmm.reduce.pair_costs`) over every chunk."""
+    host = jax.tree_util.tree_map(np.asarray, students)
+    sums = _total(chunks.map(_pairs_chunk, view, host, np.asarray(floor), _rows(chunks)))
+    return np.asarray(jax.vmap(cost_matrix, in_axes=(0, 0, None))(students, sums, total))
+
+
+@jax.jit
+def _merge_kernel(students, costs, price, floor):
+    return jax.vmap(merge_pairs, in_axes=(0, 0, None, None))(students, costs, price, floor)
+
+
+def merge_round(chunks, view: View, students: Mixture, floor, total: float, price):
+    """:func:`overgmm.reduce.merge_round` for a batch of students on chunked data."""
+    if students.n_components < 2:
+        return students, np.zeros(students.means.shape[0], np.int32)
+    costs = pair_costs(chunks, view, students, floor, total)
+    return _merge_kernel(students, costs, np.float64(price), jnp.asarray(floor))
+
+
+def _rows(chunks) -> int:
+    """The one padded shape of every chunk (a power of two: few compilations)."""
+    return 1 << (int(max(chunks.chunk_rows, 1)) - 1).bit_length()
+
+
+# ----------------------------------------------------------------------------- the solve loop
+@functools.lru_cache(maxsize=32)
+def _stepper(method: Method, max_steps: int, record: tuple[str, ...]):
+    def one(raw, total, floor, tol, carry, student):
+        stats = centred(student, raw, total)
+        prob = Problem.from_statistics(stats, var_floor=floor)
+        new = driver.solve_step(method, max_steps, record, prob, tol, carry)
+        act = driver.solve_active(carry)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(act, a, b), new, carry)
+
+    batched = jax.vmap(one, in_axes=(0, None, None, None, 0, 0))
+    return jax.jit(lambda raw, total, floor, tol, carry: batched(raw, total, floor, tol, carry, carry[0].student))
+
+
+@functools.lru_cache(maxsize=32)
+def _starter(method: Method, max_steps: int, record: tuple[str, ...]):
+    def one(raw, total, floor, student, key):
+        prob = Problem.from_statistics(centred(student, raw, total), var_floor=floor)
+        return driver.solve_init(method, max_steps, record, prob, student, key)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, 0, 0)))
+
+
+def solve(
+    method: Method,
+    students: Mixture,
+    chunks,
+    *,
+    floor,
+    total: float,
+    view: View = ALL,
+    max_steps: int,
+    tol: float = 0.0,
+    keys=None,
+    record=(),
+    progress: bool = False,
+) -> driver.Solution:
+    """:func:`overgmm.solve_batch` of a streamable ``method`` (``method.streamable``) for a
+    batch of ``students`` (leading axis R) on chunked data: every step is one pass over
+    the chunks and the driver's own step on the reduced statistics. ``total``: the sum of
+    the weights the view counts (statistics are means over it). ``progress``: a bar with
+    the steps, the mean log-likelihood and an ETA."""
+    if not method.streamable:
+        raise ValueError(
+            f"{method.name} reads the data more than once per step; on data in chunks use EM or gradient EM "
+            "(weights 'fixed' or 'em')"
+        )
+    record = tuple(record)
+    R = students.means.shape[0]
+    keys = jax.random.split(jax.random.key(0), R) if keys is None else keys
+    floor = jnp.asarray(floor, jnp.float64)
+    total = np.float64(total)
+    raw = _zeros_like_sums(chunks, students)  # init reads no data
+    carry = _starter(method, max_steps, record)(raw, total, floor, students, keys)
+    step = _stepper(method, max_steps, record)
+    bar = _bar(max_steps, progress)
+    try:
+        while bool(np.any(np.asarray(driver.solve_active(carry)))):
+            raw = statistics_sums(chunks, view, carry[0].student)
+            carry = step(raw, total, floor, jnp.asarray(tol, jnp.float64), carry)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loglik=f"{float(np.max(np.asarray(raw.loss))) / total:.6g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    losses, recs, state, status, failed_at = jax.jit(jax.vmap(driver.solve_result))(carry)
+    return driver.Solution(
+        state,
+        np.asarray(losses),
+        {k: np.asarray(a) for k, a in recs.items()},
+        np.asarray(state.step),
+        np.asarray(status),
+        np.asarray(failed_at),
+        method.name,
+    )
+
+
+def _zeros_like_sums(chunks, students: Mixture) -> Raw:
+    rows = _rows(chunks)
+    shapes = jax.eval_shape(_moments_kernel, students, np.zeros((rows, chunks.n_features)), np.zeros(rows))
+    return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def loss(chunks, view: View, students: Mixture, total: float) -> np.ndarray:
+    """Mean negative log-likelihood ``(R,)`` of a batch of students over the rows the view counts."""
+    return -np.asarray(statistics_sums(chunks, view, students).loss) / total
+
+
+def _bar(total: int, on: bool):
+    if not on:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="EM passes", unit="pass")

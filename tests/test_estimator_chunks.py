@@ -1,0 +1,132 @@
+"""OverparamGMM on data in chunks: memmaps, dask arrays (local threads and a 2-worker
+cluster, including a worker killed mid-fit), Parquet; the same fit as in memory."""
+
+import os
+import signal
+
+import dask.array as da
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from overgmm import chunks as C
+from overgmm import streaming
+from overgmm.estimator import OverparamGMM
+
+
+def data(n=3000, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(size=(n // 2, d)), rng.normal(size=(n - n // 2, d)) * 0.6 + 4])
+    return X[rng.permutation(n)]
+
+
+def same_fit(a, b, rtol=1e-8):
+    assert a.n_components_ == b.n_components_ and a.covariance_type_ == b.covariance_type_
+    assert a.n_iter_ == b.n_iter_ and a.n_merges_ == b.n_merges_
+    assert abs(a.lower_bound_ - b.lower_bound_) <= rtol * abs(a.lower_bound_)
+    order_a, order_b = np.lexsort(a.means_.T), np.lexsort(b.means_.T)
+    np.testing.assert_allclose(b.means_[order_b], a.means_[order_a], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(b.weights_[order_b], a.weights_[order_a], rtol=rtol)
+    np.testing.assert_allclose(b.covariances_[order_b], a.covariances_[order_a], rtol=rtol)
+
+
+@pytest.fixture(scope="module")
+def X():
+    return data()
+
+
+@pytest.fixture(scope="module")
+def in_memory(X):
+    return {kind: OverparamGMM(covariance_type=kind, random_state=0).fit(X) for kind in ("diag", "full")}
+
+
+@pytest.mark.parametrize("kind", ["diag", "full"])
+def test_memmap_over_the_budget_and_dask_on_threads_equal_the_in_memory_fit(tmp_path, X, in_memory, kind):
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    small_budget = OverparamGMM(covariance_type=kind, random_state=0, memory_budget=X.nbytes)
+    assert streaming.__name__ and C.chunk_rows_for(3, X.nbytes) == 4096
+    same_fit(in_memory[kind], small_budget.fit(mm))
+    same_fit(in_memory[kind], OverparamGMM(covariance_type=kind, random_state=0).fit(da.from_array(X, chunks=700)))
+
+
+def test_auto_type_and_weights_on_chunks(X):
+    w = np.random.default_rng(3).integers(0, 3, size=X.shape[0]).astype(float)
+    a = OverparamGMM(random_state=1).fit(X, sample_weight=w)
+    b = OverparamGMM(random_state=1).fit(da.from_array(X, chunks=1000), sample_weight=w)
+    same_fit(a, b)
+    assert a.validation_scores_.keys() == b.validation_scores_.keys()
+    for k in a.validation_scores_:
+        assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
+
+
+def test_parquet_dataset_folder_equals_the_in_memory_fit(tmp_path, X):
+    (tmp_path / "ds").mkdir()
+    for i, part in enumerate(np.array_split(X, 3)):
+        pq.write_table(pa.table({f"c{j}": part[:, j] for j in range(3)}), tmp_path / "ds" / f"p{i}.parquet", 400)
+    src = C.ParquetChunks(tmp_path / "ds")
+    assert src.n_rows == 3000 and src.columns == ["c0", "c1", "c2"] and len(src.bounds) == 9
+    same_fit(
+        OverparamGMM(covariance_type="diag", random_state=0).fit(X),
+        OverparamGMM(covariance_type="diag", random_state=0).fit(src),
+    )
+
+
+def test_bad_chunked_input_names_the_problem(tmp_path, X):
+    bad = X.copy()
+    bad[1234, 2] = np.nan
+    with pytest.raises(ValueError, match="row 1234.*column 2"):
+        OverparamGMM().fit(da.from_array(bad, chunks=1000))
+    with pytest.raises(ValueError, match="polyak"):
+        OverparamGMM(algorithm="polyak").fit(da.from_array(X, chunks=1000))
+    pq.write_table(pa.table({"a": X[:, 0], "name": ["x"] * 3000}), tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match="column 'name' is not numeric"):
+        C.ParquetChunks(tmp_path / "t.parquet")
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        C.read(tmp_path / "nope.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match="junk.parquet: not a readable Parquet file"):
+        C.ParquetChunks(tmp_path / "junk.parquet")
+    with pytest.raises(OSError, match="cannot read row group 5"):
+        C.read_row_group(str(tmp_path / "t.parquet"), 5, ["a"])
+    with pytest.raises(ValueError, match="must hold real numbers"):
+        OverparamGMM().fit(da.from_array(np.array([["a", "b"]] * 4)))
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    from distributed import Client
+
+    from overgmm.cluster import local_cluster
+
+    cluster = local_cluster(2)
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_two_worker_cluster_survives_a_killed_worker_with_the_same_fit(cluster_client, X, in_memory, monkeypatch):
+    """Only statistics travel; a worker killed after the third pass is replaced, Dask
+    recomputes its chunks and tasks, and the fit equals the in-memory one."""
+    seen = set()
+    same_fit(in_memory["full"], OverparamGMM(covariance_type="full", random_state=0).fit(da.from_array(X, chunks=500)))
+    pids = cluster_client.run(os.getpid)
+    assert len(pids) == 2
+    real = streaming.statistics_sums
+    calls = []
+
+    def killing(chunks, view, students):
+        calls.append(1)
+        if len(calls) == 3:
+            addr, pid = sorted(cluster_client.run(os.getpid).items())[0]
+            os.kill(pid, signal.SIGKILL)
+            seen.add(addr)
+        return real(chunks, view, students)
+
+    monkeypatch.setattr(streaming, "statistics_sums", killing)
+    b = OverparamGMM(covariance_type="full", random_state=0).fit(da.from_array(X, chunks=500))
+    assert len(calls) > 5 and seen
+    same_fit(in_memory["full"], b)
+    cluster_client.wait_for_workers(2, timeout=60)

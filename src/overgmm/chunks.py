@@ -29,14 +29,18 @@ import numpy as np
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes: 1 GiB
 MIN_CHUNK_ROWS = 4096
 MAX_CHUNK_ROWS = 1 << 20
-COPIES_PER_CHUNK = 8  # float64 copies of a chunk alive at once (read, cast, standardized, padded, kernel inputs)
+# A chunk's float64 copies alive at once (read, cast, standardized, padded, kernel input)
+# take at most a 1/CHUNK_SHARE share of the budget: the rest is for the process itself
+# (JAX and its compiled code: about 0.5 GB) and a file's row group being read.
+CHUNK_SHARE = 64
 
 
 def chunk_rows_for(n_features: int, memory_budget: float = DEFAULT_MEMORY_BUDGET) -> int:
-    """Rows per chunk: ``memory_budget / (8 copies x 8 bytes x n_features)``, a power of two
-    between :data:`MIN_CHUNK_ROWS` and :data:`MAX_CHUNK_ROWS` (the E-step kernel itself
-    works in blocks of about 2 MiB whatever the chunk)."""
-    rows = memory_budget / (COPIES_PER_CHUNK * 8 * max(n_features, 1))
+    """Rows per chunk: ``memory_budget / (64 x 8 bytes x n_features)`` (2^17 rows for
+    10 features and 1 GiB), a power of two between :data:`MIN_CHUNK_ROWS` and
+    :data:`MAX_CHUNK_ROWS` (the E-step kernel itself works in blocks of about 2 MiB
+    whatever the chunk)."""
+    rows = memory_budget / (CHUNK_SHARE * 8 * max(n_features, 1))
     rows = 1 << max(0, int(math.floor(math.log2(max(rows, 1)))))
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows)))
 
@@ -92,11 +96,19 @@ def _parquet_files(path: Path) -> list[Path]:
 
 
 class ParquetChunks:
-    """A Parquet file, or a folder of Parquet files (read in sorted path order), one row
-    group a chunk. ``columns``: the columns to use (default: all; every one must be
-    numeric, else the error names it)."""
+    """A Parquet file, or a folder of Parquet files (read in sorted path order), a row
+    group at a time, in chunks of at most ``chunk_rows`` rows (default
+    :func:`chunk_rows_for`). ``columns``: the columns to use (default: all; every one must
+    be numeric, else the error names it)."""
 
-    def __init__(self, path, *, columns: list[str] | None = None):
+    def __init__(
+        self,
+        path,
+        *,
+        columns: list[str] | None = None,
+        chunk_rows: int | None = None,
+        memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    ):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -129,45 +141,64 @@ class ParquetChunks:
         if self.n_features == 0:
             raise ValueError(f"{self.path}: no columns to fit")
         self.n_rows = sum(r for _, _, r in self.groups)
-        starts = np.cumsum([0] + [r for _, _, r in self.groups])
-        self.bounds = [(int(starts[i]), int(starts[i + 1])) for i in range(len(self.groups))]
-        self.chunk_rows = max((r for _, _, r in self.groups), default=1)
+        self.chunk_rows = int(chunk_rows or chunk_rows_for(self.n_features, memory_budget))
+        self.bounds, self._pieces = [], []  # chunk i: rows bounds[i] of row group _pieces[i] = (group, offset)
+        start = 0
+        for gi, (_, _, rows) in enumerate(self.groups):
+            for off in range(0, rows, self.chunk_rows):
+                b = min(rows, off + self.chunk_rows)
+                self.bounds.append((start + off, start + b))
+                self._pieces.append((gi, off))
+            start += rows
         self.w = None
 
     def describe(self, i: int) -> str:
-        f, g, _ = self.groups[i]
+        gi, _ = self._pieces[i]
+        f, g, _ = self.groups[gi]
         a, b = self.bounds[i]
         return f"{f} row group {g} (rows {a}..{b - 1})"
 
-    def read(self, i: int) -> np.ndarray:
-        """Row group ``i`` as a float64 array ``(rows, n_features)``."""
-        return read_row_group(str(self.groups[i][0]), self.groups[i][1], self.columns)
-
     def map(self, fn, *args) -> list:
-        out = []
-        for i, (a, b) in enumerate(self.bounds):
-            if a == b:
+        import pyarrow.parquet as pq
+
+        out, i, opened = [], 0, (None, None)
+        for f, g, rows in self.groups:
+            if rows == 0:
                 continue
-            out.append(fn(self.read(i), np.ones(b - a), a, *args))
+            if opened[0] != f:
+                opened = (f, pq.ParquetFile(f))
+            X = read_row_group(str(f), g, self.columns, opened[1])  # one row group in memory at a time
+            for off in range(0, rows, self.chunk_rows):
+                a, b = self.bounds[i]
+                out.append(fn(np.ascontiguousarray(X[off : off + self.chunk_rows]), np.ones(b - a), a, *args))
+                i += 1
+            del X
         return out
 
 
-def read_row_group(path: str, group: int, columns: list[str]) -> np.ndarray:
-    """One row group of a Parquet file as float64 ``(rows, len(columns))``; the error names
-    the file and the row group."""
+def read_row_group(path: str, group: int, columns: list[str], parquet_file=None) -> np.ndarray:
+    """One row group of a Parquet file as float64 ``(rows, len(columns))``, read a column
+    at a time (Arrow's buffers stay one column large); the error names the file and the
+    row group."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.ParquetFile(path).read_row_group(group, columns=columns)
+        pf = parquet_file or pq.ParquetFile(path)
+        rows = pf.metadata.row_group(group).num_rows
+        out = np.empty((rows, len(columns)))
+        for j, c in enumerate(columns):
+            col = pf.read_row_group(group, columns=[c], use_threads=False).column(0)
+            if col.null_count:
+                first = int(np.flatnonzero(np.asarray(col.is_null()))[0])
+                raise ValueError(f"{path}: row group {group}, row {first}: column {c!r} is missing (null)")
+            out[:, j] = col.to_numpy()
+            del col
+    except ValueError:
+        raise
     except Exception as err:
         raise OSError(f"{path}: cannot read row group {group} ({err})") from None
-    out = np.empty((table.num_rows, len(columns)))
-    for j, c in enumerate(columns):
-        col = table.column(c)
-        if col.null_count:
-            first = int(np.flatnonzero(np.asarray(col.is_null()))[0])
-            raise ValueError(f"{path}: row group {group}, row {first}: column {c!r} is missing (null)")
-        out[:, j] = col.to_numpy()
+    pa.default_memory_pool().release_unused()
     return out
 
 
@@ -302,23 +333,23 @@ def read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
     return data, names
 
 
-def read(path, *, columns: list[str] | None = None, chunk_rows: int | None = None):
+def read(path, *, columns: list[str] | None = None, memory_budget: float = DEFAULT_MEMORY_BUDGET):
     """A chunked source for a file: ``.npy`` (memory-mapped), Parquet (a file or a folder
-    of them), or CSV (read into memory: numeric columns, optional header). Returns
-    ``(chunks, column names)``."""
+    of them), or CSV (read into memory: numeric columns, optional header), in chunks of
+    :func:`chunk_rows_for` rows for ``memory_budget``. Returns ``(chunks, column names)``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir() or path.suffix in (".parquet", ".parq", ".pq"):
-        src = ParquetChunks(path, columns=columns)
+        src = ParquetChunks(path, columns=columns, memory_budget=memory_budget)
         return src, src.columns
     if path.suffix == ".npy":
         try:
             X = np.load(path, mmap_mode="r")
         except Exception as err:
             raise ValueError(f"{path}: not a readable .npy file ({err})") from None
-        src = ArrayChunks(X, chunk_rows=chunk_rows, name=str(path))
+        src = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1] if X.ndim == 2 else 1, memory_budget), name=str(path))
         src.path = path
         return src, [f"x{j}" for j in range(src.n_features)]
     X, names = read_csv(path)
-    return ArrayChunks(X, chunk_rows=chunk_rows, name=str(path)), names
+    return ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1], memory_budget), name=str(path)), names

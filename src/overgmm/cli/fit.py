@@ -98,7 +98,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     columns = args.columns.split(",") if args.columns else None
     try:
-        source, names = C.read(Path(args.data), columns=columns)
+        source, names = C.read(Path(args.data), columns=columns, memory_budget=args.memory_budget)
     except (OSError, ValueError) as err:
         print(f"overgmm fit: error: {err}", file=sys.stderr)
         return 2

@@ -339,27 +339,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return next(k for k in AUTO_TYPES if scores[k] >= best - AUTO_MARGIN)
 
     def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n: int | None = None):
-        """Standardization, the problem on the canonically ordered padded rows, starting students
-        (``n`` components, default from ``total``)."""
+        """Standardization, the problem on the padded rows, starting students (``n``
+        components, default from ``total``)."""
         n = self._resolve_n_components(total) if n is None else n
         shift, scale, floor = self._standardization(X, w, kind)
         Z = (X - shift) / scale
         # starting students from the rows of init_rows (canonical order, about 65k rows):
         # the draw ignores row order and chunking, as on data in chunks
         rows = S.init_rows(X, w)
-        Zi, wi = F.pad_rows(Z[rows], w[rows], at_least=S.init_bucket(X.shape[0]))
+        students, keys = S.starting_students(self, Z[rows], w[rows], n, floor, n_init, kind, X.shape[0])
         Zp, wp = F.pad_rows(Z, w)
-        students, keys = F.init_students(
-            self._seed(),
-            Zi,
-            wi,
-            n,
-            floor,
-            n=F.bucket_components(n),
-            n_init=n_init,
-            method=self.init,
-            covariance_type=kind,
-        )
         return n, (shift, scale, floor), F.problem(Zp, wp, floor), students, keys
 
     # ------------------------------------------------------------------ fitting

@@ -89,19 +89,25 @@ def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: s
     """Standardization from the view's moments, the subsample, and starting students."""
     shift, scale, floor = est._standardization_from(moments.mean, np.diag(moments.cov), kind)
     Xs, ws = streaming.subsample(chunks, view, moments.count)
-    Zp, wp = F.pad_rows((Xs - shift) / scale, ws / ws.sum(), at_least=init_bucket(chunks.n_rows))
-    students, keys = F.init_students(
+    students, keys = starting_students(est, (Xs - shift) / scale, ws, n, floor, est.n_init, kind, chunks.n_rows)
+    return (shift, scale, floor), students, keys
+
+
+def starting_students(est, Z, w, n: int, floor, n_init: int, kind: str, n_rows: int):
+    """``n_init`` starting students (host) and their keys, drawn from the standardized rows
+    ``Z`` with weights ``w`` (the subsample, canonical order) of data of ``n_rows`` rows."""
+    Zp, wp = F.pad_rows(Z, w / w.sum(), at_least=init_bucket(n_rows))
+    return F.init_students(
         est._seed(),
         Zp,
         wp,
         n,
         floor,
         n=F.bucket_components(n),
-        n_init=est.n_init,
+        n_init=n_init,
         method=est.init,
         covariance_type=kind,
     )
-    return (shift, scale, floor), students, keys
 
 
 def as_chunks(est, X, sample_weight):

@@ -236,9 +236,7 @@ def _scaling_cell(workers, N, chunk, kind, repeats):
         per_pass = _median_time(lambda: streaming.statistics_sums(src, streaming.ALL, batch), repeats)
         em = og.em(og.Problem.from_data(src.X[:10].compute()))
         per_step = (
-            _median_time(
-                lambda: streaming.solve(em.method, batch, src, floor=floor, total=N, max_steps=3, tol=0.0), 1
-            )
+            _median_time(lambda: streaming.solve(em.method, batch, src, floor=floor, total=N, max_steps=3, tol=0.0), 1)
             / 3
         )
     return per_pass, per_step
@@ -378,9 +376,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=3)
     args = ap.parse_args()
-    args.rows = args.rows or {"throughput": 1 << 22, "rss": 25_000_000, "scaling": 40 << 18, "side": 10_000_000}[
-        args.part
-    ]
+    args.rows = (
+        args.rows or {"throughput": 1 << 22, "rss": 25_000_000, "scaling": 40 << 18, "side": 10_000_000}[args.part]
+    )
     {"throughput": throughput, "rss": rss, "scaling": scaling, "side": side}[args.part](args)
 
 

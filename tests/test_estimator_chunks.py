@@ -111,7 +111,6 @@ def test_two_worker_cluster_survives_a_killed_worker_with_the_same_fit(cluster_c
     """Only statistics travel; a worker killed after the third pass is replaced, Dask
     recomputes its chunks and tasks, and the fit equals the in-memory one."""
     seen = set()
-    same_fit(in_memory["full"], OverparamGMM(covariance_type="full", random_state=0).fit(da.from_array(X, chunks=500)))
     pids = cluster_client.run(os.getpid)
     assert len(pids) == 2
     real = streaming.statistics_sums

@@ -357,7 +357,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features), np.memmap, dask.array.Array or
+            an :mod:`overgmm.chunks` source
+            A dask array, a chunk source, or an array / memmap over ``memory_budget`` is
+            fitted in chunks: exact EM, one pass over the chunks per step, on the cluster
+            of the current ``distributed.Client`` if there is one (same result as in memory).
         y : ignored
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative frequency weights (None: all ones).

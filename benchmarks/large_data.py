@@ -303,7 +303,6 @@ def _side_sklearn(N):
 
 def _side_spark(N):
     import numpy as np
-
     from pyspark.ml.clustering import GaussianMixture
     from pyspark.ml.feature import VectorAssembler
     from pyspark.sql import SparkSession

@@ -131,14 +131,14 @@ def test_batched_runs_equal_single_runs(tmp_path):
 def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     from overgmm.sweep import build
 
-    real = build.run_batch
+    real = build.run_group
 
     def planted(configs, group):  # seed 1 raises inside the run, whatever its batch
         if any(c["seed"] == 1 for c in configs):
             raise FloatingPointError("planted failure at seed 1")
         return real(configs, group)
 
-    monkeypatch.setattr(build, "run_batch", planted)
+    monkeypatch.setattr(build, "run_group", planted)
     study, out = write_study(tmp_path), tmp_path / "out"
     counts = sweep.sweep(study, out, progress=False)
     assert counts["done"] == 4 and counts["failed"] == 2  # seeds 0 and 2 of each chunk still ran
@@ -146,7 +146,7 @@ def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path, monkeypatc
     assert sorted(fails["seed"]) == [1, 1] and all("planted failure" in e for e in fails["error"])
     assert all("Traceback" in t for t in fails["traceback"])
     assert sweep.status(out) == {"total": 6, "done": 4, "failed": 2, "missing": 0}
-    monkeypatch.setattr(build, "run_batch", real)
+    monkeypatch.setattr(build, "run_group", real)
     again = sweep.sweep(study, out, progress=False)  # a rerun retries the failed runs only
     assert again["done"] == 2 and again["skipped"] == 4 and sweep.status(out)["failed"] == 0
 

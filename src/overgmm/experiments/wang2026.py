@@ -21,85 +21,51 @@ Choices where the summary is silent, the same across W1-W6 so they tell one stor
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from overgmm.experiments.base import (
-    Experiment,
-    Tables,
-    TableSink,
-    algorithm_from_spec,
-    claim,
-    history_frame,
-    loglog_slope,
-    progress,
-    semilog_fit,
-)
+import overgmm as og
+from overgmm import config
+from overgmm.analysis import envelope, envelope_rate, evals_to, loglog_slope, long_step_rises, loss_at
+from overgmm.experiments.base import Experiment, Tables, TableSink, claim, history_frame, population_backend, progress
 
 PAPER = "Wang, Fazel, Charisopoulos 2026"
 QUARTIC_FACTOR = 0.75**4  # a Polyak step on c s^4 maps s to 3s/4
-
-INSTANCE = {
-    "d": 5,
-    "m": 3,
-    "n": 20,
-    "teacher_scale": 3 / math.sqrt(2),
-    "teacher_weights": [0.2, 0.3, 0.5],
-    "teacher_seed": 1,
-    "init_noise": 0.5,
-    "quadrature": {"defensive": False, "nodes": 11, "half_width": 6.0},
-    "check_quadrature": {"defensive": False, "nodes": 15, "half_width": 6.5},
-    "mc_samples": 200_000,
-}
 
 # ---- the instance ---------------------------------------------------------------------
 
 
 def teacher_of(cfg: dict):
-    import overgmm as og
-
-    rng = np.random.default_rng(cfg["teacher_seed"])
-    means = rng.normal(size=(cfg["m"], cfg["d"])) * cfg["teacher_scale"]
-    return og.Mixture(means, np.asarray(cfg["teacher_weights"], float))
+    """The instance's teacher: ``m`` means N(0, teacher_scale^2 I_d) drawn with ``teacher_seed``."""
+    spec = {"d": cfg["d"], "m": cfg["m"], "scale": cfg["teacher_scale"], "seed": cfg["teacher_seed"]}
+    return config.teacher({**spec, "weights": cfg["teacher_weights"]})
 
 
-def student_of(cfg: dict, teacher, *, mismatch: float = 0.0, seed: int | None = None, uniform: bool = False):
-    """The student of the common instance. ``mismatch`` in [0, 1] interpolates the
-    weights from the split teacher weights (Delta_pi = 0) to uniform weights (the
-    largest mismatch of this assignment); ``uniform=True`` is ``mismatch=1``."""
-    import overgmm as og
-
+def student_of(cfg: dict, teacher, *, mismatch: float = 0.0, seed: int | None = None):
+    """The student of the common instance (``student.init = "perturbed"`` of the schema).
+    ``mismatch`` in [0, 1] interpolates the weights from the split teacher weights
+    (Delta_pi = 0) to uniform weights (the largest mismatch of this assignment)."""
     n, m = cfg["n"], cfg["m"]
-    rng = np.random.default_rng(cfg["seed"] if seed is None else seed)
+    spec = {"n": n, "init": "perturbed", "noise": cfg["init_noise"]}
+    means = config.student(spec, teacher, cfg["seed"] if seed is None else seed).means
     assign = np.arange(n) % m
     tw = np.asarray(teacher.weights)
     split = np.array([tw[a] / np.sum(assign == a) for a in assign])
-    lam = 1.0 if uniform else float(mismatch)
-    w = (1 - lam) * split + lam * np.full(n, 1.0 / n)
-    means = np.asarray(teacher.means)[assign] + cfg["init_noise"] * rng.normal(size=(n, cfg["d"]))
+    w = (1 - mismatch) * split + mismatch * np.full(n, 1.0 / n)
     return og.Mixture(means, w / w.sum())
 
 
 def problem_of(cfg: dict, teacher, quadrature_key: str = "quadrature"):
-    import overgmm as og
-
-    if cfg["backend"] == "monte-carlo":
-        backend = og.MonteCarlo(samples=int(cfg["mc_samples"]), fresh=True, seed=int(cfg["seed"]))
-    else:
-        backend = og.Quadrature(**cfg[quadrature_key])
-    return og.Problem.population(teacher, backend=backend)
+    return og.Problem.population(teacher, backend=population_backend({**cfg, "quadrature": cfg[quadrature_key]}))
 
 
 def _run(problem, spec: dict, student, seed: int, record=(), **labels) -> tuple[pd.DataFrame, object]:
     import jax
 
-    import overgmm as og
-
-    alg = algorithm_from_spec(problem, spec)
+    alg = config.algorithm(problem, spec)
     stride = int(spec.get("stride", 1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -124,92 +90,7 @@ def _final_check(cfg, teacher, hist, method: str, **labels) -> dict:
     }
 
 
-# ---- analysis helpers (tables only) ---------------------------------------------------
-
-
-def envelope(df: pd.DataFrame) -> pd.DataFrame:
-    """The records just before each long step (the loss the long step starts from)."""
-    idx = np.flatnonzero(df["polyak"].to_numpy().astype(bool))
-    before = idx - 1
-    before = before[before >= 0]
-    return df.iloc[before]
-
-
-def loss_at(df: pd.DataFrame, evals: float) -> float:
-    """The loss of the last record with at most ``evals`` gradient evaluations."""
-    sub = df[df["grad_evals"] <= evals]
-    return float(sub["loss"].iloc[-1]) if len(sub) else float("nan")
-
-
-def evals_to(df: pd.DataFrame, level: float) -> float:
-    """Gradient evaluations at the first record with loss <= level (inf if never)."""
-    hit = df[df["loss"] <= level]
-    return float(hit["grad_evals"].iloc[0]) if len(hit) else float("inf")
-
-
-def envelope_rate(df: pd.DataFrame, floor: float = 0.0, min_loss: float = 1e-300):
-    """Per-long-step factor of the envelope (median ratio of consecutive envelope
-    values of ``loss - floor``), the R^2 of a semilog line through them and the decades
-    they span."""
-    env = envelope(df)
-    gap = env["loss"].to_numpy() - floor
-    ok = gap > min_loss
-    x, y = env["grad_evals"].to_numpy()[ok], gap[ok]
-    if len(y) < 3:
-        return float("nan"), float("nan"), 0.0
-    ratios = y[1:] / y[:-1]
-    _, r2 = semilog_fit(x, y)
-    return float(np.median(ratios)), r2, float(np.log10(y.max() / y.min()))
-
-
 # ---- W1 -------------------------------------------------------------------------------
-
-W1_METHODS = {
-    "polyak_scaled": {"algorithm": "polyak", "step_size": 1.0, "n_short": 10, "steps": 330, "stride": 1},
-    "polyak_literal": {
-        "algorithm": "polyak",
-        "step_size": 1.0,
-        "n_short": 10,
-        "scaled": False,
-        "steps": 330,
-        "stride": 1,
-    },
-    "polyak_gamma2": {"algorithm": "polyak", "step_size": 1.0, "n_short": 10, "gamma": 2.0, "steps": 330, "stride": 1},
-    "polyak_adaptive_k": {"algorithm": "polyak", "step_size": 1.0, "n_short": "adaptive", "steps": 330, "stride": 1},
-    "gradient_em": {"algorithm": "gradient_em", "step_size": 1.0, "steps": 5000, "stride": 25},
-    "em": {"algorithm": "em", "steps": 1000, "stride": 5},
-    "gradient_em_weights": {"algorithm": "gradient_em", "step_size": 1.0, "weights": "em", "steps": 1000, "stride": 5},
-    "adam": {"algorithm": "adam", "learning_rate": 0.02, "steps": 1000, "stride": 5},
-}
-
-W1_EXTENSIONS = {
-    # learned weights: start from uniform weights (Delta_pi = 0.4), EM weight steps.
-    "learned_weights": {
-        "mismatch": 1.0,
-        "method": {"algorithm": "polyak", "step_size": 1.0, "n_short": 10, "weights": "em", "steps": 660, "stride": 1},
-    },
-    # mismatched fixed weights (Delta_pi = 0.1), L* estimated by the level method.
-    "mismatched_fixed_adaptive": {
-        "mismatch": 0.25,
-        "method": {
-            "algorithm": "polyak",
-            "step_size": 1.0,
-            "n_short": 10,
-            "loss_star": "adaptive",
-            "steps": 660,
-            "stride": 1,
-        },
-    },
-    # d = 10, n = 50: the span has rank 10, beyond tensor quadrature: a fixed sample
-    # (common random numbers, control-variate form), whose zero set is still exact.
-    "d10_n50": {
-        "mismatch": 0.0,
-        "d": 10,
-        "n": 50,
-        "mc_fixed_samples": 100_000,
-        "method": {"algorithm": "polyak", "step_size": 1.0, "n_short": 10, "steps": 440, "stride": 1},
-    },
-}
 
 
 def _run_methods(cfg: dict, sink: TableSink, teacher, student, label: str, *, check: bool = False) -> None:
@@ -233,8 +114,6 @@ def _w1_run(cfg: dict, sink: TableSink) -> None:
 
 
 def _w1_extensions(cfg: dict, sink: TableSink) -> None:
-    import overgmm as og
-
     for name, ext in progress(cfg["extensions"].items(), len(cfg["extensions"]), "W1 extensions"):
         sub = {**cfg, **{k: ext[k] for k in ("d", "n") if k in ext}}
         teacher = teacher_of(sub)
@@ -258,7 +137,7 @@ def _w1_extensions(cfg: dict, sink: TableSink) -> None:
         sink.write("extensions", df, append=True)
         # The gradient EM baseline from the same start, for the same budget.
         gem = {
-            "algorithm": "gradient_em",
+            "name": "gradient_em",
             "step_size": 1.0,
             "steps": ext["method"]["steps"],
             "stride": 10,
@@ -343,7 +222,7 @@ def _w1_claims(tables: Tables, cfg: dict) -> list[dict]:
     )
     lit = by["polyak_literal"]
     lfac, lr2, ldec = envelope_rate(lit, min_loss=1e-15)
-    raised = _long_step_rises(lit)
+    raised = long_step_rises(lit)
     out.append(
         claim(
             "paper-literal Polyak is linear",
@@ -382,13 +261,6 @@ def _w1_claims(tables: Tables, cfg: dict) -> list[dict]:
     return out
 
 
-def _long_step_rises(df: pd.DataFrame) -> int:
-    idx = np.flatnonzero(df["polyak"].to_numpy().astype(bool))
-    idx = idx[idx >= 1]
-    loss = df["loss"].to_numpy()
-    return int(np.sum(loss[idx] > loss[idx - 1]))
-
-
 def _extension_claims(ext: pd.DataFrame) -> list[dict]:
     out = []
     for name, g in ext.groupby("extension", sort=False):
@@ -410,7 +282,7 @@ def _extension_claims(ext: pd.DataFrame) -> list[dict]:
                     "decades": dec,
                     "final_loss": end,
                     "gradient_em_final_loss": float(base["loss"].iloc[-1]) if len(base) else None,
-                    "long_steps_that_raised_loss": _long_step_rises(g),
+                    "long_steps_that_raised_loss": long_step_rises(g),
                 },
                 r2 >= 0.99 and dec >= 4,
             )
@@ -419,7 +291,7 @@ def _extension_claims(ext: pd.DataFrame) -> list[dict]:
 
 
 def _w1_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting as pl
+    from overgmm import plotting as pl
 
     h = tables["history"]
     fig, axes = pl.subplots(3)
@@ -477,30 +349,7 @@ def _w1_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     return paths
 
 
-W1 = Experiment(
-    name="W1",
-    paper=PAPER + ", Fig. 1",
-    description="alternating Polyak (scaled and paper-literal) vs gradient EM, EM, Adam; d=5, m=3, n=20",
-    config={
-        **INSTANCE,
-        "methods": W1_METHODS,
-        "extensions": W1_EXTENSIONS,
-        "target_evals": 300,
-        "target_loss": 1e-12,
-        "gem_floor": 1e-6,
-        "min_decades": 8,
-    },
-    quick={
-        "extensions": {},
-        "methods": {
-            **{k: {**W1_METHODS[k], "steps": 242} for k in ("polyak_scaled", "polyak_literal", "polyak_adaptive_k")},
-            "gradient_em": {**W1_METHODS["gradient_em"], "steps": 500, "stride": 25},
-        },
-    },
-    run=_w1_run,
-    claims=_w1_claims,
-    figure=_w1_figure,
-)
+W1 = Experiment.from_config("W1", run=_w1_run, claims=_w1_claims, figure=_w1_figure)
 
 
 def _run_batch(problem, spec: dict, students: list, seed: int, labels: dict[str, list]) -> pd.DataFrame:
@@ -508,9 +357,7 @@ def _run_batch(problem, spec: dict, students: list, seed: int, labels: dict[str,
     gives per-trial label columns."""
     import jax
 
-    import overgmm as og
-
-    alg = algorithm_from_spec(problem, spec)
+    alg = config.algorithm(problem, spec)
     keys = jax.random.split(jax.random.key(seed), len(students))
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
@@ -529,8 +376,6 @@ def _run_batch(problem, spec: dict, students: list, seed: int, labels: dict[str,
 def _w2_run(cfg: dict, sink: TableSink) -> None:
     import jax
     import jax.numpy as jnp
-
-    import overgmm as og
 
     teacher = og.Mixture([[0.0]])
     backend = og.Quadrature() if cfg["backend"] == "quadrature" else og.MonteCarlo(cfg["mc_samples"], fresh=False)
@@ -559,7 +404,7 @@ def _w2_run(cfg: dict, sink: TableSink) -> None:
     # The alternating Polyak method on this problem, from an off-ravine start.
     problem = og.Problem.population(teacher, backend=backend)
     start = og.Mixture([[cfg["c0"] + cfg["s0"]], [cfg["c0"] - cfg["s0"]]])
-    spec = {"algorithm": "polyak", "step_size": 1.0, "n_short": cfg["n_short"], "steps": cfg["steps"]}
+    spec = {"name": "polyak", "step_size": 1.0, "n_short": cfg["n_short"], "steps": cfg["steps"]}
     df, hist = _run(problem, spec, start, cfg["seed"], record=("means",), method="polyak")
     mu = hist["means"][:, :, 0]  # (steps + 1, 2): the two 1-D means after each step
     df["c"], df["s"] = mu.mean(axis=1), np.abs(mu[:, 0] - mu[:, 1]) / 2
@@ -603,7 +448,7 @@ def _w2_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def _w2_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting as pl
+    from overgmm import plotting as pl
 
     grid = tables["grid"]
     n = int(round(np.sqrt(len(grid))))
@@ -638,25 +483,7 @@ def _w2_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     ]
 
 
-W2 = Experiment(
-    name="W2",
-    paper=PAPER + ", Fig. 2",
-    description="the ravine: quadratic across, quartic along (d=1, one teacher, two students c +- s)",
-    config={
-        "grid": 121,
-        "c_max": 1.0,
-        "s_max": 1.5,
-        "c0": 0.6,
-        "s0": 1.2,
-        "n_short": 10,
-        "steps": 220,
-        "mc_samples": 200_000,
-    },
-    quick={"grid": 41, "steps": 110, "mc_samples": 20_000},
-    run=_w2_run,
-    claims=_w2_claims,
-    figure=_w2_figure,
-)
+W2 = Experiment.from_config("W2", run=_w2_run, claims=_w2_claims, figure=_w2_figure)
 
 
 # ---- W3: bias and dispersion per cluster ------------------------------------------------
@@ -722,7 +549,7 @@ def _w3_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def _w3_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting as pl
+    from overgmm import plotting as pl
 
     h = tables["history"]
     methods = list(cfg["methods"])
@@ -742,29 +569,7 @@ def _w3_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     return [pl.save(fig, out, "W3", cap)]
 
 
-W3 = Experiment(
-    name="W3",
-    paper=PAPER + ", Fig. 4",
-    description="bias and dispersion per cluster: gradient EM vs alternating Polyak (W1 instance)",
-    config={
-        **INSTANCE,
-        "methods": {
-            "gradient_em": {**W1_METHODS["gradient_em"], "steps": 330, "stride": 1},
-            "polyak_scaled": {**W1_METHODS["polyak_scaled"], "steps": 330},
-            "polyak_literal": {**W1_METHODS["polyak_literal"], "steps": 330},
-        },
-    },
-    quick={
-        "methods": {
-            "gradient_em": {**W1_METHODS["gradient_em"], "steps": 110, "stride": 1},
-            "polyak_scaled": {**W1_METHODS["polyak_scaled"], "steps": 110},
-            "polyak_literal": {**W1_METHODS["polyak_literal"], "steps": 110},
-        }
-    },
-    run=_w3_run,
-    claims=_w3_claims,
-    figure=_w3_figure,
-)
+W3 = Experiment.from_config("W3", run=_w3_run, claims=_w3_claims, figure=_w3_figure)
 
 
 # ---- W4: general mixtures, learned weights, start from samples --------------------------
@@ -773,8 +578,6 @@ W3 = Experiment(
 def _sample_start(cfg: dict, teacher, seed: int):
     """n students at samples of the teacher (seeded), uniform weights."""
     import jax
-
-    import overgmm as og
 
     X = teacher.sample(jax.random.key(seed), cfg["n"])
     return og.Mixture(np.asarray(X))
@@ -812,7 +615,7 @@ def _w4_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def _w4_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting as pl
+    from overgmm import plotting as pl
 
     h = tables["history"]
     fig, axes = pl.subplots(3)
@@ -832,54 +635,7 @@ def _w4_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     return [pl.save(fig, out, "W4", cap)]
 
 
-W4 = Experiment(
-    name="W4",
-    paper=PAPER + ", Fig. 5",
-    description="general mixture from a sample-based start, weights learned: Polyak vs gradient EM vs EM",
-    config={
-        **INSTANCE,
-        "methods": {
-            "polyak_em_weights": {
-                "algorithm": "polyak",
-                "step_size": 1.0,
-                "n_short": 10,
-                "weights": "em",
-                "steps": 660,
-                "stride": 1,
-            },
-            "gradient_em_weights": {
-                "algorithm": "gradient_em",
-                "step_size": 1.0,
-                "weights": "em",
-                "steps": 660,
-                "stride": 5,
-            },
-            "em": {"algorithm": "em", "steps": 660, "stride": 5},
-        },
-    },
-    quick={
-        "methods": {
-            "polyak_em_weights": {
-                "algorithm": "polyak",
-                "step_size": 1.0,
-                "n_short": 10,
-                "weights": "em",
-                "steps": 220,
-                "stride": 1,
-            },
-            "gradient_em_weights": {
-                "algorithm": "gradient_em",
-                "step_size": 1.0,
-                "weights": "em",
-                "steps": 220,
-                "stride": 5,
-            },
-        }
-    },
-    run=_w4_run,
-    claims=_w4_claims,
-    figure=_w4_figure,
-)
+W4 = Experiment.from_config("W4", run=_w4_run, claims=_w4_claims, figure=_w4_figure)
 
 
 # ---- W5: weight mismatch ----------------------------------------------------------------
@@ -906,7 +662,7 @@ def _w5_claims(tables: Tables, cfg: dict) -> list[dict]:
         gem = g[g["method"] == "gradient_em"].reset_index(drop=True)
         floors[dp] = float(ad["loss"].iloc[-1])
         ratios[dp] = float(zero["loss"].max() / zero["loss"].iloc[0])
-        rises[dp] = _long_step_rises(ad)
+        rises[dp] = long_step_rises(ad)
         vs_gem[dp] = floors[dp] <= loss_at(gem, float(ad["grad_evals"].iloc[-1]))
         floor = 0.0 if floors[dp] < 1e-10 else floors[dp] * (1 - 1e-12)
         fac, r2, dec = envelope_rate(ad, floor=floor, min_loss=max(1e-15, 1e-12 * floors[dp]))
@@ -991,7 +747,7 @@ def _w5_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def _w5_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting as pl
+    from overgmm import plotting as pl
 
     h = tables["history"]
     titles = {
@@ -1019,73 +775,38 @@ def _w5_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     return [pl.save(fig, out, "W5", cap)]
 
 
-W5_METHODS = {
-    "polyak_zero": {"algorithm": "polyak", "step_size": 1.0, "n_short": 10, "steps": 330, "stride": 1},
-    "polyak_adaptive": {
-        "algorithm": "polyak",
-        "step_size": 1.0,
-        "n_short": 10,
-        "loss_star": "adaptive",
-        "steps": 330,
-        "stride": 1,
-    },
-    "gradient_em": {"algorithm": "gradient_em", "step_size": 1.0, "steps": 330, "stride": 5},
-    "gradient_em_weights": {"algorithm": "gradient_em", "step_size": 1.0, "weights": "em", "steps": 330, "stride": 1},
-    "em": {"algorithm": "em", "steps": 330, "stride": 5},
-    "adam": {"algorithm": "adam", "learning_rate": 0.02, "steps": 330, "stride": 5},
-}
-
-W5 = Experiment(
-    name="W5",
-    paper=PAPER + ", Fig. 6",
-    description="growing weight mismatch Delta_pi: L* = 0 overshoots, L* estimated converges, EM weights fix it",
-    config={
-        **INSTANCE,
-        "mismatches": [0.0, 0.05, 0.1, 0.2, 0.4],
-        "max_mismatch": 0.4,
-        "mismatch_tol": 0.01,
-        "methods": W5_METHODS,
-    },
-    quick={
-        "mismatches": [0.0, 0.05, 0.4],
-        "methods": {
-            "polyak_zero": {**W5_METHODS["polyak_zero"], "steps": 110},
-            "polyak_adaptive": {**W5_METHODS["polyak_adaptive"], "steps": 220},
-            "gradient_em": {**W5_METHODS["gradient_em"], "steps": 220},
-            "gradient_em_weights": {**W5_METHODS["gradient_em_weights"], "steps": 20},
-        },
-    },
-    run=_w5_run,
-    claims=_w5_claims,
-    figure=_w5_figure,
-)
+W5 = Experiment.from_config("W5", run=_w5_run, claims=_w5_claims, figure=_w5_figure)
 
 
 # ---- W6: active components across trials ----------------------------------------------
 
 
 def _w6_run(cfg: dict, sink: TableSink) -> None:
-    import overgmm as og
-
-    for d in progress(cfg["dims"], len(cfg["dims"]), "W6 dimensions"):
-        sub = {**cfg, "d": d}
-        teacher = teacher_of(sub)
-        if d > 5:
-            backend = og.MonteCarlo(samples=cfg["mc_fixed_samples"], fresh=False, seed=cfg["seed"])
-            problem = og.Problem.population(teacher, backend=backend)
-        else:
-            problem = problem_of({**sub, "quadrature": cfg["quadrature_by_dim"][str(d)]}, teacher)
-        seeds = [cfg["seed"] * 1000 + t for t in range(cfg["trials"])]
-        students = [_sample_start(sub, teacher, s) for s in seeds]
-        df = _run_batch(problem, cfg["method"], students, cfg["seed"], {"trial_seed": seeds})
+    """The runs of the study in ``configs/W6.toml`` (the ones ``overgmm sweep W6``
+    stores), one compiled batch per dimension; trial seeds ``1000 seed + s``."""
+    study = config.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "W6")
+    groups: dict[int, list[dict]] = {}
+    for run in config.expand(study):
+        groups.setdefault(run["axes"]["teacher.d"], []).append(run)
+    for d, runs in progress(groups.items(), len(groups), "W6 dimensions"):
+        run_cfg = runs[0]["config"]
+        if cfg["backend"] == "monte-carlo" and d <= 5:
+            run_cfg["backend"] = {"kind": "monte-carlo", "samples": cfg["settings"]["mc_samples"], "fresh": True}
+        run_cfg["backend"]["seed"] = cfg["seed"]
+        seeds = [cfg["seed"] * 1000 + r["config"]["seed"] for r in runs]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hist = config.run_seeds(run_cfg, seeds)
+        df = pd.DataFrame(hist.to_rows())
+        df["trial_seed"] = np.asarray(seeds)[df["trial"].to_numpy()]
+        df["status"] = np.atleast_1d(hist.status)[df["trial"].to_numpy()]
         df["d"] = d
-        last = df.groupby("trial").tail(1)
-        sink.write("final", last, append=True)
+        sink.write("final", df.groupby("trial").tail(1), append=True)
 
 
 def _w6_claims(tables: Tables, cfg: dict) -> list[dict]:
     f = tables["final"]
-    m = cfg["m"]
+    m, converged = cfg["base"]["teacher"]["m"], cfg["settings"]["converged_loss"]
     share = {int(d): float(np.mean(g["active"] > m)) for d, g in f.groupby("d")}
     loss = {int(d): float(np.median(g["loss"])) for d, g in f.groupby("d")}
     return [
@@ -1099,75 +820,38 @@ def _w6_claims(tables: Tables, cfg: dict) -> list[dict]:
         claim(
             "the trials converged",
             "numerics",
-            f"median final loss below {cfg['converged_loss']:g} in every dimension",
+            f"median final loss below {converged:g} in every dimension",
             loss,
-            all(v < cfg["converged_loss"] for v in loss.values()),
+            all(v < converged for v in loss.values()),
         ),
     ]
 
 
 def _w6_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting as pl
+    from overgmm import plotting as pl
 
     f = tables["final"]
+    base = cfg["base"]
+    n, m = base["student"]["n"], base["teacher"]["m"]
     dims = sorted(f["d"].unique())
     fig, axes = pl.subplots(len(dims), width=3.4)
-    bins = np.arange(0.5, cfg["n"] + 1.5)
+    bins = np.arange(0.5, n + 1.5)
     for ax, d in zip(axes, dims, strict=True):
         g = f[f["d"] == d]
         ax.hist(g["active"], bins=bins, color="C0", edgecolor="k", lw=0.4)
-        ax.axvline(cfg["m"], color="C3", ls="--", lw=0.8, label=f"m = {cfg['m']}")
+        ax.axvline(m, color="C3", ls="--", lw=0.8, label=f"m = {m}")
         ax.set_title(f"d = {d}: {len(g)} trials", fontsize=9)
         ax.set_xlabel("active components (weight > 1e-3)")
     axes[0].set_ylabel("trials")
     axes[0].legend(fontsize=6.5)
     cap = (
-        f"W6: n={cfg['n']} students at samples of the teacher, uniform weights, alternating Polyak with EM "
-        f"weight steps (a long step that raises the loss is undone) for {cfg['method']['steps']} steps; "
-        "d > 5 uses a fixed sample of "
-        f"{cfg['mc_fixed_samples']} points. " + pl.backend_caption(cfg)
+        f"W6: n={n} students at samples of the teacher, uniform weights, alternating Polyak with EM "
+        f"weight steps (a long step that raises the loss is undone) for {base['steps']} steps; "
+        f"d > 5 uses a fixed sample of {base['backend']['samples']} points. " + pl.backend_caption(cfg)
     )
     return [pl.save(fig, out, "W6", cap)]
 
 
-W6 = Experiment(
-    name="W6",
-    paper=PAPER + ", Fig. 7",
-    description="active components at the end across trials, d = 2, 5, 10 (n = 20, m = 3)",
-    config={
-        **INSTANCE,
-        "dims": [2, 5, 10],
-        "trials": 20,
-        "converged_loss": 1e-4,
-        "mc_fixed_samples": 20_000,
-        "quadrature_by_dim": {"2": {"defensive": False, "nodes": 81, "half_width": 8.0}, "5": INSTANCE["quadrature"]},
-        "method": {
-            "algorithm": "polyak",
-            "step_size": 1.0,
-            "n_short": 10,
-            "weights": "em",
-            "reject_increase": True,
-            "steps": 440,
-            "stride": 440,
-        },
-    },
-    quick={
-        "dims": [2, 5],
-        "trials": 4,
-        "method": {
-            "algorithm": "polyak",
-            "step_size": 1.0,
-            "n_short": 10,
-            "weights": "em",
-            "reject_increase": True,
-            "steps": 220,
-            "stride": 220,
-        },
-    },
-    run=_w6_run,
-    claims=_w6_claims,
-    figure=_w6_figure,
-    multi_trial=True,
-)
+W6 = Experiment.from_config("W6", run=_w6_run, claims=_w6_claims, figure=_w6_figure)
 
 EXPERIMENTS = [W1, W2, W3, W4, W5, W6]

@@ -21,17 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from overgmm.experiments.base import (
-    Experiment,
-    Tables,
-    TableSink,
-    claim,
-    history_frame,
-    loglog_slope,
-    population_backend,
-    progress,
-    semilog_fit,
-)
+import overgmm as og
+from overgmm.analysis import first_below, line_fit, loglog_fit, loglog_slope, semilog_fit
+from overgmm.experiments.base import Experiment, Tables, TableSink, claim, history_frame, population_backend, progress
 
 PAPER = "Xu, Fazel, Du 2024"
 HISTORY_COLUMNS = ["step", "grad_evals", "loss", "grad_norm", "param_dist", "max_norm", "backend"]
@@ -40,21 +32,13 @@ HISTORY_COLUMNS = ["step", "grad_evals", "loss", "grad_norm", "param_dist", "max
 # ---- shared helpers ------------------------------------------------------------------
 
 
-def _og():
-    import overgmm as og  # imported lazily: listing experiments stays cheap
-
-    return og
-
-
 def _teacher(d: int):
-    og = _og()
     return og.Mixture(np.zeros((1, d)))
 
 
 def _backend(cfg: dict, rank: int | None):
     """The config's backend; for quadrature with the span rank of a teacher at 0 (the
     span of all means is the span of the student means, rank <= min(d, n))."""
-    og = _og()
     backend = population_backend(cfg)
     if isinstance(backend, og.Quadrature) and rank is not None:
         backend = dataclasses.replace(backend, rank=int(rank))
@@ -84,25 +68,6 @@ def _seconds_per_eval(problem, student, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def _line_fit(x, y) -> tuple[float, float]:
-    """Least-squares slope of y against x and R^2."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    b, a = np.polyfit(x, y, 1)
-    ss = np.sum((y - y.mean()) ** 2)
-    return float(b), float(1 - np.sum((y - a - b * x) ** 2) / ss) if ss > 0 else float("nan")
-
-
-def _r2_loglog(x, y) -> float:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = (x > 0) & (y > 0) & np.isfinite(y)
-    lx, ly = np.log10(x[ok]), np.log10(y[ok])
-    if len(lx) < 3:
-        return float("nan")
-    b, a = np.polyfit(lx, ly, 1)
-    ss = np.sum((ly - ly.mean()) ** 2)
-    return float(1 - np.sum((ly - a - b * lx) ** 2) / ss) if ss > 0 else float("nan")
-
-
 def _sublinear(step, y, late_fraction: float) -> dict:
     """Late-run decay diagnostics: log-log slope over [late_fraction T, T], the slopes
     over the first and last thirds (in log t) of that window, and R^2 of the log-log and
@@ -121,7 +86,7 @@ def _sublinear(step, y, late_fraction: float) -> dict:
         "early_slope": early_slope,
         "last_slope": last_slope,
         "steepening": last_slope / early_slope if early_slope else float("nan"),
-        "r2_loglog": _r2_loglog(s, v),
+        "r2_loglog": loglog_fit(s, v)[1],
         "r2_semilog": semilog_fit(s, v)[1],
     }
 
@@ -141,7 +106,7 @@ def _rounded(d: dict, digits: int = 4) -> dict:
 
 def _caption(cfg: dict, extra: str) -> str:
     """The experiment's settings, then the backend line (with the quadrature rule)."""
-    from overgmm.experiments.plotting import backend_caption
+    from overgmm.plotting import backend_caption
 
     rule = None
     if cfg["backend"] == "quadrature":
@@ -157,7 +122,6 @@ def _caption(cfg: dict, extra: str) -> str:
 
 
 def _x1_student(cfg: dict, n: int):
-    og = _og()
     rng = np.random.default_rng([int(cfg["seed"]), n])
     weights = rng.dirichlet(np.ones(n))
     means = cfg["init_scale"] * rng.standard_normal((n, cfg["d"]))
@@ -167,8 +131,7 @@ def _x1_student(cfg: dict, n: int):
 def x1_run(cfg: dict, sink: TableSink) -> None:
     import jax
 
-    og = _og()
-    d, eta = cfg["d"], cfg["eta"]
+    d, eta = cfg["d"], cfg["step_size"]
     steps, stride = _steps(cfg)
     teacher = _teacher(d)
     for n in progress(cfg["ns"], desc="X1 n"):
@@ -268,7 +231,7 @@ def x1_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def x1_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    from overgmm import plotting
 
     curves = tables["curves"]
     fig, axes = plotting.subplots(2)
@@ -291,55 +254,13 @@ def x1_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     axes[0].set_title("Sublinear convergence of the loss", fontsize=9)
     axes[1].set_title("Parametric distance", fontsize=9)
     extra = (
-        f"X1: gradient EM, d={cfg['d']}, eta={cfg['eta']}, teacher N(0, I), flat-Dirichlet fixed weights, "
+        f"X1: gradient EM, d={cfg['d']}, step {cfg['step_size']}, teacher N(0, I), flat-Dirichlet fixed weights, "
         f"initial means N(0, {cfg['init_scale']}^2 I)"
     )
     return [plotting.save(fig, out, "X1", _caption(cfg, extra))]
 
 
-X1 = Experiment(
-    name="X1",
-    paper=f"{PAPER}, Fig. 1 left/middle",
-    description="gradient EM, n = 2, 5, 10 students for N(0, I_5): loss and parametric distance decay sublinearly",
-    config={
-        "d": 5,
-        "ns": [2, 5, 10],
-        "eta": 0.7,
-        "steps": 20000,
-        "stride": 20,
-        "init": "means iid N(0, init_scale^2 I_d), weights flat Dirichlet(1,...,1), both from "
-        "numpy default_rng([seed, n]); weights fixed (paper: Dirichlet weights; initial means not stated)",
-        "init_scale": 1.0,
-        "quadrature": {"rule": "gauss-hermite", "nodes": 8, "defensive": False},
-        "quadrature_note": "rank min(d, n) (teacher at 0). Gauss-Hermite 8 nodes/axis, teacher-centred: against "
-        "a 12-node defensive rule, relative error in the loss 1e-4..3e-3 and in the gradient 8e-4..2e-2 at the "
-        "initial states (|mu| ~ 2), 1e-7..6e-7 / 4e-6 at |mu| ~ 0.3, <= 5e-14 at |mu| ~ 0.05 (late states); "
-        "3-5 ms per value-and-gradient for n = 10 against ~0.1-0.2 s for the default 5-D defensive rule",
-        "time_evals": True,
-        "late_fraction": 0.1,
-        "slope_band": [-3.0, 0.0],
-        "max_steepening": 1.5,
-        "mc_samples": 350_000,
-        "monte_carlo_steps": 1000,
-        "monte_carlo_stride": 10,
-        "mc_compare_n": 5,
-        "mc_compare_steps": 200,
-        "mc_compare_stride": 5,
-        "mc_tolerance_decades": 0.1,
-    },
-    quick={
-        "steps": 1500,
-        "stride": 10,
-        "quadrature": {"rule": "gauss-hermite", "nodes": 7, "defensive": False},
-        "mc_compare_steps": 0,
-        "time_evals": False,
-        "monte_carlo_steps": 100,
-        "monte_carlo_stride": 10,
-    },
-    run=x1_run,
-    claims=x1_claims,
-    figure=x1_figure,
-)
+X1 = Experiment.from_config("X1", run=x1_run, claims=x1_claims, figure=x1_figure)
 
 
 # ---- X2: the effect of the mixing weights, n = 3 ---------------------------------------------
@@ -348,7 +269,6 @@ X1 = Experiment(
 def x2_run(cfg: dict, sink: TableSink) -> None:
     import jax
 
-    og = _og()
     d, n, runs = cfg["d"], cfg["n"], cfg["runs"]
     steps, stride = _steps(cfg)
     rng = np.random.default_rng(int(cfg["seed"]))
@@ -360,17 +280,12 @@ def x2_run(cfg: dict, sink: TableSink) -> None:
             labels.append((c, r))
     problem = og.Problem.population(_teacher(d), backend=_backend(cfg, min(d, n)))
     keys = jax.random.split(jax.random.key(int(cfg["seed"])), len(students))
-    hist = og.run_batch(og.gradient_em(problem, cfg["eta"]), og.stack(students), steps, stride=stride, keys=keys)
+    hist = og.run_batch(og.gradient_em(problem, cfg["step_size"]), og.stack(students), steps, stride=stride, keys=keys)
     df = history_frame(hist)
     df["config"] = [labels[t][0] for t in df["trial"]]
     df["run"] = [labels[t][1] for t in df["trial"]]
     df["weights"] = ["(" + ", ".join(f"{x:.4g}" for x in cfg["weight_sets"][c]) + ")" for c in df["config"]]
     sink.write("curves", df[HISTORY_COLUMNS + ["config", "run", "weights"]])
-
-
-def _first_below(step, y, thr) -> float:
-    idx = np.flatnonzero(np.asarray(y) <= thr)
-    return float(np.asarray(step)[idx[0]]) if len(idx) else float("inf")
 
 
 def x2_claims(tables: Tables, cfg: dict) -> list[dict]:
@@ -384,7 +299,7 @@ def x2_claims(tables: Tables, cfg: dict) -> list[dict]:
     hit = []
     for c in range(len(per_cfg)):
         sub = df[df["config"] == c]
-        hit.append(float(np.median([_first_below(g["step"], g["loss"], thr) for _, g in sub.groupby("run")])))
+        hit.append(float(np.median([first_below(g["step"], g["loss"], thr) for _, g in sub.groupby("run")])))
     ordered = all(geo[i] < geo[i + 1] for i in range(len(geo) - 1))
     separated = all(per_cfg[i].max() < per_cfg[i + 1].min() for i in range(len(per_cfg) - 1))
     hit_ordered = all(hit[i] < hit[i + 1] for i in range(len(hit) - 1)) and math.isfinite(hit[0])
@@ -416,7 +331,7 @@ def x2_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def x2_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    from overgmm import plotting
 
     df = tables["curves"]
     fig, axes = plotting.subplots(1, width=6.8, height=4.6)
@@ -429,37 +344,11 @@ def x2_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     ax.set(xscale="log", yscale="log", xlabel="iteration t", ylabel="loss L (KL)")
     ax.set_title("Impact of the mixing weights (n = 3)", fontsize=9)
     ax.legend(fontsize=7)
-    extra = f"X2: gradient EM, d={cfg['d']}, n={cfg['n']}, eta={cfg['eta']}, {cfg['runs']} starts N(0, I) per weights"
+    extra = f"X2: gradient EM, d={cfg['d']}, n={cfg['n']}, step {cfg['step_size']}, {cfg['runs']} starts N(0, I) each"
     return [plotting.save(fig, out, "X2", _caption(cfg, extra))]
 
 
-X2 = Experiment(
-    name="X2",
-    paper=f"{PAPER}, Fig. 1 right",
-    description="gradient EM, n = 3 with even to uneven fixed weights, 4 runs each: more even weights converge faster",
-    config={
-        "d": 5,
-        "n": 3,
-        "eta": 0.7,
-        "weight_sets": [[1 / 3, 1 / 3, 1 / 3], [1 / 6, 1 / 3, 1 / 2], [1 / 20, 1 / 5, 3 / 4]],
-        "runs": 4,
-        "steps": 20000,
-        "stride": 20,
-        "init": "the same `runs` starts for every weight set: means iid N(0, init_scale^2 I_d) from "
-        "numpy default_rng(seed) (paper: not stated)",
-        "init_scale": 1.0,
-        "threshold": 1e-6,
-        "quadrature": {"rule": "gauss-hermite", "nodes": 8, "defensive": False},
-        "quadrature_note": "rank 3 (teacher at 0, n = 3): see X1 for the measured accuracy of this rule",
-        "mc_samples": 350_000,
-        "monte_carlo_steps": 300,
-        "monte_carlo_stride": 10,
-    },
-    quick={"steps": 600, "stride": 5, "threshold": 1e-4, "monte_carlo_steps": 100, "monte_carlo_stride": 10},
-    run=x2_run,
-    claims=x2_claims,
-    figure=x2_figure,
-)
+X2 = Experiment.from_config("X2", run=x2_run, claims=x2_claims, figure=x2_figure)
 
 
 # ---- X3: Theorem 7's bad point, c = 2 and c = 12 ---------------------------------------------
@@ -490,7 +379,6 @@ def _autodiff_grad_norm(c_list, d_list, n: int, tails: str, rows: int | None = N
     import jax
     import jax.numpy as jnp
 
-    og = _og()
     teacher = _teacher(1)
     backend = og.Quadrature(rank=1, tails=tails)
 
@@ -505,7 +393,6 @@ def _autodiff_grad_norm(c_list, d_list, n: int, tails: str, rows: int | None = N
 def x3_run(cfg: dict, sink: TableSink) -> None:
     import jax
 
-    og = _og()
     n, ds, cs = cfg["n"], list(range(1, cfg["d_max"] + 1)), cfg["cs"]
     auto = _autodiff_grad_norm(cs, ds, n, tails="off")
     core = _autodiff_grad_norm(cs, ds, n, tails="auto", rows=2)
@@ -538,7 +425,7 @@ def x3_run(cfg: dict, sink: TableSink) -> None:
     students = og.stack([og.Mixture(theorem7_positions(c, d, n)[:, None], np.full(n, 1.0 / n)) for d in tds])
     problem = og.Problem.population(_teacher(1), backend=og.Quadrature(rank=1))
     hist = og.run_batch(
-        og.gradient_em(problem, cfg["eta"]),
+        og.gradient_em(problem, cfg["step_size"]),
         students,
         steps,
         stride=stride,
@@ -554,7 +441,7 @@ def x3_run(cfg: dict, sink: TableSink) -> None:
 def _escape_steps(trap: pd.DataFrame, fraction: float) -> dict[int, float]:
     out = {}
     for d, g in trap.groupby("d"):
-        out[int(d)] = _first_below(g["step"], g["max_norm"] / g["mu1_0"], fraction)
+        out[int(d)] = first_below(g["step"], g["max_norm"] / g["mu1_0"], fraction)
     return out
 
 
@@ -563,7 +450,7 @@ def x3_claims(tables: Tables, cfg: dict) -> list[dict]:
     out = []
     for c in cfg["cs"]:
         sub = gn[gn["c"] == c].sort_values("d")
-        b, r2 = _line_fit(sub["d"], sub["log10_grad"])  # on log10 values: no underflow for any d
+        b, r2 = line_fit(sub["d"], sub["log10_grad"])  # on log10 values: no underflow for any d
         out.append(
             claim(
                 f"grad_exponential_in_d_c{c:g}",
@@ -624,7 +511,7 @@ def x3_claims(tables: Tables, cfg: dict) -> list[dict]:
     out.append(
         claim(
             "trapped_exponentially_long",
-            f"{PAPER}, Theorem 7 (gradient EM, c = {cfg['trap_c']:g}, eta = {cfg['eta']})",
+            f"{PAPER}, Theorem 7 (gradient EM, c = {cfg['trap_c']:g}, step {cfg['step_size']})",
             f"gradient EM stays near the bad point for exp(Theta(d)) steps: steps until max|mu_i| falls below "
             f"{cfg['escape_fraction']} of its start grow exponentially in d (semilog fit over d >= "
             f"{cfg['escape_fit_d_min']}: slope > 0, R^2 >= {cfg['escape_r2_min']}); at d = {dmax} the loss moves "
@@ -649,7 +536,7 @@ def x3_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def x3_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    from overgmm import plotting
 
     gn = tables["grad_norm"]
     fig, axes = plotting.subplots(3, width=4.3)
@@ -686,45 +573,15 @@ def x3_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     ax.set_title(f"Gradient EM from the bad point, c = {cfg['trap_c']:g}", fontsize=9)
     extra = (
         f"X3: teacher N(0, I_d), n={cfg['n']} equal weights, mu_1 = -mu_2 = c sqrt(d) e_1, rest 0; "
-        f"eta={cfg['eta']}; |grad L| by Lemma 9 in the log domain (1-D trapezoid in x_1, checked by a second rule)"
+        f"step {cfg['step_size']}; |grad L| by Lemma 9 in the log domain "
+        "(1-D trapezoid in x_1, checked by a second rule)"
     )
     note = "expectations: exact 1-D quadrature in x_1 (the integrands depend on x_1 only)"
     note += f"; seed {cfg['seed']}" + ("; --quick" if cfg.get("quick") else "")
     return [plotting.save(fig, out, "X3", f"{extra}\n{note}")]
 
 
-X3 = Experiment(
-    name="X3",
-    paper=f"{PAPER}, Fig. 2 left, Theorem 7",
-    description="|grad L| at Theorem 7's bad point falls exponentially in d (c = 2 as plotted, c = 12 as proved)",
-    config={
-        "n": 3,
-        "cs": [2.0, 12.0],
-        "d_max": 16,
-        "h_scale": 0.2,
-        "tail": 12.0,
-        "check_h_scale": 0.14,
-        "check_tail": 16.0,
-        "rel_tol": 1e-6,
-        "r2_min": 0.99,
-        "eta": 0.7,
-        "trap_c": 2.0,
-        "trap_d_max": 16,
-        "trap_steps": 6000,
-        "trap_stride": 10,
-        "trap_check_steps": 1000,
-        "escape_fraction": 0.5,
-        "escape_fit_d_min": 6,
-        "escape_r2_min": 0.98,
-        "method": "Lemma 9 form, log domain, trapezoid in x_1 (exact reduction: all means on e_1); gradient EM "
-        "runs in 1-D with mu_1 = c sqrt(d) (the d-dim problem with means on a line is the 1-D one), default "
-        "rank-1 quadrature",
-    },
-    quick={"d_max": 12, "trap_d_max": 12, "trap_steps": 1500, "trap_check_steps": 100},
-    run=x3_run,
-    claims=x3_claims,
-    figure=x3_figure,
-)
+X3 = Experiment.from_config("X3", run=x3_run, claims=x3_claims, figure=x3_figure)
 
 
 # ---- X4: statistical rate of sample-based gradient EM --------------------------------
@@ -735,8 +592,7 @@ def _x4_final(cfg: dict, X, means0, keys):
     the parametric distance at ``records`` checkpoints and the final means."""
     import jax.numpy as jnp
 
-    og = _og()
-    n, eta, steps, nrec = cfg["n"], cfg["eta"], int(cfg["steps"]), int(cfg["records"])
+    n, eta, steps, nrec = cfg["n"], cfg["step_size"], int(cfg["steps"]), int(cfg["records"])
     per_trial = [og.Problem.from_data(x) for x in X]
     alg = og.gradient_em(per_trial[0], eta)
     students = og.stack([og.Mixture(m0, jnp.full(n, 1.0 / n)) for m0 in means0])
@@ -842,7 +698,7 @@ def x4_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def x4_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    from overgmm import plotting
 
     trials = tables["trials"]
     summ = _x4_summary(trials)
@@ -858,42 +714,15 @@ def x4_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     extra = (
         f"X4: sample-based gradient EM, teacher N(0, I_{cfg['d']}), n={cfg['n']} equal fixed weights, "
-        f"eta={cfg['eta']}, {cfg['steps']} steps, {cfg['trials']} runs per N (nested samples), error bars: 1 s.e."
+        f"step {cfg['step_size']}, {cfg['steps']} steps, {cfg['trials']} runs per N (nested samples), "
+        "error bars: 1 s.e."
     )
     note = f"sample negative log-likelihood (no population expectation); seed {cfg['seed']}"
     note += "; --quick" if cfg.get("quick") else ""
     return [plotting.save(fig, out, "X4", f"{extra}\n{note}")]
 
 
-X4 = Experiment(
-    name="X4",
-    paper=f"{PAPER}, Fig. 2 right",
-    description="sample-based gradient EM, n = 5 equal weights: parametric error after convergence ~ N^(-1/4)",
-    config={
-        "d": 1,
-        "n": 5,
-        "eta": 5.0,
-        "sample_sizes": [100, 200, 500, 1000, 2000, 5000, 10000, 20000],
-        "trials": 50,
-        "steps": 1500,
-        "records": 10,
-        "init_scale": 1.0,
-        "design": "d = 1 (cheapest; the paper does not state d). eta = 5 = 1/pi_i (EM's own scaling; the sample "
-        "Hessian block of component i is at most pi_i, so the step is stable). Each run draws its own sample and "
-        "start; samples are nested across N (size N uses the first N points of the run's stream: common random "
-        "numbers, which cut the noise of the fitted slope about 2.5x). Error = sqrt of the parametric distance "
-        "(the paper's 'parametric error'; its square is reported too).",
-        "slope_band": [-0.4, -0.1],
-        "squared_slope_band": [-0.8, -0.2],
-        "converged_tol": 1e-3,
-        "backend_note": "sample-based: --backend is not used",
-    },
-    quick={"sample_sizes": [100, 300, 1000, 3000], "steps": 1000},
-    run=x4_run,
-    claims=x4_claims,
-    figure=x4_figure,
-    multi_trial=True,
-)
+X4 = Experiment.from_config("X4", run=x4_run, claims=x4_claims, figure=x4_figure)
 
 
 EXPERIMENTS: list = [X1, X2, X3, X4]

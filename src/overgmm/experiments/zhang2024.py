@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from overgmm.experiments.base import Experiment, claim, history_frame, loglog_slope, population_backend
+import overgmm as og
+from overgmm.analysis import window_slope
+from overgmm.experiments.base import Experiment, claim, history_frame, population_backend
 
 PAPER = "Zhang, Xu, Zhou, Fazel, Du (2025)"
 
@@ -60,40 +62,12 @@ def _lemma_b1_stein(student):
     return f
 
 
-def _window_slope(df: pd.DataFrame, lo: float, hi: float, x: str = "step", y: str = "loss") -> float:
-    sel = df[(df[x] >= lo) & (df[x] <= hi)]
-    return loglog_slope(sel[x].to_numpy(), sel[y].to_numpy())
-
-
 # ---- S1 -------------------------------------------------------------------------------
-
-S1_CONFIG = {
-    "n": 5,
-    "d": 3,
-    "t": 0.0,  # Section 3 of the paper sets t = 0 (a nonzero t only rescales the means)
-    "perturbation": 1e-7,
-    "step_size": 0.01,
-    "n_steps": 20000,
-    "stride": 20,
-    "Ms": [4.0, 4.25, 4.5, 4.75, 5.0, 5.5, 6.0],  # the paper's M = 4 and 6, and a sweep between
-    "n_seeds": 3,  # seeds seed, seed+1, ... of z_i for every M
-    "converged_radius": 1.0,  # |mu_i| below this at the end counts as converged (the others end near 7)
-    "slope_window": [2000, 5000],  # where SPEC's exact check saw slope -1 at M = 6
-    "slope_tolerance": 0.15,  # "about -1": |slope + 1| <= this
-    "long_steps": 200000,  # beyond the paper: M = 6 run 10x longer, does the local slope tend to -1?
-    "long_stride": 500,
-    "quadrature": {"rank": 1, "nodes": 401, "half_width": 10.0},
-    "quadrature_check": True,
-    "mc_samples": 20000,  # the paper's batch size
-}
-S1_QUICK = {"Ms": [4.0, 4.5, 5.0, 6.0], "n_seeds": 1, "long_steps": 0, "quadrature_check": False}
 
 
 def s1_run(cfg: dict, sink) -> None:
     import jax
     import jax.numpy as jnp
-
-    import overgmm as og
 
     n, d = cfg["n"], cfg["d"]
     teacher = og.Mixture(np.zeros((1, d)))
@@ -108,7 +82,7 @@ def s1_run(cfg: dict, sink) -> None:
     labels = [(float(M), cfg["seed"] + k) for k in range(cfg["n_seeds"]) for M in cfg["Ms"]]
     students = og.stack([og.Mixture(init(M, s)) for M, s in labels])
     keys = jax.random.split(jax.random.key(cfg["seed"]), len(labels))
-    hist = og.run_batch(alg, students, cfg["n_steps"], keys=keys, stride=cfg["stride"], record=("means",))
+    hist = og.run_batch(alg, students, cfg["steps"], keys=keys, stride=cfg["stride"], record=("means",))
     loss, means = hist["loss"], hist["means"]  # (trials, records), (trials, records, n, d)
     steps = np.arange(loss.shape[1]) * cfg["stride"]
     backend_text = problem.describe(og.Mixture(init(cfg["Ms"][0], cfg["seed"])))
@@ -200,15 +174,15 @@ def _final_counts(tables: dict, cfg: dict) -> pd.DataFrame:
 def s1_claims(tables: dict, cfg: dict) -> list[dict]:
     counts = _final_counts(tables, cfg)
     loss = tables["loss"]
-    seed, T, tol = cfg["seed"], cfg["n_steps"], cfg["slope_tolerance"]
+    seed, T, tol = cfg["seed"], cfg["steps"], cfg["slope_tolerance"]
     lo, hi = cfg["slope_window"]
     c4 = counts[(counts["M"] == 4.0) & (counts["seed"] == seed)].iloc[0]
     c6 = counts[(counts["M"] == 6.0) & (counts["seed"] == seed)].iloc[0]
     l4 = loss[(loss["M"] == 4.0) & (loss["seed"] == seed)]
     l6 = loss[(loss["M"] == 6.0) & (loss["seed"] == seed)]
-    late6 = _window_slope(l6, T / 2, T)
-    win6 = _window_slope(l6, lo, hi)
-    late4 = _window_slope(l4, T / 2, T)
+    late6 = window_slope(l6, T / 2, T)
+    win6 = window_slope(l6, lo, hi)
+    late4 = window_slope(l4, T / 2, T)
     out = [
         claim(
             "S1 M=4: all means converge",
@@ -293,8 +267,8 @@ def s1_claims(tables: dict, cfg: dict) -> list[dict]:
     if "long" in tables:
         lg = tables["long"]
         Tl = lg["step"].max()
-        s1 = _window_slope(lg, T / 2, T)
-        s2 = _window_slope(lg, Tl / 2, Tl)
+        s1 = window_slope(lg, T / 2, T)
+        s2 = window_slope(lg, Tl / 2, Tl)
         out.append(
             claim(
                 "S1 M=6 long run: slope drifts toward -1",
@@ -321,7 +295,7 @@ def s1_claims(tables: dict, cfg: dict) -> list[dict]:
 
 
 def s1_figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    from overgmm import plotting
 
     nm, loss, seed = tables["norms"], tables["loss"], cfg["seed"]
     has_sweep = len(cfg["Ms"]) > 2
@@ -367,24 +341,13 @@ def s1_figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
         ax.legend(fontsize=6)
     cap = (
         f"S1: n={cfg['n']}, d={cfg['d']}, t={cfg['t']}, mu*=0, mu_i=(M,0,0)+{cfg['perturbation']:g} z_i, "
-        f"gradient descent lr {cfg['step_size']}, {cfg['n_steps']} iterations. "
+        f"gradient descent lr {cfg['step_size']}, {cfg['steps']} iterations. "
         + plotting.backend_caption(cfg, str(loss["backend"].iloc[0]))
     )
     return [plotting.save(fig, out, "S1", cap)]
 
 
 # ---- S2 -------------------------------------------------------------------------------
-
-S2_CONFIG = {
-    "ns": [3, 4, 5],
-    "ds": [1, 2, 3],
-    "t": 0.0,
-    "s_grid": [0.02, 7.0, 350],  # linspace(lo, hi, count) for the profile along s
-    "nodes_by_d": {"1": 201, "2": 161, "3": 61},  # trapezoid nodes per axis (rank = d)
-    "half_width": 9.0,
-    "eig_tol": 1e-7,  # |eigenvalue| below eig_tol * max|eigenvalue| counts as zero
-}
-S2_QUICK = {"ns": [3], "ds": [1, 2], "s_grid": [0.02, 7.0, 120]}
 
 
 def _s2_means(s, n: int, d: int):
@@ -398,8 +361,6 @@ def s2_run(cfg: dict, sink) -> None:
     import jax
     import jax.numpy as jnp
     from scipy.optimize import brentq
-
-    import overgmm as og
 
     lo, hi, cnt = cfg["s_grid"]
     grid = np.linspace(lo, hi, int(cnt))
@@ -509,7 +470,7 @@ def s2_claims(tables: dict, cfg: dict) -> list[dict]:
 
 
 def s2_figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    from overgmm import plotting
 
     pr, st = tables["profile"], tables["stationary"]
     fig, axes = plotting.subplots(ncols=3, width=4.2, height=3.4)
@@ -553,28 +514,9 @@ def s2_figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
 
 # ---- S3 -------------------------------------------------------------------------------
 
-S3_CONFIG = {
-    "n": 5,
-    "d": 3,
-    "M": 4.0,  # max_i |mu~_i(0) - mu*|: the initial means are N(0, I) scaled to this largest norm
-    "t": 5.1,  # > log n + log M + 2 = 4.996
-    "step_size": 1.0,  # the paper's eta, on mu_{i,t}; overgmm's means are mu~ = e^t mu_t: step eta e^{2t}
-    # gradient EM on KL(N(0,I) || student at e^{-t} mu~). Near 0, L_t ~ 2 KL in the centroid and
-    # ~ 4 KL in the spread of the means (the quartic part that sets the late rate): step 4 eta
-    "gem_step_size": 4.0,
-    "n_steps": 100000,
-    "stride": 500,
-    # the student sits at the teacher (|mu_t| < 0.03): teacher-centred nodes suffice for the KL
-    "quadrature": {"rule": "gauss-hermite", "nodes": 8, "defensive": False},
-    "mc_samples": 20000,
-}
-S3_QUICK = {"n_steps": 10000, "stride": 50}
-
 
 def s3_run(cfg: dict, sink) -> None:
     import jax
-
-    import overgmm as og
 
     n, d, t = cfg["n"], cfg["d"], cfg["t"]
     teacher = og.Mixture(np.zeros((1, d)))
@@ -585,7 +527,7 @@ def s3_run(cfg: dict, sink) -> None:
     h1 = og.run(
         og.gradient_descent(sm, cfg["step_size"] * math.exp(2 * t)),
         og.Mixture(z),
-        cfg["n_steps"],
+        cfg["steps"],
         stride=cfg["stride"],
         key=jax.random.key(cfg["seed"]),
     )
@@ -596,7 +538,7 @@ def s3_run(cfg: dict, sink) -> None:
     h2 = og.run(
         og.gradient_em(gem, cfg["gem_step_size"]),
         og.Mixture(z * math.exp(-t)),
-        cfg["n_steps"],
+        cfg["steps"],
         stride=cfg["stride"],
         key=jax.random.key(cfg["seed"]),
     )
@@ -615,11 +557,11 @@ def s3_run(cfg: dict, sink) -> None:
 
 def s3_claims(tables: dict, cfg: dict) -> list[dict]:
     h = tables["history"]
-    T = cfg["n_steps"]
+    T = cfg["steps"]
     sm = h[h["method"] == "score matching GD"]
     ge = h[h["method"] == "gradient EM (KL)"]
-    s_sm = _window_slope(sm, T / 2, T)
-    s_ge = _window_slope(ge, T / 2, T)
+    s_sm = window_slope(sm, T / 2, T)
+    s_ge = window_slope(ge, T / 2, T)
     thr = math.log(cfg["n"]) + math.log(cfg["M"]) + 2
     out = [
         claim(
@@ -670,7 +612,7 @@ def s3_claims(tables: dict, cfg: dict) -> list[dict]:
 
 
 def s3_figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    from overgmm import plotting
 
     h = tables["history"]
     h = h[h["step"] > 0]
@@ -689,7 +631,7 @@ def s3_figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
     axes[1].set_xlabel("iteration $\\tau$")
     axes[1].legend(fontsize=7)
     cap = (
-        f"S3: n={cfg['n']}, d={cfg['d']}, M={cfg['M']}, t={cfg['t']} (> log n + log M + 2), eta={cfg['step_size']} "
+        f"S3: n={cfg['n']}, d={cfg['d']}, M={cfg['M']}, t={cfg['t']} (> log n + log M + 2), step {cfg['step_size']} "
         f"on mu_t; gradient EM step {cfg['gem_step_size']}. "
         + plotting.backend_caption(cfg, str(tables["history"]["backend"].iloc[0]))
     )
@@ -697,34 +639,7 @@ def s3_figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
 
 
 EXPERIMENTS = [
-    Experiment(
-        name="S1",
-        paper=f"{PAPER}, Fig. 1",
-        description="score matching, n=5, d=3: M=4 all means converge; M=6 one converges, the others diverge",
-        config=S1_CONFIG,
-        quick=S1_QUICK,
-        run=s1_run,
-        claims=s1_claims,
-        figure=s1_figure,
-    ),
-    Experiment(
-        name="S2",
-        paper=f"{PAPER}, Theorem 3.1",
-        description="a stationary point with nonzero loss (mu_1 = s e_1 = -mu_2): local max along s, saddle overall",
-        config=S2_CONFIG,
-        quick=S2_QUICK,
-        run=s2_run,
-        claims=s2_claims,
-        figure=s2_figure,
-    ),
-    Experiment(
-        name="S3",
-        paper=f"{PAPER}, Theorem 2.1",
-        description="large noise t: gradient descent on score matching converges like gradient EM (O(1/sqrt tau))",
-        config=S3_CONFIG,
-        quick=S3_QUICK,
-        run=s3_run,
-        claims=s3_claims,
-        figure=s3_figure,
-    ),
+    Experiment.from_config("S1", run=s1_run, claims=s1_claims, figure=s1_figure),
+    Experiment.from_config("S2", run=s2_run, claims=s2_claims, figure=s2_figure),
+    Experiment.from_config("S3", run=s3_run, claims=s3_claims, figure=s3_figure),
 ]

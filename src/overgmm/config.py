@@ -393,7 +393,7 @@ def run_seeds(cfg: dict, seeds: list[int]):
 
 # ---- studies: a base run and axes ------------------------------------------------------
 
-STUDY_SECTIONS = {"study", "base", "axes", "settings", "experiment", "quick"}
+STUDY_SECTIONS = {"study", "base", "axes", "settings", "experiment", "quick", "reproduce"}
 STUDY_KEYS = {"name": str, "figure": str, "description": str}
 FIGURES = ("x4", "z1", "w6", "loss")
 FIGURE_AXES = {"x4": "data.n_samples", "z1": "student.n", "w6": "teacher.d"}

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 import overgmm as og
+from overgmm import config
 from overgmm.analysis import first_below, line_fit, loglog_fit, loglog_slope, semilog_fit
 from overgmm.experiments.base import Experiment, Tables, TableSink, claim, history_frame, population_backend, progress
 
@@ -587,6 +588,27 @@ X3 = Experiment.from_config("X3", run=x3_run, claims=x3_claims, figure=x3_figure
 # ---- X4: statistical rate of sample-based gradient EM --------------------------------
 
 
+def x4_flat(cfg: dict) -> dict:
+    """The settings of the run in one flat table, from ``configs/X4.toml``'s study: the
+    sizes N and the number of runs from its axes, the rest from its base and settings."""
+    if "base" not in cfg:  # already flat
+        return cfg
+    study = config.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "X4")
+    b = study["base"]
+    return {
+        **study["settings"],
+        "d": b["teacher"]["d"],
+        "n": b["student"]["n"],
+        "step_size": b["algorithm"]["step_size"],
+        "sample_sizes": study["axes"]["data.n_samples"],
+        "trials": len(study["axes"]["seed"]),
+        "steps": b["steps"],
+        "records": b["steps"] // b["stride"],
+        "init_scale": b["student"]["noise"],
+        **{k: cfg[k] for k in ("seed", "backend", "quick")},
+    }
+
+
 def _x4_final(cfg: dict, X, means0, keys):
     """One :func:`overgmm.run_batch` call, each trial on its own sample (``problems=``):
     the parametric distance at ``records`` checkpoints and the final means."""
@@ -605,6 +627,7 @@ def _x4_final(cfg: dict, X, means0, keys):
 
 
 def x4_run(cfg: dict, sink: TableSink) -> None:
+    cfg = x4_flat(cfg)
     import jax
 
     d, n, trials = cfg["d"], cfg["n"], cfg["trials"]
@@ -658,6 +681,7 @@ def _bootstrap_slope(trials: pd.DataFrame, col: str, reps: int, seed: int) -> fl
 
 
 def x4_claims(tables: Tables, cfg: dict) -> list[dict]:
+    cfg = x4_flat(cfg)
     trials = tables["trials"]
     summ = _x4_summary(trials)
     slope = loglog_slope(summ["N"], summ["mean_error"])
@@ -698,6 +722,7 @@ def x4_claims(tables: Tables, cfg: dict) -> list[dict]:
 
 
 def x4_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
+    cfg = x4_flat(cfg)
     from overgmm import plotting
 
     trials = tables["trials"]

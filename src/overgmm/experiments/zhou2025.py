@@ -38,7 +38,32 @@ def teacher_means(setting: dict) -> np.ndarray:
     if setting["kind"] == "jin":
         c = setting["close"] / 2
         return np.array([[-c, 0.0], [c, 0.0], [0.0, setting["far"]]])
+    if setting["kind"] == "means":
+        return np.asarray(setting["means"], float)
     raise ValueError(f"unknown teacher kind {setting['kind']!r}")
+
+
+def flat(cfg: dict) -> dict:
+    """The settings of the run in one flat table, from ``configs/Z1.toml``: the study's
+    teacher, student, algorithm, backend, budget and success rule, and the
+    reproduction's own keys (``[reproduce]``)."""
+    if "base" not in cfg:  # already flat
+        return cfg
+    b, r = cfg["base"], dict(cfg["reproduce"])
+    teachers = {**r.pop("teachers", {}), r.pop("base_teacher"): {"kind": "means", "means": b["teacher"]["means"]}}
+    return {
+        **cfg["settings"],
+        **r,
+        "d": b["teacher"]["d"],
+        "ns": cfg["axes"]["student.n"],
+        "teachers": teachers,
+        "step_size": b["algorithm"]["step_size"],
+        "weights": b["algorithm"]["weights"],
+        "steps": b["steps"],
+        "stride": b["stride"],
+        "quadrature": {k: v for k, v in b["backend"].items() if k != "kind"},
+        **{k: cfg[k] for k in ("seed", "backend", "quick")},
+    }
 
 
 def _batch(cfg: dict, tm: np.ndarray, n: int, trials: int, n_steps: int, seed0: int):
@@ -94,12 +119,13 @@ def _final_rows(cfg: dict, tm: np.ndarray, hist, seeds, **labels) -> tuple[list[
 
 
 def run(cfg: dict, sink) -> None:
+    cfg = flat(cfg)
     import jax
 
-    jobs = [(name, n) for name in cfg["settings"] for n in cfg["ns"]]
+    jobs = [(name, n) for name in cfg["teachers"] for n in cfg["ns"]]
     finals, comps, hists = [], [], []
     for name, n in progress(jobs, desc="Z1 settings"):
-        tm = teacher_means(cfg["settings"][name])
+        tm = teacher_means(cfg["teachers"][name])
         teacher, hist, seeds = _batch(cfg, tm, n, int(cfg["trials"][str(n)]), cfg["steps"], cfg["seed"])
         f, c = _final_rows(cfg, tm, hist, seeds, setting=name, n=n)
         finals += f
@@ -143,11 +169,12 @@ def run(cfg: dict, sink) -> None:
 
 
 def claims(tables: dict, cfg: dict) -> list[dict]:
+    cfg = flat(cfg)
     fin = tables["final"]
     out = []
     many = cfg["fail_rate_many"]
     n_lo, n_hi = min(cfg["ns"]), max(cfg["ns"])
-    for name in cfg["settings"]:
+    for name in cfg["teachers"]:
         f = fin[fin["setting"] == name]
         rate = {n: float(g["success"].mean()) for n, g in f.groupby("n")}
         cnt = {n: f"{int(g['success'].sum())}/{len(g)}" for n, g in f.groupby("n")}
@@ -211,10 +238,11 @@ def claims(tables: dict, cfg: dict) -> list[dict]:
 
 
 def figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
+    cfg = flat(cfg)
     from overgmm import plotting
 
     fin, hist, comps = tables["final"], tables["history"], tables["components"]
-    names = list(cfg["settings"])
+    names = list(cfg["teachers"])
     n_lo, n_hi = min(cfg["ns"]), max(cfg["ns"])
     fig, axes = plotting.subplots(ncols=4, width=3.9, height=3.4)
     ax = axes[0]
@@ -244,7 +272,7 @@ def figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     ax = axes[2]
     c = comps[(comps["setting"] == name) & (comps["n"] == n_hi)]
-    tm = teacher_means(cfg["settings"][name])
+    tm = teacher_means(cfg["teachers"][name])
     ax.scatter(
         c["x"], c["y"], s=np.maximum(400 * c["weight"], 1), alpha=0.35, color="C0", label="students (area ~ weight)"
     )

@@ -263,9 +263,28 @@ def test_cli_sweep_status_plot_and_errors(tmp_path, capsys):
     assert "steps" in capsys.readouterr().err
 
 
-def test_shipped_study_files_are_valid():
-    root = Path(__file__).resolve().parents[1] / "studies"
-    for name in ("x4.toml", "z1.toml", "w6.toml"):
-        study = sweep.load(root / name)
-        assert len(sweep.expand(study)) >= 60
+def test_shipped_studies_are_the_reproductions_configs():
+    """X4, Z1 and W6 are defined once, in overgmm/configs/: the sweep loads them by name."""
+    for name in ("X4", "Z1", "W6"):
+        study = sweep.load(name)
+        assert study["study"]["name"] == name and len(sweep.expand(study)) >= 60
+        sweep.study.check_runs(study)
+    w6 = sweep.load("W6")
+    d2 = next(r["config"] for r in sweep.expand(w6) if r["axes"]["teacher.d"] == 2)
+    assert d2["backend"]["by_dim"]["2"] == {"nodes": 81, "half_width": 8.0}  # the settled d = 2 rule
     assert store.runs_dir(Path("x")).name == "runs"
+
+
+def test_deprecated_study_keys_still_load_with_a_warning(tmp_path):
+    path = tmp_path / "old.toml"
+    text = TINY.format(steps=10, stride=10, step_sizes="[1.0]", seeds=1)
+    text = text.replace('"algorithm.step_size"', '"algorithm.eta"').replace('name = "polyak"', 'algorithm = "polyak"')
+    path.write_text(text.replace("steps = 10\n", "n_steps = 10\n", 1))
+    with pytest.warns(DeprecationWarning) as caught:
+        study = sweep.load(path)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "'n_steps' is deprecated; use 'steps'" in messages
+    assert "'algorithm' is deprecated; use 'name'" in messages
+    assert "axis 'algorithm.eta' is deprecated; use 'algorithm.step_size'" in messages
+    assert study["base"]["steps"] == 10 and study["base"]["algorithm"]["name"] == "polyak"
+    assert list(study["axes"]) == ["algorithm.step_size", "seed"]

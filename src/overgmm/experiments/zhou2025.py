@@ -225,15 +225,8 @@ def claims(tables: dict, cfg: dict) -> list[dict]:
     if "quadrature_check" in tables:
         qc = tables["quadrature_check"]
         err = float(qc["abs_diff"].max())
-        out.append(
-            claim(
-                "Z1 quadrature: 41-node rule = default rule",
-                "numerics",
-                "final losses agree with the default defensive 161-node rule to 1e-6 (absolute)",
-                err,
-                err < 1e-6,
-            )
-        )
+        text = "final losses agree with the default defensive 161-node rule to 1e-6 (absolute)"
+        out.append(claim("Z1 quadrature: 41-node rule = default rule", "numerics", text, err, err < 1e-6))
     return out
 
 

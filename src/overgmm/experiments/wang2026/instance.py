@@ -41,7 +41,7 @@ def problem_of(cfg: dict, teacher, quadrature_key: str = "quadrature"):
     return og.Problem.population(teacher, backend=population_backend({**cfg, "quadrature": cfg[quadrature_key]}))
 
 
-def _run(problem, spec: dict, student, seed: int, record=(), **labels) -> tuple[pd.DataFrame, object]:
+def run_method(problem, spec: dict, student, seed: int, record=(), **labels) -> tuple[pd.DataFrame, object]:
     import jax
 
     alg = config.algorithm(problem, spec)
@@ -55,7 +55,7 @@ def _run(problem, spec: dict, student, seed: int, record=(), **labels) -> tuple[
     return df, hist
 
 
-def _final_check(cfg, teacher, hist, method: str, **labels) -> dict:
+def final_check(cfg, teacher, hist, method: str, **labels) -> dict:
     """The final state's loss under the run's rule and under the finer check rule."""
     run_problem = problem_of(cfg, teacher)
     check = problem_of(cfg, teacher, "check_quadrature") if cfg["backend"] == "quadrature" else run_problem
@@ -69,20 +69,20 @@ def _final_check(cfg, teacher, hist, method: str, **labels) -> dict:
     }
 
 
-def _run_methods(cfg: dict, sink: TableSink, teacher, student, label: str, *, check: bool = False) -> None:
+def run_methods(cfg: dict, sink: TableSink, teacher, student, label: str, *, check: bool = False) -> None:
     """Every method of ``cfg["methods"]`` from the same start, into the table ``history``
     (and, with ``check``, each final state under the finer rule into ``final_check``)."""
     problem = problem_of(cfg, teacher)
     checks = []
     for name, spec in progress(cfg["methods"].items(), len(cfg["methods"]), label):
-        df, hist = _run(problem, spec, student, cfg["seed"], method=name)
+        df, hist = run_method(problem, spec, student, cfg["seed"], method=name)
         sink.write("history", df, append=True)
         if check:
-            checks.append(_final_check(cfg, teacher, hist, name))
+            checks.append(final_check(cfg, teacher, hist, name))
             sink.write("final_check", checks)
 
 
-def _run_batch(problem, spec: dict, students: list, seed: int, labels: dict[str, list]) -> pd.DataFrame:
+def run_trials(problem, spec: dict, students: list, seed: int, labels: dict[str, list]) -> pd.DataFrame:
     """Trials that differ only in their start, in one compiled vmap call; ``labels``
     gives per-trial label columns."""
     import jax
@@ -100,7 +100,7 @@ def _run_batch(problem, spec: dict, students: list, seed: int, labels: dict[str,
     return df
 
 
-def _sample_start(cfg: dict, teacher, seed: int):
+def sample_start(cfg: dict, teacher, seed: int):
     """n students at samples of the teacher (seeded), uniform weights."""
     import jax
 

@@ -10,22 +10,15 @@ import pandas as pd
 import overgmm as og
 from overgmm.analysis import envelope, envelope_rate, evals_to, loglog_slope, long_step_rises, loss_at
 from overgmm.experiments.base import Experiment, Tables, TableSink, claim, progress
-from overgmm.experiments.wang2026.instance import (
-    PAPER,
-    QUARTIC_FACTOR,
-    _run,
-    _run_methods,
-    problem_of,
-    student_of,
-    teacher_of,
-)
+from overgmm.experiments.wang2026 import instance
+from overgmm.experiments.wang2026.instance import PAPER
 
 # ---- W1 -------------------------------------------------------------------------------
 
 
 def _w1_run(cfg: dict, sink: TableSink) -> None:
-    teacher = teacher_of(cfg)
-    _run_methods(cfg, sink, teacher, student_of(cfg, teacher), "W1 methods", check=True)
+    teacher = instance.teacher_of(cfg)
+    instance.run_methods(cfg, sink, teacher, instance.student_of(cfg, teacher), "W1 methods", check=True)
     if cfg.get("extensions"):
         _w1_extensions(cfg, sink)
 
@@ -33,15 +26,15 @@ def _w1_run(cfg: dict, sink: TableSink) -> None:
 def _w1_extensions(cfg: dict, sink: TableSink) -> None:
     for name, ext in progress(cfg["extensions"].items(), len(cfg["extensions"]), "W1 extensions"):
         sub = {**cfg, **{k: ext[k] for k in ("d", "n") if k in ext}}
-        teacher = teacher_of(sub)
-        student = student_of(sub, teacher, mismatch=ext["mismatch"])
+        teacher = instance.teacher_of(sub)
+        student = instance.student_of(sub, teacher, mismatch=ext["mismatch"])
         if "mc_fixed_samples" in ext:
             problem = og.Problem.population(
                 teacher, backend=og.MonteCarlo(samples=ext["mc_fixed_samples"], fresh=False, seed=cfg["seed"])
             )
         else:
-            problem = problem_of(sub, teacher)
-        df, _ = _run(
+            problem = instance.problem_of(sub, teacher)
+        df, _ = instance.run_method(
             problem,
             ext["method"],
             student,
@@ -60,7 +53,7 @@ def _w1_extensions(cfg: dict, sink: TableSink) -> None:
             "stride": 10,
             "weights": ext["method"].get("weights", "fixed"),
         }
-        df, _ = _run(
+        df, _ = instance.run_method(
             problem,
             gem,
             student,
@@ -93,7 +86,7 @@ def _w1_claims(tables: Tables, cfg: dict) -> list[dict]:
         claim(
             "scaled Polyak: factor per long step",
             "SPEC W1 (independent probe)",
-            f"each long step multiplies the loss by about (3/4)^4 = {QUARTIC_FACTOR:.3f}",
+            f"each long step multiplies the loss by about (3/4)^4 = {instance.QUARTIC_FACTOR:.3f}",
             factor,
             0.2 <= factor <= 0.45,
         )
@@ -237,7 +230,7 @@ def _w1_figure(tables: Tables, cfg: dict, out: Path) -> list[Path]:
     if len(env) > 2:
         x0, y0 = env["grad_evals"].iloc[0], env["loss"].iloc[0]
         xs = np.linspace(x0, env["grad_evals"].iloc[-1], 50)
-        per_eval = QUARTIC_FACTOR ** (1 / (cfg["methods"]["polyak_scaled"]["n_short"] + 1))
+        per_eval = instance.QUARTIC_FACTOR ** (1 / (cfg["methods"]["polyak_scaled"]["n_short"] + 1))
         axes[2].semilogy(xs, y0 * per_eval ** (xs - x0), "k--", lw=0.8, label="(3/4)^4 per long step")
     axes[2].set_xlabel("gradient evaluations")
     axes[2].set_ylabel("loss before each long step")

@@ -11,22 +11,15 @@ import pandas as pd
 from overgmm import config
 from overgmm.analysis import envelope_rate, long_step_rises, loss_at
 from overgmm.experiments.base import Experiment, Tables, TableSink, claim, progress
-from overgmm.experiments.wang2026.instance import (
-    PAPER,
-    _run_batch,
-    _run_methods,
-    _sample_start,
-    problem_of,
-    student_of,
-    teacher_of,
-)
+from overgmm.experiments.wang2026 import instance
+from overgmm.experiments.wang2026.instance import PAPER
 
 # ---- W4: general mixtures, learned weights, start from samples --------------------------
 
 
 def _w4_run(cfg: dict, sink: TableSink) -> None:
-    teacher = teacher_of(cfg)
-    _run_methods(cfg, sink, teacher, _sample_start(cfg, teacher, cfg["seed"]), "W4 methods")
+    teacher = instance.teacher_of(cfg)
+    instance.run_methods(cfg, sink, teacher, instance.sample_start(cfg, teacher, cfg["seed"]), "W4 methods")
 
 
 def _w4_claims(tables: Tables, cfg: dict) -> list[dict]:
@@ -83,12 +76,12 @@ W4 = Experiment.from_config("W4", run=_w4_run, claims=_w4_claims, figure=_w4_fig
 
 
 def _w5_run(cfg: dict, sink: TableSink) -> None:
-    teacher = teacher_of(cfg)
-    problem = problem_of(cfg, teacher)
+    teacher = instance.teacher_of(cfg)
+    problem = instance.problem_of(cfg, teacher)
     lams = [dp / cfg["max_mismatch"] for dp in cfg["mismatches"]]
-    students = [student_of(cfg, teacher, mismatch=lam) for lam in lams]
+    students = [instance.student_of(cfg, teacher, mismatch=lam) for lam in lams]
     for name, spec in progress(cfg["methods"].items(), len(cfg["methods"]), "W5 methods"):
-        df = _run_batch(problem, spec, students, cfg["seed"], {"delta_pi": cfg["mismatches"]})
+        df = instance.run_trials(problem, spec, students, cfg["seed"], {"delta_pi": cfg["mismatches"]})
         df["method"] = name
         sink.write("history", df, append=True)
 

@@ -280,9 +280,9 @@ def _x4_final(cfg: dict, X, means0, keys):
     the parametric distance at ``records`` checkpoints and the final means."""
     import jax.numpy as jnp
 
-    n, eta, steps, nrec = cfg["n"], cfg["step_size"], int(cfg["steps"]), int(cfg["records"])
+    n, step_size, steps, nrec = cfg["n"], cfg["step_size"], int(cfg["steps"]), int(cfg["records"])
     per_trial = [og.Problem.from_data(x) for x in X]
-    alg = og.gradient_em(per_trial[0], eta)
+    alg = og.gradient_em(per_trial[0], step_size)
     students = og.stack([og.Mixture(m0, jnp.full(n, 1.0 / n)) for m0 in means0])
     hist = og.run_batch(
         alg, students, steps, keys=keys, stride=steps // nrec, record=("means", "weights"), problems=og.stack(per_trial)
@@ -350,32 +350,29 @@ def x4_claims(tables: Tables, cfg: dict) -> list[dict]:
     cfg = x4_flat(cfg)
     trials = tables["trials"]
     summ = _x4_summary(trials)
-    slope = loglog_slope(summ["N"], summ["mean_error"])
-    se = _bootstrap_slope(trials, "param_error", 200, int(cfg["seed"]))
-    slope2 = loglog_slope(summ["N"], summ["mean_param_dist"])
-    se2 = _bootstrap_slope(trials, "param_dist", 200, int(cfg["seed"]))
-    lo, hi = cfg["slope_band"]
-    lo2, hi2 = cfg["squared_slope_band"]
+    fits = {}  # claim -> the fitted slope of a column of the summary and its bootstrap standard error
+    for name, col, summ_col, band in (
+        ("error_rate_quarter", "param_error", "mean_error", "slope_band"),
+        ("squared_distance_rate_half", "param_dist", "mean_param_dist", "squared_slope_band"),
+    ):
+        slope = loglog_slope(summ["N"], summ[summ_col])
+        se = _bootstrap_slope(trials, col, 200, int(cfg["seed"]))
+        lo, hi = cfg[band]
+        fits[name] = ({"slope": round(slope, 4), "bootstrap_se": round(se, 4)}, bool(lo <= slope <= hi), lo, hi)
     conv = trials.groupby("N")["rel_change_last"].median()
     paper = f"{PAPER}, Fig. 2 right"
+    (m1, ok1, lo, hi), (m2, ok2, lo2, hi2) = fits["error_rate_quarter"], fits["squared_distance_rate_half"]
+    quarter = (
+        f"mean parametric error sqrt(sum_i pi_i |mu_i - mu*|^2) after convergence ~ N^(-1/4): fitted log-log "
+        f"slope over N = {int(summ['N'].min())}..{int(summ['N'].max())} ({cfg['trials']} runs each) in [{lo}, {hi}]"
+    )
+    half = (
+        f"if 'parametric error' is the squared distance sum_i pi_i |mu_i - mu*|^2, its slope is twice as steep "
+        f"(about -1/2): slope in [{lo2}, {hi2}]"
+    )
     return [
-        claim(
-            "error_rate_quarter",
-            paper,
-            f"mean parametric error sqrt(sum_i pi_i |mu_i - mu*|^2) after convergence ~ N^(-1/4): fitted log-log "
-            f"slope over N = {int(summ['N'].min())}..{int(summ['N'].max())} ({cfg['trials']} runs each) in "
-            f"[{lo}, {hi}]",
-            {"slope": round(slope, 4), "bootstrap_se": round(se, 4)},
-            bool(lo <= slope <= hi),
-        ),
-        claim(
-            "squared_distance_rate_half",
-            f"{paper} (the squared distance of Fig. 1's y-axis)",
-            f"if 'parametric error' is the squared distance sum_i pi_i |mu_i - mu*|^2, its slope is twice as steep "
-            f"(about -1/2): slope in [{lo2}, {hi2}]",
-            {"slope": round(slope2, 4), "bootstrap_se": round(se2, 4)},
-            bool(lo2 <= slope2 <= hi2),
-        ),
+        claim("error_rate_quarter", paper, quarter, m1, ok1),
+        claim("squared_distance_rate_half", f"{paper} (the squared distance of Fig. 1's y-axis)", half, m2, ok2),
         claim(
             "converged",
             paper,

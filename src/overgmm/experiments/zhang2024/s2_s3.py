@@ -264,15 +264,8 @@ def s3_claims(tables: dict, cfg: dict) -> list[dict]:
         for _, g in qc.groupby("state"):
             v = g.set_index("rule")["loss"]
             rel = max(rel, abs(v["used"] - v["3-D trapezoid 41"]) / abs(v["3-D trapezoid 41"]))
-        out.append(
-            claim(
-                "S3 quadrature: Gauss-Hermite 8 = trapezoid 41",
-                "numerics",
-                "the cheap rule agrees with the default 3-D rule to 1e-8 relative (initial and final state)",
-                rel,
-                rel < 1e-8,
-            )
-        )
+        text = "the cheap rule agrees with the default 3-D rule to 1e-8 relative (initial and final state)"
+        out.append(claim("S3 quadrature: Gauss-Hermite 8 = trapezoid 41", "numerics", text, rel, rel < 1e-8))
     return out
 
 

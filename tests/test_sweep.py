@@ -288,3 +288,43 @@ def test_deprecated_study_keys_still_load_with_a_warning(tmp_path):
     assert "axis 'algorithm.eta' is deprecated; use 'algorithm.step_size'" in messages
     assert study["base"]["steps"] == 10 and study["base"]["algorithm"]["name"] == "polyak"
     assert list(study["axes"]) == ["algorithm.step_size", "seed"]
+
+
+def test_z1_plot_takes_its_success_rule_from_the_study_settings(tmp_path):
+    text = """
+[study]
+name = "z1-tiny"
+figure = "z1"
+[settings]
+radius = {radius}
+loss_threshold = 10.0
+[base]
+steps = 20
+[base.teacher]
+d = 2
+m = 3
+means = [[-1.5, 0.0], [1.5, 0.0], [0.0, 6.0]]
+[base.student]
+n = 3
+[base.algorithm]
+name = "gradient_em"
+step_size = 1.0
+weights = "em"
+[base.backend]
+kind = "quadrature"
+defensive = false
+nodes = 11
+half_width = 6.0
+[axes]
+"student.n" = [3]
+seed = [0, 1]
+"""
+    from overgmm.sweep.plots import summarize
+
+    rates = {}
+    for radius in (100.0, 1e-9):
+        path, out = tmp_path / f"z1_{radius}.toml", tmp_path / f"z1_{radius}"
+        path.write_text(text.format(radius=radius))
+        sweep.sweep(path, out, progress=False)
+        rates[radius] = summarize(out)[1]["success_rate"][3]
+    assert rates == {100.0: 1.0, 1e-9: 0.0}

@@ -34,7 +34,10 @@ A study file::
 
     [base.backend]              # population expectations
     kind = "quadrature"         # quadrature | monte-carlo (fixed sample) | auto (quadrature up to d = 5)
-    nodes = 11                  # further keys: options of overgmm.Quadrature / samples of MonteCarlo
+    nodes = 11                  # further keys: options of overgmm.Quadrature / samples, seed, fresh of MonteCarlo
+
+    [base.backend.by_dim.2]     # optional: options that replace those above in one dimension
+    nodes = 81
 
     [settings]                  # optional: settings of the study's analysis (success thresholds)
     radius = 0.5
@@ -46,7 +49,8 @@ A study file::
 The schema, its validation and the expansion live in :mod:`overgmm.config` (one schema
 for studies and reproductions); a config file of ``overgmm/configs/`` that has these
 sections is a study too (``overgmm sweep W6``). Runs that differ only in ``seed`` form a
-group: they share shapes and are run together in one compiled ``vmap`` call (see :mod:`overgmm.sweep.execute`).
+group: they share shapes and are run together in one compiled ``vmap`` call (see
+:mod:`overgmm.sweep.execute`).
 """
 
 from __future__ import annotations

@@ -131,14 +131,14 @@ def test_batched_runs_equal_single_runs(tmp_path):
 def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     from overgmm.sweep import build
 
-    real = build.run_batch
+    real = build.run_group
 
     def planted(configs, group):  # seed 1 raises inside the run, whatever its batch
         if any(c["seed"] == 1 for c in configs):
             raise FloatingPointError("planted failure at seed 1")
         return real(configs, group)
 
-    monkeypatch.setattr(build, "run_batch", planted)
+    monkeypatch.setattr(build, "run_group", planted)
     study, out = write_study(tmp_path), tmp_path / "out"
     counts = sweep.sweep(study, out, progress=False)
     assert counts["done"] == 4 and counts["failed"] == 2  # seeds 0 and 2 of each chunk still ran
@@ -146,7 +146,7 @@ def test_a_run_that_raises_is_recorded_and_the_others_go_on(tmp_path, monkeypatc
     assert sorted(fails["seed"]) == [1, 1] and all("planted failure" in e for e in fails["error"])
     assert all("Traceback" in t for t in fails["traceback"])
     assert sweep.status(out) == {"total": 6, "done": 4, "failed": 2, "missing": 0}
-    monkeypatch.setattr(build, "run_batch", real)
+    monkeypatch.setattr(build, "run_group", real)
     again = sweep.sweep(study, out, progress=False)  # a rerun retries the failed runs only
     assert again["done"] == 2 and again["skipped"] == 4 and sweep.status(out)["failed"] == 0
 
@@ -263,9 +263,68 @@ def test_cli_sweep_status_plot_and_errors(tmp_path, capsys):
     assert "steps" in capsys.readouterr().err
 
 
-def test_shipped_study_files_are_valid():
-    root = Path(__file__).resolve().parents[1] / "studies"
-    for name in ("x4.toml", "z1.toml", "w6.toml"):
-        study = sweep.load(root / name)
-        assert len(sweep.expand(study)) >= 60
+def test_shipped_studies_are_the_reproductions_configs():
+    """X4, Z1 and W6 are defined once, in overgmm/configs/: the sweep loads them by name."""
+    for name in ("X4", "Z1", "W6"):
+        study = sweep.load(name)
+        assert study["study"]["name"] == name and len(sweep.expand(study)) >= 60
+        sweep.study.check_runs(study)
+    w6 = sweep.load("W6")
+    d2 = next(r["config"] for r in sweep.expand(w6) if r["axes"]["teacher.d"] == 2)
+    assert d2["backend"]["by_dim"]["2"] == {"nodes": 81, "half_width": 8.0}  # the settled d = 2 rule
     assert store.runs_dir(Path("x")).name == "runs"
+
+
+def test_deprecated_study_keys_still_load_with_a_warning(tmp_path):
+    path = tmp_path / "old.toml"
+    text = TINY.format(steps=10, stride=10, step_sizes="[1.0]", seeds=1)
+    text = text.replace('"algorithm.step_size"', '"algorithm.eta"').replace('name = "polyak"', 'algorithm = "polyak"')
+    path.write_text(text.replace("steps = 10\n", "n_steps = 10\n", 1))
+    with pytest.warns(DeprecationWarning) as caught:
+        study = sweep.load(path)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "'n_steps' is deprecated; use 'steps'" in messages
+    assert "'algorithm' is deprecated; use 'name'" in messages
+    assert "axis 'algorithm.eta' is deprecated; use 'algorithm.step_size'" in messages
+    assert study["base"]["steps"] == 10 and study["base"]["algorithm"]["name"] == "polyak"
+    assert list(study["axes"]) == ["algorithm.step_size", "seed"]
+
+
+def test_z1_plot_takes_its_success_rule_from_the_study_settings(tmp_path):
+    text = """
+[study]
+name = "z1-tiny"
+figure = "z1"
+[settings]
+radius = {radius}
+loss_threshold = 10.0
+[base]
+steps = 20
+[base.teacher]
+d = 2
+m = 3
+means = [[-1.5, 0.0], [1.5, 0.0], [0.0, 6.0]]
+[base.student]
+n = 3
+[base.algorithm]
+name = "gradient_em"
+step_size = 1.0
+weights = "em"
+[base.backend]
+kind = "quadrature"
+defensive = false
+nodes = 11
+half_width = 6.0
+[axes]
+"student.n" = [3]
+seed = [0, 1]
+"""
+    from overgmm.sweep.plots import summarize
+
+    rates = {}
+    for radius in (100.0, 1e-9):
+        path, out = tmp_path / f"z1_{radius}.toml", tmp_path / f"z1_{radius}"
+        path.write_text(text.format(radius=radius))
+        sweep.sweep(path, out, progress=False)
+        rates[radius] = summarize(out)[1]["success_rate"][3]
+    assert rates == {100.0: 1.0, 1e-9: 0.0}

@@ -93,3 +93,18 @@ def test_monte_carlo_backend_runs_and_is_recorded(tmp_path):
     assert (grid["loss"] >= 0).all()  # the control-variate integrand is nonnegative on any sample
     # the ravine's shape survives the sampling noise
     assert {c["name"]: c["holds"] for c in s["claims"]}["quadratic across the ravine"]
+
+
+def test_claims_tables_are_readable():
+    """3 significant digits, dicts as key=value pairs, no JSON and no cut inside a number."""
+    from overgmm.experiments.runner import format_measured
+
+    measured = {"R2": 0.9990128261087912, "decades": 11.123456, "steps": 198.0, "by_d": {"2": 1e-13, "5": 0.5}}
+    assert format_measured(measured) == "R2=0.999, decades=11.1, steps=198, by_d=(2=1.00e-13, 5=0.500)"
+    long = {f"key_{i}": 1.0 / 3 + i for i in range(12)}
+    s = {"claims": [claim("a long one", "p", "e", long, True), claim("plain", "p", "e", -2.0025, False)]}
+    text = format_claims(s)
+    assert "{" not in text and "~" not in text and "-2.00" in text and "NO" in text
+    for i in range(12):  # every value whole, on one of the wrapped lines
+        assert f"key_{i}={1.0 / 3 + i:#.3g}" in text
+    assert "| a long one | yes | key_0=0.333, key_1=1.33" in claims_markdown(s)

@@ -87,7 +87,7 @@ def test_s1_quadrature_lemma_b1_stein_form():
         stein = og.expectation(zhang2024._lemma_b1_stein(student), teacher, student, q)
         return float(jnp.max(jnp.abs(g[:, 0] - stein[:, 0])) / jnp.max(jnp.abs(g[:, 0]))), g
 
-    err, g = check(og.Quadrature(**zhang2024.S1_CONFIG["quadrature"]))
+    err, g = check(og.Quadrature(**zhang2024.S1.config["quadrature"]))
     assert err < 1e-10
     err_coarse, g_coarse = check(og.Quadrature())
     assert err_coarse > 1e-2

@@ -10,14 +10,13 @@ import json
 import time
 from pathlib import Path
 
+import overgmm as og
 from overgmm.cli._args import positive_int
 
 
 def _demo(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
-
-    import overgmm as og
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

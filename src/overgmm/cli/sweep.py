@@ -1,6 +1,7 @@
 """``overgmm sweep`` and ``overgmm plot``: studies at scale.
 
     overgmm sweep STUDY.toml --out DIR [--workers N] [--scheduler tcp://host:port] [--batch B]
+    overgmm sweep W6 --out DIR         (a study shipped in overgmm/configs/: X4, Z1, W6)
     overgmm sweep status DIR
     overgmm plot DIR
 
@@ -23,7 +24,7 @@ def register(sub) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", help="a study file, or the word 'status'")
+    p.add_argument("target", help="a study file, a shipped study's name (X4, Z1, W6), or the word 'status'")
     p.add_argument("dir", nargs="?", help="with 'status': the output folder of a sweep")
     p.add_argument("--out", help="output folder (default results/sweeps/<study file name>)")
     p.add_argument(

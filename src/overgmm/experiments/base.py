@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overgmm import config
+
 BACKENDS = ("quadrature", "monte-carlo")
+EXPERIMENT_KEYS = {"name": str, "paper": str, "description": str, "multi_trial": bool}
 Tables = dict[str, pd.DataFrame]
 
 
@@ -55,14 +58,37 @@ class Experiment:
     figure: Callable[[Tables, dict, Path], list[Path]]
     multi_trial: bool = False
 
+    @classmethod
+    def from_config(cls, name: str, run, claims, figure) -> Experiment:
+        """The experiment whose settings are the config file ``configs/NAME.toml``: its
+        ``[experiment]`` table (name, paper, description, multi_trial), its ``[quick]``
+        overrides, and the rest, the config."""
+        path = config.config_path(name)
+        raw = config.read_toml(path)
+        meta, quick = raw.pop("experiment", {}), raw.pop("quick", {})
+        config.check_keys(meta, EXPERIMENT_KEYS, f"{path}: [experiment]")
+        for key in ("name", "paper", "description"):
+            if key not in meta:
+                raise config.ConfigError(f"{path}: [experiment] needs {key!r}")
+        return cls(
+            meta["name"],
+            meta["paper"],
+            meta["description"],
+            raw,
+            quick,
+            run,
+            claims,
+            figure,
+            meta.get("multi_trial", False),
+        )
+
     def resolve(self, *, quick: bool = False, seed: int | None = None, backend: str | None = None) -> dict:
-        """The fully resolved config of one run (what ``config.json`` records)."""
-        cfg = dict(self.config)
+        """The fully resolved config of one run (what ``config.json`` records): the
+        config, with the ``quick`` overrides deep-merged in for ``quick=True``."""
         unknown = set(self.quick) - set(self.config)
         if unknown:
             raise ValueError(f"{self.name}: quick overrides unknown keys {sorted(unknown)}")
-        if quick:
-            cfg.update(self.quick)
+        cfg = config.drop_skipped(config.deep_merge(self.config, self.quick) if quick else self.config)
         if seed is not None:
             cfg["seed"] = int(seed)
         if backend is not None:
@@ -152,15 +178,15 @@ def progress(items: Iterable, total: int | None = None, desc: str = "", stream=N
 # ---- shared helpers of the numerical experiments -------------------------------------
 
 
-def population_backend(cfg: dict):
-    """The expectation backend a config asks for: exact quadrature (default; optional
-    ``quadrature`` dict of :class:`~overgmm.Quadrature` options) or the papers' fresh
-    Monte Carlo with ``cfg["mc_samples"]`` samples per step."""
-    import overgmm as og
-
+def population_backend(cfg: dict, dim: int | None = None):
+    """The expectation backend an experiment's config asks for: exact quadrature
+    (default; optional ``quadrature`` table of :class:`~overgmm.Quadrature` options) or
+    the papers' fresh Monte Carlo with ``mc_samples`` samples per step, through the one
+    schema (:func:`overgmm.config.backend`)."""
     if cfg["backend"] == "monte-carlo":
-        return og.MonteCarlo(samples=int(cfg.get("mc_samples", 100_000)), fresh=True, seed=int(cfg["seed"]))
-    return og.Quadrature(**cfg.get("quadrature", {}))
+        spec = {"kind": "monte-carlo", "samples": int(cfg.get("mc_samples", 100_000)), "fresh": True}
+        return config.backend({**spec, "seed": int(cfg["seed"])}, dim)
+    return config.backend({"kind": "quadrature", **cfg.get("quadrature", {})}, dim)
 
 
 def history_frame(hist, **labels: Any) -> pd.DataFrame:
@@ -173,62 +199,3 @@ def history_frame(hist, **labels: Any) -> pd.DataFrame:
     for k, v in labels.items():
         df[k] = v
     return df
-
-
-def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
-    """Least-squares slope of log y against log x (positive finite points only)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
-
-
-def semilog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Fit log10 y = a + b x; returns (b, R^2)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = (y > 0) & np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan"), float("nan")
-    ly = np.log10(y[ok])
-    b, a = np.polyfit(x[ok], ly, 1)
-    resid = ly - (a + b * x[ok])
-    ss = np.sum((ly - ly.mean()) ** 2)
-    return float(b), float(1 - np.sum(resid**2) / ss) if ss > 0 else float("nan")
-
-
-ALGORITHM_SPECS = ("polyak", "gradient_em", "em", "gradient_descent", "adam", "nesterov")
-
-
-def algorithm_from_spec(problem, spec: dict):
-    """An algorithm from a config dict: ``{"algorithm": NAME, ...options}``.
-
-    NAME is one of ``polyak``, ``gradient_em``, ``em``, ``gradient_descent`` (options
-    as the functions of the same name take them), ``adam`` (``learning_rate``) or
-    ``nesterov`` (``learning_rate``, ``momentum``); the keys ``steps``, ``stride`` and
-    ``label`` belong to the run, not the algorithm, and are ignored here.
-    """
-    import optax
-
-    import overgmm as og
-
-    opts = {k: v for k, v in spec.items() if k not in ("algorithm", "steps", "stride", "label")}
-    name = spec.get("algorithm")
-    if name == "polyak":
-        return og.polyak(problem, **opts)
-    if name == "gradient_em":
-        return og.gradient_em(problem, **opts)
-    if name == "em":
-        return og.em(problem, **opts)
-    if name == "gradient_descent":
-        return og.gradient_descent(problem, **opts)
-    if name in ("adam", "nesterov"):
-        allowed = {"learning_rate"} if name == "adam" else {"learning_rate", "momentum"}
-        if set(opts) - allowed:
-            raise TypeError(f"{name} got unknown option(s) {sorted(set(opts) - allowed)}; valid: {sorted(allowed)}")
-    if name == "adam":
-        return og.optax_method(problem, optax.adam(float(opts.get("learning_rate", 0.01))))
-    if name == "nesterov":
-        lr, mom = float(opts.get("learning_rate", 0.1)), float(opts.get("momentum", 0.9))
-        return og.optax_method(problem, optax.sgd(lr, momentum=mom, nesterov=True))
-    raise ValueError(f"unknown algorithm {name!r} in {spec}; choose one of {ALGORITHM_SPECS}")

@@ -4,9 +4,12 @@ claims, draw the figures, write ``config.json`` and ``summary.json``."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from overgmm.experiments.base import Experiment, TableSink, read_tables, write_json
 
@@ -73,37 +76,68 @@ def _finish(exp: Experiment, cfg: dict, tables, out: Path, summary: dict) -> dic
     return summary
 
 
+def format_number(x: float) -> str:
+    """A measured number to 3 significant digits, trailing zeros kept (``-2.00``,
+    ``1.00e-12``); a whole number below 1e7 in full (``198``)."""
+    if not math.isfinite(x):
+        return str(x)
+    if x == int(x) and abs(x) < 1e7:
+        return str(int(x))
+    text = f"{x:#.3g}"
+    return text[:-1] if text.endswith(".") else text
+
+
+def format_measured(x: Any) -> str:
+    """A measured value for a claims table: numbers to 3 significant digits, a dict as
+    ``key=value`` pairs (a nested dict in parentheses), a list in brackets."""
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, float):
+        return format_number(x)
+    if isinstance(x, dict):
+        return ", ".join(
+            f"{k}=" + (f"({format_measured(v)})" if isinstance(v, dict) else format_measured(v)) for k, v in x.items()
+        )
+    if isinstance(x, list | tuple):
+        return "[" + ", ".join(format_measured(v) for v in x) + "]"
+    return str(x)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` characters, broken after ", " or at spaces (never inside a
+    number); a single item longer than ``width`` keeps its own line."""
+    lines, cur = [], ""
+    for part in re.split(r"(?<=, )|(?<= )", text):
+        if cur and len(cur) + len(part.rstrip()) > width:
+            lines.append(cur.rstrip())
+            cur = ""
+        cur += part
+    return [*lines, cur.rstrip()] if cur.strip() or not lines else lines
+
+
 def format_claims(summary: dict) -> str:
-    """The claims as a plain-text table."""
+    """The claims as a plain-text table (long cells wrap onto further lines)."""
     rows = [("claim", "holds", "measured", "expected")]
     for c in summary["claims"]:
-        measured = c["measured"]
-        if isinstance(measured, float):
-            measured = f"{measured:.4g}"
-        elif isinstance(measured, dict | list):
-            measured = json.dumps(measured, default=str)
-        rows.append((c["name"], "yes" if c["holds"] else "NO", str(measured), c["expected"]))
-    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((46, 5, 40, 200))]
-
-    def fmt(r):
-        cells = [r[i] if len(r[i]) <= widths[i] else r[i][: widths[i] - 1] + "~" for i in range(4)]
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
-    return "\n".join(lines)
+        rows.append((c["name"], "yes" if c["holds"] else "NO", format_measured(c["measured"]), c["expected"]))
+    caps = (46, 5, 56, 10_000)
+    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate(caps)]
+    out = []
+    for k, r in enumerate(rows):
+        cells = [_wrap(r[i], widths[i]) if i < 3 else [r[i]] for i in range(4)]
+        for j in range(max(len(c) for c in cells)):
+            line = [c[j] if j < len(c) else "" for c in cells]
+            out.append("  ".join(t.ljust(w) for t, w in zip(line, widths, strict=True)).rstrip())
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
 
 
 def claims_markdown(summary: dict) -> str:
     """The claims as a Markdown table (for docs/reproductions.md)."""
-
-    def fmt(x):
-        if isinstance(x, float):
-            return f"{x:.4g}"
-        if isinstance(x, dict):
-            return ", ".join(f"{k}: {fmt(v)}" for k, v in x.items())
-        return str(x)
-
-    lines = ["| claim | expected | measured | holds |", "|---|---|---|---|"]
+    lines = ["| claim | holds | measured | expected |", "|---|---|---|---|"]
     for c in summary["claims"]:
-        lines.append(f"| {c['name']} | {c['expected']} | {fmt(c['measured'])} | {'yes' if c['holds'] else '**no**'} |")
+        measured = format_measured(c["measured"]).replace("|", "\\|")
+        holds = "yes" if c["holds"] else "**no**"
+        lines.append(f"| {c['name']} | {holds} | {measured} | {c['expected'].replace('|', chr(92) + '|')} |")
     return "\n".join(lines)

@@ -24,44 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import overgmm as og
+from overgmm.analysis import first_below_by
 from overgmm.experiments.base import Experiment, claim, history_frame, population_backend, progress
 
 PAPER = "Zhou, Xu, Fazel, Du (2025)"
-
-CONFIG = {
-    "d": 2,
-    "settings": {
-        "paper": {"kind": "equilateral", "separation": 5.2},
-        "jin": {"kind": "jin", "close": 3.0, "far": 12.0},
-    },
-    "ns": [3, 20],  # exact and over-parameterized (20 > m log m = 3.3)
-    "trials": {"3": 40, "20": 16},
-    "step_size": 1.0,
-    "weights": "em",
-    "n_steps": 1000,
-    "stride": 5,
-    "loss_threshold": 1e-3,  # success: final KL below this ...
-    "radius": 0.5,  # ... and every teacher mean has an active student within this radius
-    "active_weight": 1e-3,
-    "fail_rate_many": 0.2,  # "fails for many seeds": at least this fraction of seeds
-    "sweep_separations": [2.0, 2.5, 3.0, 4.0, 5.2, 7.0],  # equilateral side, n = 20
-    "sweep_trials": 8,
-    "sweep_n_steps": 600,
-    "quadrature": {"nodes": 41, "half_width": 8.0, "defensive": False},
-    "quadrature_check": True,
-    "mc_samples": 100000,
-}
-QUICK = {
-    "trials": {"3": 12, "20": 3},
-    "n_steps": 300,
-    "stride": 10,
-    "settings": {"jin": {"kind": "jin", "close": 3.0, "far": 12.0}},
-    "sweep_separations": [2.5, 6.0],
-    "sweep_trials": 2,
-    "sweep_n_steps": 300,
-    "quadrature": {"nodes": 31, "half_width": 8.0, "defensive": False},
-    "quadrature_check": False,
-}
 
 
 def teacher_means(setting: dict) -> np.ndarray:
@@ -71,14 +38,37 @@ def teacher_means(setting: dict) -> np.ndarray:
     if setting["kind"] == "jin":
         c = setting["close"] / 2
         return np.array([[-c, 0.0], [c, 0.0], [0.0, setting["far"]]])
+    if setting["kind"] == "means":
+        return np.asarray(setting["means"], float)
     raise ValueError(f"unknown teacher kind {setting['kind']!r}")
+
+
+def flat(cfg: dict) -> dict:
+    """The settings of the run in one flat table, from ``configs/Z1.toml``: the study's
+    teacher, student, algorithm, backend, budget and success rule, and the
+    reproduction's own keys (``[reproduce]``)."""
+    if "base" not in cfg:  # already flat
+        return cfg
+    b, r = cfg["base"], dict(cfg["reproduce"])
+    teachers = {**r.pop("teachers", {}), r.pop("base_teacher"): {"kind": "means", "means": b["teacher"]["means"]}}
+    return {
+        **cfg["settings"],
+        **r,
+        "d": b["teacher"]["d"],
+        "ns": cfg["axes"]["student.n"],
+        "teachers": teachers,
+        "step_size": b["algorithm"]["step_size"],
+        "weights": b["algorithm"]["weights"],
+        "steps": b["steps"],
+        "stride": b["stride"],
+        "quadrature": {k: v for k, v in b["backend"].items() if k != "kind"},
+        **{k: cfg[k] for k in ("seed", "backend", "quick")},
+    }
 
 
 def _batch(cfg: dict, tm: np.ndarray, n: int, trials: int, n_steps: int, seed0: int):
     """One compiled run_batch: ``trials`` students with n components drawn from p*."""
     import jax
-
-    import overgmm as og
 
     teacher = og.Mixture(tm, np.full(len(tm), 1.0 / len(tm)))
     problem = og.Problem.population(teacher, backend=population_backend(cfg))
@@ -129,15 +119,14 @@ def _final_rows(cfg: dict, tm: np.ndarray, hist, seeds, **labels) -> tuple[list[
 
 
 def run(cfg: dict, sink) -> None:
+    cfg = flat(cfg)
     import jax
 
-    import overgmm as og
-
-    jobs = [(name, n) for name in cfg["settings"] for n in cfg["ns"]]
+    jobs = [(name, n) for name in cfg["teachers"] for n in cfg["ns"]]
     finals, comps, hists = [], [], []
     for name, n in progress(jobs, desc="Z1 settings"):
-        tm = teacher_means(cfg["settings"][name])
-        teacher, hist, seeds = _batch(cfg, tm, n, int(cfg["trials"][str(n)]), cfg["n_steps"], cfg["seed"])
+        tm = teacher_means(cfg["teachers"][name])
+        teacher, hist, seeds = _batch(cfg, tm, n, int(cfg["trials"][str(n)]), cfg["steps"], cfg["seed"])
         f, c = _final_rows(cfg, tm, hist, seeds, setting=name, n=n)
         finals += f
         comps += c
@@ -170,7 +159,7 @@ def run(cfg: dict, sink) -> None:
     n = max(cfg["ns"])
     for sep in progress(cfg["sweep_separations"], desc="Z1 separation sweep"):
         tm = teacher_means({"kind": "equilateral", "separation": sep})
-        _, hist, seeds = _batch(cfg, tm, n, cfg["sweep_trials"], cfg["sweep_n_steps"], cfg["seed"])
+        _, hist, seeds = _batch(cfg, tm, n, cfg["sweep_trials"], cfg["sweep_steps"], cfg["seed"])
         f, _ = _final_rows(cfg, tm, hist, seeds, separation=sep, n=n)
         sweep_f += f
         h = history_frame(hist, separation=sep, n=n)
@@ -179,23 +168,13 @@ def run(cfg: dict, sink) -> None:
         sink.write("sweep_history", pd.concat(sweep_h, ignore_index=True))
 
 
-def convergence_times(hist: pd.DataFrame, threshold: float, by: list[str]) -> pd.DataFrame:
-    """First recorded step with loss below ``threshold`` per trial (inf if never)."""
-    rows = []
-    for key, g in hist.groupby(by + ["trial"]):
-        below = g[g["loss"] < threshold]["step"]
-        rows.append(
-            {**dict(zip(by + ["trial"], key, strict=True)), "time": float(below.min()) if len(below) else np.inf}
-        )
-    return pd.DataFrame(rows)
-
-
 def claims(tables: dict, cfg: dict) -> list[dict]:
+    cfg = flat(cfg)
     fin = tables["final"]
     out = []
     many = cfg["fail_rate_many"]
     n_lo, n_hi = min(cfg["ns"]), max(cfg["ns"])
-    for name in cfg["settings"]:
+    for name in cfg["teachers"]:
         f = fin[fin["setting"] == name]
         rate = {n: float(g["success"].mean()) for n, g in f.groupby("n")}
         cnt = {n: f"{int(g['success'].sum())}/{len(g)}" for n, g in f.groupby("n")}
@@ -232,7 +211,7 @@ def claims(tables: dict, cfg: dict) -> list[dict]:
                 bool(g["stray_mass"].max() < 0.05 and g["active"].median() < n_hi),
             )
         )
-    times = convergence_times(tables["sweep_history"], cfg["loss_threshold"], ["separation"])
+    times = first_below_by(tables["sweep_history"], cfg["loss_threshold"], ["separation"])
     med = times.groupby("separation")["time"].median().sort_index()
     out.append(
         claim(
@@ -246,23 +225,17 @@ def claims(tables: dict, cfg: dict) -> list[dict]:
     if "quadrature_check" in tables:
         qc = tables["quadrature_check"]
         err = float(qc["abs_diff"].max())
-        out.append(
-            claim(
-                "Z1 quadrature: 41-node rule = default rule",
-                "numerics",
-                "final losses agree with the default defensive 161-node rule to 1e-6 (absolute)",
-                err,
-                err < 1e-6,
-            )
-        )
+        text = "final losses agree with the default defensive 161-node rule to 1e-6 (absolute)"
+        out.append(claim("Z1 quadrature: 41-node rule = default rule", "numerics", text, err, err < 1e-6))
     return out
 
 
 def figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
-    from overgmm.experiments import plotting
+    cfg = flat(cfg)
+    from overgmm import plotting
 
     fin, hist, comps = tables["final"], tables["history"], tables["components"]
-    names = list(cfg["settings"])
+    names = list(cfg["teachers"])
     n_lo, n_hi = min(cfg["ns"]), max(cfg["ns"])
     fig, axes = plotting.subplots(ncols=4, width=3.9, height=3.4)
     ax = axes[0]
@@ -292,7 +265,7 @@ def figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=7)
     ax = axes[2]
     c = comps[(comps["setting"] == name) & (comps["n"] == n_hi)]
-    tm = teacher_means(cfg["settings"][name])
+    tm = teacher_means(cfg["teachers"][name])
     ax.scatter(
         c["x"], c["y"], s=np.maximum(400 * c["weight"], 1), alpha=0.35, color="C0", label="students (area ~ weight)"
     )
@@ -301,7 +274,7 @@ def figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
     ax.legend(fontsize=6, loc="lower right")
     ax.set_aspect("equal", adjustable="datalim")
     ax = axes[3]
-    times = convergence_times(tables["sweep_history"], cfg["loss_threshold"], ["separation"])
+    times = first_below_by(tables["sweep_history"], cfg["loss_threshold"], ["separation"])
     ax.semilogy(times["separation"], np.where(np.isfinite(times["time"]), times["time"], np.nan), "o", alpha=0.5, ms=4)
     med = times.groupby("separation")["time"].median()
     ax.semilogy(med.index, med.to_numpy(), "k-", lw=1.2, label="median")
@@ -310,22 +283,10 @@ def figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
     ax.set_title(f"(d) convergence time, n = {n_hi}")
     ax.legend(fontsize=7)
     cap = (
-        f"Z1: d={cfg['d']}, m=3, gradient EM (eta={cfg['step_size']}, weights={cfg['weights']}), students from p*, "
-        f"{cfg['n_steps']} iterations. " + plotting.backend_caption(cfg, str(hist["backend"].iloc[0]))
+        f"Z1: d={cfg['d']}, m=3, gradient EM (step {cfg['step_size']}, weights={cfg['weights']}), students from p*, "
+        f"{cfg['steps']} iterations. " + plotting.backend_caption(cfg, str(hist["backend"].iloc[0]))
     )
     return [plotting.save(fig, out, "Z1", cap)]
 
 
-EXPERIMENTS = [
-    Experiment(
-        name="Z1",
-        paper=f"{PAPER}, main experiment",
-        description="gradient EM, m=3 teacher: exact n=3 vs over-parameterized n=20, pruning, time vs separation",
-        config=CONFIG,
-        quick=QUICK,
-        run=run,
-        claims=claims,
-        figure=figure,
-        multi_trial=True,
-    )
-]
+EXPERIMENTS = [Experiment.from_config("Z1", run=run, claims=claims, figure=figure)]

@@ -3,7 +3,7 @@ into runs named by content hash, batched by seed into compiled ``vmap`` calls, r
 this process or on a Dask cluster, stored one Parquet file per run, resumable.
 
     from overgmm import sweep
-    sweep.sweep("studies/w6.toml", "results/w6")       # run what is missing
+    sweep.sweep("W6", "results/w6")      # configs/W6.toml (or a path); runs what is missing
     sweep.status("results/w6")                          # done / failed / missing
     sweep.load_finals("results/w6")                     # one row per run (pandas)
 """

@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from overgmm.cluster import ONE_THREAD_ENV, connect, pin_to_one_core
+from overgmm.config import study_path as study_path_of
 from overgmm.sweep import store
 from overgmm.sweep.study import StudyError, check_runs, expand, load
 
@@ -51,12 +52,12 @@ def run_chunk(chunk: list[dict], size: int) -> list[dict]:
     """Compute one chunk (in whatever process runs it). Returns, per run, either
     ``{"run": run, "result": ...}`` or ``{"run": run, "error": str, "traceback": str}``."""
     pin_to_one_core()
-    from overgmm.sweep.build import run_batch
+    from overgmm.sweep.build import run_group
 
     configs = [r["config"] for r in chunk]
     padded = configs + [configs[-1]] * (size - len(configs))
     try:
-        results = run_batch(padded, chunk[0]["group"])
+        results = run_group(padded, chunk[0]["group"])
     except Exception as err:  # one bad setting fails its chunk; the sweep goes on
         if len(chunk) > 1:  # find which runs fail: one at a time
             return [item for r in chunk for item in run_chunk([r], 1)]
@@ -85,10 +86,12 @@ def sweep(
     batch: int = 32,
     progress: bool = True,
 ) -> dict:
-    """Run every missing run of a study into ``out``; returns counts
+    """Run every missing run of a study (a file, or a config name such as ``"W6"``) into
+    ``out``; returns counts
     ``{"total", "skipped", "done", "failed"}``."""
     from tqdm import tqdm
 
+    study_path = study_path_of(study_path)
     study = load(study_path)
     check_runs(study)
     out = Path(out)

@@ -1,6 +1,11 @@
 """The figure of a stored study (``overgmm plot DIR``), from the store's tables only:
 x4: error vs sample size on log-log axes with the fitted slope; z1: success rate vs n;
-w6: histogram of active components per dimension; loss: loss curves per group."""
+w6: histogram of active components per dimension; loss: loss curves per group.
+
+Measures come from :mod:`overgmm.measures`, fits from :mod:`overgmm.analysis`, and the
+success thresholds from the study's ``[settings]`` (``radius``, ``loss_threshold``,
+``active_weight``; ``expected_slope`` for x4).
+"""
 
 from __future__ import annotations
 
@@ -9,25 +14,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from overgmm import config, measures
+from overgmm.analysis import loglog_slope
+from overgmm.mixture import Mixture
 from overgmm.sweep import store
 from overgmm.sweep.study import load
 
+# The defaults of [settings] for the z1 figure: Z1's success rule (configs/Z1.toml).
+SUCCESS_DEFAULTS = {"radius": 0.5, "loss_threshold": 1e-3, "active_weight": 1e-3}
 
-def _success(row: pd.Series, teacher_means: np.ndarray, radius: float = 0.5, loss_tol: float = 1e-3) -> bool:
-    means = np.asarray(row["final_means"])
-    weights = np.asarray(row["final_weights"])
-    active = means[weights > 1e-3]
-    if not len(active) or row["loss"] > loss_tol:
+
+def _final_student(row: pd.Series) -> Mixture:
+    return Mixture(np.asarray(row["final_means"]), np.asarray(row["final_weights"]))
+
+
+def _success(row: pd.Series, teacher_means: np.ndarray, settings: dict) -> bool:
+    """Every teacher mean has an active student mean within ``radius`` and the final
+    loss is below ``loss_threshold``."""
+    means, weights = np.asarray(row["final_means"]), np.asarray(row["final_weights"])
+    active = means[weights > settings["active_weight"]]
+    if not len(active) or row["loss"] > settings["loss_threshold"]:
         return False
     dist = np.linalg.norm(teacher_means[:, None, :] - active[None], axis=-1).min(axis=1)
-    return bool(np.all(dist < radius))
-
-
-def _param_dist(row: pd.Series, teacher_means: np.ndarray) -> float:
-    """``sum_i pi_i |mu_i - mu*_{a(i)}|^2``, each student mean to its nearest teacher mean."""
-    means = np.asarray(row["final_means"])
-    d2 = ((means[:, None, :] - teacher_means[None]) ** 2).sum(-1).min(axis=1)
-    return float(np.sum(np.asarray(row["final_weights"]) * d2))
+    return bool(np.all(dist < settings["radius"]))
 
 
 def summarize(out: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -37,20 +46,21 @@ def summarize(out: str | Path) -> tuple[pd.DataFrame, dict]:
     finals = store.load_finals(out)
     if finals.empty:
         raise ValueError(f"{out} holds no finished runs yet")
-    kind = study["study"]["figure"]
+    kind, settings = study["study"]["figure"], study["settings"]
+    if kind in ("x4", "z1"):
+        teacher = config.teacher(finals["config"].iloc[0]["teacher"])
     if kind == "x4":
-        from overgmm.sweep.build import teacher_of
-
-        tm = np.asarray(teacher_of(finals["config"].iloc[0]).means)
-        finals["error"] = [np.sqrt(_param_dist(r, tm)) for _, r in finals.iterrows()]
+        dist = [
+            float(measures.teacher_measures(teacher, _final_student(r))["param_dist"]) for _, r in finals.iterrows()
+        ]
+        finals["error"] = np.sqrt(dist)
         table = finals.groupby("data.n_samples")["error"].agg(["mean", "std", "count"]).reset_index()
-        slope = float(np.polyfit(np.log(table["data.n_samples"]), np.log(table["mean"]), 1)[0])
-        return table, {"slope": slope, "expected": -0.25}
+        slope = loglog_slope(table["data.n_samples"], table["mean"])
+        return table, {"slope": slope, "expected": settings.get("expected_slope", -0.25)}
     if kind == "z1":
-        from overgmm.sweep.build import teacher_of
-
-        tm = np.asarray(teacher_of(finals["config"].iloc[0]).means)
-        finals["success"] = [_success(r, tm) for _, r in finals.iterrows()]
+        rule = {**SUCCESS_DEFAULTS, **{k: settings[k] for k in SUCCESS_DEFAULTS if k in settings}}
+        tm = np.asarray(teacher.means)
+        finals["success"] = [_success(r, tm, rule) for _, r in finals.iterrows()]
         table = finals.groupby("student.n")["success"].agg(["mean", "count"]).reset_index()
         return table, {"success_rate": dict(zip(table["student.n"].tolist(), table["mean"].tolist(), strict=True))}
     if kind == "w6":
@@ -63,7 +73,7 @@ def summarize(out: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def plot(out: str | Path) -> Path:
     """Draw ``DIR/figure.png`` (and ``DIR/figure.csv``, the table it shows)."""
-    from overgmm.experiments import plotting as pl
+    from overgmm import plotting as pl
 
     out = Path(out)
     study = load(out / "study.toml")
@@ -74,7 +84,8 @@ def plot(out: str | Path) -> Path:
         fig, (ax,) = pl.subplots(1)
         n = table["data.n_samples"].to_numpy(float)
         ax.errorbar(n, table["mean"], yerr=table["std"] / np.sqrt(table["count"]), fmt="o-", label="mean error")
-        ax.loglog(n, table["mean"].iloc[0] * (n / n[0]) ** -0.25, "r--", lw=0.8, label="N^-1/4")
+        expected = head["expected"]
+        ax.loglog(n, table["mean"].iloc[0] * (n / n[0]) ** expected, "r--", lw=0.8, label=f"N^{expected:g}")
         ax.loglog(
             n,
             table["mean"].iloc[0] * (n / n[0]) ** head["slope"],

@@ -37,7 +37,9 @@ def _atomic_write_bytes(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def history_frame(run: dict, result: dict) -> pd.DataFrame:
+def run_frame(run: dict, result: dict) -> pd.DataFrame:
+    """One run's records as a table: a column per measure (vector measures split into
+    ``name_j``), the run id, its axis values and its status."""
     cols = {}
     for name, arr in result["columns"].items():
         arr = np.asarray(arr)
@@ -56,7 +58,7 @@ def history_frame(run: dict, result: dict) -> pd.DataFrame:
 
 def write_run(out: Path, run: dict, result: dict) -> Path:
     """Store one finished run atomically; remove a failure record it supersedes."""
-    table = pa.Table.from_pandas(history_frame(run, result), preserve_index=False)
+    table = pa.Table.from_pandas(run_frame(run, result), preserve_index=False)
     meta = {
         b"overgmm.config": json.dumps(run["config"]).encode(),
         b"overgmm.axes": json.dumps(run["axes"]).encode(),

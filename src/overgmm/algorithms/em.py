@@ -8,19 +8,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from overgmm.algorithms.base import (
-    TINY,
-    Algorithm,
-    Method,
-    State,
-    advance,
-    bind,
-    keep_pruned,
-    next_key,
-    require_em_statistics,
-    require_identity_or_data,
-    weights_from_mass,
-)
+from overgmm.algorithms import base
+from overgmm.algorithms.base import TINY, Algorithm, Method, State, advance, bind
 from overgmm.algorithms.updates import em_covariances, with_covariances
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -43,11 +32,11 @@ class EM(Method):
         return True
 
     def check(self, problem: Problem, student: Mixture | None = None) -> None:
-        require_em_statistics(problem, "em")
-        require_identity_or_data(problem, student, "em")
+        base.require_em_statistics(problem, "em")
+        base.require_identity_or_data(problem, student, "em")
 
     def step(self, problem: Problem, state: State) -> State:
-        key, sub = next_key(state)
+        key, sub = base.next_key(state)
         s = state.student
         st = problem.statistics(s, sub)
         ok = st.mass > TINY
@@ -55,7 +44,7 @@ class EM(Method):
         cov = None if s.covariance_type == "identity" else em_covariances(s, st, problem.floor)
         new = with_covariances(s, means, cov)
         if self.update_weights:
-            new = new.replace(log_weights=keep_pruned(s, weights_from_mass(st.mass)))
+            new = new.replace(log_weights=base.keep_pruned(s, base.weights_from_mass(st.mass)))
         return advance(state, new, key, 1, st.loss)
 
 
@@ -70,7 +59,7 @@ def stepwise_em(problem: Problem, student: Mixture, rate, key=None) -> tuple[Mix
     [0, 1] of the way to the batch's, then the M-step. For the means this is
     ``mu_i <- mu_i + rate E_batch[psi_i (x - mu_i)] / pi_i'``: a stochastic gradient-EM step
     in EM's metric. Returns the new student and the batch loss (before the step)."""
-    require_em_statistics(problem, "stepwise_em")
+    base.require_em_statistics(problem, "stepwise_em")
     st = problem.statistics(student, key)
     pi = student.weights
     mass = (1.0 - rate) * pi + rate * st.mass
@@ -84,5 +73,7 @@ def stepwise_em(problem: Problem, student: Mixture, rate, key=None) -> tuple[Mix
     ok = mass > TINY
     means = student.means + jnp.where(ok[:, None], shift / jnp.where(ok, mass, 1.0)[:, None], 0.0)
     cov = None if student.covariance_type == "identity" else em_covariances(student, blended, problem.floor)
-    new = with_covariances(student, means, cov).replace(log_weights=keep_pruned(student, weights_from_mass(mass)))
+    new = with_covariances(student, means, cov).replace(
+        log_weights=base.keep_pruned(student, base.weights_from_mass(mass))
+    )
     return new, st.loss

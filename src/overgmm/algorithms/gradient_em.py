@@ -17,22 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from overgmm.algorithms.base import (
-    Algorithm,
-    Method,
-    State,
-    advance,
-    bind,
-    check_step_size,
-    check_weights_option,
-    keep_pruned,
-    next_key,
-    require_em_statistics,
-    require_identity_or_data,
-    solve_weights,
-    statistics_or_gradient,
-    weights_from_mass,
-)
+from overgmm.algorithms import base
+from overgmm.algorithms.base import Algorithm, Method, State, advance, bind
 from overgmm.algorithms.updates import covariance_step, mean_step, with_covariances
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -57,24 +43,24 @@ class GradientEM(Method):
 
     def check(self, problem: Problem, student: Mixture | None = None) -> None:
         if self.weights != "fixed":
-            require_em_statistics(problem, f"gradient_em(weights={self.weights!r})")
-        require_identity_or_data(problem, student, "gradient_em")
+            base.require_em_statistics(problem, f"gradient_em(weights={self.weights!r})")
+        base.require_identity_or_data(problem, student, "gradient_em")
         if student is not None and student.covariance_type != "identity":
-            require_em_statistics(problem, "gradient_em with learned covariances")
+            base.require_em_statistics(problem, "gradient_em with learned covariances")
 
     def step(self, problem: Problem, state: State) -> State:
-        key, sub = next_key(state)
+        key, sub = base.next_key(state)
         s = state.student
         evals = 1
         if self.weights == "solve":
-            s, it = solve_weights(problem, s, sub, tol=self.weight_tol, max_iter=self.max_weight_iter)
+            s, it = base.solve_weights(problem, s, sub, tol=self.weight_tol, max_iter=self.max_weight_iter)
             evals = it + 1
-        st = statistics_or_gradient(problem, s, sub)
+        st = base.statistics_or_gradient(problem, s, sub)
         eta = self.step_size
         cov = None if s.covariance_type == "identity" else covariance_step(s, st, eta, problem.floor)
         new = with_covariances(s, mean_step(s, st, eta), cov)
         if self.weights == "em":
-            new = new.replace(log_weights=keep_pruned(s, weights_from_mass(st.mass)))
+            new = new.replace(log_weights=base.keep_pruned(s, base.weights_from_mass(st.mass)))
         return advance(state, new, key, evals, st.loss)
 
 
@@ -95,6 +81,6 @@ def gradient_em(
       weights: ``"fixed"``, ``"em"`` or ``"solve"`` (see module docstring).
       weight_tol, max_weight_iter: stopping rule of ``"solve"`` (sum |Delta pi|).
     """
-    eta = check_step_size(step_size)
-    check_weights_option(weights)
+    eta = base.check_step_size(step_size)
+    base.check_weights_option(weights)
     return bind(GradientEM(eta, weights, float(weight_tol), int(max_weight_iter)), problem)

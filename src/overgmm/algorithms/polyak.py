@@ -39,22 +39,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from overgmm.algorithms.base import (
-    TINY,
-    Algorithm,
-    Method,
-    State,
-    advance,
-    bind,
-    check_step_size,
-    check_weights_option,
-    keep_pruned,
-    next_key,
-    require_em_statistics,
-    require_identity_or_data,
-    statistics_or_gradient,
-    weights_from_mass,
-)
+from overgmm.algorithms import base
+from overgmm.algorithms.base import TINY, Algorithm, Method, State, advance, bind
 from overgmm.algorithms.updates import covariance_step, mahalanobis_sq, with_covariances
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -91,10 +77,10 @@ class Polyak(Method):
 
     def check(self, problem: Problem, student: Mixture | None = None) -> None:
         if self.weights == "em" or self.scaled == "mass":
-            require_em_statistics(problem, f"polyak(weights={self.weights!r}, scaled={self.scaled!r})")
-        require_identity_or_data(problem, student, "polyak")
+            base.require_em_statistics(problem, f"polyak(weights={self.weights!r}, scaled={self.scaled!r})")
+        base.require_identity_or_data(problem, student, "polyak")
         if student is not None and student.covariance_type != "identity":
-            require_em_statistics(problem, "polyak with learned covariances")
+            base.require_em_statistics(problem, "polyak with learned covariances")
 
     def init_extra(self, student):
         # level: the adaptive L* level; since: short steps since the last long one;
@@ -112,9 +98,9 @@ class Polyak(Method):
         adaptive_k = self.n_short == "adaptive"
         rule = self.loss_star if isinstance(self.loss_star, str) else None
         reject = self.reject_increase or rule is not None
-        key, sub = next_key(state)
+        key, sub = base.next_key(state)
         s = state.student
-        st = statistics_or_gradient(problem, s, sub)
+        st = base.statistics_or_gradient(problem, s, sub)
         loss, gm = st.loss, -st.shift
         if self.scaled == "mass":
             ok_m = st.mass > TINY
@@ -157,7 +143,7 @@ class Polyak(Method):
             new = jax.tree_util.tree_map(
                 lambda a, b: jnp.where(is_long, a, b),
                 new,
-                new.replace(log_weights=keep_pruned(s, weights_from_mass(st.mass))),
+                new.replace(log_weights=base.keep_pruned(s, base.weights_from_mass(st.mass))),
             )
         evals = 1
         extra = dict(state.extra)
@@ -216,8 +202,8 @@ def polyak(
     A long step is guarded: it is skipped (zero step) when ``L <= L*`` or the gradient
     vanishes. ``State.polyak`` marks the steps that were long.
     """
-    eta = check_step_size(step_size)
-    gamma = check_step_size(gamma, "gamma")
+    eta = base.check_step_size(step_size)
+    gamma = base.check_step_size(gamma, "gamma")
     adaptive_k = n_short == "adaptive"
     if not adaptive_k and (isinstance(n_short, bool) or not isinstance(n_short, int) or n_short < 1):
         raise ValueError(f"n_short must be an integer >= 1 or 'adaptive', got {n_short!r}")
@@ -232,7 +218,7 @@ def polyak(
             raise ValueError(f"max_short ({max_short}) must be >= min_short ({min_short})")
     if scaled not in SCALINGS or (isinstance(scaled, str) and scaled != "mass"):
         raise ValueError(f"scaled must be True, False or 'mass', got {scaled!r}")
-    check_weights_option(weights)
+    base.check_weights_option(weights)
     if weights == "solve":
         raise ValueError("polyak supports weights='fixed' or 'em'")
     if isinstance(loss_star, str):

@@ -7,6 +7,12 @@ On by default at ``import overgmm``, in ``$OVERGMM_CACHE_DIR`` or else
 ``OVERGMM_CACHE=0`` (or ``off``/``false``/``no``) in the environment before importing
 overgmm; a cache folder the user already configured (``jax_compilation_cache_dir``) is
 left alone.
+
+The cache is bounded (:data:`MAX_BYTES`, least recently used entries evicted), which also
+makes JAX guard every read and write with a file lock: without it, a process could read an
+entry that another process (a Dask worker compiling the same loop) was still writing, and
+deserializing the torn entry crashed the interpreter (seen once in the test suite, in
+JAX's ``get_executable_and_time``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 import jax
 
 OFF = ("0", "off", "false", "no")
+MAX_BYTES = 4 << 30
 
 
 def cache_dir() -> Path:
@@ -41,4 +48,5 @@ def enable() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)  # LRU, and file-locked reads/writes
     return path

@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/overgmm reproduce S1 --quick
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,8 +1,8 @@
 """overgmm: over-parameterized Gaussian mixtures learned with gradient methods.
 
 Importing overgmm turns on JAX's float64 mode (``jax_enable_x64``): theory mode
-computes everything in float64. ``OVERGMM_CACHE=1`` also turns on JAX's persistent
-compilation cache in ``~/.cache/overgmm/jax`` (``COMPILATION_CACHE``; opt-in, see
+computes everything in float64. It also turns on JAX's persistent compilation cache in
+``~/.cache/overgmm/jax`` (``COMPILATION_CACHE``; ``OVERGMM_CACHE=0`` turns it off; see
 :mod:`overgmm._compilation_cache`).
 
 The public API lives here:

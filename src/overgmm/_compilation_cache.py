@@ -1,20 +1,17 @@
 """JAX's persistent compilation cache in a user cache folder, so that a compiled loop is
-paid once per machine rather than once per process: **opt-in**.
+paid once per machine rather than once per process.
 
-``OVERGMM_CACHE=1`` (or ``on``/``true``/``yes``) in the environment before importing
-overgmm turns it on, in ``$OVERGMM_CACHE_DIR`` or else ``$XDG_CACHE_HOME/overgmm/jax``
-(``~/.cache/overgmm/jax``); every compilation is then cached (JAX's default caches only
-those over one second). A cache folder the user already configured
-(``jax_compilation_cache_dir``) is left alone.
+On by default at ``import overgmm``, in ``$OVERGMM_CACHE_DIR`` or else
+``$XDG_CACHE_HOME/overgmm/jax`` (``~/.cache/overgmm/jax``). Every compilation is cached
+(JAX's default caches only those over one second). Turn it off with
+``OVERGMM_CACHE=0`` (or ``off``/``false``/``no``) in the environment before importing
+overgmm; a cache folder the user already configured (``jax_compilation_cache_dir``) is
+left alone.
 
-Why opt-in: with it on by default, two full runs of the test suite died with a
-segmentation fault inside JAX's own cache code, one serializing an executable
-(``put_executable_and_time``) and one deserializing one (``get_executable_and_time``),
-both in a long-lived process after thousands of compilations (a sweep run in the test
-process); the same tests alone passed. JAX also writes entries in place, without a lock,
-so local Dask workers never use it (``OVERGMM_CACHE=0`` in
-:data:`overgmm.cluster.ONE_THREAD_ENV`). With the cache, a first fit in a new process
-took 2.1 s instead of 7.6 s on iris (README).
+JAX writes an entry in place, without a lock, so two processes compiling the same loop at
+once can tear an entry; local Dask workers therefore run without the cache
+(``OVERGMM_CACHE=0`` in :data:`overgmm.cluster.ONE_THREAD_ENV`). (JAX's bounded cache
+locks, but it lists the whole folder on every write: it doubled the test suite's time.)
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from pathlib import Path
 
 import jax
 
-ON = ("1", "on", "true", "yes")
+OFF = ("0", "off", "false", "no")
 
 
 def cache_dir() -> Path:
@@ -36,8 +33,8 @@ def cache_dir() -> Path:
 
 
 def enable() -> Path | None:
-    """Turn the cache on when ``OVERGMM_CACHE`` says so; returns the folder or None."""
-    if os.environ.get("OVERGMM_CACHE", "").strip().lower() not in ON:
+    """Turn the cache on (unless ``OVERGMM_CACHE`` says off); returns the folder or None."""
+    if os.environ.get("OVERGMM_CACHE", "").strip().lower() in OFF:
         return None
     if jax.config.jax_compilation_cache_dir:
         return Path(jax.config.jax_compilation_cache_dir)

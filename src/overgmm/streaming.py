@@ -213,8 +213,10 @@ def merge_round(chunks, view: View, students: Mixture, floor, total: float, pric
 
 
 def _rows(chunks) -> int:
-    """The one padded shape of every chunk (a power of two: few compilations)."""
-    return 1 << (int(max(chunks.chunk_rows, 1)) - 1).bit_length()
+    """The one padded shape of every chunk: the largest chunk's rows rounded up to a power
+    of two (one compilation; small data are not padded to the budget's chunk size)."""
+    largest = max((b - a for a, b in chunks.bounds), default=1)
+    return 1 << (int(max(largest, 1)) - 1).bit_length()
 
 
 # ----------------------------------------------------------------------------- the solve loop

@@ -26,3 +26,67 @@ def test_cache_is_written_to_the_user_folder(tmp_path):
 def test_cache_can_be_turned_off(tmp_path):
     assert _run(tmp_path, OVERGMM_CACHE="0") == "None"
     assert not (tmp_path / "cache").exists()
+
+
+def test_entries_are_checked_and_written_whole(tmp_path):
+    from overgmm._compilation_cache import AtomicFileCache, pack, unpack
+
+    cache = AtomicFileCache(tmp_path)
+    assert cache.get("k") is None
+    cache.put("k", b"executable bytes")
+    assert cache.get("k") == b"executable bytes"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no temporary left behind
+    whole = pack(b"x" * 1000)
+    assert unpack(whole) == b"x" * 1000
+    # a torn entry (cut short) and a corrupted one read as misses, never as bytes
+    assert unpack(whole[:500]) is None
+    assert unpack(whole[:-1] + b"y") is None
+    (tmp_path / "torn-ogc").write_bytes(whole[:500])
+    assert cache.get("torn") is None
+    cache.put("torn", b"x" * 1000)  # a damaged entry is replaced by a whole one
+    assert cache.get("torn") == b"x" * 1000
+
+
+def test_the_cache_is_overgmms_atomic_one(tmp_path):
+    script = (
+        "import overgmm; from jax._src import compilation_cache as cc; "
+        "print(type(cc._cache).__name__ if cc._cache is not None else None)"
+    )
+    full = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", script], env=full, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "AtomicFileCache"
+
+
+FITS = """
+import sys, warnings
+import numpy as np
+from overgmm import OverparamGMM
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(int(sys.argv[1]))
+for i in range(5):
+    X = np.vstack([rng.normal(size=(40, 2)), rng.normal(size=(40, 2)) + 4])
+    g = OverparamGMM(n_components=4, covariance_type=("diag", "full")[i % 2], max_iter=20, random_state=i).fit(X)
+    assert np.isfinite(g.score(X))
+print("ok")
+"""
+
+
+def test_four_processes_share_an_empty_cache(tmp_path):
+    """4 processes x 5 fits start at once on an empty folder: none crashes or reads a torn
+    entry, and the folder holds only whole entries afterwards."""
+    from overgmm._compilation_cache import unpack
+
+    env = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", FITS, str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(4)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-2000:]
+        assert out.decode().strip().endswith("ok")
+    entries = [p for p in (tmp_path / "cache").iterdir() if p.name.endswith("-ogc")]
+    assert entries and all(unpack(p.read_bytes()) is not None for p in entries)
+    # a fifth process reads them all back and fits the same way
+    out = subprocess.run([sys.executable, "-c", FITS, "9"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

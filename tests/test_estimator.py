@@ -275,8 +275,9 @@ def test_fit_predict_and_refit_do_not_recompile():
     est.fit(X).score(X)
     size = _compiled_units()
     labels = est.fit_predict(X[::-1].copy())
-    # other data of the same shape bucket (400 and 300 rows both pad to 512), another seed
-    OverparamGMM(random_state=1).fit(mixture_data(300, seed=4)[0]).score(X)
+    # other data of the same shape bucket (400 and 420 rows both pad to 448), another seed
+    assert F.bucket_rows(400) == F.bucket_rows(420) == 448
+    OverparamGMM(random_state=1).fit(mixture_data(420, seed=4)[0]).score(X)
     assert _compiled_units() == size
     np.testing.assert_array_equal(labels, est.predict(X[::-1]))
 

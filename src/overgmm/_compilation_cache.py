@@ -8,20 +8,28 @@ On by default at ``import overgmm``, in ``$OVERGMM_CACHE_DIR`` or else
 overgmm; a cache folder the user already configured (``jax_compilation_cache_dir``) is
 left alone.
 
-JAX writes an entry in place, without a lock, so two processes compiling the same loop at
-once can tear an entry; local Dask workers therefore run without the cache
-(``OVERGMM_CACHE=0`` in :data:`overgmm.cluster.ONE_THREAD_ENV`). (JAX's bounded cache
-locks, but it lists the whole folder on every write: it doubled the test suite's time.)
+Safe under concurrency. JAX's own file cache writes an entry in place, without a lock, so
+a process that reads an entry while another writes it can load a torn executable (seen
+here: a crash inside ``get_executable_and_time``). overgmm installs :class:`AtomicFileCache`
+in its place: an entry is written to a private temporary file and renamed into place
+(``os.replace``, atomic on POSIX and Windows), so a reader sees a whole entry or none; each
+entry carries its length and a BLAKE2b digest, and one that does not match (a file from
+elsewhere, a disk that filled up) is a cache miss, never a crash. Several processes (the
+test suite's workers, Dask workers, users' scripts) can share one folder from empty.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import jax
 
 OFF = ("0", "off", "false", "no")
+MAGIC = b"OGMC1\n"  # entry format: MAGIC, 8-byte length, 32-byte digest, payload
+_HEADER = len(MAGIC) + 8 + 32
 
 
 def cache_dir() -> Path:
@@ -30,6 +38,81 @@ def cache_dir() -> Path:
         return Path(os.environ["OVERGMM_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "overgmm" / "jax"
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=32).digest()
+
+
+def pack(payload: bytes) -> bytes:
+    """An entry as stored: header (magic, length, digest) and ``payload``."""
+    return MAGIC + len(payload).to_bytes(8, "little") + _digest(payload) + payload
+
+
+def unpack(blob: bytes) -> bytes | None:
+    """The payload of a stored entry, or None if it is not a whole, intact entry."""
+    if len(blob) < _HEADER or not blob.startswith(MAGIC):
+        return None
+    size = int.from_bytes(blob[len(MAGIC) : len(MAGIC) + 8], "little")
+    payload = blob[_HEADER:]
+    if len(payload) != size or _digest(payload) != blob[len(MAGIC) + 8 : _HEADER]:
+        return None
+    return payload
+
+
+class AtomicFileCache:
+    """A folder of entries (``<key>-ogc``), each written whole by rename and checked on read.
+
+    Implements JAX's cache interface (``get``, ``put``, ``_path``)."""
+
+    SUFFIX = "-ogc"
+
+    def __init__(self, path: str | Path):
+        self._path = Path(path)
+        self._path.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, key: str) -> Path:
+        if not key:
+            raise ValueError("key cannot be empty")
+        return self._path / f"{key}{self.SUFFIX}"
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            blob = self._file(key).read_bytes()
+        except OSError:
+            return None
+        return unpack(blob)
+
+    def put(self, key: str, value: bytes) -> None:
+        target = self._file(key)
+        if target.exists() and self.get(key) is not None:
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self._path, prefix=".tmp-")
+        except OSError:
+            return  # a full or read-only folder: run on without caching
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(pack(value))
+            os.replace(tmp, target)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _install(path: Path) -> bool:
+    """Make :class:`AtomicFileCache` JAX's persistent cache (JAX internals; False if they moved)."""
+    try:
+        from jax._src import compilation_cache as cc
+
+        with cc._cache_initialized_mutex:
+            cc._cache = AtomicFileCache(path)
+            cc._cache_initialized = True
+    except (ImportError, AttributeError):  # pragma: no cover - another JAX layout
+        return False
+    return True
 
 
 def enable() -> Path | None:
@@ -46,4 +129,5 @@ def enable() -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _install(path)  # where JAX's internals moved, JAX's own (in-place) cache stays
     return path

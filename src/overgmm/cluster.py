@@ -25,9 +25,9 @@ ONE_THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "OVERGMM_PIN_CPU": "1",
-    # workers compile the same loops at once; JAX's persistent cache writes without a lock,
-    # so they keep their compilations in memory (see overgmm._compilation_cache)
-    "OVERGMM_CACHE": "0",
+    # workers share the persistent compilation cache: its entries are written whole by
+    # rename and checked on read (overgmm._compilation_cache), so workers compiling the
+    # same loop at once never read a torn entry
 }
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (before the process starts,
 # when glibc reads it), which also fixes glibc's mmap threshold at 128 KiB: every large

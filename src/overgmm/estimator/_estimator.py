@@ -27,6 +27,8 @@ AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
 AUTO_TYPES, AUTO_MARGIN = F.AUTO_TYPES, F.AUTO_MARGIN
 VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
+# beyond this many training rows, "auto" fits its candidate types on about this many of them
+AUTO_ROWS = 1 << 14
 
 
 def validation_mask(X: np.ndarray) -> np.ndarray:
@@ -324,8 +326,15 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             return "diag"
         scores = {}
         n = self._resolve_n_components(float(sw.sum()))  # as many components as the final fit
+        X_fit = X
+        count = np.count_nonzero(w_fit)
+        if count > AUTO_ROWS:
+            # large data: the candidates are fitted on about AUTO_ROWS of the training rows
+            # (chosen by their values), all held-out rows still score them
+            sub = streaming.subsample_mask(X, w_fit, AUTO_ROWS / count)
+            X_fit, w_fit = X[sub], w_fit[sub]
         for kind in AUTO_TYPES:
-            res, _, units = self._fit_type(X, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
+            res, _, units = self._fit_type(X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
             if res.best < 0:
                 scores[kind] = -math.inf
                 continue

@@ -13,7 +13,7 @@ numerical is the core's:
   (:func:`overgmm.stepwise_em`, then :func:`overgmm.reduce.prune`).
 
 Shapes stay in few buckets so that compiled code is reused: rows are padded with zero
-weight to a power of two (at least :data:`MIN_ROWS`), components with pruned ones
+weight to one of four sizes per doubling (at least :data:`MIN_ROWS`), components with pruned ones
 (weight 0) to a power of two up to 16. Each compiled unit here is a small module-level
 ``jax.jit`` (or the driver's cached solver), so refits of one bucket compile nothing;
 small buckets are compiled with XLA's backend optimisation off (:data:`SMALL_ROWS`).
@@ -42,6 +42,9 @@ MIN_ROWS = 128
 AUTO_TYPES = ("spherical", "diag", "full")
 AUTO_MARGIN = 0.02
 RECORD = ("weights",)
+# merge rounds run back to back before each polishing fit (each round's costs measured on
+# the data); measured in docs/estimator.md
+MERGE_ROUNDS = 8
 # Up to this many (padded) rows, the estimator's own compiled units are built with XLA's
 # backend optimisation off: on iris that halves their compilation, and at these sizes
 # their run time is a few milliseconds either way. Larger buckets get the full
@@ -57,8 +60,11 @@ def n_covariance_parameters(covariance_type: str, d: int) -> int:
 
 
 def bucket_rows(n_rows: int) -> int:
-    """Rows are padded (with zero weight) to a power of two, at least :data:`MIN_ROWS`."""
-    return max(MIN_ROWS, 1 << (int(n_rows) - 1).bit_length())
+    """Rows are padded (with zero weight) to the next of 4, 5, 6, 7 or 8 times a power of two
+    (at least :data:`MIN_ROWS`): four buckets per doubling, at most 25% padding."""
+    n = max(MIN_ROWS, int(n_rows))
+    unit = 1 << max(0, n.bit_length() - 3)
+    return -(-n // unit) * unit
 
 
 def bucket_components(n: int) -> int:
@@ -314,23 +320,32 @@ def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: fl
     loss_end, cov = engine.summary(current)
     book(sol, loss_end, np.ones(R, bool))
     ok = (sol.status != 1) & np.isfinite(loss_end)
+
+    def where(do, a, b):
+        """``a`` for the restarts in ``do``, ``b`` for the others (pytrees with leading axis R)."""
+        return jax.tree_util.tree_map(lambda x, y: np.where(do.reshape(do.shape + (1,) * (x.ndim - 1)), x, y), a, b)
+
     while price > 0:
         merged, k = engine.merge(current, price)
         do = ok & (k > 0)
         if not do.any():
             break
+        # further rounds on the merged, not yet polished, mixtures: each round's costs are
+        # measured on the data, so one polishing fit follows several rounds
+        for _ in range(MERGE_ROUNDS - 1):
+            again, k_more = engine.merge(merged, price)
+            more = do & (k_more > 0)
+            if not more.any():
+                break
+            merged = where(more, again, merged)
+            k = np.where(more, k + k_more, k)
         for r in np.flatnonzero(do):
             segs[r]["merges"] += int(k[r])
         sol = engine.solve(merged, keys, max_iter, tol)
         polished = host(sol.final.student)
         new_loss, new_cov = engine.summary(polished)
         book(sol, new_loss, do)
-
-        def pick(a, b, do=do):
-            return np.where(do.reshape(do.shape + (1,) * (a.ndim - 1)), a, b)
-
-        current = jax.tree_util.tree_map(pick, polished, current)
-        loss_end, cov = pick(new_loss, loss_end), jax.tree_util.tree_map(pick, new_cov, cov)
+        current, loss_end, cov = where(do, (polished, new_loss, new_cov), (current, loss_end, cov))
         ok = ok & ~(do & ((sol.status == 1) | ~np.isfinite(new_loss)))
 
     for r in np.flatnonzero(~ok):

@@ -51,6 +51,52 @@ def test_merge_round_merges_duplicates_and_keeps_distinct_clusters(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_runnalls_bound_is_zero_for_coincident_components_and_grows_apart(kind):
+    cov = {"identity": None, "spherical": np.ones(3), "diag": np.ones((3, 2)), "full": np.stack([np.eye(2)] * 3)}[kind]
+    s = og.Mixture([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0]], [0.2, 0.3, 0.5], covariances=cov, covariance_type=kind)
+    b = np.asarray(og.reduce.runnalls_bound(s, jnp.array([0, 0, 1]), jnp.array([1, 2, 2])))
+    np.testing.assert_allclose(b[0], 0.0, atol=1e-12)
+    assert b[1] > 0.1 and b[2] > b[1]  # the heavier pair across the gap costs more
+
+
+@pytest.mark.parametrize("kind", ("spherical", "full"))
+def test_merge_costs_are_measured_for_the_candidates_and_the_cheapest_pair_is_one(rng, kind):
+    """With more pairs than CANDIDATES * n, only the candidates are measured on the data (the
+    others are NaN, an infinite cost). On a fitted student (what the estimator merges) the
+    exhaustively cheapest pair is among them, and each measured cost is the exhaustive one."""
+    n, d = 12, 2
+    X = jnp.asarray(rng.normal(size=(3000, d)) * [3.0, 1.0])
+    means = rng.normal(size=(n, d)) * [3.0, 1.0]
+    cov = {"spherical": np.ones(n), "full": np.stack([np.eye(d)] * n)}[kind]
+    problem = og.Problem.from_data(X)
+    start = og.Mixture(means, rng.dirichlet(np.ones(n) * 5), covariances=cov)
+    s = og.solve(og.em(problem), start, max_steps=300, tol=1e-10).final.student
+    ii, jj, idx = og.reduce.candidate_pairs(s)
+    assert ii.shape == (og.reduce.CANDIDATES * n,)
+    sums = np.asarray(og.reduce.pair_cost_sums(s, X, jnp.ones(3000), problem.floor))
+    assert np.isnan(sums).sum() == n * (n - 1) // 2 - og.reduce.CANDIDATES * n
+    full_ll = float(jnp.mean(s.log_prob(X)))
+    mu_all, cov_all, w_all = np.asarray(s.means), np.asarray(s.covariances), np.asarray(s.weights)
+    exhaustive = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            lw, mu, c = og.reduce.moment_match(s, i, j)
+            keep = [k for k in range(n) if k not in (i, j)]
+            m = og.Mixture(
+                np.vstack([mu_all[keep], np.asarray(mu)]),
+                np.append(w_all[keep], np.exp(float(lw))),
+                covariances=np.concatenate([cov_all[keep], np.asarray(c)[None]]),
+            )
+            exhaustive[i, j] = full_ll - float(jnp.mean(m.log_prob(X)))
+    costs = np.asarray(og.reduce.pair_costs(problem, s))
+    assert np.isfinite(costs[min(exhaustive, key=exhaustive.get)])
+    measured = [(i, j) for (i, j) in exhaustive if np.isfinite(costs[i, j])]
+    assert len(measured) == og.reduce.CANDIDATES * n
+    for i, j in measured:
+        np.testing.assert_allclose(costs[i, j], exhaustive[i, j], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", ("data", "kmeans++"))
 def test_init_from_data(rng, kind, method):
     X = jnp.asarray(rng.normal(size=(200, 3)) * [1.0, 2.0, 3.0])

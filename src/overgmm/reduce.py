@@ -6,7 +6,9 @@ with weight exactly 0 (log-weight ``-inf``), so compilations are reused.
 * :func:`prune`: weights below a threshold go to 0 (never the heaviest component).
 * :func:`moment_match`: the single Gaussian with the first two moments of two components.
 * :func:`pair_costs`: the loss in mean log-likelihood per sample of each such merge on data
-  (:func:`pair_cost_sums`: the same as sums over rows, which chunks of data add up).
+  (:func:`pair_cost_sums`: the same as sums over rows, which chunks of data add up), for the
+  :func:`candidate_pairs` (the ``CANDIDATES * n`` pairs with the smallest Runnalls bound,
+  found from the mixture alone; all pairs when there are no more than that).
 * :func:`merge_round`: merge every pair of mutually cheapest partners below a price (in the
   estimator: a multiple of the BIC price of one component).
 """
@@ -20,6 +22,8 @@ from jax.scipy.special import logsumexp
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
 from overgmm.statistics import BLOCK_ELEMENTS, MIN_BLOCK, blocked_sum
+
+CANDIDATES = 2  # pairs whose merge cost is measured on the data, per component
 
 
 def _normalise(lw: jax.Array) -> jax.Array:
@@ -92,16 +96,56 @@ def _component_log_prob_unnormalised(m: Mixture, X: jax.Array) -> jax.Array:
     return m.component_log_prob(X) + logsumexp(m.log_weights)
 
 
+def _log_det(cov: jax.Array, kind: str, d: int) -> jax.Array:
+    """``log |Sigma|`` of covariances in their natural shape (leading axes batched)."""
+    if kind == "full":
+        return jnp.linalg.slogdet(cov)[1]
+    if kind == "diag":
+        return jnp.sum(jnp.log(cov), axis=-1)
+    return d * jnp.log(cov)  # spherical, and identity's matched spread
+
+
+def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
+    """Runnalls' (2007) upper bound on the KL divergence between the pairs ``(ii, jj)`` and
+    their moment-matched merges, ``((w_i + w_j) log|S_ij| - w_i log|S_i| - w_j log|S_j|) / 2``
+    (shape of ``ii``): a cheap, data-free ranking of which merges may cost little."""
+    kind, d = student.covariance_type, student.dim
+    lw, _, cov = jax.vmap(lambda i, j: moment_match(student, i, j))(ii, jj)
+    own = jnp.zeros(student.n_components) if kind == "identity" else _log_det(student.covariances, kind, d)
+    pi = student.weights
+    return 0.5 * (jnp.exp(lw) * _log_det(cov, kind, d) - pi[ii] * own[ii] - pi[jj] * own[jj])
+
+
+def candidate_pairs(student: Mixture) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The pairs ``i < j`` whose merge cost :func:`pair_cost_sums` measures: ``(ii, jj, idx)``,
+    ``idx`` their positions in ``jnp.triu_indices`` order. All pairs when there are at most
+    ``CANDIDATES * n``; else that many, those of live components with the smallest
+    :func:`runnalls_bound` (a function of the mixture only, so every chunk of data picks the
+    same pairs)."""
+    n = student.n_components
+    ii, jj = jnp.triu_indices(n, k=1)
+    pairs = ii.shape[0]
+    k = min(pairs, CANDIDATES * n)
+    if k == pairs:
+        return ii, jj, jnp.arange(pairs)
+    bound = runnalls_bound(student, ii, jj)
+    bound = jnp.where(student.live[ii] & student.live[jj] & jnp.isfinite(bound), bound, jnp.inf)
+    _, idx = jax.lax.top_k(-bound, k)
+    return ii[idx], jj[idx], idx
+
+
 def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Array) -> jax.Array:
     """``(n (n - 1) / 2,)``: ``sum_k w_k (log p(x_k) - log p_ij(x_k))`` over the rows of ``X``
     (N, d), one entry per pair ``i < j`` (``jnp.triu_indices`` order), ``p_ij`` the mixture
-    with the pair replaced by its moment-matched merge. Unnormalised sums over rows, in row
-    blocks, so that chunks of data add up (:mod:`overgmm.streaming`).
+    with the pair replaced by its moment-matched merge; NaN for the pairs that are not
+    :func:`candidate_pairs`. Unnormalised sums over rows, in row blocks, so that chunks of
+    data add up (:mod:`overgmm.streaming`).
 
     The density of the other components is ``p(x) sum_{k != i, j} psi_k(x)``, a sum of
     positive terms free of cancellation."""
     n = student.n_components
-    ii, jj = jnp.triu_indices(n, k=1)
+    all_pairs = n * (n - 1) // 2
+    ii, jj, chosen = candidate_pairs(student)
     pairs = jnp.arange(ii.shape[0])
     keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)
     merged_mix = _merged(student, ii, jj, floor)
@@ -115,7 +159,8 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
         return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
 
     rows = max(MIN_BLOCK, BLOCK_ELEMENTS // max(ii.shape[0], 1))
-    return blocked_sum(block, X, w, min(X.shape[0], rows))
+    sums = blocked_sum(block, X, w, min(X.shape[0], rows))
+    return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
 
 
 def cost_matrix(student: Mixture, sums: jax.Array, total: jax.Array) -> jax.Array:
@@ -124,7 +169,7 @@ def cost_matrix(student: Mixture, sums: jax.Array, total: jax.Array) -> jax.Arra
     ii, jj = jnp.triu_indices(n, k=1)
     costs = sums / total
     live = student.live[ii] & student.live[jj]
-    costs = jnp.where(live & jnp.isfinite(costs), costs, jnp.inf)
+    costs = jnp.where(live & jnp.isfinite(costs), costs, jnp.inf)  # NaN: not a candidate
     return jnp.full((n, n), jnp.inf).at[ii, jj].set(costs)
 
 

@@ -24,6 +24,7 @@ from overgmm.problem import Problem
 from overgmm.statistics import BLOCK_ELEMENTS, MIN_BLOCK, blocked_sum
 
 CANDIDATES = 2  # pairs whose merge cost is measured on the data, per component
+ALL_PAIRS_UP_TO = 1 << 16  # rows x pairs up to which every pair is measured (no ranking to compile)
 
 
 def _normalise(lw: jax.Array) -> jax.Array:
@@ -119,16 +120,20 @@ def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
     return 0.5 * (jnp.exp(lw) * _log_det(cov, kind, d) - pi[ii] * own[ii] - pi[jj] * own[jj])
 
 
-def candidate_pairs(student: Mixture) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The pairs ``i < j`` whose merge cost :func:`pair_cost_sums` measures: ``(ii, jj, idx)``,
-    ``idx`` their positions in ``jnp.triu_indices`` order. All pairs when there are at most
-    ``CANDIDATES * n``; else that many, those of live components with the smallest
+def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The pairs ``i < j`` whose merge cost :func:`pair_cost_sums` measures on ``rows`` rows
+    (padded; None: many): ``(ii, jj, idx)``, ``idx`` their positions in ``jnp.triu_indices``
+    order. All pairs when there are at most ``CANDIDATES * n``, or when ``rows x pairs`` is at
+    most :data:`ALL_PAIRS_UP_TO` (small data: measuring every pair costs less than compiling
+    the ranking); else ``CANDIDATES * n`` pairs of live components with the smallest
     :func:`runnalls_bound` (a function of the mixture only, so every chunk of data picks the
     same pairs)."""
     n = student.n_components
     ii, jj = jnp.triu_indices(n, k=1)
     pairs = ii.shape[0]
     k = min(pairs, CANDIDATES * n)
+    if rows is not None and rows * pairs <= ALL_PAIRS_UP_TO:
+        k = pairs
     if k == pairs:
         return ii, jj, jnp.arange(pairs)
     bound = runnalls_bound(student, ii, jj)
@@ -148,7 +153,7 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     positive terms free of cancellation."""
     n = student.n_components
     all_pairs = n * (n - 1) // 2
-    ii, jj, chosen = candidate_pairs(student)
+    ii, jj, chosen = candidate_pairs(student, X.shape[0])
     pairs = jnp.arange(ii.shape[0])
     keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)
     merged_mix = _merged(student, ii, jj, floor)

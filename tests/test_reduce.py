@@ -64,7 +64,7 @@ def test_merge_costs_are_measured_for_the_candidates_and_the_cheapest_pair_is_on
     """With more pairs than CANDIDATES * n, only the candidates are measured on the data (the
     others are NaN, an infinite cost). On a fitted student (what the estimator merges) the
     exhaustively cheapest pair is among them, and each measured cost is the exhaustive one."""
-    n, d = 12, 2
+    n, d = 8, 2
     X = jnp.asarray(rng.normal(size=(3000, d)) * [3.0, 1.0])
     means = rng.normal(size=(n, d)) * [3.0, 1.0]
     cov = {"spherical": np.ones(n), "full": np.stack([np.eye(d)] * n)}[kind]
@@ -131,3 +131,20 @@ def test_merging_duplicates_keeps_their_covariance_under_a_floor(kind):
     new, k = og.reduce.merge_round(problem, s, 0.01)
     assert int(k) == 1
     np.testing.assert_allclose(np.asarray(new.covariances)[0], cov[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_data_covariances_on_a_batch_equal_from_data_per_student(rng, kind):
+    """The estimator draws identity students once (a batch) and sets each covariance type's
+    data covariances afterwards: the same students as from_data with that type."""
+    X = jnp.asarray(rng.normal(size=(300, 3)) * [1.0, 2.0, 3.0])
+    w = jnp.asarray(rng.uniform(size=300))
+    floor = jnp.asarray([0.01, 0.02, 5.0])
+    keys = jax.random.split(jax.random.key(3), 2)
+    batch = jax.vmap(lambda k: og.init.from_data(k, X, w, 6, n_live=4))(keys)
+    got = og.init.with_data_covariances(batch, X, w, kind, floor)
+    for r in range(2):
+        want = og.init.from_data(keys[r], X, w, 6, n_live=4, covariance_type=kind, floor=floor)
+        assert got.covariance_type == want.covariance_type
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+            np.testing.assert_allclose(np.asarray(a)[r], np.asarray(b), rtol=1e-12, atol=1e-12)

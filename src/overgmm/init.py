@@ -65,27 +65,38 @@ def from_data(
 
     Means by :func:`init_means`; covariances the data's weighted covariance (its diagonal
     for "diag", its mean variance for "spherical"), at least ``floor`` (d,)."""
-    d = X.shape[1]
     w = w / jnp.sum(w)
     means = init_means(key, X, w, n, method)
-    mean = w @ X
-    centred = X - mean
-    floor = jnp.zeros((d,)) if floor is None else floor
     n_live = n if n_live is None else n_live
     live = jnp.arange(n) < n_live
     log_w = jnp.where(live, -jnp.log(jnp.asarray(n_live, jnp.float64)), -jnp.inf)
     m = Mixture.tree_unflatten("identity", (means, log_w, None))
+    return with_data_covariances(m, X, w, covariance_type, floor)
+
+
+def with_data_covariances(student: Mixture, X: jax.Array, w: jax.Array, covariance_type: str, floor=None) -> Mixture:
+    """``student`` (its means and log-weights; leading batch axes allowed) with every component's covariance the data's
+    weighted covariance (its diagonal for "diag", its mean variance for "spherical"), at
+    least ``floor`` (d,) (added to the diagonal for "full"); "identity" leaves it as it is.
+
+    What :func:`from_data` gives its students; the estimator draws the means once per fit
+    and calls this per covariance type."""
     if covariance_type == "identity":
-        return m
+        return Mixture.tree_unflatten("identity", (student.means, student.log_weights, None))
+    lead, d = student.means.shape[:-1], student.means.shape[-1]  # (n,) or (batch, n)
+    w = w / jnp.sum(w)
+    centred = X - w @ X
+    floor = jnp.zeros((d,)) if floor is None else floor
     var = w @ centred**2
     if covariance_type == "full":
         cov = (centred * w[:, None]).T @ centred + jnp.diag(floor)
-        cov = jnp.broadcast_to(cov, (n, d, d))
-        params0 = jnp.zeros((n, d, d))
+        cov = jnp.broadcast_to(cov, lead + (d, d))
+        params0 = jnp.zeros(lead + (d, d))
     elif covariance_type == "diag":
-        cov = jnp.broadcast_to(jnp.maximum(var, floor), (n, d))
-        params0 = jnp.zeros((n, d))
+        cov = jnp.broadcast_to(jnp.maximum(var, floor), lead + (d,))
+        params0 = jnp.zeros(lead + (d,))
     else:
-        cov = jnp.full((n,), jnp.maximum(jnp.mean(var), jnp.max(floor)))
-        params0 = jnp.zeros((n,))
-    return Mixture.tree_unflatten(covariance_type, (means, log_w, params0)).with_covariances(cov)
+        cov = jnp.full(lead, jnp.maximum(jnp.mean(var), jnp.max(floor)))
+        params0 = jnp.zeros(lead)
+    m = Mixture.tree_unflatten(covariance_type, (student.means, student.log_weights, params0))
+    return m.with_covariances(cov)

@@ -326,21 +326,24 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             return "diag"
         scores = {}
         n = self._resolve_n_components(float(sw.sum()))  # as many components as the final fit
-        X_fit = X
+        # the held-out rows score each candidate through the fit's own summary: on the same
+        # padded rows as the fit (their weights swapped in), so nothing new is compiled
+        X_fit, X_held, w_held = X, X, np.where(held, sw, 0.0)
         count = np.count_nonzero(w_fit)
         if count > AUTO_ROWS:
             # large data: the candidates are fitted on about AUTO_ROWS of the training rows
             # (chosen by their values), all held-out rows still score them
             sub = streaming.subsample_mask(X, w_fit, AUTO_ROWS / count)
             X_fit, w_fit = X[sub], w_fit[sub]
+            X_held, w_held = X[held], sw[held]
         for kind in AUTO_TYPES:
-            res, _, units = self._fit_type(X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
+            res, _, (shift, scale, floor) = self._fit_type(X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
             if res.best < 0:
                 scores[kind] = -math.inf
                 continue
-            student = F.take(res.students, res.best)
-            ll, _ = F.evaluate(student, (X[held] - units[0]) / units[1])
-            scores[kind] = float(np.average(ll, weights=sw[held])) - float(np.sum(np.log(units[1])))
+            prob = F.problem(*F.pad_rows((X_held - shift) / scale, w_held / w_held.sum()), floor)
+            nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
+            scores[kind] = -float(nll) - float(np.sum(np.log(scale)))
         self.validation_scores_ = scores
         best = max(scores.values())
         if not math.isfinite(best):

@@ -29,12 +29,16 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-import overgmm as og
+from overgmm import init as initialisation
+from overgmm import reduce
+from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
+from overgmm.driver import solve_batch
 from overgmm.mixture import Mixture, precision_cholesky
+from overgmm.problem import Problem
 
 ALGORITHMS = ("em", "gradient_em", "polyak")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "fixed")
-INITS = og.init.INITS
+INITS = initialisation.INITS
 CORE_TYPE = {"full": "full", "diag": "diag", "spherical": "spherical", "fixed": "identity"}
 MIN_ROWS = 128
 # covariance_type="auto": the simplest of these whose validation log-likelihood is within
@@ -87,24 +91,24 @@ def pad_rows(Z: np.ndarray, w: np.ndarray | None = None, *, at_least: int = 0):
     return Zp, wp
 
 
-def problem(Zp: np.ndarray, wp: np.ndarray, floor: np.ndarray) -> og.Problem:
+def problem(Zp: np.ndarray, wp: np.ndarray, floor: np.ndarray) -> Problem:
     """The weighted NLL of the padded standardized data, variance floor ``floor`` (d,)."""
-    return og.Problem.from_data(Zp, sample_weight=wp, var_floor=floor)
+    return Problem.from_data(Zp, sample_weight=wp, var_floor=floor)
 
 
-def algorithm(prob: og.Problem, name: str, step_size: float, n_short: int, prune: float) -> og.Algorithm:
+def algorithm(prob: Problem, name: str, step_size: float, n_short: int, prune: float) -> Algorithm:
     """The estimator's algorithm on ``prob``, pruning at ``prune`` after every step.
 
     ``"polyak"``: short steps in EM's metric (``scaled="mass"``), one EM weight step with
     each, and a long step on the means aimed at ``L* = L - (L_prev - L)`` (the last cycle's
     decrease), undone when it raises the loss."""
     if name == "em":
-        alg = og.em(prob)
+        alg = em(prob)
     elif name == "gradient_em":
-        alg = og.gradient_em(prob, step_size, weights="em")
+        alg = gradient_em(prob, step_size, weights="em")
     else:
-        alg = og.polyak(prob, step_size, n_short, scaled="mass", loss_star="decrease", weights="em")
-    return og.with_pruning(alg, prune)
+        alg = polyak(prob, step_size, n_short, scaled="mass", loss_star="decrease", weights="em")
+    return with_pruning(alg, prune)
 
 
 def host(tree):
@@ -145,16 +149,17 @@ def _x_rows(first, X, *args, **kwargs) -> int:
     return X.shape[0]
 
 
-@_jit(_x_rows, static_argnames=("n", "n_init", "method", "kind"))
-def _init(seed, X, w, n_live, floor, *, n: int, n_init: int, method: str, kind: str):
-    """``n_init`` keys from ``seed`` and one starting student per key (batched)."""
+@_jit(_x_rows, static_argnames=("n", "n_init", "method"))
+def _init(seed, X, w, n_live, *, n: int, n_init: int, method: str):
+    """``n_init`` keys from ``seed`` and one starting student per key (batched; identity
+    covariances: the same compiled draw serves every covariance type)."""
     keys = jax.random.split(jax.random.key(seed), n_init)
-    init = functools.partial(og.init.from_data, n_live=n_live, method=method, covariance_type=kind, floor=floor)
+    init = functools.partial(initialisation.from_data, n_live=n_live, method=method)
     return jax.vmap(lambda k: init(k, X, w, n))(keys), keys
 
 
 @_jit(_data_rows)
-def _summary(prob: og.Problem, students: Mixture):
+def _summary(prob: Problem, students: Mixture):
     """Loss (B,) and :func:`_covariances` (batched) of a batch of students."""
     return jax.vmap(prob.loss)(students), jax.vmap(_covariances)(students)
 
@@ -167,9 +172,9 @@ def _covariances(student: Mixture):
 
 
 @_jit(_data_rows)
-def _merge(prob: og.Problem, students: Mixture, price):
+def _merge(prob: Problem, students: Mixture, price):
     """One :func:`overgmm.reduce.merge_round` per student: merged students and pairs merged (B,)."""
-    return jax.vmap(og.reduce.merge_round, in_axes=(None, 0, None))(prob, students, price)
+    return jax.vmap(reduce.merge_round, in_axes=(None, 0, None))(prob, students, price)
 
 
 @_jit(_x_rows)
@@ -184,26 +189,19 @@ def _sample(student: Mixture, seed, *, n_samples: int):
 
 
 @_jit(_data_rows)
-def _stepwise(prob: og.Problem, student: Mixture, rate, threshold):
+def _stepwise(prob: Problem, student: Mixture, rate, threshold):
     """Stepwise EM on a batch, then pruning: new student, batch loss, new covariances."""
-    new, loss = og.stepwise_em(prob, student, rate)
-    new = og.reduce.prune(new, threshold)
+    new, loss = stepwise_em(prob, student, rate)
+    new = reduce.prune(new, threshold)
     return new, loss, _covariances(new)
 
 
 def init_students(seed: int, Zp, wp, n_live: int, floor, *, n: int, n_init: int, method: str, covariance_type: str):
-    """Starting students (host, leading axis ``n_init``) and their keys."""
-    students, keys = _init(
-        np.int32(seed),
-        Zp,
-        wp,
-        np.int32(n_live),
-        floor,
-        n=n,
-        n_init=n_init,
-        method=method,
-        kind=CORE_TYPE[covariance_type],
-    )
+    """Starting students (host, leading axis ``n_init``) and their keys: the means drawn by
+    :func:`_init`, the data's covariance for ``covariance_type`` set eagerly (a few small
+    operations, cheaper than compiling a draw per covariance type)."""
+    students, keys = _init(np.int32(seed), Zp, wp, np.int32(n_live), n=n, n_init=n_init, method=method)
+    students = initialisation.with_data_covariances(students, Zp, wp, CORE_TYPE[covariance_type], floor)
     return host(students), keys
 
 
@@ -219,7 +217,7 @@ def sample(student: Mixture, seed: int, n_samples: int) -> tuple[np.ndarray, np.
     return np.asarray(z), np.asarray(comp)
 
 
-def stepwise(prob: og.Problem, student: Mixture, rate: float, threshold: float):
+def stepwise(prob: Problem, student: Mixture, rate: float, threshold: float):
     """Host copies of :func:`_stepwise`'s new student, batch loss (float) and :func:`_covariances`."""
     new, loss, cov = _stepwise(prob, student, np.float64(rate), np.float64(threshold))
     return host(new), float(loss), host(cov)
@@ -265,7 +263,7 @@ class FitResult(NamedTuple):
 def _solve(alg, students, keys, max_iter: int, tol: float):
     # non-finite restarts are reported by the estimator, with what to change (warn=False)
     small = alg.problem.data.shape[0] <= SMALL_ROWS and jax.default_backend() == "cpu"
-    return og.solve_batch(
+    return solve_batch(
         alg,
         students,
         max_steps=max_iter,
@@ -283,8 +281,8 @@ class InMemory(NamedTuple):
     and ``merge`` (one :func:`overgmm.reduce.merge_round` per restart).
     :class:`overgmm.estimator._stream.Streamed` is the same on data in chunks."""
 
-    problem: og.Problem
-    algorithm: og.Algorithm
+    problem: Problem
+    algorithm: Algorithm
 
     def solve(self, students, keys, max_iter: int, tol: float):
         return _solve(self.algorithm, students, keys, max_iter, tol)

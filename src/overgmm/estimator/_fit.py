@@ -158,6 +158,13 @@ def _init(seed, X, w, n_live, *, n: int, n_init: int, method: str):
     return jax.vmap(lambda k: init(k, X, w, n))(keys), keys
 
 
+@_jit(_x_rows, static_argnames=("kind",))
+def _with_covariances(students: Mixture, X, w, floor, *, kind: str):
+    """:func:`overgmm.init.with_data_covariances` of a batch of identity students (run as
+    one program: eagerly, each of its dozen small operations compiled on its own cost more)."""
+    return initialisation.with_data_covariances(students, X, w, kind, floor)
+
+
 @_jit(_data_rows)
 def _summary(prob: Problem, students: Mixture):
     """Loss (B,) and :func:`_covariances` (batched) of a batch of students."""
@@ -198,10 +205,10 @@ def _stepwise(prob: Problem, student: Mixture, rate, threshold):
 
 def init_students(seed: int, Zp, wp, n_live: int, floor, *, n: int, n_init: int, method: str, covariance_type: str):
     """Starting students (host, leading axis ``n_init``) and their keys: the means drawn by
-    :func:`_init`, the data's covariance for ``covariance_type`` set eagerly (a few small
-    operations, cheaper than compiling a draw per covariance type)."""
+    :func:`_init` (one compiled draw for every covariance type), then the data's covariance
+    for ``covariance_type`` (:func:`_with_covariances`, a small program per type)."""
     students, keys = _init(np.int32(seed), Zp, wp, np.int32(n_live), n=n, n_init=n_init, method=method)
-    students = initialisation.with_data_covariances(students, Zp, wp, CORE_TYPE[covariance_type], floor)
+    students = _with_covariances(students, Zp, wp, floor, kind=CORE_TYPE[covariance_type])
     return host(students), keys
 
 

@@ -61,6 +61,24 @@ def test_auto_type_and_weights_on_chunks(X):
         assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
 
 
+def test_auto_on_a_subsample_of_large_data_is_the_same_on_chunks(X, monkeypatch):
+    """Beyond AUTO_ROWS training rows "auto" fits its candidates on AUTO_ROWS of them chosen
+    by value: exactly that many in memory, the same rows on chunks (threshold from every
+    chunk's smallest hashes)."""
+    from overgmm import streaming
+    from overgmm.estimator import _fit as F
+
+    monkeypatch.setattr(F, "AUTO_ROWS", 700)
+    h = streaming.sample_hash(X)
+    fit_rows = ~streaming.holdout_mask(X)
+    assert int(np.sum(fit_rows & (h <= np.uint64(streaming.kth_smallest(h[fit_rows], 700))))) == 700
+    a = OverparamGMM(random_state=1).fit(X)
+    b = OverparamGMM(random_state=1).fit(da.from_array(X, chunks=1000))
+    same_fit(a, b)
+    for k in a.validation_scores_:
+        assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
+
+
 def test_parquet_dataset_folder_equals_the_in_memory_fit(tmp_path, X):
     (tmp_path / "ds").mkdir()
     for i, part in enumerate(np.array_split(X, 3)):

@@ -11,7 +11,8 @@ stochastic, and the numbers equal the in-memory pass to rounding.
 
 A :class:`View` says how a chunk is seen: standardized by ``shift``/``scale``, and which
 rows count (``rows="all"``; ``"fit"``, the rows outside :func:`holdout_mask`; ``"held"``,
-the rows inside it). Workers compute it from the chunk's values, so no mask travels.
+the rows inside it; with ``below``, only those whose :func:`sample_hash` is at most it).
+Workers compute it from the chunk's values, so no mask travels.
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ def subsample_mask(X: np.ndarray, w: np.ndarray, fraction: float) -> np.ndarray:
     return keep & (u < fraction)
 
 
+def sample_hash(X: np.ndarray) -> np.ndarray:
+    """The hash ``(N,)`` that chooses subsamples (:func:`row_hash` with its own salt)."""
+    return row_hash(X, salt=1)
+
+
+def kth_smallest(hashes: np.ndarray, k: int):
+    """The ``k``-th smallest of ``hashes`` (None when there are at most ``k``): the rows whose
+    :func:`sample_hash` is at most it are ``k`` rows (more only for duplicated rows)."""
+    if hashes.size <= k:
+        return None
+    return int(np.partition(hashes, k - 1)[k - 1])
+
+
 # ----------------------------------------------------------------------------- views
 @dataclasses.dataclass(frozen=True)
 class View:
@@ -74,8 +88,11 @@ class View:
     shift: np.ndarray | None = None
     scale: np.ndarray | None = None
     rows: str = "all"
+    below: int | None = None  # also: only rows whose sample_hash is at most this
 
     def weights(self, X: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if self.below is not None:
+            w = np.where(sample_hash(X) <= np.uint64(self.below), w, 0.0)
         if self.rows == "all":
             return w
         held = holdout_mask(X)
@@ -174,6 +191,18 @@ def scan(chunks, view: View = ALL) -> Moments:
     mean = _total([p[1] for p in parts]) / total
     cov = _total(chunks.map(_second_chunk, view, mean)) / total
     return Moments(total, count, mean, cov)
+
+
+def _hashes_chunk(X, w, start, view: View, k: int):
+    h = sample_hash(X)[view.weights(X, w) > 0]
+    return h if h.size <= k else np.partition(h, k - 1)[:k]
+
+
+def first_by_hash(chunks, view: View, k: int):
+    """:func:`kth_smallest` of the :func:`sample_hash` of the rows the view counts, over every
+    chunk (each chunk sends its ``k`` smallest): ``View(..., below=it)`` then counts ``k``
+    of those rows, chosen by their values as in memory."""
+    return kth_smallest(np.concatenate(chunks.map(_hashes_chunk, view, k)), k)
 
 
 def subsample(chunks, view: View, count: int, target: int = SUBSAMPLE_ROWS):

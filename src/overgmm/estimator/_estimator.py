@@ -27,8 +27,6 @@ AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
 AUTO_TYPES, AUTO_MARGIN = F.AUTO_TYPES, F.AUTO_MARGIN
 VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
-# beyond this many training rows, "auto" fits its candidate types on about this many of them
-AUTO_ROWS = 1 << 14
 
 
 def validation_mask(X: np.ndarray) -> np.ndarray:
@@ -330,10 +328,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         # padded rows as the fit (their weights swapped in), so nothing new is compiled
         X_fit, X_held, w_held = X, X, np.where(held, sw, 0.0)
         count = np.count_nonzero(w_fit)
-        if count > AUTO_ROWS:
-            # large data: the candidates are fitted on about AUTO_ROWS of the training rows
-            # (chosen by their values), all held-out rows still score them
-            sub = streaming.subsample_mask(X, w_fit, AUTO_ROWS / count)
+        if count > F.AUTO_ROWS:
+            # large data: the candidates are fitted on AUTO_ROWS of the training rows (chosen
+            # by their values; exactly that many: one shape bucket for every data set), all
+            # held-out rows still score them
+            h = streaming.sample_hash(X)
+            sub = (w_fit > 0) & (h <= np.uint64(streaming.kth_smallest(h[w_fit > 0], F.AUTO_ROWS)))
             X_fit, w_fit = X[sub], w_fit[sub]
             X_held, w_held = X[held], sw[held]
         for kind in AUTO_TYPES:

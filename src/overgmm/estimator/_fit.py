@@ -45,6 +45,9 @@ MIN_ROWS = 128
 # AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements)
 AUTO_TYPES = ("spherical", "diag", "full")
 AUTO_MARGIN = 0.02
+# beyond this many training rows, "auto" fits its candidate types on this many of them,
+# chosen by a hash of their values (streaming.sample_hash), in memory and on chunks alike
+AUTO_ROWS = 1 << 14
 RECORD = ("weights",)
 # merge rounds run back to back before each polishing fit (each round's costs measured on
 # the data); the first fit stops at COARSE_TOL * tol when merges follow. Measured in

@@ -141,12 +141,12 @@ def fit_chunks(est, chunks):
     return est._finish(res, n, units, kind)
 
 
-def _fit_type(est, chunks, rows: str, moments: streaming.Moments, kind: str, n: int):
-    units, students, keys = start(est, chunks, streaming.View(rows=rows), moments, kind, n)
+def _fit_type(est, chunks, rows: str, moments: streaming.Moments, kind: str, n: int, below: int | None = None):
+    units, students, keys = start(est, chunks, streaming.View(rows=rows, below=below), moments, kind, n)
     shift, scale, floor = units
     engine = Streamed(
         chunks,
-        streaming.View(shift, scale, rows),
+        streaming.View(shift, scale, rows, below),
         method_of(est, floor),
         floor,
         moments.total,
@@ -164,9 +164,13 @@ def _choose_type(est, chunks, moments: streaming.Moments) -> str:
     if held_m.count < 1 or fit_m.count < 2 or fit_m.total <= 1:
         return "diag"
     n = est._resolve_n_components(moments.total)
+    below = None
+    if fit_m.count > F.AUTO_ROWS:  # as in memory: the candidates fit on AUTO_ROWS rows chosen by value
+        below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
+        fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below))
     scores = {}
     for kind in F.AUTO_TYPES:
-        res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n)
+        res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n, below)
         if res.best < 0:
             scores[kind] = -np.inf
             continue

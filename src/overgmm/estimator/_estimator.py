@@ -66,7 +66,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
         standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
         out about one training row in five (chosen by the rows' values), fit "spherical",
-        "diag" and "full" on the rest, keep the simplest type whose held-out log-likelihood
+        "diag" and "full" on the rest (on 2^14 of them, chosen by value, when there are
+        more), keep the simplest type whose held-out log-likelihood
         is within 0.02 nats/sample of the best, and refit it on all rows (four fits;
         :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type was fitted.
         Measurements behind the choices: ``docs/estimator.md``.

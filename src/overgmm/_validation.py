@@ -14,6 +14,17 @@ import numpy as np
 SIMPLEX_TOL = 1e-6
 
 
+class NonFiniteValue(ValueError):
+    """A non-finite value in data: ``row`` and ``column`` index the whole data (from 0)."""
+
+    def __init__(self, message: str, row: int, column: int, value: float):
+        super().__init__(message)
+        self.row, self.column, self.value = row, column, value
+
+    def __reduce__(self):  # raised on Dask workers: it must survive pickling
+        return type(self), (str(self), self.row, self.column, self.value)
+
+
 def is_concrete(x) -> bool:
     """True when ``x`` holds values (not a JAX tracer)."""
     return not isinstance(x, jax.core.Tracer)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from overgmm import driver
+from overgmm._validation import NonFiniteValue
 from overgmm.algorithms.base import Method
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -112,9 +113,12 @@ def _scan_chunk(X, w, start, view: View):
     bad = ~np.isfinite(X)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(
+        raise NonFiniteValue(
             f"non-finite value {float(X[r, c])} at row {start + r} (row {r} of the chunk starting at row {start}), "
-            f"column {c}; remove or impute it before fitting"
+            f"column {c}; remove or impute it before fitting",
+            int(start + r),
+            int(c),
+            float(X[r, c]),
         )
     w = view.weights(X, w)
     return float(w.sum()), w @ X, int(np.count_nonzero(w))
@@ -122,8 +126,9 @@ def _scan_chunk(X, w, start, view: View):
 
 def _second_chunk(X, w, start, view: View, mean):
     w = view.weights(X, w)
-    c = X - mean
-    return (c * w[:, None]).T @ c
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow: the caller reports the feature
+        c = X - mean
+        return (c * w[:, None]).T @ c
 
 
 def _sample_chunk(X, w, start, view: View, fraction: float):
@@ -283,13 +288,13 @@ def solve(
     tol: float = 0.0,
     keys=None,
     record=(),
-    progress: bool = False,
+    on_step=None,
 ) -> driver.Solution:
     """:func:`overgmm.solve_batch` of a streamable ``method`` (``method.streamable``) for a
     batch of ``students`` (leading axis R) on chunked data: every step is one pass over
     the chunks and the driver's own step on the reduced statistics. ``total``: the sum of
-    the weights the view counts (statistics are means over it). ``progress``: a bar with
-    the steps, the mean log-likelihood and an ETA."""
+    the weights the view counts (statistics are means over it). ``on_step``: called after
+    every pass with the best restart's mean negative log-likelihood (a float)."""
     if not method.streamable:
         raise ValueError(
             f"{method.name} reads the data more than once per step; on data in chunks use EM or gradient EM "
@@ -303,17 +308,11 @@ def solve(
     raw = _zeros_like_sums(chunks, students)  # init reads no data
     carry = _starter(method, max_steps, record)(raw, total, floor, students, keys)
     step = _stepper(method, max_steps, record)
-    bar = _bar(max_steps, progress)
-    try:
-        while bool(np.any(np.asarray(driver.solve_active(carry)))):
-            raw = statistics_sums(chunks, view, carry[0].student)
-            carry = step(raw, total, floor, jnp.asarray(tol, jnp.float64), carry)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loglik=f"{float(np.max(np.asarray(raw.loss))) / total:.6g}")
-    finally:
-        if bar is not None:
-            bar.close()
+    while bool(np.any(np.asarray(driver.solve_active(carry)))):
+        raw = statistics_sums(chunks, view, carry[0].student)
+        carry = step(raw, total, floor, jnp.asarray(tol, jnp.float64), carry)
+        if on_step is not None:
+            on_step(-float(np.max(np.asarray(raw.loss))) / total)
     losses, recs, state, status, failed_at = jax.jit(jax.vmap(driver.solve_result))(carry)
     return driver.Solution(
         state,
@@ -335,11 +334,3 @@ def _zeros_like_sums(chunks, students: Mixture) -> Raw:
 def loss(chunks, view: View, students: Mixture, total: float) -> np.ndarray:
     """Mean negative log-likelihood ``(R,)`` of a batch of students over the rows the view counts."""
     return -np.asarray(statistics_sums(chunks, view, students).loss) / total
-
-
-def _bar(total: int, on: bool):
-    if not on:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="EM passes", unit="pass")

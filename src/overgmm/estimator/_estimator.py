@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
@@ -20,7 +21,10 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from overgmm import chunks as C
 from overgmm import streaming
 from overgmm.estimator import _fit as F
+from overgmm.estimator import _persist
 from overgmm.estimator import _stream as S
+from overgmm.estimator._checks import check_features
+from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 
 AUTO_MAX = 25
@@ -123,7 +127,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         ``dask.array.Array`` or an :mod:`overgmm.chunks` source always is. Each step of a
         chunked fit is exact full-data EM: one pass over every chunk.
     verbose : int, default=0
-        1 or more: a progress bar (passes, log-likelihood, ETA) for fits on data in chunks.
+        1 or more: a progress bar on stderr for fits longer than a second (steps, the
+        mean log-likelihood per sample in the units of ``X``, ETA; each "auto" candidate
+        and each polishing fit is a stage of the one bar).
 
     Attributes
     ----------
@@ -315,7 +321,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _choose_type(self, X: np.ndarray, sw: np.ndarray) -> str:
+    def _choose_type(self, X: np.ndarray, sw: np.ndarray, progress: Progress) -> str:
         """The ``"auto"`` rule: validation log-likelihood on the rows of :func:`validation_mask`
         (weights of the held-out rows set to 0 for the fits, so shapes and compilations are
         those of the final fit). Falls back to "diag" when a side would be empty."""
@@ -338,7 +344,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             X_fit, w_fit = X[sub], w_fit[sub]
             X_held, w_held = X[held], sw[held]
         for kind in AUTO_TYPES:
-            res, _, (shift, scale, floor) = self._fit_type(X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n)
+            res, _, (shift, scale, floor) = self._fit_type(
+                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress=progress, stage=f"auto: {kind}"
+            )
             if res.best < 0:
                 scores[kind] = -math.inf
                 continue
@@ -388,9 +396,14 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         if chunks is not None:
             return S.fit_chunks(self, chunks)
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = (sw / total) @ X
+            check_features(self, mean, (sw / total) @ (X - mean) ** 2)
         self.validation_scores_ = {}
-        kind = self._choose_type(X, sw) if self.covariance_type == "auto" else self.covariance_type
-        res, n, units = self._fit_type(X, sw / total, total, kind)
+        with Progress(int(self.verbose) > 0) as progress:
+            auto = self.covariance_type == "auto"
+            kind = self._choose_type(X, sw, progress) if auto else self.covariance_type
+            res, n, units = self._fit_type(X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})")
         return self._finish(res, n, units, kind)
 
     def _finish(self, res, n: int, units, kind: str) -> OverparamGMM:
@@ -426,14 +439,18 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _fit_type(self, X: np.ndarray, w: np.ndarray, total: float, kind: str, n: int | None = None):
+    def _fit_type(self, X, w, total: float, kind: str, n: int | None = None, progress=None, stage: str = "fit"):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
-        components, (shift, scale, floor))."""
+        components, (shift, scale, floor)); ``progress`` shows it as ``stage``."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total, kind)
         engine = F.InMemory(prob, alg)
-        res = F.fit(engine, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price)
+        if progress is not None:
+            progress.stage(stage, float(np.sum(np.log(units[1]))))
+        res = F.fit(
+            engine, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price, progress=progress
+        )
         return res, n, units
 
     def _raise_non_finite(self, at: int):
@@ -582,3 +599,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         """Akaike information criterion on X of shape (n_samples, n_features) (lower is better)."""
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+
+    # ------------------------------------------------------------------ model files
+    def save(self, path) -> None:
+        """Write the fitted model to ``path``: strict JSON, versioned, with every fitted
+        attribute (:mod:`overgmm.estimator._persist`). :meth:`load` reads it back."""
+        _persist.write_json(Path(path), _persist.to_dict(self))
+
+    @classmethod
+    def load(cls, path) -> OverparamGMM:
+        """The fitted estimator saved at ``path`` (by :meth:`save` or ``overgmm fit``'s
+        ``model.json``): same parameters and attributes, bit-for-bit the same
+        ``score_samples``, ``predict`` and ``predict_proba``. Errors name the file."""
+        return _persist.load(cls, path)

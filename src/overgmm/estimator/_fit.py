@@ -33,6 +33,7 @@ from overgmm import init as initialisation
 from overgmm import reduce
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
 from overgmm.driver import solve_batch
+from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture, precision_cholesky
 from overgmm.problem import Problem
 
@@ -307,7 +308,7 @@ class InMemory(NamedTuple):
         return host(merged), np.asarray(k)
 
 
-def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: float) -> FitResult:
+def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: float, progress=None) -> FitResult:
     """Fit the batched ``students`` (leading axis R) until ``|Delta loss| < tol`` or
     ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
     rounds (up to :data:`MERGE_ROUNDS` back to back), each batch of rounds followed by a
@@ -315,7 +316,9 @@ def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: fl
     With merging (``price > 0``) the first fit stops at ``COARSE_TOL * tol`` and the first
     polishing fit always runs, so every kept restart ends fitted to ``tol``. A restart
     that turns non-finite stops there (``failed_at``).
-    ``engine``: :class:`InMemory` or :class:`~overgmm.estimator._stream.Streamed`."""
+    ``engine``: :class:`InMemory` or :class:`~overgmm.estimator._stream.Streamed`;
+    ``progress``: a :class:`~overgmm.estimator._progress.Progress` told of every segment."""
+    progress = Progress(False) if progress is None else progress
     R = students.means.shape[0]
     segs = [{"losses": [], "weights": [], "steps": 0, "status": 0, "failed_at": -1, "merges": 0} for _ in range(R)]
 
@@ -332,9 +335,11 @@ def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: fl
 
     # with merging to come, the first fit stops at COARSE_TOL * tol: its redundant components
     # crawl (the over-parameterized regime), and merging them ends the crawl sooner
+    progress.begin(max_iter)
     sol = engine.solve(students, keys, max_iter, tol * COARSE_TOL if price > 0 else tol)
     current = host(sol.final.student)
     loss_end, cov = engine.summary(current)
+    progress.end(int(np.max(sol.n_steps)), float(np.nanmin(loss_end)))
     book(sol, loss_end, np.ones(R, bool))
     ok = (sol.status != 1) & np.isfinite(loss_end)
     coarse = np.full(R, price > 0)  # still to be fitted to tol
@@ -360,9 +365,11 @@ def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: fl
             k = np.where(more, k + k_more, k)
         for r in np.flatnonzero(do):
             segs[r]["merges"] += int(k[r])
+        progress.begin(max_iter)
         sol = engine.solve(merged, keys, max_iter, tol)
         polished = host(sol.final.student)
         new_loss, new_cov = engine.summary(polished)
+        progress.end(int(np.max(sol.n_steps[do])), float(np.nanmin(new_loss[do])))
         book(sol, new_loss, do)
         current, loss_end, cov = where(do, (polished, new_loss, new_cov), (current, loss_end, cov))
         ok = ok & ~(do & ((sol.status == 1) | ~np.isfinite(new_loss)))

@@ -20,6 +20,8 @@ from overgmm import chunks as C
 from overgmm import streaming
 from overgmm.algorithms.base import Method
 from overgmm.estimator import _fit as F
+from overgmm.estimator._checks import check_features
+from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 
 
@@ -32,7 +34,7 @@ class Streamed(NamedTuple):
     method: Method
     floor: np.ndarray
     total: float
-    progress: bool = False
+    progress: Progress | None = None
 
     def solve(self, students: Mixture, keys, max_iter: int, tol: float):
         return streaming.solve(
@@ -46,7 +48,7 @@ class Streamed(NamedTuple):
             tol=tol,
             keys=keys,
             record=F.RECORD,
-            progress=self.progress,
+            on_step=None if self.progress is None else self.progress.step,
         )
 
     def summary(self, students: Mixture):
@@ -135,13 +137,17 @@ def fit_chunks(est, chunks):
         raise ValueError("sample_weight must have a positive sum; all weights are zero.")
     if chunks.n_rows < 2:
         raise ValueError(f"Found array with {chunks.n_rows} sample(s) while a minimum of 2 is required.")
+    check_features(est, moments.mean, np.diag(moments.cov))
     est.validation_scores_ = {}
-    kind = _choose_type(est, chunks, moments) if est.covariance_type == "auto" else est.covariance_type
-    res, n, units = _fit_type(est, chunks, "all", moments, kind, est._resolve_n_components(moments.total))
+    with Progress(int(est.verbose) > 0) as progress:
+        auto = est.covariance_type == "auto"
+        kind = _choose_type(est, chunks, moments, progress) if auto else est.covariance_type
+        n = est._resolve_n_components(moments.total)
+        res, n, units = _fit_type(est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})")
     return est._finish(res, n, units, kind)
 
 
-def _fit_type(est, chunks, rows: str, moments: streaming.Moments, kind: str, n: int, below: int | None = None):
+def _fit_type(est, chunks, rows: str, moments, kind: str, n: int, below=None, progress=None, stage: str = "fit"):
     units, students, keys = start(est, chunks, streaming.View(rows=rows, below=below), moments, kind, n)
     shift, scale, floor = units
     engine = Streamed(
@@ -150,14 +156,16 @@ def _fit_type(est, chunks, rows: str, moments: streaming.Moments, kind: str, n: 
         method_of(est, floor),
         floor,
         moments.total,
-        progress=int(est.verbose) > 0,
+        progress=progress,
     )
     price = est._price(chunks.n_features, moments.total, kind)
-    res = F.fit(engine, students, keys, max_iter=int(est.max_iter), tol=float(est.tol), price=price)
+    if progress is not None:
+        progress.stage(stage, float(np.sum(np.log(scale))))
+    res = F.fit(engine, students, keys, max_iter=int(est.max_iter), tol=float(est.tol), price=price, progress=progress)
     return res, n, units
 
 
-def _choose_type(est, chunks, moments: streaming.Moments) -> str:
+def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     """The ``"auto"`` rule of :meth:`OverparamGMM._choose_type` on chunked data."""
     fit_m = streaming.scan(chunks, streaming.View(rows="fit"))
     held_m = streaming.scan(chunks, streaming.View(rows="held"))
@@ -170,7 +178,7 @@ def _choose_type(est, chunks, moments: streaming.Moments) -> str:
         fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below))
     scores = {}
     for kind in F.AUTO_TYPES:
-        res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n, below)
+        res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}")
         if res.best < 0:
             scores[kind] = -np.inf
             continue

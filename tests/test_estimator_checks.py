@@ -1,0 +1,40 @@
+"""The checks of the data's features before a fit: too large for float64 is an error that
+names the feature, constant is a warning that names it; in memory and on chunks alike."""
+
+import numpy as np
+import pytest
+
+from overgmm import OverparamGMM
+from overgmm.estimator._checks import ConstantFeatureWarning, FeatureOverflowError
+
+
+def data(seed=0):
+    return np.random.default_rng(seed).normal(size=(300, 3))
+
+
+@pytest.mark.parametrize("budget", [2**30, 1e4])  # in memory, then in chunks
+def test_overflowing_feature_is_an_error(budget):
+    X = data()
+    X[17, 1] = 1e308
+    est = OverparamGMM(covariance_type="diag", memory_budget=budget)
+    with pytest.raises(FeatureOverflowError, match="feature 1 holds values too large for float64") as err:
+        est.fit(X)
+    assert err.value.feature == 1
+
+
+@pytest.mark.parametrize("budget", [2**30, 1e4])
+def test_constant_feature_warns_and_names_it(budget):
+    X = data()
+    X[:, 2] = 5.0  # its computed variance is ~1e-30, not 0
+    with pytest.warns(ConstantFeatureWarning, match=r"feature 2 is constant") as rec:
+        OverparamGMM(covariance_type="diag", max_iter=20, memory_budget=budget).fit(X)
+    assert [w.message.feature for w in rec if isinstance(w.message, ConstantFeatureWarning)] == [2]
+
+
+def test_ordinary_features_raise_no_warning():
+    import warnings
+
+    X = data() * [1e-6, 1.0, 1e6] + [0.0, 1e3, -1e8]  # small, shifted or large scales are fine
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConstantFeatureWarning)
+        OverparamGMM(covariance_type="diag", max_iter=20).fit(X)

@@ -28,7 +28,8 @@ def data(n=400, d=2, seed=0):
 def test_fit_2d_writes_model_count_and_figure(tmp_path, capsys):
     X = data()
     write_csv(tmp_path / "d.csv", X, header=["width", "height"])
-    assert main(["fit", str(tmp_path / "d.csv"), "--out", str(tmp_path / "out")]) == 0
+    argv = ["fit", str(tmp_path / "d.csv"), "--out", str(tmp_path / "out"), "--covariance-type", "diag"]
+    assert main(argv) == 0
     model = json.loads((tmp_path / "out" / "model.json").read_text())
     assert model["n_components"] == 4 and model["n_components_init"] == 25
     assert model["features"] == ["width", "height"] and model["n_samples"] == 400
@@ -36,7 +37,8 @@ def test_fit_2d_writes_model_count_and_figure(tmp_path, capsys):
     assert sum(model["weights"]) == pytest.approx(1.0)
     assert model["params"]["algorithm"] == "em"
     assert (tmp_path / "out" / "components.png").stat().st_size > 5000
-    assert "components: 4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "components: 4" in out and "covariance type: diag\n" in out
 
 
 def test_fit_5d_plots_principal_components(tmp_path, capsys):
@@ -63,7 +65,7 @@ def test_fit_full_covariances(tmp_path, capsys):
     assert cov.shape == (1, 2, 2) and cov[0, 0, 1] == pytest.approx(3.6, abs=0.5)
     assert (tmp_path / "o" / "components.png").stat().st_size > 5000
     assert "components: 1" in capsys.readouterr().out
-    argv[-1] = "auto"  # full or diag by training BIC: full here
+    argv[-1] = "auto"  # the held-out rule: full here
     assert main(argv) == 0
     model = json.loads((tmp_path / "o" / "model.json").read_text())
     assert model["covariance_type"] == "full" and model["params"]["covariance_type"] == "auto"
@@ -72,10 +74,10 @@ def test_fit_full_covariances(tmp_path, capsys):
 def test_bad_cells_and_options_are_errors(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,oops\n")
     assert main(["fit", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]) == 2
-    assert "row 3, column 2 is not a number: 'oops'" in capsys.readouterr().err
+    assert "bad.csv: row 2 (line 3), column 2 ('b') is not a number: 'oops'" in capsys.readouterr().err
     (tmp_path / "nan.csv").write_text("1,2\n3,nan\n5,6\n")
     assert main(["fit", str(tmp_path / "nan.csv"), "--out", str(tmp_path / "o")]) == 2
-    assert "NaN" in capsys.readouterr().err
+    assert "nan.csv: row 2 (line 2), column 2 ('x1') is 'nan', not finite" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "missing.csv")]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["fit", str(tmp_path / "bad.csv"), "--algorithm", "adam"])
@@ -84,7 +86,7 @@ def test_bad_cells_and_options_are_errors(tmp_path, capsys):
         main(["fit", str(tmp_path / "bad.csv"), "--n-components", "0"])
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path / "bad.csv"), "--covariance-type", "tied"])
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o" / "model.json").exists()
 
 
 def test_fit_parquet_and_npy_streamed_equal_the_csv_fit(tmp_path, capsys):
@@ -122,8 +124,8 @@ def test_fit_bad_parquet_names_the_file_or_column(tmp_path, capsys):
     assert "expected a size such as 2e9" in capsys.readouterr().err
 
 
-def test_outputs_are_replaced_whole_never_left_half_written(tmp_path, monkeypatch):
-    from overgmm.cli import fit as cli_fit
+def test_outputs_are_replaced_whole_never_left_half_written(tmp_path, monkeypatch, capsys):
+    from overgmm.cli import _figure
 
     X = data(n=300)
     write_csv(tmp_path / "d.csv", X)
@@ -134,8 +136,31 @@ def test_outputs_are_replaced_whole_never_left_half_written(tmp_path, monkeypatc
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cli_fit, "_figure", broken)
-    with pytest.raises(OSError, match="disk full"):
-        main(["fit", str(tmp_path / "d.csv"), "--out", str(out), "--quiet"])
+    monkeypatch.setattr(_figure, "figure", broken)
+    assert main(["fit", str(tmp_path / "d.csv"), "--out", str(out), "--quiet", "--labels"]) == 1
+    assert "disk full" in capsys.readouterr().err
+    # all or nothing: no new model.json or labels.csv beside the old figure, no temporary file
     assert (out / "components.png").read_bytes() == b"old figure"
-    assert sorted(p.name for p in out.iterdir()) == ["components.png", "model.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["components.png"]
+
+
+def test_defaults_are_the_estimators_and_every_option_says_its_default():
+    import argparse
+
+    from overgmm import OverparamGMM
+    from overgmm.cli import build_parser
+    from overgmm.cli.fit import estimator_params
+
+    parser = build_parser()
+    params = estimator_params(parser.parse_args(["fit", "data.csv"]))
+    expected = OverparamGMM().get_params()
+    assert params == {**expected, "verbose": 1}  # the bar is on at the command line, --quiet turns it off
+    assert estimator_params(parser.parse_args(["fit", "data.csv", "--quiet"]))["verbose"] == 0
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings and action.dest == "help":
+                continue
+            assert action.help, (name, action.dest)
+            takes_value = action.option_strings and action.nargs != 0
+            assert not takes_value or "default" in action.help, (name, action.dest, action.help)

@@ -20,7 +20,6 @@ data (:func:`overgmm.streaming.scan`), which names the chunk and row.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -152,6 +151,16 @@ class ParquetChunks:
             start += rows
         self.w = None
 
+    def locate(self, row: int) -> tuple[Path, int]:
+        """The file holding ``row`` (from 0, of the whole data) and the row's index in it."""
+        start, past = 0, {}
+        for f, _, rows in self.groups:
+            first = past.setdefault(f, start)
+            if row < start + rows:
+                return f, row - first
+            start += rows
+        raise IndexError(f"row {row} is past the end ({self.n_rows} rows)")
+
     def describe(self, i: int) -> str:
         gi, _ = self._pieces[i]
         f, g, _ = self.groups[gi]
@@ -191,7 +200,11 @@ def read_row_group(path: str, group: int, columns: list[str], parquet_file=None)
             col = pf.read_row_group(group, columns=[c], use_threads=False).column(0)
             if col.null_count:
                 first = int(np.flatnonzero(np.asarray(col.is_null()))[0])
-                raise ValueError(f"{path}: row group {group}, row {first}: column {c!r} is missing (null)")
+                row = sum(pf.metadata.row_group(i).num_rows for i in range(group)) + first
+                raise ValueError(
+                    f"{path}: row {row + 1}, column {j + 1} ({c!r}) is missing (null; rows and columns counted "
+                    "from 1); remove or impute it before fitting"
+                )
             out[:, j] = col.to_numpy()
             del col
     except ValueError:
@@ -299,44 +312,21 @@ def _client():
         return None
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
-    """Numeric table of shape (n_samples, n_features) and column names; the first row is a
-    header when any of its cells is not a number. Raises ``ValueError`` naming a bad cell."""
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise ValueError(f"{path} holds no data")
-
-    def numeric(cell: str) -> bool:
-        try:
-            float(cell)
-            return True
-        except ValueError:
-            return False
-
-    header = None
-    if not all(numeric(c) for c in rows[0]):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
-    width = len(header) if header else len(rows[0])
-    data = np.empty((len(rows), width))
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise ValueError(f"{path}: row {i + 1 + bool(header)} has {len(row)} fields, expected {width}")
-        for j, cell in enumerate(row):
-            try:
-                data[i, j] = float(cell)
-            except ValueError:
-                raise ValueError(
-                    f"{path}: row {i + 1 + bool(header)}, column {j + 1} is not a number: {cell!r}"
-                ) from None
-    names = header or [f"x{j}" for j in range(width)]
-    return data, names
-
-
-def read(path, *, columns: list[str] | None = None, memory_budget: float = DEFAULT_MEMORY_BUDGET):
+def read(
+    path,
+    *,
+    columns: list[str] | None = None,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    header: bool | None = None,
+):
     """A chunked source for a file: ``.npy`` (memory-mapped), Parquet (a file or a folder
-    of them), or CSV (read into memory: numeric columns, optional header), in chunks of
-    :func:`chunk_rows_for` rows for ``memory_budget``. Returns ``(chunks, column names)``."""
+    of them), or CSV (read into memory by :func:`overgmm.csvfile.read_csv`: numeric
+    columns, a header row detected unless ``header`` says), in chunks of
+    :func:`chunk_rows_for` rows for ``memory_budget``. ``columns``: the columns to use, by
+    name (CSV and Parquet). Returns ``(chunks, column names)``; the source's ``path`` is
+    the file."""
+    from overgmm.csvfile import read_csv
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -344,6 +334,8 @@ def read(path, *, columns: list[str] | None = None, memory_budget: float = DEFAU
         src = ParquetChunks(path, columns=columns, memory_budget=memory_budget)
         return src, src.columns
     if path.suffix == ".npy":
+        if columns is not None:
+            raise ValueError(f"{path}: a .npy file has no column names; select columns in CSV or Parquet files")
         try:
             X = np.load(path, mmap_mode="r")
         except Exception as err:
@@ -351,5 +343,7 @@ def read(path, *, columns: list[str] | None = None, memory_budget: float = DEFAU
         src = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1] if X.ndim == 2 else 1, memory_budget), name=str(path))
         src.path = path
         return src, [f"x{j}" for j in range(src.n_features)]
-    X, names = read_csv(path)
-    return ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1], memory_budget), name=str(path)), names
+    X, names = read_csv(path, header=header, columns=columns)
+    src = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1], memory_budget), name=str(path))
+    src.path = None  # in memory: Dask workers get the array, not the file
+    return src, names

@@ -2,7 +2,7 @@
 ``register(subparsers)`` that adds its parser and sets ``func``.
 
 ``overgmm demo``: a short end-to-end run. Further subcommands (``reproduce``, ``fit``,
-``sweep``, ``plot``) live beside it.
+``predict``, ``sweep``) live beside it.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from overgmm.cli import demo, fit, reproduce, sweep
+from overgmm.cli import demo, fit, predict, reproduce, sweep
 
-SUBCOMMANDS = [demo, reproduce, fit, sweep]
+SUBCOMMANDS = [demo, reproduce, fit, predict, sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from overgmm import __version__
+
     parser = argparse.ArgumentParser(prog="overgmm", description="over-parameterized Gaussian mixtures")
+    parser.add_argument("--version", action="version", version=f"overgmm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.register(sub)

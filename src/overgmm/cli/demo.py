@@ -34,7 +34,13 @@ def _demo(args: argparse.Namespace) -> int:
         "gradient_em": og.gradient_em(problem, step_size=1.0),
     }
     rows, summary = [], {"backend": problem.describe(student), "steps": args.steps, "methods": {}}
+    print(
+        f"demo: a 9-component student learns a 3-component teacher in 2-D (KL by exact quadrature), "
+        f"{args.steps} steps of each of {', '.join(methods)}; results go to {out}",
+        flush=True,
+    )
     for name, alg in methods.items():
+        print(f"{name:12s} compiling and running {args.steps} steps ...", flush=True)
         t0 = time.perf_counter()
         hist = og.run(alg, student, args.steps, key=jax.random.key(args.seed))
         secs = time.perf_counter() - t0
@@ -95,5 +101,5 @@ def register(sub) -> None:
     demo = sub.add_parser("demo", help="a short end-to-end run: Polyak vs gradient EM on a 2-D teacher")
     demo.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     demo.add_argument("--steps", type=positive_int, default=220, help="steps per method (default 220)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the student's perturbation (default %(default)s)")
     demo.set_defaults(func=_demo)

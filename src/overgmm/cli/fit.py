@@ -1,29 +1,40 @@
-"""``overgmm fit PATH [--algorithm ...] [--out DIR]``: fit an :class:`~overgmm.OverparamGMM`
-to a CSV file (numeric columns, optional header row), a ``.npy`` file (memory-mapped) or
-Parquet (a file or a folder; numeric columns), streamed in chunks when the data exceed
-``--memory-budget`` (Parquet always), on a Dask cluster with ``--scheduler`` or
-``--workers``, and write (each to a temporary name, then renamed)
+"""``overgmm fit DATA [--out DIR] [options]``: fit an :class:`~overgmm.OverparamGMM` to a
+CSV file (numeric columns; a header row is detected, or said with ``--header`` /
+``--no-header``), a ``.npy`` file (memory-mapped) or Parquet (a file or a folder), streamed
+in chunks when the data exceed ``--memory-budget`` (Parquet always), on a Dask cluster with
+``--scheduler`` or ``--workers``. Every option's default is the estimator's, read from it.
 
-* ``model.json``: the settings and the fitted mixture (weights, means, covariances in the
-  units of the data, in scikit-learn's shapes: (k, d, d) full, (k, d) diag, (k,)
-  spherical, (d,) fixed), the component count, convergence and likelihood;
-* ``components.png``: the data with the fitted components (1-sigma and 2-sigma ellipses):
-  the data itself in 2-D, the first two principal components (of the standardized data)
-  otherwise, a histogram with the fitted density in 1-D.
+It writes, all or nothing (each file to a temporary name, renamed once all are written):
 
-The component count is also printed.
+* ``model.json``: strict JSON, the estimator's model file (``OverparamGMM.load`` reads it
+  back; :mod:`overgmm.estimator._persist`) plus the data's column names, row count, BIC,
+  AIC and the time;
+* ``components.png``: the data with the fitted components (:mod:`._figure`);
+* ``labels.csv`` with ``--labels``: each training row's component and probabilities.
+
+It prints the covariance type (with ``auto``'s held-out scores), the component count, the
+log-likelihood, BIC, AIC and parameter count. Bad input exits with status 2 and one line
+naming the file, row and column (from 1); nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import math
 import sys
 import time
 from pathlib import Path
 
 from overgmm.cli._args import positive_int
+from overgmm.cli._data import CommandError
+
+# options that set an estimator parameter of another name
+PARAM_OF_OPTION = {"seed": "random_state"}
+AUTO_HELP = (
+    "auto: hold out about one row in five (chosen by the rows' values), fit spherical, diag and full on the "
+    "rest, keep the simplest type whose held-out log-likelihood is within 0.02 nats/sample of the best, and "
+    "refit it on all rows"
+)
 
 
 def _n_components(text: str):
@@ -35,29 +46,16 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not value >= 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
-def model_to_dict(est, names: list[str]) -> dict:
-    """The fitted estimator as plain JSON types."""
-    import numpy as np
-
-    return {
-        "n_components": int(est.n_components_),
-        "n_components_init": int(est.n_components_init_),
-        "covariance_type": est.covariance_type_,
-        "features": names,
-        "weights": est.weights_.tolist(),
-        "means": est.means_.tolist(),
-        "covariances": np.asarray(est.covariances_).tolist(),
-        "converged": bool(est.converged_),
-        "n_iter": int(est.n_iter_),
-        "n_merges": int(est.n_merges_),
-        "mean_log_likelihood": float(est.lower_bound_),
-        "params": {k: v for k, v in est.get_params().items()},
-    }
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def _bytes(text: str) -> float:
@@ -74,204 +72,285 @@ def _bytes(text: str) -> float:
     return value
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary name beside ``path``, then rename over it: a failed
-    write leaves any earlier file as it was."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def estimator_params(args: argparse.Namespace) -> dict:
+    """The estimator's parameters from the parsed options."""
+    from overgmm.estimator import OverparamGMM
+
+    params = {}
+    for name in OverparamGMM().get_params():
+        if name == "standardize":
+            params[name] = not args.no_standardize
+        elif name == "verbose":
+            params[name] = 0 if args.quiet else 1
+        else:
+            option = next((o for o, p in PARAM_OF_OPTION.items() if p == name), name)
+            params[name] = getattr(args, option)
+    return params
 
 
-def _fit(args: argparse.Namespace) -> int:
+def _warnings(caught, path: str, names: list[str]) -> None:
+    from overgmm.estimator._checks import ConstantFeatureWarning
+
+    for w in caught:
+        msg = w.message
+        if isinstance(msg, ConstantFeatureWarning):
+            j = msg.feature
+            print(f"warning: {path}: column {j + 1} ({names[j]!r}) {msg.detail}", file=sys.stderr)
+        else:
+            print(f"warning: {msg}", file=sys.stderr)
+
+
+def _fit_data(args, source, names, X):
+    """The estimator fitted on ``X`` (in memory) or on the source (streamed)."""
     import warnings
 
     import numpy as np
 
     from overgmm import chunks as C
-    from overgmm import streaming
+    from overgmm._validation import NonFiniteValue
     from overgmm.cluster import connect
     from overgmm.estimator import OverparamGMM
+    from overgmm.estimator._checks import FeatureOverflowError
 
-    columns = args.columns.split(",") if args.columns else None
+    est = OverparamGMM(**estimator_params(args))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with connect(args.scheduler, args.workers) as client:
+                if client is not None:
+                    est.fit(C.to_dask(source))
+                else:
+                    est.fit(X if X is not None else source)
+        except NonFiniteValue as err:
+            from overgmm.cli._data import where
+
+            raise CommandError(
+                f"{where(source, args.data, err.row, err.column, names)} is {err.value}, not finite; "
+                "remove or impute it before fitting"
+            ) from None
+        except FeatureOverflowError as err:
+            j = err.feature
+            at = ""
+            if X is not None:
+                r = int(np.argmax(np.abs(X[:, j])))
+                at = f" (the largest, {X[r, j]:g}, is in row {r + 1})"
+            raise CommandError(f"{args.data}: column {j + 1} ({names[j]!r}) {err.detail}{at}") from None
+        except (OSError, ValueError, FloatingPointError) as err:
+            raise CommandError(str(err)) from None
+    _warnings(caught, args.data, names)
+    return est
+
+
+def _report(est, n_rows: int) -> dict:
+    """BIC, AIC and the parameter count on the training rows (all of weight 1)."""
+    p = int(est._n_parameters())
+    total_ll = float(est.lower_bound_) * n_rows
+    return {
+        "n_samples": n_rows,
+        "log_likelihood": total_ll,
+        "bic": -2 * total_ll + p * math.log(n_rows),
+        "aic": -2 * total_ll + 2 * p,
+        "n_parameters": p,
+    }
+
+
+def _fit(args: argparse.Namespace) -> int:
     try:
-        source, names = C.read(Path(args.data), columns=columns, memory_budget=args.memory_budget)
-    except (OSError, ValueError) as err:
+        return _run(args)
+    except CommandError as err:
         print(f"overgmm fit: error: {err}", file=sys.stderr)
         return 2
-    est = OverparamGMM(
-        n_components=args.n_components,
-        covariance_type=args.covariance_type,
-        algorithm=args.algorithm,
-        step_size=args.step_size,
-        max_iter=args.max_iter,
-        init=args.init,
-        prune=args.prune,
-        merge_tol=args.merge_tol,
-        n_init=args.n_init,
-        random_state=args.seed,
-        standardize=not args.no_standardize,
-        var_floor=args.var_floor,
-        memory_budget=args.memory_budget,
-        verbose=0 if args.quiet else 1,
-    )
-    in_memory = isinstance(source, C.ArrayChunks) and not isinstance(source.X, np.memmap)
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings(record=True) as caught, connect(args.scheduler, args.workers) as client:
-            warnings.simplefilter("always")
-            if client is not None:
-                data = C.to_dask(source)
-            elif in_memory or (isinstance(source, C.ArrayChunks) and 32 * source.X.size <= args.memory_budget):
-                data = np.asarray(source.X, dtype=np.float64)  # small enough: the in-memory fit
-            else:
-                data = source
-            est.fit(data)
-            view = C.ArrayChunks(data) if isinstance(data, np.ndarray) else source
-            count = view.n_rows
-            shown, _ = streaming.subsample(view, streaming.ALL, count, target=5000)
-    except (OSError, ValueError, FloatingPointError) as err:
-        print(f"overgmm fit: error: {err}", file=sys.stderr)
-        return 2
-    secs = time.perf_counter() - t0
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from overgmm import streaming
+    from overgmm.cli import _data
+    from overgmm.cli._figure import figure
+    from overgmm.estimator import _persist
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = model_to_dict(est, names)
-    model["n_samples"] = int(count)
-    model["seconds"] = round(secs, 3)
-    model["data"] = {"path": str(args.data), "streamed": not isinstance(data, np.ndarray)}
-    _write_atomic(out / "model.json", lambda p: p.write_text(json.dumps(model, indent=2)))
-    _write_atomic(out / "components.png", lambda p: _figure(est, shown, names, p))
-    print(
-        f"components: {est.n_components_} (started from {est.n_components_init_}; "
-        f"{est.n_merges_} merged, {est.n_components_init_ - est.n_components_ - est.n_merges_} pruned)"
-    )
-    print(f"mean log-likelihood per sample: {est.lower_bound_:.4f}; {est.n_iter_} steps, {secs:.2f} s")
-    print(f"wrote {out / 'model.json'}, {out / 'components.png'}")
+    _data.check_out(out)
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    source, names = _data.read(args.data, columns=columns, header=args.header, memory_budget=args.memory_budget)
+    X = _data.in_memory(source, args.memory_budget)
+    if X is not None:
+        _data.check_finite(X, source, args.data, names)
+    t0 = time.perf_counter()
+    est = _fit_data(args, source, names, X)
+    secs = time.perf_counter() - t0
+    if not math.isfinite(est.lower_bound_):
+        raise CommandError(f"the fit's log-likelihood is {est.lower_bound_}; nothing was written")
+    try:
+        model = _persist.to_dict(est)
+    except ValueError as err:
+        raise CommandError(f"{err}; nothing was written") from None
+    report = _report(est, source.n_rows)
+    model.update(report, features=names, seconds=round(secs, 3))
+    model["data"] = {"path": str(args.data), "streamed": X is None}
+    text = _persist.dumps(model)
+    from overgmm.chunks import ArrayChunks
+
+    shown, _ = streaming.subsample(ArrayChunks(X) if X is not None else source, streaming.ALL, source.n_rows, 5000)
+    files = {
+        out / "model.json": lambda p: p.write_text(text),
+        out / "components.png": lambda p: figure(est, shown, names, p),
+    }
+    if args.labels:
+        files[out / "labels.csv"] = lambda p: _data.write_rows(est, source, X, p)
+    try:
+        _data.write_together(files)
+    except OSError as err:
+        print(f"overgmm fit: error: cannot write to {out} ({err}); no file was changed", file=sys.stderr)
+        return 1
+    _print_summary(est, report, secs, files)
     return 0
 
 
-def covariance_matrices(est):
-    """The fitted covariances as matrices, shape (n_components_, d, d), for every type."""
-    import numpy as np
-
-    k, d = est.means_.shape
-    cov = np.asarray(est.covariances_)
-    if est.covariance_type_ == "full":
-        return cov
-    if est.covariance_type_ == "diag":
-        return cov[:, :, None] * np.eye(d)
-    if est.covariance_type_ == "spherical":
-        return cov[:, None, None] * np.eye(d)
-    return np.broadcast_to(np.diag(cov), (k, d, d))
-
-
-def _ellipse(ax, mean, cov2, color, sigmas=(1.0, 2.0)):
-    import numpy as np
-    from matplotlib.patches import Ellipse
-
-    vals, vecs = np.linalg.eigh(cov2)
-    angle = np.degrees(np.arctan2(vecs[1, -1], vecs[0, -1]))
-    for s in sigmas:
-        w, h = 2 * s * np.sqrt(np.maximum(vals[::-1], 0))
-        ax.add_patch(Ellipse(mean, w, h, angle=angle, fill=False, color=color, lw=1.2, alpha=0.9 / s))
-
-
-def _figure(est, X, names: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    k, d = est.means_.shape
-    mats = covariance_matrices(est)
-    diag = np.diagonal(mats, axis1=-2, axis2=-1)
-    colors = plt.cm.tab10(np.arange(k) % 10)
-    rng = np.random.default_rng(0)
-    show = rng.choice(X.shape[0], size=min(X.shape[0], 5000), replace=False)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    if d == 1:
-        grid = np.linspace(X.min() - 3 * np.sqrt(diag.max()), X.max() + 3 * np.sqrt(diag.max()), 400)
-        ax.hist(X[:, 0], bins=60, density=True, color="0.8")
-        ax.plot(grid, np.exp(est.score_samples(grid[:, None])), "k", lw=1.5, label="fitted density")
-        for i in range(k):
-            dens = est.weights_[i] * np.exp(-0.5 * (grid - est.means_[i, 0]) ** 2 / diag[i, 0])
-            ax.plot(grid, dens / np.sqrt(2 * np.pi * diag[i, 0]), color=colors[i], lw=1)
-        ax.set_xlabel(names[0])
-        ax.legend(fontsize=8)
+def _print_summary(est, report: dict, secs: float, files) -> None:
+    kind = est.covariance_type_
+    if est.validation_scores_:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in est.validation_scores_.items())
+        print(f"covariance type: {kind} (auto; held-out log-likelihood per sample: {scores})")
     else:
-        if d == 2:
-            P, means, covs = X, est.means_, list(mats)
-            labels = names
-        else:
-            mu, sd = X.mean(0), X.std(0)
-            sd[sd == 0] = 1.0
-            _, _, vt = np.linalg.svd((X - mu) / sd, full_matrices=False)
-            V = vt[:2].T
-            P = ((X - mu) / sd) @ V
-            means = ((est.means_ - mu) / sd) @ V
-            covs = [V.T @ (c / np.outer(sd, sd)) @ V for c in mats]
-            labels = ["principal component 1", "principal component 2"]
-        lab = est.predict(X[show])
-        ax.scatter(P[show, 0], P[show, 1], s=4, c=colors[lab], alpha=0.5, linewidths=0)
-        for i in range(k):
-            _ellipse(ax, means[i], covs[i], colors[i])
-            ax.plot(*means[i], "x", color="k", ms=4 + 20 * est.weights_[i])
-        ax.set_xlabel(labels[0])
-        ax.set_ylabel(labels[1])
-    ax.set_title(
-        f"{est.n_components_} components (from {est.n_components_init_}); {est.algorithm}, {est.covariance_type_}",
-        fontsize=9,
+        print(f"covariance type: {kind}")
+    pruned = est.n_components_init_ - est.n_components_ - est.n_merges_
+    print(
+        f"components: {est.n_components_} (started from {est.n_components_init_}; "
+        f"{est.n_merges_} merged, {pruned} pruned)"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    print(
+        f"mean log-likelihood per sample: {est.lower_bound_:.4f}; BIC {report['bic']:.2f}, AIC {report['aic']:.2f}, "
+        f"{report['n_parameters']} parameters; {est.n_iter_} steps, {secs:.2f} s"
+    )
+    print("wrote " + ", ".join(str(p) for p in files))
 
 
 def register(sub) -> None:
+    from overgmm.estimator import OverparamGMM
+    from overgmm.estimator._fit import ALGORITHMS, COVARIANCE_TYPES, INITS
+
+    d = OverparamGMM().get_params()
     p = sub.add_parser(
-        "fit", help="fit an over-parameterized mixture to a CSV, .npy or Parquet file and report its component count"
+        "fit",
+        help="fit an over-parameterized mixture to a CSV, .npy or Parquet file and report its component count",
+        description="Fit OverparamGMM (defaults: the estimator's) and write model.json, components.png and, "
+        "with --labels, labels.csv to --out.",
     )
     p.add_argument(
         "data",
-        help="CSV (numeric columns, optional header row), .npy (memory-mapped) or Parquet (a file or a folder "
+        help="CSV (numeric columns, header row detected), .npy (memory-mapped) or Parquet (a file or a folder "
         "of them, read one row group at a time)",
     )
-    p.add_argument("--out", default="results/fit", help="output folder (default results/fit)")
-    p.add_argument("--n-components", type=_n_components, default="auto", help="starting components: int or auto")
+    p.add_argument("--out", default="results/fit", help="output folder, checked before the fit (default %(default)s)")
+    p.add_argument(
+        "--n-components",
+        type=_n_components,
+        default=d["n_components"],
+        help="components to start from: an int, or auto (one per 10 rows, at most 25) (default %(default)s)",
+    )
     p.add_argument(
         "--covariance-type",
-        choices=["full", "diag", "spherical", "fixed", "auto"],
-        default="diag",
-        help="full, diag (default), spherical, fixed (identity after standardization), "
-        "or auto (full or diag, whichever has the lower BIC)",
+        choices=[*COVARIANCE_TYPES, "auto"],
+        default=d["covariance_type"],
+        help="full, diag, spherical, fixed (identity after standardization), or " + AUTO_HELP + " "
+        "(default %(default)s)",
     )
-    p.add_argument("--algorithm", choices=["em", "gradient_em", "polyak"], default="em")
-    p.add_argument("--step-size", type=float, default=1.0)
-    p.add_argument("--max-iter", type=positive_int, default=200)
-    p.add_argument("--init", choices=["data", "kmeans++"], default="data")
-    p.add_argument("--prune", type=_non_negative_float, default=0.01, help="weight threshold (default 0.01)")
-    p.add_argument("--merge-tol", type=_non_negative_float, default=1.0, help="0 disables merging (default 1)")
-    p.add_argument("--n-init", type=positive_int, default=1, help="restarts, run together")
-    p.add_argument("--var-floor", type=_non_negative_float, default=1e-3)
-    p.add_argument("--no-standardize", action="store_true", help="fit in the units of the data")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--columns", default=None, help="Parquet: comma-separated columns to use (default all)")
+    p.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default=d["algorithm"],
+        help="em; gradient_em (a gradient step of size --step-size on means and variances); polyak (short "
+        "steps, then a long Polyak step; data in memory only) (default %(default)s)",
+    )
+    p.add_argument(
+        "--step-size",
+        type=_positive_float,
+        default=d["step_size"],
+        help="step of gradient_em and of polyak's short steps (default %(default)s)",
+    )
+    p.add_argument(
+        "--n-short", type=positive_int, default=d["n_short"], help="short steps per Polyak cycle (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-iter",
+        type=positive_int,
+        default=d["max_iter"],
+        help="most steps per fit and per polishing fit after merges (default %(default)s)",
+    )
+    p.add_argument(
+        "--tol",
+        type=_non_negative_float,
+        default=d["tol"],
+        help="stop when the mean log-likelihood per sample changes by less (default %(default)s)",
+    )
+    p.add_argument(
+        "--init",
+        choices=INITS,
+        default=d["init"],
+        help="starting means: data rows drawn by weight, or kmeans++ seeding (default %(default)s)",
+    )
+    p.add_argument(
+        "--prune",
+        type=_non_negative_float,
+        default=d["prune"],
+        help="components whose weight falls below this are removed (default %(default)s)",
+    )
+    p.add_argument(
+        "--merge-tol",
+        type=_non_negative_float,
+        default=d["merge_tol"],
+        help="merge a pair when it costs less than this times the BIC price of a component; 0 disables merging "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--n-init", type=positive_int, default=d["n_init"], help="restarts, run together (default %(default)s)"
+    )
+    p.add_argument(
+        "--var-floor",
+        type=_non_negative_float,
+        default=d["var_floor"],
+        help="variance floor relative to each feature's variance (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-standardize",
+        action="store_true",
+        default=not d["standardize"],
+        help="fit in the units of the data (default: standardize each feature)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d["random_state"],
+        help="seed of the initialisation (default %(default)s: a different draw each run)",
+    )
+    p.add_argument(
+        "--columns",
+        default=None,
+        help="comma-separated columns to use, by name (the CSV header's or the Parquet schema's) (default: all)",
+    )
+    hdr = p.add_mutually_exclusive_group()
+    hdr.add_argument("--header", dest="header", action="store_true", default=None, help="CSV: the first row is names")
+    hdr.add_argument("--no-header", dest="header", action="store_false", help="CSV: the first row is data")
     p.add_argument(
         "--memory-budget",
         type=_bytes,
-        default=2**30,
-        help="bytes the data may take in memory (default 1GiB); larger .npy data and all Parquet data are "
-        "streamed in chunks (exact EM, one pass per step)",
+        default=d["memory_budget"],
+        help="bytes the data may take in memory; larger .npy data and all Parquet data are streamed in chunks "
+        "(exact EM, one pass per step) (default %(default)s)",
     )
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:port): fit on that cluster")
-    p.add_argument("--workers", type=positive_int, default=1, help="fit on a local Dask cluster of N processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--labels", action="store_true", help="also write labels.csv: each row's component and probabilities"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="Dask scheduler address (tcp://host:port): fit on that cluster (default: none, fit here)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="fit on a local Dask cluster of N processes when N > 1 (default %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar on stderr after 1 s)")
     p.set_defaults(func=_fit)

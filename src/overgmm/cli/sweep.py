@@ -33,7 +33,7 @@ def register(sub) -> None:
         default=1,
         help="local worker processes (default 1: in this process; N > 1: a local Dask cluster)",
     )
-    p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786 (default: none)")
     p.add_argument("--batch", type=positive_int, default=32, help="runs per compiled vmap call (default 32)")
     p.set_defaults(func=_sweep, parser=p)
     q = sub.add_parser("plot", help="draw a stored study's figure")

@@ -1,0 +1,99 @@
+"""``overgmm predict MODEL DATA [--out labels.csv]``: label new data with a model that
+``overgmm fit`` (or ``OverparamGMM.save``) wrote.
+
+The data is read as ``overgmm fit`` reads it (CSV, ``.npy``, Parquet; streamed when large).
+When the model and the data both name their columns, the model's columns are taken by
+name (in any order; a missing one is an error); otherwise the data must have as many
+columns as the model. The output CSV has one line per data row: ``row`` (from 1),
+``label`` (the most probable component, from 0), ``log_density`` and ``p_0 .. p_{k-1}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from overgmm.cli._data import CommandError
+
+
+def _columns(model_names, path: Path, args, source, names):
+    """The model's columns in the data: a re-read source when both name their columns."""
+    from overgmm.cli import _data
+
+    defaults = _data.default_names
+    if model_names is None or model_names == defaults(len(model_names)) or names == defaults(len(names)):
+        return source, names
+    if names == list(model_names):
+        return source, names
+    missing = [c for c in model_names if c not in names]
+    if missing:
+        raise CommandError(f"{path}: no column named {missing[0]!r}, which the model was fitted on; it has {names}")
+    return _data.read(str(path), columns=list(model_names), header=args.header, memory_budget=args.memory_budget)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except CommandError as err:
+        print(f"overgmm predict: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+
+    from overgmm.cli import _data
+    from overgmm.estimator import OverparamGMM
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise CommandError(f"--out {out}: a folder; give a file name such as labels.csv")
+    _data.check_out(out.parent if str(out.parent) else Path("."))
+    try:
+        est = OverparamGMM.load(args.model)
+        model_names = json.loads(Path(args.model).read_text()).get("features")
+    except (OSError, ValueError) as err:
+        raise CommandError(str(err)) from None
+    source, names = _data.read(args.data, columns=None, header=args.header, memory_budget=args.memory_budget)
+    source, names = _columns(model_names, Path(args.data), args, source, names)
+    if source.n_features != est.n_features_in_:
+        raise CommandError(
+            f"{args.data}: {source.n_features} columns, but the model was fitted on {est.n_features_in_}"
+        )
+    X = _data.in_memory(source, args.memory_budget)
+    if X is not None:
+        _data.check_finite(X, source, args.data, names)
+    try:
+        _data.write_together({out: lambda p: _data.write_rows(est, source, X, p)})
+    except OSError as err:
+        print(f"overgmm predict: error: cannot write {out} ({err})", file=sys.stderr)
+        return 1
+    except ValueError as err:  # a non-finite value in streamed data
+        raise CommandError(str(err)) from None
+    print(f"labelled {source.n_rows} rows with {est.n_components_} components ({est.covariance_type_}); wrote {out}")
+    return 0
+
+
+def register(sub) -> None:
+    from overgmm.cli.fit import _bytes
+    from overgmm.estimator import OverparamGMM
+
+    p = sub.add_parser(
+        "predict",
+        help="label a CSV, .npy or Parquet file with a fitted model (model.json)",
+        description="Write each row's component (label), log-density and component probabilities.",
+    )
+    p.add_argument("model", help="the model file that overgmm fit wrote (model.json)")
+    p.add_argument("data", help="CSV, .npy or Parquet, with the columns the model was fitted on")
+    p.add_argument("--out", default="labels.csv", help="output CSV file (default %(default)s)")
+    hdr = p.add_mutually_exclusive_group()
+    hdr.add_argument("--header", dest="header", action="store_true", default=None, help="CSV: the first row is names")
+    hdr.add_argument("--no-header", dest="header", action="store_false", help="CSV: the first row is data")
+    p.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        default=OverparamGMM().get_params()["memory_budget"],
+        help="bytes the data may take in memory; larger data is read in chunks (default %(default)s)",
+    )
+    p.set_defaults(func=_predict)

@@ -6,6 +6,7 @@ one line names the file and, for a bad value, its row and column, both counted f
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,27 @@ DEFAULT_NAMES = "x{}"
 
 class CommandError(Exception):
     """An error the command line reports in one line, with exit status 2."""
+
+
+def command(name: str, run):
+    """``run(args)`` as a subcommand's ``func``: a :class:`CommandError` becomes one line
+    ``overgmm NAME: error: ...`` on stderr and exit status 2."""
+
+    def func(args) -> int:
+        try:
+            return run(args)
+        except CommandError as err:
+            print(f"overgmm {name}: error: {err}", file=sys.stderr)
+            return 2
+
+    return func
+
+
+def add_header_options(parser) -> None:
+    """``--header`` / ``--no-header`` (CSV), into ``args.header`` (None: detected)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--header", dest="header", action="store_true", default=None, help="CSV: the first row is names")
+    group.add_argument("--no-header", dest="header", action="store_false", help="CSV: the first row is data")
 
 
 def default_names(n: int) -> list[str]:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from overgmm.cli._args import positive_int
-from overgmm.cli._data import CommandError
+from overgmm.cli._data import CommandError, add_header_options, command
 
 # options that set an estimator parameter of another name
 PARAM_OF_OPTION = {"seed": "random_state"}
@@ -152,14 +152,6 @@ def _report(est, n_rows: int) -> dict:
         "aic": -2 * total_ll + 2 * p,
         "n_parameters": p,
     }
-
-
-def _fit(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except CommandError as err:
-        print(f"overgmm fit: error: {err}", file=sys.stderr)
-        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -328,9 +320,7 @@ def register(sub) -> None:
         default=None,
         help="comma-separated columns to use, by name (the CSV header's or the Parquet schema's) (default: all)",
     )
-    hdr = p.add_mutually_exclusive_group()
-    hdr.add_argument("--header", dest="header", action="store_true", default=None, help="CSV: the first row is names")
-    hdr.add_argument("--no-header", dest="header", action="store_false", help="CSV: the first row is data")
+    add_header_options(p)
     p.add_argument(
         "--memory-budget",
         type=_bytes,
@@ -353,4 +343,4 @@ def register(sub) -> None:
         help="fit on a local Dask cluster of N processes when N > 1 (default %(default)s)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar on stderr after 1 s)")
-    p.set_defaults(func=_fit)
+    p.set_defaults(func=command("fit", _run))

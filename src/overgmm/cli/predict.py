@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from overgmm.cli._data import CommandError
+from overgmm.cli._data import CommandError, add_header_options, command
 
 
 def _columns(model_names, path: Path, args, source, names):
@@ -30,14 +30,6 @@ def _columns(model_names, path: Path, args, source, names):
     if missing:
         raise CommandError(f"{path}: no column named {missing[0]!r}, which the model was fitted on; it has {names}")
     return _data.read(str(path), columns=list(model_names), header=args.header, memory_budget=args.memory_budget)
-
-
-def _predict(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except CommandError as err:
-        print(f"overgmm predict: error: {err}", file=sys.stderr)
-        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -87,13 +79,11 @@ def register(sub) -> None:
     p.add_argument("model", help="the model file that overgmm fit wrote (model.json)")
     p.add_argument("data", help="CSV, .npy or Parquet, with the columns the model was fitted on")
     p.add_argument("--out", default="labels.csv", help="output CSV file (default %(default)s)")
-    hdr = p.add_mutually_exclusive_group()
-    hdr.add_argument("--header", dest="header", action="store_true", default=None, help="CSV: the first row is names")
-    hdr.add_argument("--no-header", dest="header", action="store_false", help="CSV: the first row is data")
+    add_header_options(p)
     p.add_argument(
         "--memory-budget",
         type=_bytes,
         default=OverparamGMM().get_params()["memory_budget"],
         help="bytes the data may take in memory; larger data is read in chunks (default %(default)s)",
     )
-    p.set_defaults(func=_predict)
+    p.set_defaults(func=command("predict", _run))

@@ -108,7 +108,7 @@ def _install(path: Path) -> bool:
         from jax._src import compilation_cache as cc
 
         with cc._cache_initialized_mutex:
-            cc._cache = AtomicFileCache(path)
+            cc._cache = AtomicFileCache(path)  # type: ignore[assignment]  # duck-typed CacheInterface
             cc._cache_initialized = True
     except (ImportError, AttributeError):  # pragma: no cover - another JAX layout
         return False
@@ -119,8 +119,9 @@ def enable() -> Path | None:
     """Turn the cache on (unless ``OVERGMM_CACHE`` says off); returns the folder or None."""
     if os.environ.get("OVERGMM_CACHE", "").strip().lower() in OFF:
         return None
-    if jax.config.jax_compilation_cache_dir:
-        return Path(jax.config.jax_compilation_cache_dir)
+    configured = getattr(jax.config, "jax_compilation_cache_dir", None)
+    if configured:
+        return Path(configured)
     path = cache_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)

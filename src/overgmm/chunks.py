@@ -65,6 +65,7 @@ class ArrayChunks:
         if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or np.issubdtype(X.dtype, np.complexfloating):
             raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
         self.X, self.name = X, name
+        self.path: Path | None = None  # the .npy file, when the array is one memory-mapped
         self.n_rows, self.n_features = int(X.shape[0]), int(X.shape[1])
         self.w = _check_weights(sample_weight, self.n_rows)
         self.chunk_rows = int(chunk_rows or chunk_rows_for(self.n_features))
@@ -135,8 +136,8 @@ class ParquetChunks:
                 raise ValueError(f"{f}: columns {cols} differ from those of {self.files[0]} ({names})")
             for g in range(meta.num_row_groups):
                 self.groups.append((f, g, meta.metadata.row_group(g).num_rows))
-        self.columns = names
-        self.n_features = len(names)
+        self.columns: list[str] = list(names or [])
+        self.n_features = len(self.columns)
         if self.n_features == 0:
             raise ValueError(f"{self.path}: no columns to fit")
         self.n_rows = sum(r for _, _, r in self.groups)
@@ -153,7 +154,7 @@ class ParquetChunks:
 
     def locate(self, row: int) -> tuple[Path, int]:
         """The file holding ``row`` (from 0, of the whole data) and the row's index in it."""
-        start, past = 0, {}
+        start, past = 0, {}  # type: tuple[int, dict[Path, int]]
         for f, _, rows in self.groups:
             first = past.setdefault(f, start)
             if row < start + rows:
@@ -170,7 +171,8 @@ class ParquetChunks:
     def map(self, fn, *args) -> list:
         import pyarrow.parquet as pq
 
-        out, i, opened = [], 0, (None, None)
+        out, i = [], 0
+        opened: tuple[Path | None, object] = (None, None)
         for f, g, rows in self.groups:
             if rows == 0:
                 continue
@@ -340,10 +342,9 @@ def read(
             X = np.load(path, mmap_mode="r")
         except Exception as err:
             raise ValueError(f"{path}: not a readable .npy file ({err})") from None
-        src = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1] if X.ndim == 2 else 1, memory_budget), name=str(path))
-        src.path = path
-        return src, [f"x{j}" for j in range(src.n_features)]
+        arr = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1] if X.ndim == 2 else 1, memory_budget), name=str(path))
+        arr.path = path
+        return arr, [f"x{j}" for j in range(arr.n_features)]
     X, names = read_csv(path, header=header, columns=columns)
-    src = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1], memory_budget), name=str(path))
-    src.path = None  # in memory: Dask workers get the array, not the file
-    return src, names
+    arr = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1], memory_budget), name=str(path))
+    return arr, names  # in memory (path None): Dask workers get the array, not the file

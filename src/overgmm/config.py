@@ -520,9 +520,8 @@ def _resolve_path(base: dict, dotted: str, where: str) -> tuple[dict, str]:
         if not isinstance(node.get(p), dict):
             raise ConfigError(f"{where}: axis {dotted!r} does not name a key of [base] (no table {p!r})")
         node = node[p]
-    allowed = {"": RUN_KEYS, "teacher": TEACHER_KEYS, "student": STUDENT_KEYS, "data": DATA_KEYS}.get(
-        ".".join(parts[:-1])
-    )
+    keys: dict[str, dict] = {"": RUN_KEYS, "teacher": TEACHER_KEYS, "student": STUDENT_KEYS, "data": DATA_KEYS}
+    allowed = keys.get(".".join(parts[:-1]))
     if allowed is not None and parts[-1] not in allowed:
         raise ConfigError(f"{where}: axis {dotted!r}: unknown key; valid keys: {', '.join(sorted(allowed))}")
     return node, parts[-1]

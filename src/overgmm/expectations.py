@@ -319,7 +319,7 @@ def _anisotropic_mean(f, teacher, student, backend: Quadrature, r: int, importan
     a = backend._aniso
     sharp = anisotropic.sharp_mild_rule(s, float(a("spacing")), float(a("half_width")), r - s, int(a("mild_nodes")))
     k, hw = DEFAULT_RULE.get(r, (7, 6.0))
-    k = max(5, k + ANISOTROPIC["student_nodes"]) | 1  # coarser: weighs only eps near the optimum
+    k = int(max(5, k + ANISOTROPIC["student_nodes"])) | 1  # coarser: weighs only eps near the optimum
     if backend.check_rule == "coarse-students":  # the error estimate's variant
         k = max(3, int(round(0.75 * k))) | 1
     coarse = _tensor_rule("trapezoid", k, r, hw)

@@ -80,7 +80,7 @@ def kl(
     _check_pair(teacher, student)
     v.check_choice(form, KL_FORMS, "KL form")
     resolved = Quadrature() if backend is None else backend
-    surrogate = 0.0
+    surrogate: jax.Array | float = 0.0
     if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
         student, surrogate = _split_tails(teacher, student)
 

@@ -152,7 +152,11 @@ class Problem:
     def dim(self) -> int:
         if self.teacher is not None:
             return self.teacher.dim
-        return self.data.shape[1] if self.data is not None else self.var_floor.shape[-1]
+        if self.data is not None:
+            return self.data.shape[1]
+        if self.var_floor is None:
+            raise ValueError("the problem has neither a teacher nor data")
+        return self.var_floor.shape[-1]
 
     @property
     def has_em_statistics(self) -> bool:
@@ -163,27 +167,41 @@ class Problem:
         """Which objective and expectation backend produce the numbers."""
         if self.stats is not None:
             return "nll(streamed statistics)"
-        if self.objective == "nll":
-            return f"nll(data, N={self.data.shape[0]})"
-        if self.objective == "denoising_score_matching":
-            return f"denoising_score_matching(data, N={self.data.shape[0]}, t={self.t}, n_noise={self.n_noise})"
+        if self.objective in ("nll", "denoising_score_matching"):
+            n = self._data.shape[0]
+            if self.objective == "nll":
+                return f"nll(data, N={n})"
+            return f"denoising_score_matching(data, N={n}, t={self.t}, n_noise={self.n_noise})"
         if isinstance(self.backend, MonteCarlo):
             return f"{self.objective}: {self.backend.describe()}"
+        assert self.backend is not None and self.teacher is not None
         return f"{self.objective}: {self.backend.describe(span_rank(self.teacher, student, self.backend))}"
+
+    @property
+    def _data(self) -> jax.Array:
+        if self.data is None:
+            raise ValueError(f"the {self.objective} problem holds no data")
+        return self.data
+
+    @property
+    def _teacher(self) -> Mixture:
+        if self.teacher is None:
+            raise ValueError(f"the {self.objective} problem has no teacher")
+        return self.teacher
 
     def loss(self, student: Mixture, key: jax.Array | None = None) -> jax.Array:
         """The objective at ``student``, a float64 scalar."""
         if self.stats is not None:
             return self.stats.loss
         if self.objective == "kl":
-            return kl(self.teacher, student, backend=self.backend, key=key, form=self.form)
+            return kl(self._teacher, student, backend=self.backend, key=key, form=self.form)
         if self.objective == "nll":
-            return nll(student, self.data, sample_weight=self.sample_weight)
+            return nll(student, self._data, sample_weight=self.sample_weight)
         if self.objective == "denoising_score_matching":
             if key is None:
                 raise ValueError("denoising score matching draws noise: pass a PRNG key")
-            return denoising_score_matching(student, self.data, self.t, key=key, n_noise=self.n_noise)
-        return score_matching(self.teacher, student, self.t, backend=self.backend, key=key)
+            return denoising_score_matching(student, self._data, self.t, key=key, n_noise=self.n_noise)
+        return score_matching(self._teacher, student, self.t, backend=self.backend, key=key)
 
     def value_and_grad(self, student: Mixture, key: jax.Array | None = None) -> tuple[jax.Array, Mixture]:
         """``(L, dL/dstudent)``; the gradient is a :class:`Mixture`-shaped pytree."""
@@ -212,12 +230,13 @@ class Problem:
             )
             if tails:
                 # exponentially small masses to relative accuracy (pi - dL/da cancels for them)
-                mass, moment = kl_em_statistics(self.teacher, student, backend=self.backend, key=key)
+                mass, moment = kl_em_statistics(self._teacher, student, backend=self.backend, key=key)
                 return Stats(self.loss(student, key), mass, moment, None)
             loss, g = self.value_and_grad(student, key)
             return from_gradient(student, loss, g)
-        w = jnp.ones(self.data.shape[:1], self.data.dtype) if self.sample_weight is None else self.sample_weight
-        return data_statistics(student, self.data, w)
+        data = self._data
+        w = jnp.ones(data.shape[:1], data.dtype) if self.sample_weight is None else self.sample_weight
+        return data_statistics(student, data, w)
 
     @property
     def floor(self) -> jax.Array:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
 
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -171,7 +172,7 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
 
 
-def cost_matrix(student: Mixture, sums: jax.Array, total: jax.Array) -> jax.Array:
+def cost_matrix(student: Mixture, sums: jax.Array, total: ArrayLike) -> jax.Array:
     """The ``(n, n)`` :func:`pair_costs` matrix from :func:`pair_cost_sums` and the total weight."""
     n = student.n_components
     ii, jj = jnp.triu_indices(n, k=1)
@@ -186,6 +187,8 @@ def pair_costs(problem: Problem, student: Mixture) -> jax.Array:
     components ``i < j`` are replaced by their moment-matched merge (``inf`` for ``i >= j``
     or a pruned component). About 0 when the two nearly coincide."""
     X = problem.data
+    if X is None:
+        raise ValueError("merge costs are measured on data: the problem holds none")
     w = jnp.ones(X.shape[:1]) if problem.sample_weight is None else problem.sample_weight
     return cost_matrix(student, pair_cost_sums(student, X, w, problem.floor), jnp.sum(w))
 

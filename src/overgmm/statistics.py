@@ -132,14 +132,17 @@ def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
     s1 = raw.s1 / total
     shift = s1 - mass[:, None] * mu
     kind = student.covariance_type
-    scatter = None
+    if kind == "identity":
+        return Stats(-raw.loss / total, mass, shift, None)
+    if raw.s2 is None:
+        raise ValueError(f"{kind} statistics need second moments; these sums have none")
+    s2 = raw.s2 / total
     if kind == "full":
-        s2 = raw.s2 / total
         outer = jnp.einsum("id,ie->ide", mu, s1)
         scatter = s2 - outer - jnp.swapaxes(outer, -1, -2) + mass[:, None, None] * jnp.einsum("id,ie->ide", mu, mu)
         scatter = 0.5 * (scatter + jnp.swapaxes(scatter, -1, -2))
-    elif kind in ("diag", "spherical"):
-        diag = raw.s2 / total - 2.0 * mu * s1 + mass[:, None] * mu**2
+    else:
+        diag = s2 - 2.0 * mu * s1 + mass[:, None] * mu**2
         scatter = diag if kind == "diag" else jnp.mean(diag, axis=-1)
     return Stats(-raw.loss / total, mass, shift, scatter)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +46,8 @@ class State(NamedTuple):
     key: jax.Array
     grad_evals: jax.Array
     polyak: jax.Array
-    extra: object = ()
-    loss: jax.Array = jnp.nan
+    extra: Any = ()
+    loss: jax.Array | float = jnp.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +172,7 @@ def statistics_or_gradient(problem: Problem, student: Mixture, key) -> Stats:
     if problem.has_em_statistics:
         return problem.statistics(student, key)
     loss, g = problem.value_and_grad(student, key)
-    return Stats(loss, None, -g.means, None)
+    return Stats(loss, None, -g.means, None)  # type: ignore[arg-type]  # no masses: not an EM objective
 
 
 def check_step_size(step_size, name: str = "step_size") -> float:

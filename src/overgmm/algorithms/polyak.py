@@ -119,7 +119,8 @@ class Polyak(Method):
             cos = jnp.sum(pg * prev) / jnp.sqrt(jnp.sum(pg**2) * jnp.sum(prev**2) + 1e-300)
             is_long = ((since >= self.min_short) & (cos > self.align)) | (since >= self.max_short)
         else:
-            is_long = (state.step % (self.n_short + 1)) == self.n_short
+            k = int(self.n_short)  # a number unless "adaptive" (adaptive_k above)
+            is_long = (state.step % (k + 1)) == k
         ref = jnp.where(jnp.isnan(state.extra["ref"]), loss, state.extra["ref"])
         if rule == "adaptive":
             level = state.extra["level"]

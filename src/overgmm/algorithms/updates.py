@@ -18,6 +18,7 @@ covariance type, written on the E-step statistics (:class:`~overgmm.statistics.S
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from overgmm.mixture import Mixture, precision_cholesky
 from overgmm.statistics import Stats
@@ -25,12 +26,19 @@ from overgmm.statistics import Stats
 TINY = 1e-300
 
 
+def _scatter(stats: Stats) -> jnp.ndarray:
+    """The scatter of learned-covariance statistics (None only for identity students)."""
+    if stats.scatter is None:
+        raise ValueError("covariance updates need the scatter statistics of a learned-covariance student")
+    return stats.scatter
+
+
 def _safe(mass: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     ok = mass > TINY
     return ok, jnp.where(ok, mass, 1.0)
 
 
-def mean_step(student: Mixture, stats: Stats, rate: jnp.ndarray) -> jnp.ndarray:
+def mean_step(student: Mixture, stats: Stats, rate: ArrayLike) -> jnp.ndarray:
     """New means ``(n, d)``: ``mu + rate[:, None] * shift`` (``rate`` of shape (n,) or scalar)."""
     rate = jnp.asarray(rate)
     r = rate[:, None] if rate.ndim == 1 else rate
@@ -51,32 +59,34 @@ def em_covariances(student: Mixture, stats: Stats, floor: jnp.ndarray) -> jnp.nd
     kind = student.covariance_type
     ok, n = _safe(stats.mass)
     delta = stats.shift / n[:, None]
+    scatter = _scatter(stats)
     if kind == "full":
-        target = stats.scatter / n[:, None, None] - delta[:, :, None] * delta[:, None, :]
+        target = scatter / n[:, None, None] - delta[:, :, None] * delta[:, None, :]
         target = 0.5 * (target + jnp.swapaxes(target, -1, -2))
         cov = jnp.where(ok[:, None, None], target, student.covariances)
     elif kind == "diag":
-        cov = jnp.where(ok[:, None], stats.scatter / n[:, None] - delta**2, student.covariances)
+        cov = jnp.where(ok[:, None], scatter / n[:, None] - delta**2, student.covariances)
     else:
-        cov = jnp.where(ok, stats.scatter / n - jnp.mean(delta**2, axis=-1), student.covariances)
+        cov = jnp.where(ok, scatter / n - jnp.mean(delta**2, axis=-1), student.covariances)
     return _floored(cov, kind, floor)
 
 
-def covariance_step(student: Mixture, stats: Stats, rate: jnp.ndarray, floor: jnp.ndarray) -> jnp.ndarray:
+def covariance_step(student: Mixture, stats: Stats, rate: ArrayLike, floor: jnp.ndarray) -> jnp.ndarray:
     """Relaxed covariances (natural shape): a fraction ``min(1, rate N)`` of the way to the
     scatter about the current mean."""
     kind = student.covariance_type
     ok, n = _safe(stats.mass)
     frac = jnp.where(ok, jnp.clip(jnp.broadcast_to(rate, n.shape) * stats.mass, 0.0, 1.0), 0.0)
     cov = student.covariances
+    scatter = _scatter(stats)
     if kind == "full":
-        target = stats.scatter / n[:, None, None]
+        target = scatter / n[:, None, None]
         target = 0.5 * (target + jnp.swapaxes(target, -1, -2))
         f = frac[:, None, None]
     elif kind == "diag":
-        target, f = stats.scatter / n[:, None], frac[:, None]
+        target, f = scatter / n[:, None], frac[:, None]
     else:
-        target, f = stats.scatter / n, frac
+        target, f = scatter / n, frac
     new = (1.0 - f) * cov + f * target
     if kind == "full":
         # the convex combination is PD; the floor is added only once the EM target is reached

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def write_rows(est, source, X, path: Path) -> None:
         source.map(chunk, fh)
 
 
-def write_together(files: dict[Path, callable]) -> None:
+def write_together(files: dict[Path, Callable[[Path], object]]) -> None:
     """Each ``write(tmp)`` to a temporary name beside its path; only when every one has
     succeeded are they renamed over their paths, so a failure leaves every earlier file
     as it was and no new one."""

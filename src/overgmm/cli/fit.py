@@ -76,7 +76,7 @@ def estimator_params(args: argparse.Namespace) -> dict:
     """The estimator's parameters from the parsed options."""
     from overgmm.estimator import OverparamGMM
 
-    params = {}
+    params: dict[str, object] = {}
     for name in OverparamGMM().get_params():
         if name == "standardize":
             params[name] = not args.no_standardize

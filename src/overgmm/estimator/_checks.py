@@ -44,7 +44,7 @@ def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
 
     ``mean``, ``var``: the weighted mean and variance of each feature, shape (d,)."""
     mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
-    for j in np.flatnonzero(~(np.isfinite(mean) & np.isfinite(var))):
+    for j in map(int, np.flatnonzero(~(np.isfinite(mean) & np.isfinite(var)))):
         raise FeatureOverflowError(
             feature_label(est, j),
             "holds values too large for float64 arithmetic (its variance overflows; values must stay below "
@@ -52,7 +52,7 @@ def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
             int(j),
         )
     sd = np.sqrt(np.maximum(var, 0.0))
-    for j in np.flatnonzero(sd <= CONSTANT_RELATIVE * np.abs(mean)):
+    for j in map(int, np.flatnonzero(sd <= CONSTANT_RELATIVE * np.abs(mean))):
         warnings.warn(
             ConstantFeatureWarning(
                 feature_label(est, j),

@@ -350,7 +350,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             if res.best < 0:
                 scores[kind] = -math.inf
                 continue
-            prob = F.problem(*F.pad_rows((X_held - shift) / scale, w_held / w_held.sum()), floor)
+            Zp, wp = F.pad_rows((X_held - shift) / scale, w_held / w_held.sum())
+            prob = F.problem(Zp, wp, floor)
             nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
             scores[kind] = -float(nll) - float(np.sum(np.log(scale)))
         self.validation_scores_ = scores

@@ -24,7 +24,7 @@ leaves.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -84,7 +84,7 @@ def bucket_components(n: int) -> int:
     return n if n > 16 else 1 << (int(n) - 1).bit_length()
 
 
-def pad_rows(Z: np.ndarray, w: np.ndarray | None = None, *, at_least: int = 0):
+def pad_rows(Z: np.ndarray, w: np.ndarray | None = None, *, at_least: int = 0) -> Any:
     """``Z`` (N, d) and ``w`` (N,) zero-padded to :func:`bucket_rows` rows (at least
     ``at_least``; NumPy)."""
     size = bucket_rows(max(Z.shape[0], at_least))
@@ -295,7 +295,7 @@ class InMemory(NamedTuple):
     :class:`overgmm.estimator._stream.Streamed` is the same on data in chunks."""
 
     problem: Problem
-    algorithm: Algorithm
+    algorithm: Algorithm | None  # None: summaries only
 
     def solve(self, students, keys, max_iter: int, tol: float):
         return _solve(self.algorithm, students, keys, max_iter, tol)
@@ -320,7 +320,9 @@ def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: fl
     ``progress``: a :class:`~overgmm.estimator._progress.Progress` told of every segment."""
     progress = Progress(False) if progress is None else progress
     R = students.means.shape[0]
-    segs = [{"losses": [], "weights": [], "steps": 0, "status": 0, "failed_at": -1, "merges": 0} for _ in range(R)]
+    segs: list[dict[str, Any]] = [
+        {"losses": [], "weights": [], "steps": 0, "status": 0, "failed_at": -1, "merges": 0} for _ in range(R)
+    ]
 
     def book(sol, loss_end, which):
         loss, wts = sol.loss, sol.records["weights"]

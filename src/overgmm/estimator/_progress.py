@@ -78,6 +78,7 @@ class Progress:
         self._postfix(loss)
 
     def _postfix(self, loss: float) -> None:
+        assert self.bar is not None
         self.bar.set_postfix_str(f"log-likelihood/sample {-float(loss) - self._log_scale:.6g}", refresh=False)
         self._show()
 

@@ -164,8 +164,9 @@ def write_json(path: Path, obj: Any) -> None:
 def progress(items: Iterable, total: int | None = None, desc: str = "", stream=None) -> Iterator:
     """Yield from ``items`` while printing ``desc [i/total] elapsed, ETA`` to stderr."""
     stream = sys.stderr if stream is None else stream
-    items = list(items) if total is None else items
-    total = len(items) if total is None else total
+    if total is None:
+        items = list(items)
+        total = len(items)
     t0 = time.perf_counter()
     for i, item in enumerate(items):
         yield item

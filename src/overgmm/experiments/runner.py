@@ -34,7 +34,12 @@ def reproduce(
     write_json(out / "config.json", cfg)
     sink = TableSink(out)
     t0 = time.perf_counter()
-    summary = {"experiment": exp.name, "paper": exp.paper, "description": exp.description, "config": cfg}
+    summary: dict[str, Any] = {
+        "experiment": exp.name,
+        "paper": exp.paper,
+        "description": exp.description,
+        "config": cfg,
+    }
     try:
         exp.run(cfg, sink)
     except Exception:

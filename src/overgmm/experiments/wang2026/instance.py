@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ def problem_of(cfg: dict, teacher, quadrature_key: str = "quadrature"):
     return og.Problem.population(teacher, backend=population_backend({**cfg, "quadrature": cfg[quadrature_key]}))
 
 
-def run_method(problem, spec: dict, student, seed: int, record=(), **labels) -> tuple[pd.DataFrame, object]:
+def run_method(problem, spec: dict, student, seed: int, record=(), **labels) -> tuple[pd.DataFrame, Any]:
     import jax
 
     alg = config.algorithm(problem, spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,7 +101,7 @@ def s1_run(cfg: dict, sink) -> None:
             "3-D trapezoid 81": og.Quadrature(nodes=81),
             "3-D Gauss-Hermite 24": og.Quadrature(rule="gauss-hermite", nodes=24),
         }
-        out = []
+        out: list[dict[str, Any]] = []
         for name, q in rules.items():
             val, g = jax.jit(
                 jax.value_and_grad(lambda m, q=q: og.score_matching(teacher, og.Mixture(m), cfg["t"], backend=q))

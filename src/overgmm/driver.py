@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -187,9 +188,31 @@ def _trajectory(method: Method, n_steps: int, stride: int, threshold: float, rec
     return one
 
 
+class Carry(NamedTuple):
+    """The carry of :func:`solve`'s loop for one trial (a pytree; batched, every leaf gains
+    a leading axis).
+
+    Fields:
+      state: the method's :class:`~overgmm.algorithms.State`.
+      status: ``()`` int32, 0 while stepping (and when converged), 1 non-finite.
+      failed_at: ``()`` int32, the step at which the trial turned non-finite, -1 if not.
+      converged: ``()`` bool, the stopping rule ``|Delta loss| < tol`` held.
+      done: ``()`` bool, converged or out of steps.
+      losses: ``(max_steps,)`` the loss evaluated by each step, NaN after the last.
+      records: name -> ``(max_steps + 1, ...)`` the recorded fields after each step.
+    """
+
+    state: State
+    status: jax.Array
+    failed_at: jax.Array
+    converged: jax.Array
+    done: jax.Array
+    losses: jax.Array
+    records: dict
+
+
 def solve_init(method: Method, max_steps: int, record: tuple[str, ...], problem, student: Mixture, key: jax.Array):
-    """The carry of :func:`solve`'s loop for one trial: ``(state, status, failed_at,
-    converged, done, losses, records)``."""
+    """The :class:`Carry` of :func:`solve`'s loop for one trial, before its first step."""
     state = method.init(problem, student, key)
     losses = jnp.full((max_steps,), jnp.nan, student.means.dtype)
     recs = {
@@ -197,20 +220,19 @@ def solve_init(method: Method, max_steps: int, record: tuple[str, ...], problem,
         for name, a in _recorded(student, record).items()
     }
     false = jnp.zeros((), bool)
-    return (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), false, false, losses, recs)
+    return Carry(state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), false, false, losses, recs)
 
 
-def solve_active(carry) -> jax.Array:
+def solve_active(carry: Carry) -> jax.Array:
     """Whether a trial of :func:`solve`'s loop still steps (ok and not done)."""
-    _, status, _, _, done, _, _ = carry
-    return (status == 0) & ~done
+    return (carry.status == 0) & ~carry.done
 
 
-def solve_step(method: Method, max_steps: int, record: tuple[str, ...], problem, tol: jax.Array, carry):
+def solve_step(method: Method, max_steps: int, record: tuple[str, ...], problem, tol: jax.Array, carry: Carry) -> Carry:
     """One step of :func:`solve`'s loop on its carry (:func:`solve_init`): the guarded step,
     the loss and records booked, the stopping rule judged. :mod:`overgmm.streaming` runs
     the same step from a host loop."""
-    state, status, failed_at, _, _, losses, recs = carry
+    state, status, failed_at, losses, recs = carry.state, carry.status, carry.failed_at, carry.losses, carry.records
     prev_loss, prev_long = state.loss, state.polyak
     state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
     bad_loss = ~jnp.isfinite(new.loss) & (status == 0)
@@ -224,15 +246,14 @@ def solve_step(method: Method, max_steps: int, record: tuple[str, ...], problem,
     judged = (k > 0) & ~new.polyak & ~prev_long
     conv = judged & (jnp.abs(new.loss - prev_loss) < tol)
     done = conv | (state.step >= max_steps)
-    return state, status, failed_at, conv, done, losses, recs
+    return Carry(state, status, failed_at, conv, done, losses, recs)
 
 
-def solve_result(carry):
-    """``(losses, records, state, status, failed_at)`` from a finished carry (status 2
-    where the budget ran out)."""
-    state, status, failed_at, conv, _, losses, recs = carry
-    status = jnp.where((status == 0) & ~conv, 2, status)
-    return losses, recs, state, status, failed_at
+def solve_result(carry: Carry):
+    """``(losses, records, state, status, failed_at)`` from a finished :class:`Carry`
+    (status 2 where the budget ran out); :func:`solution` turns them into a :class:`Solution`."""
+    status = jnp.where((carry.status == 0) & ~carry.converged, 2, carry.status)
+    return carry.losses, carry.records, carry.state, status, carry.failed_at
 
 
 def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
@@ -428,7 +449,11 @@ class Solution:
         return [STATUS[int(c)] for c in np.atleast_1d(self.status)]
 
 
-def _solution(algorithm, losses, recs, state, status, failed_at, *, warn: bool = True) -> Solution:
+def solution(algorithm, losses, recs, state, status, failed_at, *, warn: bool = True) -> Solution:
+    """The :class:`Solution` from :func:`solve_result`'s arrays (batched or not), the one
+    place where it is assembled; ``algorithm``: anything with a ``name`` (an
+    :class:`~overgmm.algorithms.Algorithm` or a method). ``warn``: a warning for trials
+    that turned non-finite."""
     status = np.asarray(status)
     failed_at = np.asarray(failed_at)
     if warn:
@@ -484,7 +509,7 @@ def solve(
     algorithm.method.check(algorithm.problem, student)
     key = jax.random.key(0) if key is None else key
     fn = _compiled("solve", algorithm.method, False, False, max_steps, record, compiler_options=compiler_options)
-    return _solution(algorithm, *fn(algorithm.problem, student, key, jnp.asarray(_check_tol(tol))), warn=warn)
+    return solution(algorithm, *fn(algorithm.problem, student, key, jnp.asarray(_check_tol(tol))), warn=warn)
 
 
 def solve_batch(
@@ -509,7 +534,7 @@ def solve_batch(
         "solve", algorithm.method, True, problems is not None, max_steps, record, compiler_options=compiler_options
     )
     problem = algorithm.problem if problems is None else problems
-    return _solution(algorithm, *fn(problem, students, keys, jnp.asarray(_check_tol(tol))), warn=warn)
+    return solution(algorithm, *fn(problem, students, keys, jnp.asarray(_check_tol(tol))), warn=warn)
 
 
 def stack(items: list):

@@ -264,7 +264,7 @@ def _stepper(method: Method, max_steps: int, record: tuple[str, ...]):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(act, a, b), new, carry)
 
     batched = jax.vmap(one, in_axes=(0, None, None, None, 0, 0))
-    return jax.jit(lambda raw, total, floor, tol, carry: batched(raw, total, floor, tol, carry, carry[0].student))
+    return jax.jit(lambda raw, total, floor, tol, carry: batched(raw, total, floor, tol, carry, carry.state.student))
 
 
 @functools.lru_cache(maxsize=32)
@@ -309,20 +309,12 @@ def solve(
     carry = _starter(method, max_steps, record)(raw, total, floor, students, keys)
     step = _stepper(method, max_steps, record)
     while bool(np.any(np.asarray(driver.solve_active(carry)))):
-        raw = statistics_sums(chunks, view, carry[0].student)
+        raw = statistics_sums(chunks, view, carry.state.student)
         carry = step(raw, total, floor, jnp.asarray(tol, jnp.float64), carry)
         if on_step is not None:
             on_step(-float(np.max(np.asarray(raw.loss))) / total)
-    losses, recs, state, status, failed_at = jax.jit(jax.vmap(driver.solve_result))(carry)
-    return driver.Solution(
-        state,
-        np.asarray(losses),
-        {k: np.asarray(a) for k, a in recs.items()},
-        np.asarray(state.step),
-        np.asarray(status),
-        np.asarray(failed_at),
-        method.name,
-    )
+    result = jax.jit(jax.vmap(driver.solve_result))(carry)
+    return driver.solution(method, *result, warn=False)
 
 
 def _zeros_like_sums(chunks, students: Mixture) -> Raw:

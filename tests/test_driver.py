@@ -43,15 +43,6 @@ def test_batch_equals_single_runs():
         np.testing.assert_allclose(batch["loss"][b], single["loss"], rtol=1e-12)
 
 
-def test_teacher_measures_known_values():
-    student = og.Mixture([[0.5], [-0.5], [3.0]], [0.2, 0.2, 0.6])
-    m = og.teacher_measures(TEACHER, student)
-    np.testing.assert_allclose(m["bias"], [0.0, 0.0], atol=1e-15)
-    np.testing.assert_allclose(m["dispersion"], [0.2 * 0.25 * 2, 0.0], atol=1e-15)
-    np.testing.assert_allclose(m["weight_mismatch"], 0.0, atol=1e-15)
-    np.testing.assert_allclose(m["param_dist"], 0.2 * 0.25 * 2, atol=1e-15)
-
-
 def test_non_finite_run_keeps_history_and_warns():
     X = np.array([[0.0], [1.0], [2.0]])
     problem = og.Problem.from_data(X)
@@ -102,13 +93,6 @@ def test_bad_run_arguments(call, match):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=match):
             call(alg, students(1)[0])
-
-
-def test_active_threshold_is_honoured():
-    student = og.Mixture([[0.0], [1.0], [3.0]], [0.005, 0.395, 0.6])
-    alg = og.gradient_em(og.Problem.population(TEACHER), 0.1)
-    assert og.run(alg, student, 1, threshold=1e-3)["active"][0] == 3
-    assert og.run(alg, student, 1, threshold=1e-2)["active"][0] == 2
 
 
 def test_record_adds_per_record_fields_and_tidy_rows():

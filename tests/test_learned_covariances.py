@@ -141,9 +141,3 @@ def test_stepwise_em_converges_on_minibatches(rng):
     order = np.argsort(np.asarray(s.means[:, 0]))
     np.testing.assert_allclose(np.asarray(s.means)[order], TRUE_MEANS, atol=0.1)
     np.testing.assert_allclose(np.asarray(s.covariances)[order], np.asarray(truth.covariances), atol=0.15)
-
-
-def test_learned_covariances_need_data():
-    teacher = og.Mixture([[0.0], [3.0]])
-    with pytest.raises(ValueError, match="identity-covariance students only"):
-        og.solve(og.em(og.Problem.population(teacher)), og.Mixture([[0.0], [1.0]], covariance_type="diag"), max_steps=2)

@@ -94,15 +94,6 @@ def test_methods_that_read_the_data_twice_per_step_are_refused():
             )
 
 
-def test_from_statistics_problem_has_no_gradient_and_says_so():
-    X = data(200)
-    s = jax.tree_util.tree_map(lambda a: a[0], students(X, "diag"))
-    prob = og.Problem.from_statistics(data_statistics(s, X, np.ones(200)), var_floor=np.zeros(3))
-    assert prob.dim == 3 and "streamed" in prob.describe()
-    with pytest.raises(ValueError, match="no gradient"):
-        prob.value_and_grad(s)
-
-
 def test_subsample_and_holdout_ignore_chunking_row_order_and_duplication():
     X = data(5000)
     w = np.ones(5000)

@@ -1,0 +1,59 @@
+"""Data in chunks of rows (overgmm.chunks): sizes, sources, errors that name the file,
+the row and the column."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from overgmm import chunks as C
+
+
+def test_chunk_rows_are_powers_of_two_within_bounds():
+    assert C.chunk_rows_for(10, 2**30) == 1 << 17
+    assert C.chunk_rows_for(10, 1.0) == C.MIN_CHUNK_ROWS
+    assert C.chunk_rows_for(1, 1e15) == C.MAX_CHUNK_ROWS
+    for d in (1, 3, 64):
+        rows = C.chunk_rows_for(d, 5e8)
+        assert rows & (rows - 1) == 0
+
+
+def test_array_chunks_map_in_order_with_weights():
+    X = np.arange(20.0).reshape(10, 2)
+    src = C.ArrayChunks(X, np.arange(10.0), chunk_rows=4)
+    assert src.bounds == [(0, 4), (4, 8), (8, 10)] and src.path is None
+    parts = src.map(lambda x, w, start: (start, x.shape[0], float(w.sum())))
+    assert parts == [(0, 4, 6.0), (4, 4, 22.0), (8, 2, 17.0)]
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        C.ArrayChunks(X, np.ones(3))
+    with pytest.raises(ValueError, match="must be 2-D"):
+        C.ArrayChunks(np.ones(3))
+
+
+def test_parquet_folder_locates_rows_and_names_null_cells(tmp_path):
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.table({"a": np.arange(5.0), "b": np.ones(5)}), tmp_path / "d" / "1.parquet", row_group_size=2)
+    pq.write_table(pa.table({"a": np.arange(4.0), "b": np.ones(4)}), tmp_path / "d" / "2.parquet", row_group_size=3)
+    src, names = C.read(tmp_path / "d")
+    assert names == ["a", "b"] and src.n_rows == 9
+    assert src.locate(0) == (tmp_path / "d" / "1.parquet", 0)
+    assert src.locate(4) == (tmp_path / "d" / "1.parquet", 4)
+    assert src.locate(6) == (tmp_path / "d" / "2.parquet", 1)
+    with pytest.raises(IndexError):
+        src.locate(9)
+    pq.write_table(pa.table({"a": pa.array([1.0, 2.0, 3.0, None]), "b": np.ones(4)}), tmp_path / "n.parquet", 2)
+    with pytest.raises(ValueError, match=r"n\.parquet: row 4, column 1 \('a'\) is missing \(null"):
+        C.read_row_group(str(tmp_path / "n.parquet"), 1, ["a", "b"])
+
+
+def test_read_chooses_the_source_by_file(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((6, 3)))
+    src, names = C.read(tmp_path / "x.npy")
+    assert isinstance(src.X, np.memmap) and src.path == tmp_path / "x.npy" and names == ["x0", "x1", "x2"]
+    with pytest.raises(ValueError, match=r"x\.npy: a \.npy file has no column names"):
+        C.read(tmp_path / "x.npy", columns=["x0"])
+    (tmp_path / "t.csv").write_text("p,q\n1,2\n3,4\n")
+    src, names = C.read(tmp_path / "t.csv", columns=["q"])
+    assert names == ["q"] and src.X.tolist() == [[2.0], [4.0]]
+    with pytest.raises(FileNotFoundError, match="nope.csv: no such file"):
+        C.read(tmp_path / "nope.csv")

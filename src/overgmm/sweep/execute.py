@@ -24,9 +24,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from overgmm.cluster import ONE_THREAD_ENV, connect, pin_to_one_core
+from overgmm.config import ConfigError as StudyError
+from overgmm.config import check_study_runs as check_runs
+from overgmm.config import expand
+from overgmm.config import load_study as load
 from overgmm.config import study_path as study_path_of
 from overgmm.sweep import store
-from overgmm.sweep.study import StudyError, check_runs, expand, load
 
 
 def plan(study: dict, out: Path, batch: int = 32) -> tuple[list[dict], list[tuple[list[dict], int]]]:

@@ -16,9 +16,9 @@ import pandas as pd
 
 from overgmm import config, measures
 from overgmm.analysis import loglog_slope
+from overgmm.config import load_study as load
 from overgmm.mixture import Mixture
 from overgmm.sweep import store
-from overgmm.sweep.study import load
 
 # The defaults of [settings] for the z1 figure: Z1's success rule (configs/Z1.toml).
 SUCCESS_DEFAULTS = {"radius": 0.5, "loss_threshold": 1e-3, "active_weight": 1e-3}

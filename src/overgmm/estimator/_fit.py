@@ -50,12 +50,9 @@ AUTO_MARGIN = 0.02
 # chosen by a hash of their values (streaming.sample_hash), in memory and on chunks alike
 AUTO_ROWS = 1 << 14
 RECORD = ("weights",)
-# merge rounds run back to back before each polishing fit (each round's costs measured on
-# the data); the first fit stops at COARSE_TOL * tol when merges follow. Measured in
-# docs/estimator.md: 8 rounds merged close pairs (recovery 87.5% -> 50%); 3 cost
-# breast_cancer 0.16-0.24 nats/sample held out; 1 (a polishing fit after every round) is
-# the default: the fit's quality first.
-MERGE_ROUNDS = 1
+# the first fit stops at COARSE_TOL * tol when merges follow; every merge round is then
+# followed by a polishing fit (rounds back to back were measured and not kept:
+# docs/estimator.md; 3 cost breast_cancer 0.16-0.24 nats/sample held out, 8 merged close pairs)
 COARSE_TOL = 30.0
 # Up to this many (padded) rows, the estimator's own compiled units are built with XLA's
 # backend optimisation off: on iris that halves their compilation, and at these sizes
@@ -311,8 +308,8 @@ class InMemory(NamedTuple):
 def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: float, progress=None) -> FitResult:
     """Fit the batched ``students`` (leading axis R) until ``|Delta loss| < tol`` or
     ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
-    rounds (up to :data:`MERGE_ROUNDS` back to back), each batch of rounds followed by a
-    polishing fit of the restarts that merged something, until a round merges nothing.
+    rounds, each followed by a polishing fit of the restarts that merged something, until
+    a round merges nothing.
     With merging (``price > 0``) the first fit stops at ``COARSE_TOL * tol`` and the first
     polishing fit always runs, so every kept restart ends fitted to ``tol``. A restart
     that turns non-finite stops there (``failed_at``).
@@ -356,15 +353,6 @@ def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: fl
         if not do.any():
             break
         coarse[:] = False
-        # further rounds on the merged, not yet polished, mixtures: each round's costs are
-        # measured on the data, so one polishing fit follows several rounds
-        for _ in range(MERGE_ROUNDS - 1):
-            again, k_more = engine.merge(merged, price)
-            more = do & (k_more > 0)
-            if not more.any():
-                break
-            merged = where(more, again, merged)
-            k = np.where(more, k + k_more, k)
         for r in np.flatnonzero(do):
             segs[r]["merges"] += int(k[r])
         progress.begin(max_iter)

@@ -218,7 +218,7 @@ def test_polyak_adaptive_level_converges_where_zero_target_overshoots():
     long = np.flatnonzero(ad["polyak"])
     assert np.all(ad["loss"][long] <= ad["loss"][long - 1])
     assert ad["loss"][-1] <= gem["loss"][-1]
-    level = float(ad.final.extra["level"])
+    level = float(ad.final.extra.level)
     assert 0.0 <= level <= ad["loss"][-1]
     assert zero["loss"].max() > ad["loss"].max()  # the zero target overshoots somewhere on the way
 

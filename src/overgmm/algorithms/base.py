@@ -36,7 +36,9 @@ class State(NamedTuple):
       key: PRNG key for backends that draw fresh samples.
       grad_evals: gradient (E-step) evaluations spent so far (an EM step counts one).
       polyak: whether the last step was a long Polyak step (bool scalar).
-      extra: algorithm-specific state (e.g. an optax optimizer state), a pytree.
+      extra: the method's own state, a typed pytree: the Polyak method's
+        :class:`~overgmm.algorithms.polyak.PolyakState`, an optax optimizer state for
+        :func:`~overgmm.gradient_descent`, ``()`` for EM and gradient EM.
       loss: the loss evaluated by the last step, at the student it started from
         (NaN before the first step), float scalar.
     """

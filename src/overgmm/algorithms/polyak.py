@@ -35,6 +35,7 @@ long step moves the means only, with ``<g, P g> = sum_i p_i shift_i^T Sigma_i^{-
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,22 @@ from overgmm.problem import Problem
 
 SCALINGS = (True, False, "mass")
 LOSS_STAR_RULES = ("adaptive", "decrease")
+
+
+class PolyakState(NamedTuple):
+    """The Polyak method's own state (:attr:`State.extra`), a pytree of scalars and one array.
+
+    Fields:
+      level: the adaptive ``L*`` level (``loss_star="adaptive"``).
+      since: short steps since the last long one (``n_short="adaptive"``).
+      prev: the previous short step's direction ``P g``, shape ``(n, d)``.
+      ref: the loss at the last long step (``loss_star="decrease"``); NaN before the first.
+    """
+
+    level: jax.Array
+    since: jax.Array
+    prev: jax.Array
+    ref: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,16 +99,13 @@ class Polyak(Method):
         if student is not None and student.covariance_type != "identity":
             base.require_em_statistics(problem, "polyak with learned covariances")
 
-    def init_extra(self, student):
-        # level: the adaptive L* level; since: short steps since the last long one;
-        # prev: the previous short step's direction P g (for n_short="adaptive");
-        # ref: the loss at the last long step (for loss_star="decrease").
-        return {
-            "level": jnp.asarray(self.loss_floor, student.means.dtype),
-            "since": jnp.zeros((), jnp.int32),
-            "prev": jnp.zeros_like(student.means),
-            "ref": jnp.full((), jnp.nan, student.means.dtype),
-        }
+    def init_extra(self, student) -> PolyakState:
+        return PolyakState(
+            level=jnp.asarray(self.loss_floor, student.means.dtype),
+            since=jnp.zeros((), jnp.int32),
+            prev=jnp.zeros_like(student.means),
+            ref=jnp.full((), jnp.nan, student.means.dtype),
+        )
 
     def step(self, problem: Problem, state: State) -> State:
         eta, gamma, loss_floor = self.step_size, self.gamma, self.loss_floor
@@ -114,21 +128,23 @@ class Polyak(Method):
             denom = jnp.sum(gm * pg)
         else:
             denom = jnp.sum(p * mahalanobis_sq(s, gm))
-        since, prev = state.extra["since"], state.extra["prev"]
+        extra: PolyakState = state.extra
+        since, prev = extra.since, extra.prev
         if adaptive_k:
             cos = jnp.sum(pg * prev) / jnp.sqrt(jnp.sum(pg**2) * jnp.sum(prev**2) + 1e-300)
             is_long = ((since >= self.min_short) & (cos > self.align)) | (since >= self.max_short)
         else:
             k = int(self.n_short)  # a number unless "adaptive" (adaptive_k above)
             is_long = (state.step % (k + 1)) == k
-        ref = jnp.where(jnp.isnan(state.extra["ref"]), loss, state.extra["ref"])
+        ref = jnp.where(jnp.isnan(extra.ref), loss, extra.ref)
+        level: jax.Array | float
         if rule == "adaptive":
-            level = state.extra["level"]
+            level = extra.level
             level = jnp.where(is_long & (loss <= level), 0.5 * (loss_floor + loss), level)
         elif rule == "decrease":
             level = loss - (ref - loss)
         else:
-            level = self.loss_star
+            level = float(self.loss_star)
         gap = loss - level
         ok = (denom > 0) & (gap > 0)
         alpha = jnp.where(ok, gamma * gap / jnp.where(ok, denom, 1.0), 0.0)
@@ -147,18 +163,19 @@ class Polyak(Method):
                 new.replace(log_weights=base.keep_pruned(s, base.weights_from_mass(st.mass))),
             )
         evals = 1
-        extra = dict(state.extra)
-        extra["since"] = jnp.where(is_long, 0, since + 1)
-        extra["prev"] = jnp.where(is_long, jnp.zeros_like(pg), pg)
-        extra["ref"] = jnp.where(is_long, loss, ref)
+        extra = extra._replace(
+            since=jnp.where(is_long, 0, since + 1),
+            prev=jnp.where(is_long, jnp.zeros_like(pg), pg),
+            ref=jnp.where(is_long, loss, ref),
+        )
         if reject:
             new_loss = jax.lax.cond(is_long, lambda: problem.loss(new, sub), lambda: loss)
             keep = (new_loss < loss) | ~is_long
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, s)
-            evals = 1 + is_long.astype(jnp.int32)
+            evals = 1 + is_long.astype(jnp.int32)  # type: ignore[assignment]  # a traced count
             if rule == "adaptive":
                 grown = jnp.maximum(loss_floor, level - (loss - level))
-                extra["level"] = jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level)
+                extra = extra._replace(level=jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level))
         return advance(state, new, key, evals, loss, polyak=is_long, extra=extra)
 
 

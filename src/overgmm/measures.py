@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from overgmm.mixture import Mixture
 
@@ -51,3 +52,31 @@ def student_measures(student: Mixture, threshold: float = ACTIVE_THRESHOLD) -> d
         "max_norm": jnp.sqrt(jnp.max(norms2)),
         "U": jnp.sum(norms2),
     }
+
+
+def covers(teacher_means, student_means, weights, *, radius: float, active_weight: float = ACTIVE_THRESHOLD) -> bool:
+    """Every teacher mean ``(m, d)`` has an active student mean (weight above
+    ``active_weight``; ``student_means (n, d)``, ``weights (n,)``) within ``radius``."""
+    tm, sm, w = np.asarray(teacher_means), np.asarray(student_means), np.asarray(weights)
+    active = sm[w > active_weight]
+    if not len(active):
+        return False
+    dist = np.linalg.norm(tm[:, None, :] - active[None], axis=-1).min(axis=1)
+    return bool(np.all(dist < radius))
+
+
+def recovers(
+    teacher_means,
+    student_means,
+    weights,
+    loss: float,
+    *,
+    radius: float,
+    loss_threshold: float,
+    active_weight: float = ACTIVE_THRESHOLD,
+) -> bool:
+    """Z1's success rule (Zhou et al.; ``configs/Z1.toml`` holds its settings): the
+    student :func:`covers` every teacher mean and its final loss is below ``loss_threshold``."""
+    return bool(loss < loss_threshold) and covers(
+        teacher_means, student_means, weights, radius=radius, active_weight=active_weight
+    )

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 import overgmm as og
+from overgmm import measures
 from overgmm.analysis import first_below_by
 from overgmm.experiments.base import Experiment, claim, history_frame, population_backend, progress
 
@@ -88,7 +89,8 @@ def _final_rows(cfg: dict, tm: np.ndarray, hist, seeds, **labels) -> tuple[list[
     for b, s in enumerate(seeds):
         dist = np.linalg.norm(means[b][:, None, :] - tm[None], axis=-1)  # (n, m)
         active = w[b] > cfg["active_weight"]
-        covered = bool(np.all(np.min(np.where(active[:, None], dist, np.inf), axis=0) < cfg["radius"]))
+        rule = {"radius": cfg["radius"], "active_weight": cfg["active_weight"]}
+        covered = measures.covers(tm, means[b], w[b], **rule)
         stray = float(np.sum(w[b] * (dist.min(1) > cfg["radius"])))
         trials.append(
             {
@@ -97,7 +99,7 @@ def _final_rows(cfg: dict, tm: np.ndarray, hist, seeds, **labels) -> tuple[list[
                 "seed": s,
                 "loss": float(loss[b]),
                 "covered": covered,
-                "success": bool(covered and loss[b] < cfg["loss_threshold"]),
+                "success": measures.recovers(tm, means[b], w[b], loss[b], loss_threshold=cfg["loss_threshold"], **rule),
                 "stray_mass": stray,
                 "active": int(active.sum()),
                 "status": int(np.atleast_1d(hist.status)[b]),

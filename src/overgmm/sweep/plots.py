@@ -29,14 +29,8 @@ def _final_student(row: pd.Series) -> Mixture:
 
 
 def _success(row: pd.Series, teacher_means: np.ndarray, settings: dict) -> bool:
-    """Every teacher mean has an active student mean within ``radius`` and the final
-    loss is below ``loss_threshold``."""
-    means, weights = np.asarray(row["final_means"]), np.asarray(row["final_weights"])
-    active = means[weights > settings["active_weight"]]
-    if not len(active) or row["loss"] > settings["loss_threshold"]:
-        return False
-    dist = np.linalg.norm(teacher_means[:, None, :] - active[None], axis=-1).min(axis=1)
-    return bool(np.all(dist < settings["radius"]))
+    """Z1's success rule, :func:`overgmm.measures.recovers`, on a run's final row."""
+    return measures.recovers(teacher_means, row["final_means"], row["final_weights"], row["loss"], **settings)
 
 
 def summarize(out: str | Path) -> tuple[pd.DataFrame, dict]:

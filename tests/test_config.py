@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import overgmm as og
-from overgmm import config, experiments
+from overgmm import config, experiments, studies
 
 CONFIGS = sorted(p.stem for p in config.CONFIG_DIR.glob("*.toml"))
 
@@ -29,8 +29,8 @@ def test_every_config_file_loads_and_validates(name):
             assert cfg["experiment"] == name and cfg["quick"] is quick
             assert "skip" not in str(cfg)  # skipped tables are gone
             if "base" in cfg:  # a study as well: validates and builds one run per group
-                study = config.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, name)
-                config.check_study_runs(study)
+                study = studies.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, name)
+                studies.check_study_runs(study)
             for spec in cfg.get("methods", {}).values():  # every method is a valid algorithm table
                 config.check_keys({"name": spec["name"]}, {"name": str}, name)
                 assert spec["name"] in config.ALGORITHMS

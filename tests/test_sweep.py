@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from overgmm import config, sweep
+from overgmm import studies, sweep
 from overgmm.cli import main
 from overgmm.sweep import store
 
@@ -268,7 +268,7 @@ def test_shipped_studies_are_the_reproductions_configs():
     for name in ("X4", "Z1", "W6"):
         study = sweep.load(name)
         assert study["study"]["name"] == name and len(sweep.expand(study)) >= 60
-        config.check_study_runs(study)
+        studies.check_study_runs(study)
     w6 = sweep.load("W6")
     d2 = next(r["config"] for r in sweep.expand(w6) if r["axes"]["teacher.d"] == 2)
     assert d2["backend"]["by_dim"]["2"] == {"nodes": 81, "half_width": 8.0}  # the settled d = 2 rule

@@ -52,8 +52,9 @@ A study file::
     "teacher.d" = [2, 5, 10]
     seed = { start = 0, stop = 20 }   # or a list; seeds drive the student (and data) draws
 
-The schema, its validation and the expansion live in :mod:`overgmm.config` (one schema
-for studies and reproductions: ``config.load_study``, ``config.expand``, ``config.ConfigError``,
+The run schema lives in :mod:`overgmm.config`, the study's validation and expansion in
+:mod:`overgmm.studies` (one schema
+for studies and reproductions: ``studies.load_study``, ``studies.expand``, ``config.ConfigError``,
 exported here as ``load``, ``expand`` and ``StudyError``); a config file of ``overgmm/configs/`` that has these
 sections is a study too (``overgmm sweep W6``). Runs that differ only in ``seed`` form a
 group: they share shapes and are run together in one compiled ``vmap`` call (see
@@ -61,8 +62,8 @@ group: they share shapes and are run together in one compiled ``vmap`` call (see
 """
 
 from overgmm.config import ConfigError as StudyError
-from overgmm.config import expand
-from overgmm.config import load_study as load
+from overgmm.studies import expand
+from overgmm.studies import load_study as load
 from overgmm.sweep.execute import ONE_THREAD_ENV, plan, run_chunk, status, sweep
 from overgmm.sweep.store import load_failures, load_finals, load_history
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from overgmm.cluster import ONE_THREAD_ENV, connect, pin_to_one_core
 from overgmm.config import ConfigError as StudyError
-from overgmm.config import check_study_runs as check_runs
-from overgmm.config import expand
-from overgmm.config import load_study as load
-from overgmm.config import study_path as study_path_of
+from overgmm.studies import check_study_runs as check_runs
+from overgmm.studies import expand
+from overgmm.studies import load_study as load
+from overgmm.studies import study_path as study_path_of
 from overgmm.sweep import store
 
 

@@ -16,8 +16,8 @@ import pandas as pd
 
 from overgmm import config, measures
 from overgmm.analysis import loglog_slope
-from overgmm.config import load_study as load
 from overgmm.mixture import Mixture
+from overgmm.studies import load_study as load
 from overgmm.sweep import store
 
 # The defaults of [settings] for the z1 figure: Z1's success rule (configs/Z1.toml).

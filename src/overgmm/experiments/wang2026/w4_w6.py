@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from overgmm import config
+from overgmm import config, studies
 from overgmm.analysis import envelope_rate, long_step_rises, loss_at
 from overgmm.experiments.base import Experiment, Tables, TableSink, claim, progress
 from overgmm.experiments.wang2026 import instance
@@ -218,9 +218,9 @@ W5 = Experiment.from_config("W5", run=_w5_run, claims=_w5_claims, figure=_w5_fig
 def _w6_run(cfg: dict, sink: TableSink) -> None:
     """The runs of the study in ``configs/W6.toml`` (the ones ``overgmm sweep W6``
     stores), one compiled batch per dimension; trial seeds ``1000 seed + s``."""
-    study = config.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "W6")
+    study = studies.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "W6")
     groups: dict[int, list[dict]] = {}
-    for run in config.expand(study):
+    for run in studies.expand(study):
         groups.setdefault(run["axes"]["teacher.d"], []).append(run)
     for d, runs in progress(groups.items(), len(groups), "W6 dimensions"):
         run_cfg = runs[0]["config"]

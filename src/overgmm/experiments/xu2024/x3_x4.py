@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 import overgmm as og
-from overgmm import config
+from overgmm import studies
 from overgmm.analysis import first_below, line_fit, loglog_slope, semilog_fit
 from overgmm.experiments.base import Experiment, Tables, TableSink, claim, history_frame, progress
 from overgmm.experiments.xu2024.common import (
@@ -259,7 +259,7 @@ def x4_flat(cfg: dict) -> dict:
     sizes N and the number of runs from its axes, the rest from its base and settings."""
     if "base" not in cfg:  # already flat
         return cfg
-    study = config.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "X4")
+    study = studies.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "X4")
     b = study["base"]
     return {
         **study["settings"],

@@ -29,7 +29,9 @@ from jax.scipy.special import logsumexp
 
 from overgmm.mixture import Mixture
 
-PRUNE_BELOW = 1e-16
+# quadrature nodes whose weight is below this cannot matter at float64 precision: dropped
+# (the one threshold of every rule; expectations.py uses it too)
+PRUNE_BELOW = 1e-18
 
 
 @functools.lru_cache(maxsize=64)

@@ -58,7 +58,6 @@ MAX_AUTO_RANK = 6
 # rule="anisotropic": trapezoid spacing and half width on the teacher-difference span,
 # Gauss-Hermite nodes per axis on the rest, the defensive share of the student centres
 ANISOTROPIC = {"spacing": 0.3, "half_width": 7.0, "mild_nodes": 5, "share": 1e-4, "max_sharp": 2, "student_nodes": -4}
-PRUNE_BELOW = 1e-18
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +234,7 @@ def _tensor_rule(rule: str, k: int, r: int, half_width: float) -> tuple[np.ndarr
         keep = np.sum(z**2, axis=-1) <= half_width**2 * (1 + 1e-12)
         z, w = z[keep], w[keep]
     if r > 1:  # drop nodes whose weight cannot matter at float64 precision
-        keep = w >= PRUNE_BELOW
+        keep = w >= anisotropic.PRUNE_BELOW
         z, w = z[keep], w[keep]
     if rule == "trapezoid":
         w = w / w.sum()  # integrates the constant exactly (the discarded mass is < 1e-17)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from overgmm import covariances as C
 from overgmm.mixture import Mixture
 
 INITS = ("data", "kmeans++")
@@ -81,22 +82,14 @@ def with_data_covariances(student: Mixture, X: jax.Array, w: jax.Array, covarian
 
     What :func:`from_data` gives its students; the estimator draws the means once per fit
     and calls this per covariance type."""
-    if covariance_type == "identity":
+    t = C.of(covariance_type)
+    if not t.learned:
         return Mixture.tree_unflatten("identity", (student.means, student.log_weights, None))
     lead, d = student.means.shape[:-1], student.means.shape[-1]  # (n,) or (batch, n)
     w = w / jnp.sum(w)
     centred = X - w @ X
     floor = jnp.zeros((d,)) if floor is None else floor
-    var = w @ centred**2
-    if covariance_type == "full":
-        cov = (centred * w[:, None]).T @ centred + jnp.diag(floor)
-        cov = jnp.broadcast_to(cov, lead + (d, d))
-        params0 = jnp.zeros(lead + (d, d))
-    elif covariance_type == "diag":
-        cov = jnp.broadcast_to(jnp.maximum(var, floor), lead + (d,))
-        params0 = jnp.zeros(lead + (d,))
-    else:
-        cov = jnp.full(lead, jnp.maximum(jnp.mean(var), jnp.max(floor)))
-        params0 = jnp.zeros(lead)
+    cov = t.from_data(centred, w, lead, floor)
+    params0 = t.zeros(lead, d)
     m = Mixture.tree_unflatten(covariance_type, (student.means, student.log_weights, params0))
     return m.with_covariances(cov)

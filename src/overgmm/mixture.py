@@ -30,57 +30,20 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
+from overgmm import covariances as C
+from overgmm.covariances import LOG_2PI, precision_cholesky, precision_params  # noqa: F401  (re-exported)
 
-LOG_2PI = math.log(2.0 * math.pi)
-COVARIANCE_TYPES = ("identity", "spherical", "diag", "full")
-
-
-def _cov_params_from_covariances(cov: jax.Array, kind: str) -> jax.Array:
-    """Unconstrained parameters from covariances in their natural shape."""
-    if kind in ("spherical", "diag"):
-        return jnp.log(cov)
-    return precision_params(cov)
-
-
-def precision_params(cov: jax.Array) -> jax.Array:
-    """``cov_params`` (..., d, d) of full covariances ``cov`` (..., d, d): the upper
-    Cholesky factor ``U`` of the precision (``Sigma^{-1} = U U^T``) with a log diagonal."""
-    d = cov.shape[-1]
-    c = jnp.linalg.cholesky(cov)
-    eye = jnp.broadcast_to(jnp.eye(d, dtype=cov.dtype), cov.shape)
-    u = jnp.swapaxes(jax.scipy.linalg.solve_triangular(c, eye, lower=True), -1, -2)
-    diag = jnp.diagonal(u, axis1=-2, axis2=-1)
-    return jnp.triu(u, 1) + jnp.einsum("...i,ij->...ij", jnp.log(diag), jnp.eye(d, dtype=cov.dtype))
-
-
-def precision_cholesky(cov_params: jax.Array) -> jax.Array:
-    """``U`` (..., d, d), upper triangular with positive diagonal, from ``cov_params``."""
-    d = cov_params.shape[-1]
-    diag = jnp.exp(jnp.diagonal(cov_params, axis1=-2, axis2=-1))
-    return jnp.triu(cov_params, 1) + jnp.einsum("...i,ij->...ij", diag, jnp.eye(d, dtype=cov_params.dtype))
+COVARIANCE_TYPES = C.NAMES
 
 
 def _check_covariances(cov: jax.Array, kind: str, n: int, d: int) -> None:
-    shape = {"spherical": (n,), "diag": (n, d), "full": (n, d, d)}[kind]
+    t = C.of(kind)
+    shape = t.natural_shape(n, d)
     if tuple(cov.shape) != shape:
-        doc = {"spherical": "(n_components,)", "diag": "(n_components, dim)", "full": "(n_components, dim, dim)"}
-        raise ValueError(f"{kind} covariances must have shape {doc[kind]} = {shape}, got shape {tuple(cov.shape)}")
+        raise ValueError(f"{kind} covariances must have shape {t.shape_doc} = {shape}, got shape {tuple(cov.shape)}")
     v.check_finite(cov, "covariances")
-    if not v.is_concrete(cov):
-        return
-    arr = np.asarray(cov)
-    if kind != "full":
-        if np.any(arr <= 0):
-            i = int(np.flatnonzero(arr.reshape(n, -1).min(axis=1) <= 0)[0])
-            raise ValueError(f"{kind} covariances must be positive; component {i} has a variance <= 0")
-        return
-    if not np.allclose(arr, np.swapaxes(arr, -1, -2), rtol=1e-10, atol=1e-12 * max(1.0, float(np.abs(arr).max()))):
-        raise ValueError("full covariances must be symmetric matrices")
-    for i in range(n):
-        try:
-            np.linalg.cholesky(arr[i])
-        except np.linalg.LinAlgError:
-            raise ValueError(f"full covariance of component {i} is not positive definite") from None
+    if v.is_concrete(cov):
+        t.check(np.asarray(cov), n)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -143,23 +106,18 @@ class Mixture:
         if covariances is not None:
             cov = v.as_float_array(covariances, "covariances")
             if kind is None:
-                kind = {1: "spherical", 2: "diag", 3: "full"}.get(cov.ndim)
+                kind = C.BY_NDIM.get(cov.ndim)
                 if kind is None:
                     raise ValueError(f"covariances must be 1-, 2- or 3-dimensional, got shape {tuple(cov.shape)}")
             v.check_choice(kind, COVARIANCE_TYPES, "covariance_type")
-            if kind == "identity":
+            if not C.of(kind).learned:
                 raise ValueError("covariance_type='identity' takes no covariances")
             _check_covariances(cov, kind, n, d)
-            params = _cov_params_from_covariances(cov, kind)
+            params = C.of(kind).to_params(cov)
         else:
             kind = "identity" if kind is None else kind
             v.check_choice(kind, COVARIANCE_TYPES, "covariance_type")
-            params = {
-                "identity": None,
-                "spherical": jnp.zeros((n,)),
-                "diag": jnp.zeros((n, d)),
-                "full": jnp.zeros((n, d, d)),
-            }[kind]
+            params = C.of(kind).zeros((n,), d)
         self.means = means
         self.log_weights = lw
         self.cov_params = params
@@ -197,39 +155,25 @@ class Mixture:
         return self.means.shape[-1]
 
     @property
+    def cov_type(self) -> C.Covariance:
+        """The rules of this mixture's covariance type (:mod:`overgmm.covariances`)."""
+        return C.of(self.covariance_type)
+
+    @property
     def variances(self) -> jax.Array:
         """Per-axis variances ``(n, d)``: the diagonal of each ``Sigma_i``."""
-        n, d = self.means.shape[-2:]
-        kind = self.covariance_type
-        if kind == "identity":
-            return jnp.ones(self.means.shape, self.means.dtype)
-        if kind == "spherical":
-            return jnp.broadcast_to(jnp.exp(self.cov_params)[..., None], self.means.shape)
-        if kind == "diag":
-            return jnp.exp(self.cov_params)
-        return jnp.diagonal(self.covariance_matrices, axis1=-2, axis2=-1)
+        return self.cov_type.variances(self.cov_params, self.means)
 
     @property
     def covariances(self) -> jax.Array:
         """Covariances in their natural shape: ``(n,)`` spherical (and identity: ones),
         ``(n, d)`` diag, ``(n, d, d)`` full."""
-        kind = self.covariance_type
-        if kind == "identity":
-            return jnp.ones(self.means.shape[:-1], self.means.dtype)
-        if kind in ("spherical", "diag"):
-            return jnp.exp(self.cov_params)
-        return self.covariance_matrices
+        return self.cov_type.natural(self.cov_params, self.means)
 
     @property
     def covariance_matrices(self) -> jax.Array:
         """Covariance matrices ``(n, d, d)`` for every type."""
-        d = self.dim
-        if self.covariance_type != "full":
-            return self.variances[..., :, None] * jnp.eye(d, dtype=self.means.dtype)
-        u = precision_cholesky(self.cov_params)
-        eye = jnp.broadcast_to(jnp.eye(d, dtype=u.dtype), u.shape)
-        uinv = jax.scipy.linalg.solve_triangular(u, eye, lower=False)  # U^{-1}
-        return jnp.swapaxes(uinv, -1, -2) @ uinv  # U^{-T} U^{-1} = (U U^T)^{-1}
+        return self.cov_type.matrices(self.cov_params, self.means)
 
     def replace(self, *, means=None, log_weights=None, cov_params=None) -> Mixture:
         """A copy with some fields replaced (no validation; for algorithm steps)."""
@@ -244,10 +188,10 @@ class Mixture:
 
     def with_covariances(self, covariances: jax.Array) -> Mixture:
         """A copy with covariances given in their natural shape (no validation)."""
-        return self.replace(cov_params=_cov_params_from_covariances(covariances, self.covariance_type))
+        return self.replace(cov_params=self.cov_type.to_params(covariances))
 
     def __repr__(self) -> str:
-        extra = "" if self.covariance_type == "identity" else f", covariance_type={self.covariance_type!r}"
+        extra = "" if not self.cov_type.learned else f", covariance_type={self.covariance_type!r}"
         return f"Mixture(n_components={self.n_components}, dim={self.dim}{extra})"
 
     # -- densities ----------------------------------------------------------
@@ -264,7 +208,7 @@ class Mixture:
         The log-weights are renormalised here so that derivatives with respect to them are
         derivatives along the simplex (softmax parametrisation).
         """
-        if self.covariance_type != "identity":
+        if self.cov_type.learned:
             raise ValueError(
                 f"component_logits is defined for identity covariances; this mixture has "
                 f"covariance_type={self.covariance_type!r}: use component_log_prob"
@@ -276,32 +220,13 @@ class Mixture:
         """``log pi_i + log N(x; mu_i, Sigma_i)``, shape ``(..., n)`` for ``x`` of shape ``(..., d)``
         (``-inf`` for a pruned component)."""
         x = self._check_x(x)
-        d = self.dim
         lw = self.log_weights - logsumexp(self.log_weights)
-        kind = self.covariance_type
-        if kind == "identity":
-            return self.component_logits(x) - 0.5 * jnp.sum(x**2, axis=-1, keepdims=True) - 0.5 * d * LOG_2PI
-        if kind == "full":
-            u = precision_cholesky(self.cov_params)  # (n, d, d)
-            y = jnp.einsum("...d,nde->...ne", x, u) - jnp.einsum("nd,nde->ne", self.means, u)
-            quad = jnp.sum(y**2, axis=-1)
-            half_logdet = jnp.sum(jnp.diagonal(self.cov_params, axis1=-2, axis2=-1), axis=-1)  # log|U|
-            return lw + half_logdet - 0.5 * (d * LOG_2PI + quad)
-        if kind == "spherical":
-            prec = jnp.exp(-self.cov_params)  # (n,)
-            x2 = jnp.sum(x**2, axis=-1, keepdims=True)
-            quad = prec * (x2 - 2.0 * x @ self.means.T + jnp.sum(self.means**2, axis=-1))
-            logdet = d * self.cov_params
-        else:
-            prec = jnp.exp(-self.cov_params)  # (n, d)
-            quad = (x**2) @ prec.T - 2.0 * x @ (self.means * prec).T + jnp.sum(self.means**2 * prec, axis=-1)
-            logdet = jnp.sum(self.cov_params, axis=-1)
-        return lw - 0.5 * (d * LOG_2PI + logdet + jnp.maximum(quad, 0.0))
+        return self.cov_type.component_log_prob(x, self.means, lw, self.cov_params)
 
     def log_prob(self, x) -> jax.Array:
         """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)``."""
         x = self._check_x(x)
-        if self.covariance_type == "identity":
+        if not self.cov_type.learned:
             return (
                 logsumexp(self.component_logits(x), axis=-1) - 0.5 * jnp.sum(x**2, axis=-1) - 0.5 * self.dim * LOG_2PI
             )
@@ -310,7 +235,7 @@ class Mixture:
     def responsibilities(self, x) -> jax.Array:
         """``psi_i(x)``, shape ``(..., n)``, computed as a log-domain softmax (0 for pruned components)."""
         x = self._check_x(x)
-        if self.covariance_type == "identity":
+        if not self.cov_type.learned:
             return jax.nn.softmax(self.component_logits(x), axis=-1)
         return jax.nn.softmax(self.component_log_prob(x), axis=-1)
 
@@ -321,14 +246,5 @@ class Mixture:
         kc, kz = jax.random.split(key)
         comp = jax.random.categorical(kc, self.log_weights, shape=(n_samples,))
         z = jax.random.normal(kz, (n_samples, self.dim), dtype=jnp.float64)
-        kind = self.covariance_type
-        if kind == "identity":
-            x = self.means[comp] + z
-        elif kind == "full":
-            # Sigma = U^{-T} U^{-1}: x = mu + U^{-T} z, i.e. solve U^T y = z
-            u = precision_cholesky(self.cov_params)[comp]
-            y = jax.scipy.linalg.solve_triangular(jnp.swapaxes(u, -1, -2), z[..., None], lower=True)[..., 0]
-            x = self.means[comp] + y
-        else:
-            x = self.means[comp] + jnp.sqrt(self.variances[comp]) * z
+        x = self.means[comp] + self.cov_type.noise(self.cov_params, self.means, comp, z)
         return (x, comp) if return_labels else x

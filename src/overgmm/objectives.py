@@ -35,7 +35,7 @@ def _check_pair(teacher: Mixture, student: Mixture) -> None:
     if teacher.dim != student.dim:
         raise ValueError(f"teacher has dimension {teacher.dim} but student has dimension {student.dim}")
     for who, m in (("teacher", teacher), ("student", student)):
-        if m.covariance_type != "identity":
+        if m.cov_type.learned:
             raise ValueError(
                 f"population objectives (quadrature on the span of the means) support identity covariances "
                 f"only; the {who} has covariance_type={m.covariance_type!r}. Learned covariances are fitted "
@@ -188,22 +188,17 @@ def _scaled(m: Mixture, t) -> Mixture:
 def _diffused(m: Mixture, t) -> Mixture:
     """The mixture pushed through the OU process to time ``t``: means ``e^{-t} mu_i`` and
     covariances ``e^{-2t} Sigma_i + (1 - e^{-2t}) I`` (identity stays identity)."""
-    if m.covariance_type == "identity":
+    if not m.cov_type.learned:
         return _scaled(m, t)
     a2, s2 = jnp.exp(-2.0 * t), -jnp.expm1(-2.0 * t)
-    cov = m.covariances
-    if m.covariance_type == "full":
-        cov = a2 * cov + s2 * jnp.eye(m.dim)
-    else:
-        cov = a2 * cov + s2
-    return _scaled(m, t).with_covariances(cov)
+    return _scaled(m, t).with_covariances(m.cov_type.blend_identity(m.covariances, a2, s2))
 
 
 def student_score(student: Mixture, x: jax.Array, t) -> jax.Array:
     """The score ``grad_x log p_t(x)`` (K, d) at points ``x`` (K, d) of the student pushed to
     noise level ``t`` (:func:`_diffused`). Identity: ``sum_i w_i(x) mu_{i,t} - x`` (Zhang et al.)."""
     st = _diffused(student, t)
-    if st.covariance_type == "identity":
+    if not st.cov_type.learned:
         return jax.nn.softmax(st.component_logits(x), axis=-1) @ st.means - x
     return jax.vmap(jax.grad(lambda y: st.log_prob(y)))(x)
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-TINY = 1e-300
+LOG_FLOOR = 1e-300  # the smallest value a log axis shows
 
 
 def subplots(ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 3.6):
@@ -23,7 +23,7 @@ def subplots(ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float =
 
 def positive(y) -> np.ndarray:
     """Values for a log axis: zeros and negatives clipped to a tiny positive number."""
-    return np.maximum(np.asarray(y, float), TINY)
+    return np.maximum(np.asarray(y, float), LOG_FLOOR)
 
 
 def mark_polyak(ax, df: pd.DataFrame, x: str, y: str, color=None, label: str | None = "Polyak steps") -> None:

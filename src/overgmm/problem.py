@@ -221,7 +221,7 @@ class Problem:
             raise ValueError(f"EM statistics are available for the kl and nll objectives, not {self.objective!r}")
         if self.stats is not None:
             return self.stats
-        if student.covariance_type == "identity":
+        if not student.cov_type.learned:
             tails = (
                 self.objective == "kl"
                 and self.form == "control-variate"
@@ -248,7 +248,7 @@ class Problem:
             raise TypeError(f"student must be overgmm.Mixture, got {type(student).__name__}")
         if student.dim != self.dim:
             raise ValueError(f"student has dimension {student.dim} but the problem has dimension {self.dim}")
-        if student.covariance_type != "identity" and self.teacher is not None:
+        if student.cov_type.learned and self.teacher is not None:
             raise ValueError(
                 f"the population objective {self.objective!r} (quadrature on the span of the means) supports "
                 f"identity-covariance students only, got covariance_type={student.covariance_type!r}; "

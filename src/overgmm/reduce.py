@@ -39,19 +39,6 @@ def prune(student: Mixture, threshold) -> Mixture:
     return student.replace(log_weights=_normalise(jnp.where(keep, student.log_weights, -jnp.inf)))
 
 
-def _second_moments(student: Mixture) -> jax.Array:
-    """``Sigma_i + mu_i mu_i^T`` in the covariance type's natural shape (spherical: per axis mean)."""
-    kind = student.covariance_type
-    mu = student.means
-    if kind == "full":
-        return student.covariances + mu[:, :, None] * mu[:, None, :]
-    if kind == "diag":
-        return student.covariances + mu**2
-    if kind == "spherical":
-        return student.covariances + jnp.mean(mu**2, axis=-1)
-    return 1.0 + jnp.mean(mu**2, axis=-1)
-
-
 def moment_match(student: Mixture, i: jax.Array, j: jax.Array):
     """Log-weight ``()``, mean ``(d,)`` and covariance (natural shape of one component) of
     the single Gaussian with the first two moments of components ``i`` and ``j``."""
@@ -59,28 +46,11 @@ def moment_match(student: Mixture, i: jax.Array, j: jax.Array):
     tot = pi + pj
     a, b = pi / tot, pj / tot
     mu = a * student.means[i] + b * student.means[j]
-    m2 = _second_moments(student)
+    t = student.cov_type
+    m2 = t.second_moments(student.covariances, student.means)
     second = a * m2[i] + b * m2[j]
-    kind = student.covariance_type
-    if kind == "full":
-        cov = second - mu[:, None] * mu[None, :]
-        cov = 0.5 * (cov + cov.T)
-    elif kind == "diag":
-        cov = second - mu**2
-    else:
-        cov = second - jnp.mean(mu**2)
+    cov = t.from_second(second, mu)
     return jnp.log(tot), mu, cov
-
-
-def _floor(cov: jax.Array, kind: str, floor: jax.Array) -> jax.Array:
-    if kind == "diag":
-        return jnp.maximum(cov, floor)
-    if kind == "spherical":
-        return jnp.maximum(cov, jnp.max(floor))
-    # full: each merged component's covariance already holds the floor its M-step added, and
-    # moment matching keeps it (adding it again inflated merge costs: a split cluster in
-    # d = 10 cost 5e-3 nats/sample to merge, above the BIC price, and stayed split)
-    return cov
 
 
 def _merged(student: Mixture, ii: jax.Array, jj: jax.Array, floor: jax.Array) -> Mixture:
@@ -90,9 +60,9 @@ def _merged(student: Mixture, ii: jax.Array, jj: jax.Array, floor: jax.Array) ->
     student = jax.tree_util.tree_map(jnp.asarray, student)
     lw, mu, cov = jax.vmap(lambda i, j: moment_match(student, i, j))(ii, jj)
     m = Mixture.tree_unflatten(student.covariance_type, (mu, lw, student.cov_params))
-    if student.covariance_type == "identity":
+    if not student.cov_type.learned:
         return m
-    return m.with_covariances(_floor(cov, student.covariance_type, floor))
+    return m.with_covariances(student.cov_type.merge_floor(cov, floor))
 
 
 def _component_log_prob_unnormalised(m: Mixture, X: jax.Array) -> jax.Array:
@@ -100,25 +70,16 @@ def _component_log_prob_unnormalised(m: Mixture, X: jax.Array) -> jax.Array:
     return m.component_log_prob(X) + logsumexp(m.log_weights)
 
 
-def _log_det(cov: jax.Array, kind: str, d: int) -> jax.Array:
-    """``log |Sigma|`` of covariances in their natural shape (leading axes batched)."""
-    if kind == "full":
-        return jnp.linalg.slogdet(cov)[1]
-    if kind == "diag":
-        return jnp.sum(jnp.log(cov), axis=-1)
-    return d * jnp.log(cov)  # spherical, and identity's matched spread
-
-
 def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
     """Runnalls' (2007) upper bound on the KL divergence between the pairs ``(ii, jj)`` and
     their moment-matched merges, ``((w_i + w_j) log|S_ij| - w_i log|S_i| - w_j log|S_j|) / 2``
     (shape of ``ii``): a cheap, data-free ranking of which merges may cost little."""
-    kind, d = student.covariance_type, student.dim
+    t, d = student.cov_type, student.dim
     student = jax.tree_util.tree_map(jnp.asarray, student)  # NumPy leaves index by tracers too
     lw, _, cov = jax.vmap(lambda i, j: moment_match(student, i, j))(ii, jj)
-    own = jnp.zeros(student.n_components) if kind == "identity" else _log_det(student.covariances, kind, d)
+    own = jnp.zeros(student.n_components) if not t.learned else t.log_det(student.covariances, d)
     pi = student.weights
-    return 0.5 * (jnp.exp(lw) * _log_det(cov, kind, d) - pi[ii] * own[ii] - pi[jj] * own[jj])
+    return 0.5 * (jnp.exp(lw) * t.log_det(cov, d) - pi[ii] * own[ii] - pi[jj] * own[jj])
 
 
 def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -25,8 +25,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from overgmm.mixture import LOG_2PI, Mixture
+from overgmm import covariances as C
+from overgmm.mixture import Mixture
 
+TINY = 1e-300  # a mass at or below this counts as empty (a component keeps its parameters)
 BLOCK_ELEMENTS = 1 << 18  # 256k float64 (2 MiB) per block temporary: cache-resident, measured fastest
 MIN_BLOCK = 1024
 
@@ -43,7 +45,7 @@ class Stats(NamedTuple):
 
 def block_rows(n_rows: int, n_components: int, dim: int, covariance_type: str) -> int:
     """Rows per block of :func:`data_statistics` for these shapes (all rows if they fit)."""
-    width = n_components * (dim if covariance_type == "full" else 1)
+    width = C.of(covariance_type).block_width(n_components, dim)
     rows = max(MIN_BLOCK, BLOCK_ELEMENTS // max(width, 1))
     return int(min(n_rows, rows))
 
@@ -57,26 +59,10 @@ class Raw(NamedTuple):
     s2: jax.Array | None  # sum_k w_k psi_ki x_k^2 (diag/spherical) or x_k x_k^T (full)
 
 
-def _diag_logits(student: Mixture, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Spherical and diag: the features ``F = [x^2, x]`` (b, 2d) and the component log-densities
-    as one GEMM, ``F @ W^T + c`` with ``W = [-prec/2, mu prec]`` (n, 2d)."""
-    d = student.dim
-    prec = 1.0 / student.variances  # (n, d)
-    feats = jnp.concatenate([x * x, x], axis=-1)
-    weights = jnp.concatenate([-0.5 * prec, student.means * prec], axis=-1)
-    lw = student.log_weights - jax.scipy.special.logsumexp(student.log_weights)
-    logdet = jnp.sum(jnp.log(student.variances), axis=-1)
-    const = lw - 0.5 * (d * LOG_2PI + logdet + jnp.sum(student.means**2 * prec, axis=-1))
-    return feats @ weights.T + const, feats
-
-
 def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> Raw:
-    kind = student.covariance_type
-    feats = None
-    if kind in ("spherical", "diag"):
-        logits, feats = _diag_logits(student, x)  # (b, n), (b, 2d)
-    else:
-        logits = student.component_log_prob(x)  # (b, n)
+    t = student.cov_type
+    lw = student.log_weights - jax.scipy.special.logsumexp(student.log_weights)
+    logits, feats = t.estep_logits(x, student.means, lw, student.cov_params)  # (b, n)
     # one exponential per entry: the log-sum-exp and the responsibilities share it
     top = jnp.max(logits, axis=-1, keepdims=True)
     e = jnp.exp(logits - top)
@@ -86,13 +72,8 @@ def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> Raw:
     # zero-weight rows may hold anything finite; keep them out of the loss
     loss = jnp.sum(jnp.where(w > 0, w * ll, 0.0))
     mass = jnp.sum(wr, axis=0)
-    if feats is not None:
-        mom = wr.T @ feats  # (n, 2d): second and first moments in one GEMM
-        d = student.dim
-        return Raw(loss, mass, mom[:, d:], mom[:, :d])
-    if kind == "identity":
-        return Raw(loss, mass, wr.T @ x, None)
-    return Raw(loss, mass, wr.T @ x, jnp.einsum("bi,bd,be->ide", wr, x, x))
+    s1, s2 = t.estep_moments(wr, x, feats)
+    return Raw(loss, mass, s1, s2)
 
 
 def _add(a, b):
@@ -131,20 +112,11 @@ def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
     mass = raw.mass / total
     s1 = raw.s1 / total
     shift = s1 - mass[:, None] * mu
-    kind = student.covariance_type
-    if kind == "identity":
+    if not student.cov_type.learned:
         return Stats(-raw.loss / total, mass, shift, None)
     if raw.s2 is None:
-        raise ValueError(f"{kind} statistics need second moments; these sums have none")
-    s2 = raw.s2 / total
-    if kind == "full":
-        outer = jnp.einsum("id,ie->ide", mu, s1)
-        scatter = s2 - outer - jnp.swapaxes(outer, -1, -2) + mass[:, None, None] * jnp.einsum("id,ie->ide", mu, mu)
-        scatter = 0.5 * (scatter + jnp.swapaxes(scatter, -1, -2))
-    else:
-        diag = s2 - 2.0 * mu * s1 + mass[:, None] * mu**2
-        scatter = diag if kind == "diag" else jnp.mean(diag, axis=-1)
-    return Stats(-raw.loss / total, mass, shift, scatter)
+        raise ValueError(f"{student.covariance_type} statistics need second moments; these sums have none")
+    return Stats(-raw.loss / total, mass, shift, student.cov_type.scatter(raw.s2 / total, s1, mass, mu))
 
 
 def data_statistics(student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None) -> Stats:

@@ -21,10 +21,9 @@ import jax.numpy as jnp
 from overgmm import _validation as v
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
-from overgmm.statistics import Stats
+from overgmm.statistics import TINY, Stats
 
 WEIGHT_UPDATES = ("fixed", "em", "solve")
-TINY = 1e-300
 
 
 class State(NamedTuple):
@@ -200,7 +199,7 @@ def require_em_statistics(problem: Problem, name: str) -> None:
 
 def require_identity_or_data(problem: Problem, student: Mixture | None, name: str) -> None:
     """Learned covariances are fitted on data (nll) only."""
-    if student is not None and student.covariance_type != "identity" and problem.objective != "nll":
+    if student is not None and student.cov_type.learned and problem.objective != "nll":
         if problem.objective == "denoising_score_matching":
             return
         raise ValueError(

@@ -41,7 +41,7 @@ class EM(Method):
         st = problem.statistics(s, sub)
         ok = st.mass > TINY
         means = s.means + jnp.where(ok[:, None], st.shift / jnp.where(ok, st.mass, 1.0)[:, None], 0.0)
-        cov = None if s.covariance_type == "identity" else em_covariances(s, st, problem.floor)
+        cov = None if not s.cov_type.learned else em_covariances(s, st, problem.floor)
         new = with_covariances(s, means, cov)
         if self.update_weights:
             new = new.replace(log_weights=base.keep_pruned(s, base.weights_from_mass(st.mass)))
@@ -65,14 +65,14 @@ def stepwise_em(problem: Problem, student: Mixture, rate, key=None) -> tuple[Mix
     mass = (1.0 - rate) * pi + rate * st.mass
     shift = rate * st.shift
     scatter = None
-    if student.covariance_type != "identity":
+    if student.cov_type.learned:
         own = student.covariances
         own = pi.reshape((-1,) + (1,) * (own.ndim - 1)) * own
         scatter = (1.0 - rate) * own + rate * st.scatter
     blended = Stats(st.loss, mass, shift, scatter)
     ok = mass > TINY
     means = student.means + jnp.where(ok[:, None], shift / jnp.where(ok, mass, 1.0)[:, None], 0.0)
-    cov = None if student.covariance_type == "identity" else em_covariances(student, blended, problem.floor)
+    cov = None if not student.cov_type.learned else em_covariances(student, blended, problem.floor)
     new = with_covariances(student, means, cov).replace(
         log_weights=base.keep_pruned(student, base.weights_from_mass(mass))
     )

@@ -45,7 +45,7 @@ class GradientEM(Method):
         if self.weights != "fixed":
             base.require_em_statistics(problem, f"gradient_em(weights={self.weights!r})")
         base.require_identity_or_data(problem, student, "gradient_em")
-        if student is not None and student.covariance_type != "identity":
+        if student is not None and student.cov_type.learned:
             base.require_em_statistics(problem, "gradient_em with learned covariances")
 
     def step(self, problem: Problem, state: State) -> State:
@@ -57,7 +57,7 @@ class GradientEM(Method):
             evals = it + 1
         st = base.statistics_or_gradient(problem, s, sub)
         eta = self.step_size
-        cov = None if s.covariance_type == "identity" else covariance_step(s, st, eta, problem.floor)
+        cov = None if not s.cov_type.learned else covariance_step(s, st, eta, problem.floor)
         new = with_covariances(s, mean_step(s, st, eta), cov)
         if self.weights == "em":
             new = new.replace(log_weights=base.keep_pruned(s, base.weights_from_mass(st.mass)))

@@ -96,7 +96,7 @@ class Polyak(Method):
         if self.weights == "em" or self.scaled == "mass":
             base.require_em_statistics(problem, f"polyak(weights={self.weights!r}, scaled={self.scaled!r})")
         base.require_identity_or_data(problem, student, "polyak")
-        if student is not None and student.covariance_type != "identity":
+        if student is not None and student.cov_type.learned:
             base.require_em_statistics(problem, "polyak with learned covariances")
 
     def init_extra(self, student) -> PolyakState:
@@ -124,7 +124,7 @@ class Polyak(Method):
         else:
             p = jnp.ones_like(s.log_weights)
         pg = p[:, None] * gm
-        if s.covariance_type == "identity":
+        if not s.cov_type.learned:
             denom = jnp.sum(gm * pg)
         else:
             denom = jnp.sum(p * mahalanobis_sq(s, gm))
@@ -150,7 +150,7 @@ class Polyak(Method):
         alpha = jnp.where(ok, gamma * gap / jnp.where(ok, denom, 1.0), 0.0)
         size = jnp.where(is_long, alpha, eta)
         means = s.means - size * pg
-        if s.covariance_type == "identity":
+        if not s.cov_type.learned:
             new = s.replace(means=means)
         else:
             short_cov = covariance_step(s, st, eta * p, problem.floor)

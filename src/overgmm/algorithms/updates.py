@@ -20,10 +20,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from overgmm.mixture import Mixture, precision_cholesky
-from overgmm.statistics import Stats
-
-TINY = 1e-300
+from overgmm.mixture import Mixture
+from overgmm.statistics import TINY, Stats
 
 
 def _scatter(stats: Stats) -> jnp.ndarray:
@@ -45,69 +43,35 @@ def mean_step(student: Mixture, stats: Stats, rate: ArrayLike) -> jnp.ndarray:
     return student.means + r * stats.shift
 
 
-def _floored(cov: jnp.ndarray, kind: str, floor: jnp.ndarray) -> jnp.ndarray:
-    if kind == "spherical":
-        return jnp.maximum(cov, jnp.max(floor))
-    if kind == "diag":
-        return jnp.maximum(cov, floor)
-    return cov + jnp.diag(floor)
-
-
 def em_covariances(student: Mixture, stats: Stats, floor: jnp.ndarray) -> jnp.ndarray:
     """EM's covariances (natural shape) about the new means ``mu + shift / N``; a component
     whose mass underflows keeps its covariance."""
-    kind = student.covariance_type
+    t = student.cov_type
     ok, n = _safe(stats.mass)
     delta = stats.shift / n[:, None]
-    scatter = _scatter(stats)
-    if kind == "full":
-        target = scatter / n[:, None, None] - delta[:, :, None] * delta[:, None, :]
-        target = 0.5 * (target + jnp.swapaxes(target, -1, -2))
-        cov = jnp.where(ok[:, None, None], target, student.covariances)
-    elif kind == "diag":
-        cov = jnp.where(ok[:, None], scatter / n[:, None] - delta**2, student.covariances)
-    else:
-        cov = jnp.where(ok, scatter / n - jnp.mean(delta**2, axis=-1), student.covariances)
-    return _floored(cov, kind, floor)
+    target = t.em_target(_scatter(stats), n, delta)
+    cov = jnp.where(t.per_component(ok, target), target, student.covariances)
+    return t.floored(cov, floor)
 
 
 def covariance_step(student: Mixture, stats: Stats, rate: ArrayLike, floor: jnp.ndarray) -> jnp.ndarray:
     """Relaxed covariances (natural shape): a fraction ``min(1, rate N)`` of the way to the
     scatter about the current mean."""
-    kind = student.covariance_type
+    t = student.cov_type
     ok, n = _safe(stats.mass)
     frac = jnp.where(ok, jnp.clip(jnp.broadcast_to(rate, n.shape) * stats.mass, 0.0, 1.0), 0.0)
-    cov = student.covariances
-    scatter = _scatter(stats)
-    if kind == "full":
-        target = scatter / n[:, None, None]
-        target = 0.5 * (target + jnp.swapaxes(target, -1, -2))
-        f = frac[:, None, None]
-    elif kind == "diag":
-        target, f = scatter / n[:, None], frac[:, None]
-    else:
-        target, f = scatter / n, frac
-    new = (1.0 - f) * cov + f * target
-    if kind == "full":
-        # the convex combination is PD; the floor is added only once the EM target is reached
-        return new + f * jnp.diag(floor)
-    return _floored(new, kind, floor)
+    target = t.em_target(_scatter(stats), n, jnp.zeros_like(stats.shift))  # about the current mean
+    return t.relaxed(student.covariances, target, t.per_component(frac, target), floor)
 
 
 def with_covariances(student: Mixture, means: jnp.ndarray, cov: jnp.ndarray | None) -> Mixture:
     """The student with new means and (unless identity) covariances in natural shape."""
     new = student.replace(means=means)
-    if student.covariance_type == "identity" or cov is None:
+    if not student.cov_type.learned or cov is None:
         return new
     return new.with_covariances(cov)
 
 
 def mahalanobis_sq(student: Mixture, shift: jnp.ndarray) -> jnp.ndarray:
     """``shift_i^T Sigma_i^{-1} shift_i``, shape (n,)."""
-    kind = student.covariance_type
-    if kind == "identity":
-        return jnp.sum(shift**2, axis=-1)
-    if kind == "full":
-        y = jnp.einsum("nd,nde->ne", shift, precision_cholesky(student.cov_params))
-        return jnp.sum(y**2, axis=-1)
-    return jnp.sum(shift**2 / student.variances, axis=-1)
+    return student.cov_type.mahalanobis_sq(student.cov_params, student.means, shift)

@@ -12,15 +12,10 @@ def covariance_matrices(est):
     """The fitted covariances as matrices, shape (n_components_, d, d), for every type."""
     import numpy as np
 
+    from overgmm import covariances
+
     k, d = est.means_.shape
-    cov = np.asarray(est.covariances_)
-    if est.covariance_type_ == "full":
-        return cov
-    if est.covariance_type_ == "diag":
-        return cov[:, :, None] * np.eye(d)
-    if est.covariance_type_ == "spherical":
-        return cov[:, None, None] * np.eye(d)
-    return np.broadcast_to(np.diag(cov), (k, d, d))
+    return covariances.public(est.covariance_type_).matrices_in_units(np.asarray(est.covariances_), k, d)
 
 
 def _ellipse(ax, mean, cov2, color, sigmas=(1.0, 2.0)):

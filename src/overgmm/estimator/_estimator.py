@@ -18,8 +18,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from overgmm import chunks as C
-from overgmm import streaming
+from overgmm import chunks, streaming
+from overgmm import covariances as C
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _persist
 from overgmm.estimator import _stream as S
@@ -202,7 +202,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         random_state=None,
         standardize=True,
         var_floor=1e-3,
-        memory_budget=C.DEFAULT_MEMORY_BUDGET,
+        memory_budget=chunks.DEFAULT_MEMORY_BUDGET,
         verbose=0,
     ):
         self.n_components = n_components
@@ -300,7 +300,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         d = mean.shape[0]
         if self.standardize:
             # spherical: one scale for all features, so spherical clusters stay spherical
-            scale = np.sqrt(var) if kind != "spherical" else np.full(d, np.sqrt(np.mean(var)))
+            scale = np.full(d, np.sqrt(np.mean(var))) if C.public(kind).common_scale else np.sqrt(var)
             scale[~(scale > 1e-150)] = 1.0
             shift = mean
         else:
@@ -475,20 +475,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self._live = np.flatnonzero(live)
         self.weights_ = np.exp(lw[live] - np.log(np.sum(np.exp(lw[live]))))
         self.means_ = np.asarray(student.means)[live] * self._scale + self._shift
-        kind, s = self.covariance_type_, self._scale
+        t, s = C.public(self.covariance_type_), self._scale
         var, u = cov
-        if kind == "full":
-            self.covariances_ = var[live] * s[:, None] * s[None, :]
-            # Sigma_X = S Sigma S, so Sigma_X^{-1} = (S^{-1} U)(S^{-1} U)^T with S^{-1} U upper triangular
-            self.precisions_cholesky_ = u[live] / s[:, None]
-        else:
-            if kind == "diag":
-                self.covariances_ = var[live] * s**2
-            elif kind == "spherical":
-                self.covariances_ = var[live] * s[0] ** 2  # one common scale
-            else:
-                self.covariances_ = s**2
-            self.precisions_cholesky_ = 1.0 / np.sqrt(self.covariances_)
+        self.covariances_ = t.in_units(np.asarray(var)[live], s)
+        self.precisions_cholesky_ = t.precisions_in_units(self.covariances_, None if u is None else u[live], s)
         self.n_components_ = int(live.sum())
 
     def partial_fit(self, X, y=None, sample_weight=None) -> OverparamGMM:

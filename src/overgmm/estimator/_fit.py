@@ -29,18 +29,18 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from overgmm import covariances as C
 from overgmm import init as initialisation
 from overgmm import reduce
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
 from overgmm.driver import solve_batch
 from overgmm.estimator._progress import Progress
-from overgmm.mixture import Mixture, precision_cholesky
+from overgmm.mixture import Mixture
 from overgmm.problem import Problem
 
 ALGORITHMS = ("em", "gradient_em", "polyak")
-COVARIANCE_TYPES = ("full", "diag", "spherical", "fixed")
+COVARIANCE_TYPES = tuple(C.PUBLIC)  # full, diag, spherical, fixed (identity after standardization)
 INITS = initialisation.INITS
-CORE_TYPE = {"full": "full", "diag": "diag", "spherical": "spherical", "fixed": "identity"}
 MIN_ROWS = 128
 # covariance_type="auto": the simplest of these whose validation log-likelihood is within
 # AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements)
@@ -65,7 +65,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 # ----------------------------------------------------------------------------- shapes
 def n_covariance_parameters(covariance_type: str, d: int) -> int:
     """Free covariance parameters of one component: d(d+1)/2 full, d diag, 1 spherical, 0 fixed."""
-    return {"full": d * (d + 1) // 2, "diag": d, "spherical": 1, "fixed": 0}[covariance_type]
+    return C.public(covariance_type).n_parameters(d)
 
 
 def bucket_rows(n_rows: int) -> int:
@@ -177,8 +177,7 @@ def _summary(prob: Problem, students: Mixture):
 def _covariances(student: Mixture):
     """Covariances in natural shape and, for "full", the precision Cholesky factors
     ``U`` (n, d, d) with ``Sigma^{-1} = U U^T`` (None for the other types)."""
-    u = precision_cholesky(student.cov_params) if student.covariance_type == "full" else None
-    return student.covariances, u
+    return student.covariances, student.cov_type.precision_factor(student.cov_params)
 
 
 @_jit(_data_rows)
@@ -211,7 +210,7 @@ def init_students(seed: int, Zp, wp, n_live: int, floor, *, n: int, n_init: int,
     :func:`_init` (one compiled draw for every covariance type), then the data's covariance
     for ``covariance_type`` (:func:`_with_covariances`, a small program per type)."""
     students, keys = _init(np.int32(seed), Zp, wp, np.int32(n_live), n=n, n_init=n_init, method=method)
-    students = _with_covariances(students, Zp, wp, floor, kind=CORE_TYPE[covariance_type])
+    students = _with_covariances(students, Zp, wp, floor, kind=C.public(covariance_type).name)
     return host(students), keys
 
 

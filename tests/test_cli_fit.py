@@ -65,10 +65,10 @@ def test_fit_full_covariances(tmp_path, capsys):
     assert cov.shape == (1, 2, 2) and cov[0, 0, 1] == pytest.approx(3.6, abs=0.5)
     assert (tmp_path / "o" / "components.png").stat().st_size > 5000
     assert "components: 1" in capsys.readouterr().out
-    argv[-1] = "auto"  # the held-out rule: full here
+    argv[-1] = "auto"  # the held-out rule: full, or tied (for one cluster the same model, and simpler)
     assert main(argv) == 0
     model = json.loads((tmp_path / "o" / "model.json").read_text())
-    assert model["covariance_type"] == "full" and model["params"]["covariance_type"] == "auto"
+    assert model["covariance_type"] in ("tied", "full") and model["params"]["covariance_type"] == "auto"
 
 
 def test_bad_cells_and_options_are_errors(tmp_path, capsys):
@@ -85,7 +85,7 @@ def test_bad_cells_and_options_are_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path / "bad.csv"), "--n-components", "0"])
     with pytest.raises(SystemExit):
-        main(["fit", str(tmp_path / "bad.csv"), "--covariance-type", "tied"])
+        main(["fit", str(tmp_path / "bad.csv"), "--covariance-type", "tilted"])
     assert not (tmp_path / "o" / "model.json").exists()
 
 
@@ -164,3 +164,19 @@ def test_defaults_are_the_estimators_and_every_option_says_its_default():
             assert action.help, (name, action.dest)
             takes_value = action.option_strings and action.nargs != 0
             assert not takes_value or "default" in action.help, (name, action.dest, action.help)
+
+
+def test_fit_tied_writes_one_shared_covariance_and_loads(tmp_path, capsys):
+    from overgmm import OverparamGMM
+
+    X = data(n=400)
+    write_csv(tmp_path / "d.csv", X)
+    argv = ["fit", str(tmp_path / "d.csv"), "--out", str(tmp_path / "o"), "--covariance-type", "tied", "--quiet"]
+    assert main(argv) == 0
+    model = json.loads((tmp_path / "o" / "model.json").read_text())
+    assert model["covariance_type"] == "tied" and np.asarray(model["covariances"]).shape == (2, 2)
+    k = model["n_components"]
+    assert model["n_parameters"] == k * 2 + 3 + k - 1  # means, one shared covariance, weights
+    est = OverparamGMM.load(tmp_path / "o" / "model.json")
+    assert est.bic(X) == pytest.approx(model["bic"], rel=1e-9)
+    assert "covariance type: tied" in capsys.readouterr().out

@@ -10,7 +10,7 @@ from scipy.stats import multivariate_normal
 import overgmm as og
 from helpers import central_fd
 
-KINDS = ("spherical", "diag", "full")
+KINDS = ("spherical", "diag", "full", "tied")
 
 
 def _random_covariances(rng, kind, n, d):
@@ -18,6 +18,9 @@ def _random_covariances(rng, kind, n, d):
         return rng.uniform(0.3, 3.0, size=n)
     if kind == "diag":
         return rng.uniform(0.3, 3.0, size=(n, d))
+    if kind == "tied":
+        a = rng.normal(size=(d, d))
+        return a @ a.T + 0.3 * np.eye(d)
     a = rng.normal(size=(n, d, d))
     return a @ a.transpose(0, 2, 1) + 0.3 * np.eye(d)
 
@@ -27,6 +30,8 @@ def _dense(kind, cov, d):
         return [c * np.eye(d) for c in cov]
     if kind == "diag":
         return [np.diag(c) for c in cov]
+    if kind == "tied":
+        return [cov] * 3
     return list(cov)
 
 
@@ -36,8 +41,10 @@ def test_log_prob_matches_scipy_for_every_covariance_type(rng, kind):
     means = rng.normal(size=(n, d)) * 3
     w = np.array([0.2, 0.5, 0.3])
     cov = _random_covariances(rng, kind, n, d)
-    m = og.Mixture(means, w, covariances=cov)
+    m = og.Mixture(means, w, covariances=cov, covariance_type=kind)
     assert m.covariance_type == kind
+    if kind != "tied":  # tied must be named: its (d, d) covariance has a diag's rank
+        assert og.Mixture(means, w, covariances=cov).covariance_type == kind
     x = rng.normal(size=(9, d)) * 4
     dense = _dense(kind, cov, d)
     comps = np.stack([np.log(w[i]) + multivariate_normal(means[i], dense[i]).logpdf(x) for i in range(n)], -1)
@@ -77,7 +84,7 @@ def test_any_unconstrained_parameters_give_a_valid_covariance(kind):
 def test_sample_matches_the_covariance(rng, kind):
     d = 2
     cov = _random_covariances(rng, kind, 1, d)
-    m = og.Mixture([[1.0, -2.0]], covariances=cov)
+    m = og.Mixture([[1.0, -2.0]], covariances=cov, covariance_type=kind)
     x = m.sample(jax.random.key(3), 200_000)
     np.testing.assert_allclose(np.cov(np.asarray(x).T), np.asarray(m.covariance_matrices[0]), rtol=0.02, atol=0.02)
     np.testing.assert_allclose(np.asarray(x).mean(0), [1.0, -2.0], atol=0.02)
@@ -141,7 +148,9 @@ def test_population_objectives_name_the_identity_restriction():
 @pytest.mark.parametrize("kind", KINDS)
 def test_nll_gradient_matches_finite_differences(rng, kind):
     X = jnp.asarray(rng.normal(size=(50, 2)) * 2)
-    m = og.Mixture(rng.normal(size=(2, 2)), [0.4, 0.6], covariances=_random_covariances(rng, kind, 2, 2))
+    m = og.Mixture(
+        rng.normal(size=(2, 2)), [0.4, 0.6], covariances=_random_covariances(rng, kind, 2, 2), covariance_type=kind
+    )
     g = jax.grad(lambda s: og.nll(s, X))(m)
     fd = central_fd(lambda p: og.nll(m.replace(cov_params=jnp.asarray(p)), X), np.asarray(m.cov_params))
     np.testing.assert_allclose(np.asarray(g.cov_params), fd, rtol=1e-6, atol=1e-8)

@@ -18,7 +18,7 @@ import overgmm as og
 from overgmm.estimator import OverparamGMM, auto_n_components
 from overgmm.estimator import _fit as F
 
-COVARIANCE_TYPES = ["full", "diag", "spherical", "fixed"]
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical", "fixed"]
 
 MEANS = np.array([[0.0, 0.0], [6.0, 1.0], [1.0, 7.0], [-6.0, 4.0]])
 SDS = np.array([1.0, 0.6, 1.3, 0.8])
@@ -116,6 +116,7 @@ def known_mixture(kind, n=500, seed=0):
     weights = np.array([0.5, 0.3, 0.2])
     cov = {
         "full": np.array([[[2.0, 1.2], [1.2, 1.5]], [[1.0, -0.6], [-0.6, 0.8]], [[0.5, 0.0], [0.0, 2.0]]]),
+        "tied": np.array([[[1.5, 0.9], [0.9, 1.2]]] * 3),
         "diag": np.array([np.diag([2.0, 0.5]), np.diag([0.6, 1.5]), np.diag([1.0, 1.0])]),
         "spherical": np.array([2.0 * np.eye(2), 0.5 * np.eye(2), 1.0 * np.eye(2)]),
         "fixed": np.array([np.eye(2)] * 3),
@@ -132,6 +133,7 @@ def as_matrices(est):
     c = est.covariances_
     return {
         "full": lambda: c,
+        "tied": lambda: np.broadcast_to(c, (k, d, d)),
         "diag": lambda: c[:, :, None] * np.eye(d),
         "spherical": lambda: c[:, None, None] * np.eye(d),
         "fixed": lambda: np.broadcast_to(np.diag(c), (k, d, d)),
@@ -143,7 +145,7 @@ def test_every_covariance_type_recovers_a_known_mixture(kind):
     Y, weights, means, cov = known_mixture(kind)
     est = OverparamGMM(covariance_type=kind, standardize=kind != "fixed", random_state=0).fit(Y)
     assert est.n_components_ == 3
-    shape = {"full": (3, 2, 2), "diag": (3, 2), "spherical": (3,), "fixed": (2,)}[kind]
+    shape = {"full": (3, 2, 2), "tied": (2, 2), "diag": (3, 2), "spherical": (3,), "fixed": (2,)}[kind]
     assert est.covariances_.shape == shape and est.precisions_cholesky_.shape == shape
     match = np.linalg.norm(est.means_[:, None] - means[None], axis=-1).argmin(0)
     assert sorted(match) == [0, 1, 2]
@@ -167,19 +169,20 @@ def test_full_covariances_fit_a_sheared_cluster_with_one_component():
 
 
 def test_auto_chooses_the_type_by_validation_likelihood():
-    """ "auto" (the default) holds out rows chosen by their values, fits spherical, diag and
-    full on the rest, and keeps the simplest type within 0.02 nats/sample of the best held-out
-    log-likelihood: full for a sheared cluster, spherical or diag for round components; the
-    result is the refit of that type on all rows."""
+    """ "auto" (the default) holds out rows chosen by their values, fits spherical, diag, tied
+    and full on the rest, and keeps the simplest type within 0.02 nats/sample of the best
+    held-out log-likelihood: full or tied (the same model for one cluster) for a sheared
+    cluster, spherical or diag for round components; the result is the refit of that type on
+    all rows."""
     rng = np.random.default_rng(0)
     sheared = rng.multivariate_normal([1.0, -2.0], [[4.0, 3.6], [3.6, 4.0]], size=400)
     aligned = known_mixture("diag")[0]
     assert OverparamGMM().covariance_type == "auto"
-    for Y, allowed in [(sheared, {"full"}), (aligned, {"diag", "spherical"})]:
+    for Y, allowed in [(sheared, {"tied", "full"}), (aligned, {"diag", "spherical"})]:
         auto = OverparamGMM(random_state=0).fit(Y)
         assert auto.covariance_type_ in allowed, auto.validation_scores_
         scores = auto.validation_scores_
-        assert set(scores) == {"spherical", "diag", "full"}
+        assert set(scores) == {"spherical", "diag", "tied", "full"}
         assert scores[auto.covariance_type_] >= max(scores.values()) - 0.02
         alone = OverparamGMM(covariance_type=auto.covariance_type_, random_state=0).fit(Y)
         np.testing.assert_allclose(auto.score_samples(Y), alone.score_samples(Y), rtol=1e-12)
@@ -373,7 +376,7 @@ def test_bad_sample_weight(sw, match):
         ({"n_components": 0}, "n_components"),
         ({"n_components": "many"}, "n_components"),
         ({"n_components": 11}, "at most the number of samples"),
-        ({"covariance_type": "tied"}, "covariance_type"),
+        ({"covariance_type": "tilted"}, "covariance_type"),
         ({"covariance_type": "identity"}, "covariance_type"),
         ({"algorithm": "adam"}, "algorithm"),
         ({"init": "random"}, "init"),
@@ -415,3 +418,19 @@ def test_non_finite_likelihood_is_an_error_that_says_what_to_change(kind):
     ok = OverparamGMM(covariance_type=kind, standardize=False, random_state=0).fit(Y)  # the default floor fixes it
     assert np.all(np.isfinite(ok.means_)) and np.all(np.isfinite(ok.covariances_))
     assert np.all(np.linalg.eigvalsh(as_matrices(ok)) > 0)
+
+
+def test_tied_matches_scikit_learns_tied_model():
+    """One covariance shared by all components, fitted like GaussianMixture(tied): the same
+    shapes (covariances_ and precisions_cholesky_ (d, d)), parameter count and likelihood."""
+    from sklearn.mixture import GaussianMixture
+
+    Y, _, _, cov = known_mixture("tied", n=2000)
+    est = OverparamGMM(covariance_type="tied", random_state=0).fit(Y)
+    ref = GaussianMixture(3, covariance_type="tied", random_state=0).fit(Y)
+    assert est.n_components_ == 3 and est.covariances_.shape == (2, 2)
+    P = est.precisions_cholesky_
+    np.testing.assert_allclose(P @ P.T, np.linalg.inv(est.covariances_), rtol=1e-10)
+    np.testing.assert_allclose(est.covariances_, ref.covariances_, atol=0.02)
+    assert est._n_parameters() == ref._n_parameters()
+    assert est.score(Y) == pytest.approx(ref.score(Y), abs=1e-3)

@@ -9,7 +9,7 @@ import pytest
 
 import overgmm as og
 
-KINDS = ("spherical", "diag", "full")
+KINDS = ("spherical", "diag", "full", "tied")
 TRUE_MEANS = np.array([[-3.0, 0.0], [3.0, 1.0]])
 TRUE_W = np.array([0.35, 0.65])
 
@@ -19,8 +19,9 @@ def _truth(kind):
         "spherical": np.array([0.5, 1.5]),
         "diag": np.array([[0.5, 2.0], [1.5, 0.4]]),
         "full": np.array([[[1.0, 0.6], [0.6, 0.8]], [[0.7, -0.3], [-0.3, 1.2]]]),
+        "tied": np.array([[1.0, 0.6], [0.6, 0.8]]),
     }[kind]
-    return og.Mixture(TRUE_MEANS, TRUE_W, covariances=cov)
+    return og.Mixture(TRUE_MEANS, TRUE_W, covariances=cov, covariance_type=kind)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,8 @@ def data():
 
 
 def _start(kind):
-    cov = {"spherical": np.ones(2), "diag": np.ones((2, 2)), "full": np.stack([np.eye(2)] * 2)}[kind]
-    return og.Mixture([[-2.0, 0.5], [2.0, 0.0]], covariances=cov)
+    cov = {"spherical": np.ones(2), "diag": np.ones((2, 2)), "full": np.stack([np.eye(2)] * 2), "tied": np.eye(2)}[kind]
+    return og.Mixture([[-2.0, 0.5], [2.0, 0.0]], covariances=cov, covariance_type=kind)
 
 
 ALGORITHMS = {
@@ -141,3 +142,23 @@ def test_stepwise_em_converges_on_minibatches(rng):
     order = np.argsort(np.asarray(s.means[:, 0]))
     np.testing.assert_allclose(np.asarray(s.means)[order], TRUE_MEANS, atol=0.1)
     np.testing.assert_allclose(np.asarray(s.covariances)[order], np.asarray(truth.covariances), atol=0.15)
+
+
+def test_tied_em_step_is_the_pooled_m_step(rng):
+    """One EM step of a tied student against the M-step written out in NumPy: each
+    component's mean, and one covariance pooled over every component about its new mean,
+    plus the floor."""
+    X = rng.normal(size=(300, 2)) * [1.0, 2.0] + rng.choice([-2.0, 2.0], size=(300, 1))
+    w = rng.uniform(0.5, 1.5, size=300)
+    cov = np.array([[1.5, 0.3], [0.3, 2.0]])
+    s = og.Mixture([[-1.0, 0.0], [1.5, 0.5], [0.0, 3.0]], [0.3, 0.3, 0.4], covariances=cov, covariance_type="tied")
+    floor = np.array([0.01, 0.02])
+    problem = og.Problem.from_data(X, sample_weight=w, var_floor=floor)
+    new = og.solve(og.em(problem), s, max_steps=1).final.student
+    r = np.asarray(s.responsibilities(X)) * w[:, None] / w.sum()  # (N, n), sums to 1
+    mass = r.sum(0)
+    mu = (r.T @ X) / mass[:, None]
+    pooled = sum((r[:, i, None] * (X - mu[i])).T @ (X - mu[i]) for i in range(3)) + np.diag(floor)
+    np.testing.assert_allclose(np.asarray(new.means), mu, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(new.weights), mass, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(new.covariances), pooled, rtol=1e-10)

@@ -7,7 +7,9 @@ import pytest
 
 import overgmm as og
 
-KINDS = ("identity", "spherical", "diag", "full")
+KINDS = ("identity", "spherical", "diag", "full", "tied")
+COV3 = {"identity": None, "spherical": np.ones(3), "diag": np.ones((3, 2)), "full": np.stack([np.eye(2)] * 3)}
+COV3["tied"] = np.eye(2)  # one covariance for all three
 
 
 def test_prune_zeroes_small_weights_but_never_the_heaviest():
@@ -39,8 +41,7 @@ def test_moment_match_keeps_mean_and_covariance_of_the_pair(rng, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_merge_round_merges_duplicates_and_keeps_distinct_clusters(kind):
     X = og.Mixture([[-4.0, 0.0], [4.0, 0.0]]).sample(jax.random.key(0), 4000)
-    cov = {"identity": None, "spherical": np.ones(3), "diag": np.ones((3, 2)), "full": np.stack([np.eye(2)] * 3)}[kind]
-    s = og.Mixture([[-4.0, 0.0], [-4.0, 0.01], [4.0, 0.0]], covariances=cov, covariance_type=kind)
+    s = og.Mixture([[-4.0, 0.0], [-4.0, 0.01], [4.0, 0.0]], covariances=COV3[kind], covariance_type=kind)
     problem = og.Problem.from_data(X)
     costs = np.asarray(og.reduce.pair_costs(problem, s))
     assert costs[0, 1] < 1e-4 and costs[0, 2] > 0.3 and costs[1, 2] > 0.3
@@ -48,12 +49,13 @@ def test_merge_round_merges_duplicates_and_keeps_distinct_clusters(kind):
     assert int(k) == 1
     np.testing.assert_allclose(np.asarray(new.weights), [2 / 3, 0, 1 / 3], atol=1e-12)
     assert new.n_components == 3  # shapes stay fixed
+    if kind == "tied":  # the shared covariance stays (the polishing fit refits it)
+        np.testing.assert_array_equal(np.asarray(new.cov_params), np.asarray(s.cov_params))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_runnalls_bound_is_zero_for_coincident_components_and_grows_apart(kind):
-    cov = {"identity": None, "spherical": np.ones(3), "diag": np.ones((3, 2)), "full": np.stack([np.eye(2)] * 3)}[kind]
-    s = og.Mixture([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0]], [0.2, 0.3, 0.5], covariances=cov, covariance_type=kind)
+    s = og.Mixture([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0]], [0.2, 0.3, 0.5], covariances=COV3[kind], covariance_type=kind)
     b = np.asarray(og.reduce.runnalls_bound(s, jnp.array([0, 0, 1]), jnp.array([1, 2, 2])))
     np.testing.assert_allclose(b[0], 0.0, atol=1e-12)
     assert b[1] > 0.1 and b[2] > b[1]  # the heavier pair across the gap costs more

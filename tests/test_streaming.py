@@ -25,7 +25,7 @@ def students(X, kind, R=2, n=4):
     )
 
 
-@pytest.mark.parametrize("kind", ["identity", "spherical", "diag", "full"])
+@pytest.mark.parametrize("kind", ["identity", "spherical", "diag", "full", "tied"])
 def test_chunk_sums_equal_the_in_memory_statistics(kind):
     X = data()
     w = np.random.default_rng(2).uniform(0, 2, size=X.shape[0])

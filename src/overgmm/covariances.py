@@ -22,7 +22,11 @@ spherical  ``(n,)``         ``log s``, ``(n,)``            1
 diag       ``(n, d)``       ``log s``, ``(n, d)``          d
 full       ``(n, d, d)``    precision Cholesky, ``(n, d, d)`` (strict upper triangle
                             of ``U`` with ``Sigma^{-1} = U U^T``, log of its diagonal)  d(d+1)/2
+tied       ``(d, d)``       one precision Cholesky, ``(d, d)``  0 (d(d+1)/2 shared)
 ========== ================ ============================= =====================
+
+The estimator calls identity "fixed" (the identity after standardization). Adding a type
+is one class here and its entry in :data:`TYPES`: "tied" was added that way.
 
 The variance floor (``(d,)``, a problem's ``var_floor``) clamps spherical variances (at
 the largest floor) and diagonal ones, and is added to the diagonal of a full covariance
@@ -102,6 +106,19 @@ class Covariance:
         """Free covariance parameters of one component."""
         raise NotImplementedError
 
+    def shared_parameters(self, d: int) -> int:
+        """Free covariance parameters shared by all components (tied)."""
+        return 0
+
+    def select(self, cov, idx):
+        """The covariances (natural shape, or precision factors) of components ``idx``."""
+        return cov[idx]
+
+    def merge_params(self, keeper: jax.Array, merged, params):
+        """``cov_params`` after a merge round: the merged components' where ``keeper`` (n,)."""
+        sel = keeper.reshape(keeper.shape + (1,) * (params.ndim - keeper.ndim))
+        return jnp.where(sel, merged, params)
+
     def precision_factor(self, params) -> jax.Array | None:
         """The precision's upper Cholesky factor ``U`` (full only; None otherwise)."""
         return None
@@ -167,6 +184,11 @@ class Covariance:
         """``mask`` (n,) broadcast against covariances ``like`` in the natural shape."""
         return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
+    def implied_scatter(self, cov: jax.Array, pi: jax.Array) -> jax.Array:
+        """The scatter statistics a mixture implies about its own means, ``pi_i Sigma_i``
+        (stepwise EM blends them with a batch's)."""
+        return pi.reshape((-1,) + (1,) * (cov.ndim - 1)) * cov
+
     def em_target(self, scatter: jax.Array, n: jax.Array, delta: jax.Array) -> jax.Array:
         """EM's covariance about the new mean (natural shape, before the floor): the scatter
         per unit mass less the mean's move ``delta`` (n, d)."""
@@ -193,9 +215,17 @@ class Covariance:
         """The floor applied to moment-matched merges."""
         return self.floored(cov, floor)
 
+    def merged_params(self, params, cov: jax.Array, floor: jax.Array):
+        """``cov_params`` of moment-matched merges with covariances ``cov`` (one per pair)."""
+        return self.to_params(self.merge_floor(cov, floor))
+
     def log_det(self, cov: jax.Array, d: int) -> jax.Array:
         """``log |Sigma|`` of covariances in the natural shape (leading axes batched)."""
         raise NotImplementedError
+
+    def component_log_dets(self, params, means: jax.Array) -> jax.Array:
+        """``log |Sigma_i|`` of every component, shape (n,)."""
+        return self.log_det(self.natural(params, means), means.shape[-1])
 
 
 class _Axes(Covariance):
@@ -216,6 +246,50 @@ class _Axes(Covariance):
         d = x.shape[-1]
         mom = wr.T @ feats  # (n, 2d): second and first moments in one GEMM
         return mom[:, d:], mom[:, :d]
+
+
+class _Cholesky(Covariance):
+    """Full and tied: parameters are precision Cholesky factors (module docstring)."""
+
+    def to_params(self, cov):
+        return precision_params(cov)
+
+    def precision_factor(self, params):
+        return precision_cholesky(params)
+
+    def in_units(self, cov, scale):
+        return cov * scale[:, None] * scale[None, :]
+
+    def precisions_in_units(self, cov_units, u, scale):
+        # Sigma_X = S Sigma S, so Sigma_X^{-1} = (S^{-1} U)(S^{-1} U)^T with S^{-1} U upper triangular
+        return u / scale[:, None]
+
+    def _inverse(self, params, d):
+        u = precision_cholesky(params)
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=u.dtype), u.shape)
+        uinv = jax.scipy.linalg.solve_triangular(u, eye, lower=False)  # U^{-1}
+        return jnp.swapaxes(uinv, -1, -2) @ uinv  # U^{-T} U^{-1} = (U U^T)^{-1}
+
+    def _check_matrix(self, cov, what):
+        if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-10, atol=1e-12 * max(1.0, float(np.abs(cov).max()))):
+            raise ValueError(f"{self.name} covariances must be symmetric matrices")
+        try:
+            np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise ValueError(f"{self.name} covariance of {what} is not positive definite") from None
+
+    def floored(self, cov, floor):
+        return cov + jnp.diag(floor)
+
+    def relaxed(self, cov, target, f, floor):
+        # the convex combination is PD; the floor is added only once the EM target is reached
+        return (1.0 - f) * cov + f * target + f * jnp.diag(floor)
+
+    def blend_identity(self, cov, a, b):
+        return a * cov + b * jnp.eye(cov.shape[-1])
+
+    def log_det(self, cov, d):
+        return jnp.linalg.slogdet(cov)[1]
 
 
 class Identity(Covariance):
@@ -267,6 +341,9 @@ class Identity(Covariance):
 
     def log_det(self, cov, d):
         return d * jnp.log(cov)  # of the matched spread
+
+    def component_log_dets(self, params, means):
+        return jnp.zeros(means.shape[-2])
 
 
 class Spherical(_Axes):
@@ -358,30 +435,11 @@ class Diag(_Axes):
         return jnp.sum(jnp.log(cov), axis=-1)
 
 
-class Full(Covariance):
+class Full(_Cholesky):
     name, shape_doc, public = "full", "(n_components, dim, dim)", "full"
-
-    def precision_factor(self, params):
-        return precision_cholesky(params)
-
-    def in_units(self, cov, scale):
-        return cov * scale[:, None] * scale[None, :]
-
-    def precisions_in_units(self, cov_units, u, scale):
-        # Sigma_X = S Sigma S, so Sigma_X^{-1} = (S^{-1} U)(S^{-1} U)^T with S^{-1} U upper triangular
-        return u / scale[:, None]
-
-    def matrices_in_units(self, cov_units, k, d):
-        return np.asarray(cov_units)
-
-    def blend_identity(self, cov, a, b):
-        return a * cov + b * jnp.eye(cov.shape[-1])
 
     def natural_shape(self, n, d):
         return (n, d, d)
-
-    def to_params(self, cov):
-        return precision_params(cov)
 
     def natural(self, params, means):
         return self.matrices(params, means)
@@ -390,23 +448,21 @@ class Full(Covariance):
         return jnp.diagonal(self.matrices(params, means), axis1=-2, axis2=-1)
 
     def matrices(self, params, means):
-        d = means.shape[-1]
-        u = precision_cholesky(params)
-        eye = jnp.broadcast_to(jnp.eye(d, dtype=u.dtype), u.shape)
-        uinv = jax.scipy.linalg.solve_triangular(u, eye, lower=False)  # U^{-1}
-        return jnp.swapaxes(uinv, -1, -2) @ uinv  # U^{-T} U^{-1} = (U U^T)^{-1}
+        return self._inverse(params, means.shape[-1])
+
+    def matrices_in_units(self, cov_units, k, d):
+        return np.asarray(cov_units)
 
     def check(self, cov, n):
-        if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-10, atol=1e-12 * max(1.0, float(np.abs(cov).max()))):
-            raise ValueError("full covariances must be symmetric matrices")
         for i in range(n):
-            try:
-                np.linalg.cholesky(cov[i])
-            except np.linalg.LinAlgError:
-                raise ValueError(f"full covariance of component {i} is not positive definite") from None
+            self._check_matrix(cov[i], f"component {i}")
 
     def n_parameters(self, d):
         return d * (d + 1) // 2
+
+    def from_data(self, centred, w, lead, floor):
+        d = centred.shape[-1]
+        return jnp.broadcast_to((centred * w[:, None]).T @ centred + jnp.diag(floor), lead + (d, d))
 
     def component_log_prob(self, x, means, lw, params):
         d = means.shape[-1]
@@ -425,10 +481,6 @@ class Full(Covariance):
         u = precision_cholesky(params)[comp]
         return jax.scipy.linalg.solve_triangular(jnp.swapaxes(u, -1, -2), z[..., None], lower=True)[..., 0]
 
-    def from_data(self, centred, w, lead, floor):
-        d = centred.shape[-1]
-        return jnp.broadcast_to((centred * w[:, None]).T @ centred + jnp.diag(floor), lead + (d, d))
-
     def block_width(self, n, d):
         return n * d
 
@@ -444,13 +496,6 @@ class Full(Covariance):
         target = scatter / n[:, None, None] - delta[:, :, None] * delta[:, None, :]
         return 0.5 * (target + jnp.swapaxes(target, -1, -2))
 
-    def floored(self, cov, floor):
-        return cov + jnp.diag(floor)
-
-    def relaxed(self, cov, target, f, floor):
-        # the convex combination is PD; the floor is added only once the EM target is reached
-        return (1.0 - f) * cov + f * target + f * jnp.diag(floor)
-
     def second_moments(self, cov, mu):
         return cov + mu[:, :, None] * mu[:, None, :]
 
@@ -464,14 +509,113 @@ class Full(Covariance):
         # d = 10 cost 5e-3 nats/sample to merge, above the BIC price, and stayed split)
         return cov
 
-    def log_det(self, cov, d):
-        return jnp.linalg.slogdet(cov)[1]
+
+class Tied(_Cholesky):
+    """One full covariance shared by every component (scikit-learn's "tied"): natural shape
+    ``(d, d)``, ``cov_params`` one precision Cholesky factor ``(d, d)`` (leading batch axes
+    allowed, no component axis). Its M-step pools the scatter of all components; a merge
+    keeps it and matches the pair's weight and mean."""
+
+    name, shape_doc, public = "tied", "(dim, dim)", "tied"
+
+    def natural_shape(self, n, d):
+        return (d, d)
+
+    def zeros(self, lead, d):
+        return jnp.zeros(lead[:-1] + (d, d))
+
+    def natural(self, params, means):
+        return self._inverse(params, means.shape[-1])
+
+    def matrices(self, params, means):
+        d = means.shape[-1]
+        return jnp.broadcast_to(self.natural(params, means)[..., None, :, :], means.shape[:-1] + (d, d))
+
+    def variances(self, params, means):
+        shared = jnp.diagonal(self.natural(params, means), axis1=-2, axis2=-1)
+        return jnp.broadcast_to(shared[..., None, :], means.shape)
+
+    def select(self, cov, idx):
+        return cov
+
+    def matrices_in_units(self, cov_units, k, d):
+        return np.broadcast_to(np.asarray(cov_units), (k, d, d))
+
+    def check(self, cov, n):
+        self._check_matrix(cov, "the mixture")
+
+    def n_parameters(self, d):
+        return 0
+
+    def shared_parameters(self, d):
+        return d * (d + 1) // 2
+
+    def from_data(self, centred, w, lead, floor):
+        d = centred.shape[-1]
+        return jnp.broadcast_to((centred * w[:, None]).T @ centred + jnp.diag(floor), lead[:-1] + (d, d))
+
+    def component_log_prob(self, x, means, lw, params):
+        d = means.shape[-1]
+        u = precision_cholesky(params)  # (d, d)
+        y = (x @ u)[..., None, :] - means @ u  # (..., n, d)
+        quad = jnp.sum(y**2, axis=-1)
+        half_logdet = jnp.sum(jnp.diagonal(params, axis1=-2, axis2=-1), axis=-1)  # log|U|
+        return lw + half_logdet - 0.5 * (d * LOG_2PI + quad)
+
+    def mahalanobis_sq(self, params, means, shift):
+        return jnp.sum((shift @ precision_cholesky(params)) ** 2, axis=-1)
+
+    def noise(self, params, means, comp, z):
+        u = precision_cholesky(params)
+        return jax.scipy.linalg.solve_triangular(jnp.swapaxes(u, -1, -2), z.T, lower=True).T
+
+    def block_width(self, n, d):
+        return n * d
+
+    def estep_moments(self, wr, x, feats):
+        # the pooled second moment: every row's weight (its responsibilities' sum) once
+        return wr.T @ x, (x * jnp.sum(wr, axis=1)[:, None]).T @ x
+
+    def scatter(self, s2, s1, mass, mu):
+        outer = mu.T @ s1  # sum_i mu_i s1_i^T
+        scatter = s2 - outer - outer.T + (mu * mass[:, None]).T @ mu
+        return 0.5 * (scatter + scatter.T)
+
+    def implied_scatter(self, cov, pi):
+        return jnp.sum(pi) * cov
+
+    def per_component(self, mask, like):
+        return jnp.max(mask)  # the shared covariance moves when any component does (by the most)
+
+    def em_target(self, scatter, n, delta):
+        # the pooled covariance about the new means; the masses sum to 1 (pruned ones: delta 0)
+        target = scatter - jnp.einsum("i,id,ie->de", n, delta, delta)
+        return 0.5 * (target + target.T)
+
+    def second_moments(self, cov, mu):
+        return cov + mu[:, :, None] * mu[:, None, :]
+
+    def from_second(self, second, mu):
+        cov = second - mu[:, None] * mu[None, :]
+        return 0.5 * (cov + cov.T)
+
+    def merge_floor(self, cov, floor):
+        return cov
+
+    def merge_params(self, keeper, merged, params):
+        return params  # the shared covariance stays; the polishing fit refits it
+
+    def component_log_dets(self, params, means):
+        return jnp.broadcast_to(self.log_det(self.natural(params, means), means.shape[-1]), means.shape[-2:-1])
+
+    def merged_params(self, params, cov, floor):
+        return params
 
 
-IDENTITY, SPHERICAL, DIAG, FULL = Identity(), Spherical(), Diag(), Full()
-TYPES: dict[str, Covariance] = {t.name: t for t in (IDENTITY, SPHERICAL, DIAG, FULL)}
+IDENTITY, SPHERICAL, DIAG, FULL, TIED = Identity(), Spherical(), Diag(), Full(), Tied()
+TYPES: dict[str, Covariance] = {t.name: t for t in (IDENTITY, SPHERICAL, DIAG, FULL, TIED)}
 NAMES = tuple(TYPES)
-PUBLIC = {t.public: t for t in (FULL, DIAG, SPHERICAL, IDENTITY)}  # the estimator's names
+PUBLIC = {t.public: t for t in (FULL, TIED, DIAG, SPHERICAL, IDENTITY)}  # the estimator's names
 BY_NDIM = {1: "spherical", 2: "diag", 3: "full"}  # the type of given covariances, by their rank
 
 

@@ -59,10 +59,9 @@ def _merged(student: Mixture, ii: jax.Array, jj: jax.Array, floor: jax.Array) ->
     (means matched only)."""
     student = jax.tree_util.tree_map(jnp.asarray, student)
     lw, mu, cov = jax.vmap(lambda i, j: moment_match(student, i, j))(ii, jj)
-    m = Mixture.tree_unflatten(student.covariance_type, (mu, lw, student.cov_params))
-    if not student.cov_type.learned:
-        return m
-    return m.with_covariances(student.cov_type.merge_floor(cov, floor))
+    t = student.cov_type
+    params = t.merged_params(student.cov_params, cov, floor) if t.learned else None
+    return Mixture.tree_unflatten(student.covariance_type, (mu, lw, params))
 
 
 def _component_log_prob_unnormalised(m: Mixture, X: jax.Array) -> jax.Array:
@@ -77,7 +76,7 @@ def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
     t, d = student.cov_type, student.dim
     student = jax.tree_util.tree_map(jnp.asarray, student)  # NumPy leaves index by tracers too
     lw, _, cov = jax.vmap(lambda i, j: moment_match(student, i, j))(ii, jj)
-    own = jnp.zeros(student.n_components) if not t.learned else t.log_det(student.covariances, d)
+    own = t.component_log_dets(student.cov_params, student.means)
     pi = student.weights
     return 0.5 * (jnp.exp(lw) * t.log_det(cov, d) - pi[ii] * own[ii] - pi[jj] * own[jj])
 
@@ -179,6 +178,5 @@ def merge_pairs(student: Mixture, costs: jax.Array, price, floor: jax.Array) -> 
     sel = keeper.reshape((n,) + (1,) * (student.means.ndim - 1))
     new = student.replace(log_weights=_normalise(lw), means=jnp.where(sel, merged.means, student.means))
     if student.cov_params is not None:
-        selc = keeper.reshape((n,) + (1,) * (student.cov_params.ndim - 1))
-        new = new.replace(cov_params=jnp.where(selc, merged.cov_params, student.cov_params))
+        new = new.replace(cov_params=student.cov_type.merge_params(keeper, merged.cov_params, student.cov_params))
     return new, jnp.sum(keeper).astype(jnp.int32)

@@ -66,8 +66,7 @@ def stepwise_em(problem: Problem, student: Mixture, rate, key=None) -> tuple[Mix
     shift = rate * st.shift
     scatter = None
     if student.cov_type.learned:
-        own = student.covariances
-        own = pi.reshape((-1,) + (1,) * (own.ndim - 1)) * own
+        own = student.cov_type.implied_scatter(student.covariances, pi)
         scatter = (1.0 - rate) * own + rate * st.scatter
     blended = Stats(st.loss, mass, shift, scatter)
     ok = mass > TINY

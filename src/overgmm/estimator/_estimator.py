@@ -64,15 +64,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
         (sample weights count as repetitions).
-    covariance_type : {"auto", "full", "diag", "spherical", "fixed"}, default="auto"
+    covariance_type : {"auto", "full", "tied", "diag", "spherical", "fixed"}, default="auto"
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
-        component); ``"diag"``: a learned diagonal covariance per component;
+        component); ``"tied"``: one learned covariance matrix shared by all components
+        (scikit-learn's "tied"); ``"diag"``: a learned diagonal covariance per component;
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
         standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
         out about one training row in five (chosen by the rows' values), fit "spherical",
-        "diag" and "full" on the rest (on 2^14 of them, chosen by value, when there are
-        more), keep the simplest type whose held-out log-likelihood
-        is within 0.02 nats/sample of the best, and refit it on all rows (four fits;
+        "diag", "tied" and "full" on the rest (on 2^14 of them, chosen by value, when there
+        are more), keep the simplest type (in that order) whose held-out log-likelihood
+        is within 0.02 nats/sample of the best, and refit it on all rows (five fits;
         :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type was fitted.
         Measurements behind the choices: ``docs/estimator.md``.
     algorithm : {"em", "gradient_em", "polyak"}, default="em"
@@ -477,8 +478,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self.means_ = np.asarray(student.means)[live] * self._scale + self._shift
         t, s = C.public(self.covariance_type_), self._scale
         var, u = cov
-        self.covariances_ = t.in_units(np.asarray(var)[live], s)
-        self.precisions_cholesky_ = t.precisions_in_units(self.covariances_, None if u is None else u[live], s)
+        self.covariances_ = t.in_units(t.select(np.asarray(var), live), s)
+        self.precisions_cholesky_ = t.precisions_in_units(
+            self.covariances_, None if u is None else t.select(u, live), s
+        )
         self.n_components_ = int(live.sum())
 
     def partial_fit(self, X, y=None, sample_weight=None) -> OverparamGMM:
@@ -579,7 +582,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
-        return k * (d + F.n_covariance_parameters(self.covariance_type_, d)) + k - 1
+        t = C.public(self.covariance_type_)
+        return k * (d + t.n_parameters(d)) + k - 1 + t.shared_parameters(d)
 
     def bic(self, X) -> float:
         """Bayesian information criterion on X of shape (n_samples, n_features) (lower is better)."""

@@ -44,7 +44,7 @@ INITS = initialisation.INITS
 MIN_ROWS = 128
 # covariance_type="auto": the simplest of these whose validation log-likelihood is within
 # AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements)
-AUTO_TYPES = ("spherical", "diag", "full")
+AUTO_TYPES = ("spherical", "diag", "tied", "full")
 AUTO_MARGIN = 0.02
 # beyond this many training rows, "auto" fits its candidate types on this many of them,
 # chosen by a hash of their values (streaming.sample_hash), in memory and on chunks alike

@@ -291,6 +291,19 @@ class _Cholesky(Covariance):
     def log_det(self, cov, d):
         return jnp.linalg.slogdet(cov)[1]
 
+    def second_moments(self, cov, mu):
+        return cov + mu[:, :, None] * mu[:, None, :]
+
+    def from_second(self, second, mu):
+        cov = second - mu[:, None] * mu[None, :]
+        return 0.5 * (cov + cov.T)
+
+    def merge_floor(self, cov, floor):
+        # each merged component's covariance already holds the floor its M-step added, and
+        # moment matching keeps it (adding it again inflated merge costs: a split cluster in
+        # d = 10 cost 5e-3 nats/sample to merge, above the BIC price, and stayed split)
+        return cov
+
 
 class Identity(Covariance):
     name, learned, public = "identity", False, "fixed"
@@ -496,19 +509,6 @@ class Full(_Cholesky):
         target = scatter / n[:, None, None] - delta[:, :, None] * delta[:, None, :]
         return 0.5 * (target + jnp.swapaxes(target, -1, -2))
 
-    def second_moments(self, cov, mu):
-        return cov + mu[:, :, None] * mu[:, None, :]
-
-    def from_second(self, second, mu):
-        cov = second - mu[:, None] * mu[None, :]
-        return 0.5 * (cov + cov.T)
-
-    def merge_floor(self, cov, floor):
-        # each merged component's covariance already holds the floor its M-step added, and
-        # moment matching keeps it (adding it again inflated merge costs: a split cluster in
-        # d = 10 cost 5e-3 nats/sample to merge, above the BIC price, and stayed split)
-        return cov
-
 
 class Tied(_Cholesky):
     """One full covariance shared by every component (scikit-learn's "tied"): natural shape
@@ -591,16 +591,6 @@ class Tied(_Cholesky):
         # the pooled covariance about the new means; the masses sum to 1 (pruned ones: delta 0)
         target = scatter - jnp.einsum("i,id,ie->de", n, delta, delta)
         return 0.5 * (target + target.T)
-
-    def second_moments(self, cov, mu):
-        return cov + mu[:, :, None] * mu[:, None, :]
-
-    def from_second(self, second, mu):
-        cov = second - mu[:, None] * mu[None, :]
-        return 0.5 * (cov + cov.T)
-
-    def merge_floor(self, cov, floor):
-        return cov
 
     def merge_params(self, keeper, merged, params):
         return params  # the shared covariance stays; the polishing fit refits it

@@ -33,18 +33,17 @@ def _columns(model_names, path: Path, args, source, names):
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-
     from overgmm.cli import _data
-    from overgmm.estimator import OverparamGMM
+    from overgmm.estimator import OverparamGMM, _persist
 
     out = Path(args.out)
     if out.is_dir():
         raise CommandError(f"--out {out}: a folder; give a file name such as labels.csv")
     _data.check_out(out.parent if str(out.parent) else Path("."))
     try:
-        est = OverparamGMM.load(args.model)
-        model_names = json.loads(Path(args.model).read_text()).get("features")
+        obj = _persist.read(args.model)
+        est = _persist.from_dict(OverparamGMM, obj, args.model)
+        model_names = obj.get("features")
     except (OSError, ValueError) as err:
         raise CommandError(str(err)) from None
     source, names = _data.read(args.data, columns=None, header=args.header, memory_budget=args.memory_budget)

@@ -1,12 +1,17 @@
-"""Checks of the data's features before a fit, from their weighted means and variances
-(one pass, in memory or over chunks): a feature too large for float64 arithmetic is an
-error, a constant one a warning (:class:`ConstantFeatureWarning`)."""
+"""Checks before a fit: the estimator's parameters (:func:`check_params`), and the data's
+features from their weighted means and variances (one pass, in memory or over chunks): a
+feature too large for float64 arithmetic is an error, a constant one a warning
+(:class:`ConstantFeatureWarning`)."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import numpy as np
+
+from overgmm.estimator import _fit as F
 
 # a feature whose standard deviation is at most this fraction of its mean's magnitude is
 # constant to rounding (a column of 5.0 has a computed variance of about 1e-30)
@@ -62,3 +67,52 @@ def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
             ),
             stacklevel=3,
         )
+
+
+def check_params(est) -> None:
+    """Every parameter of the estimator ``est``: a ValueError naming the bad one."""
+
+    def choice(name, options):
+        value = getattr(est, name)
+        if not isinstance(value, str) or value not in options:
+            raise ValueError(f"The '{name}' parameter of {type(est).__name__} must be one of {options}; got {value!r}.")
+
+    def integer(name, low):
+        value = getattr(est, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"The '{name}' parameter of {type(est).__name__} must be an int >= {low}; got {value!r}.")
+
+    def real(name, low, *, strict):
+        value = getattr(est, name)
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < low or (strict and value == low):
+            rel = ">" if strict else ">="
+            raise ValueError(
+                f"The '{name}' parameter of {type(est).__name__} must be a finite number {rel} {low}; got {value!r}."
+            )
+
+    if isinstance(est.n_components, str):
+        if est.n_components != "auto":
+            raise ValueError(
+                f"The 'n_components' parameter of {type(est).__name__} must be an int >= 1 or 'auto'; "
+                f"got {est.n_components!r}."
+            )
+    else:
+        integer("n_components", 1)
+    choice("covariance_type", F.COVARIANCE_TYPES + ("auto",))
+    choice("algorithm", F.ALGORITHMS)
+    choice("init", F.INITS)
+    real("step_size", 0.0, strict=True)
+    integer("n_short", 1)
+    integer("max_iter", 1)
+    real("tol", 0.0, strict=False)
+    real("prune", 0.0, strict=False)
+    if est.prune >= 1:
+        raise ValueError(f"The 'prune' parameter must be a weight threshold in [0, 1); got {est.prune!r}.")
+    real("merge_tol", 0.0, strict=False)
+    integer("n_init", 1)
+    real("var_floor", 0.0, strict=False)
+    real("memory_budget", 0.0, strict=True)
+    integer("verbose", 0)
+    if not isinstance(est.standardize, (bool, np.bool_)):
+        raise ValueError(f"The 'standardize' parameter must be a bool; got {est.standardize!r}.")

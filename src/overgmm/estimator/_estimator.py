@@ -23,7 +23,7 @@ from overgmm import covariances as C
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _persist
 from overgmm.estimator import _stream as S
-from overgmm.estimator._checks import check_features
+from overgmm.estimator._checks import check_features, check_params
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 
@@ -225,55 +225,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
-        def choice(name, options):
-            value = getattr(self, name)
-            if not isinstance(value, str) or value not in options:
-                raise ValueError(
-                    f"The '{name}' parameter of {type(self).__name__} must be one of {options}; got {value!r}."
-                )
-
-        def integer(name, low):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(
-                    f"The '{name}' parameter of {type(self).__name__} must be an int >= {low}; got {value!r}."
-                )
-
-        def real(name, low, *, strict):
-            value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or value < low or (strict and value == low):
-                rel = ">" if strict else ">="
-                raise ValueError(
-                    f"The '{name}' parameter of {type(self).__name__} must be a finite number {rel} {low}; "
-                    f"got {value!r}."
-                )
-
-        if isinstance(self.n_components, str):
-            if self.n_components != "auto":
-                raise ValueError(
-                    f"The 'n_components' parameter of {type(self).__name__} must be an int >= 1 or 'auto'; "
-                    f"got {self.n_components!r}."
-                )
-        else:
-            integer("n_components", 1)
-        choice("covariance_type", F.COVARIANCE_TYPES + ("auto",))
-        choice("algorithm", F.ALGORITHMS)
-        choice("init", F.INITS)
-        real("step_size", 0.0, strict=True)
-        integer("n_short", 1)
-        integer("max_iter", 1)
-        real("tol", 0.0, strict=False)
-        real("prune", 0.0, strict=False)
-        if self.prune >= 1:
-            raise ValueError(f"The 'prune' parameter must be a weight threshold in [0, 1); got {self.prune!r}.")
-        real("merge_tol", 0.0, strict=False)
-        integer("n_init", 1)
-        real("var_floor", 0.0, strict=False)
-        real("memory_budget", 0.0, strict=True)
-        integer("verbose", 0)
-        if not isinstance(self.standardize, (bool, np.bool_)):
-            raise ValueError(f"The 'standardize' parameter must be a bool; got {self.standardize!r}.")
+        check_params(self)
 
     def _validate_fit_input(self, X, sample_weight, *, reset: bool):
         X = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2)

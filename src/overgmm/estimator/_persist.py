@@ -158,13 +158,17 @@ def from_dict(cls, obj: dict, path="model"):
     return est
 
 
-def load(cls, path):
-    """:func:`from_dict` of the JSON file at ``path``."""
+def read(path) -> dict:
+    """The JSON object of a model file (its extra keys included); errors name the file."""
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not an overgmm model file (not JSON: {err})") from None
-    return from_dict(cls, obj, path)
+
+
+def load(cls, path):
+    """:func:`from_dict` of the JSON file at ``path``."""
+    return from_dict(cls, read(path), path)

@@ -97,7 +97,7 @@ class Quadrature:
     half_width: float | None = None
     defensive: bool = True
     check_rule: str = "coarse"
-    tails: str = "off"
+    tails: str = "auto"
     spacing: float | None = None
     defensive_share: float | None = None
 

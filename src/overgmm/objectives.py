@@ -12,6 +12,7 @@ All return float64 JAX scalars. Differentiate through construction:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -82,7 +83,12 @@ def kl(
     resolved = Quadrature() if backend is None else backend
     surrogate: jax.Array | float = 0.0
     if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
-        student, surrogate = _split_tails(teacher, student)
+        live = tails.live_components(teacher, student)
+        if not (v.is_concrete(live) and not bool(jnp.any(live))):  # values at hand and none live: bulk only
+            mass, moment = tails.own_statistics(teacher, student, live)
+            surrogate = tails.surrogate(student, -moment, mass)
+            held = tails.own(live)[:, None]
+            student = student.replace(means=jnp.where(held, jax.lax.stop_gradient(student.means), student.means))
 
     if form == "plain":
 
@@ -122,43 +128,31 @@ def kl(
 
 def kl_em_statistics(
     teacher: Mixture, student: Mixture, *, backend: Backend | None = None, key: jax.Array | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """The EM statistics of the population KL: ``E_{p*}[psi_i]`` (n,) and
-    ``E_{p*}[psi_i (x - mu_i)]`` (n, d).
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The KL and its EM statistics: ``(L, E_{p*}[psi_i]`` (n,), ``E_{p*}[psi_i (x - mu_i)]`` (n, d)).
 
-    From the control-variate gradient (``pi_i - dL/da_i`` and ``-dL/dmu_i``, exact at
-    the optimum) for the bulk components; for a component whose mass is below
-    ``TAIL_SWITCH pi_i`` (tails active, :mod:`overgmm.tails`) both from its own nodes,
-    each to relative accuracy. ``pi_i - dL/da_i`` cannot give such a mass: it cancels
-    to rounding noise once ``E[psi_i] < 1e-16 pi_i``.
+    From the control-variate gradient (``pi_i - dL/da_i`` and ``-dL/dmu_i``, exact at the
+    optimum) for the bulk components; with the tail nodes active (:mod:`overgmm.tails`),
+    a component whose mass is below ``TAIL_SWITCH pi_i`` gets both from its own nodes,
+    each to relative accuracy, and so does the sole bulk component when all others are
+    that small (its complement form). ``pi_i - dL/da_i`` cannot give such a mass: it
+    cancels to rounding noise once ``E[psi_i] < 1e-16 pi_i``.
     """
     _check_pair(teacher, student)
-    _, g = jax.value_and_grad(lambda s: kl(teacher, s, backend=backend, key=key))(student)
+    resolved = Quadrature() if backend is None else backend
+    active = isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim)
+    bulk = dataclasses.replace(resolved, tails="off") if active else resolved
+    loss, g = jax.value_and_grad(lambda s: kl(teacher, s, backend=bulk, key=key))(student)
     lw = student.log_weights - logsumexp(student.log_weights)
     mass, moment = jnp.exp(lw) - g.log_weights, -g.means
-    resolved = Quadrature() if backend is None else backend
-    if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
-        nodes = tails.tail_nodes(teacher, student)
-        log_mass = tails.log_masses(teacher, student, nodes)
-        live = log_mass < jax.lax.stop_gradient(lw) + math.log(tails.TAIL_SWITCH)
-        mass = jnp.where(live, jnp.exp(log_mass), mass)
-        moment = jnp.where(live[:, None], tails.first_moments(teacher, student, nodes), moment)
-    return mass, moment
-
-
-def _split_tails(teacher: Mixture, student: Mixture) -> tuple[Mixture, jax.Array]:
-    """The student with the means of its tail components held constant (for the bulk
-    rule), and a zero-valued surrogate carrying their gradients (:mod:`overgmm.tails`)."""
-    laplace = tails.tail_nodes(teacher, student, grid=False).log_masses_laplace()
-    s_lw = jax.lax.stop_gradient(student.log_weights - logsumexp(student.log_weights))
-    live = laplace < s_lw + math.log(tails.TAIL_SWITCH)
-    means = jnp.where(live[:, None], jax.lax.stop_gradient(student.means), student.means)
-    surrogate = jax.lax.cond(
-        jnp.any(live),
-        lambda: tails.plain_surrogate(teacher, student, tails.tail_nodes(teacher, student), live),
-        lambda: jnp.zeros((), student.means.dtype),
-    )
-    return student.replace(means=means), surrogate
+    if active:
+        live = tails.live_components(teacher, student)
+        if not (v.is_concrete(live) and not bool(jnp.any(live))):
+            own_mass, own_moment = tails.own_statistics(teacher, student, live)
+            held = tails.own(live)
+            mass = jnp.where(held, own_mass, mass)
+            moment = jnp.where(held[:, None], own_moment, moment)
+    return loss, mass, moment
 
 
 def nll(student: Mixture, X, *, sample_weight=None) -> jax.Array:

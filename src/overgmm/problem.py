@@ -230,8 +230,8 @@ class Problem:
             )
             if tails:
                 # exponentially small masses to relative accuracy (pi - dL/da cancels for them)
-                mass, moment = kl_em_statistics(self._teacher, student, backend=self.backend, key=key)
-                return Stats(self.loss(student, key), mass, moment, None)
+                loss, mass, moment = kl_em_statistics(self._teacher, student, backend=self.backend, key=key)
+                return Stats(loss, mass, moment, None)
             loss, g = self.value_and_grad(student, key)
             return from_gradient(student, loss, g)
         data = self._data

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from overgmm import _validation as v
 from overgmm.mixture import Mixture
 
 # (spacing h, half width L) of the trapezoid rule in the Hessian frame, by r_D. In that
@@ -79,6 +80,33 @@ def difference_basis(means: jax.Array, r: int) -> jax.Array:
     return u[:, :r]
 
 
+def _sym_solve(h: jax.Array, g: jax.Array) -> jax.Array:
+    """``h^{-1} g`` for a symmetric positive definite ``h`` (r, r); closed form for r <= 2
+    (elementwise operations compile much faster than a batched LAPACK call)."""
+    r = h.shape[0]
+    if r == 1:
+        return g / h[0, 0]
+    if r == 2:
+        det = h[0, 0] * h[1, 1] - h[0, 1] ** 2
+        return jnp.stack([h[1, 1] * g[0] - h[0, 1] * g[1], h[0, 0] * g[1] - h[0, 1] * g[0]]) / det
+    return jnp.linalg.solve(h, g)
+
+
+def _sym_eigh(h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues (r,) and orthonormal eigenvectors (columns, (r, r)) of a symmetric ``h``;
+    closed form for r <= 2."""
+    r = h.shape[0]
+    if r == 1:
+        return h[0], jnp.ones((1, 1), h.dtype)
+    if r == 2:
+        mean, half = 0.5 * (h[0, 0] + h[1, 1]), 0.5 * (h[0, 0] - h[1, 1])
+        rad = jnp.sqrt(half**2 + h[0, 1] ** 2)
+        theta = 0.5 * jnp.arctan2(h[0, 1], half)
+        c, s = jnp.cos(theta), jnp.sin(theta)
+        return jnp.stack([mean - rad, mean + rad]), jnp.stack([jnp.stack([-s, c]), jnp.stack([c, s])], axis=1)
+    return jnp.linalg.eigh(h)
+
+
 def _mode(const: jax.Array, b: jax.Array, i: jax.Array) -> jax.Array:
     """Maximiser ``y`` (r,) of ``log_softmax(const + b y)_i - |y|^2 / 2`` by damped Newton.
 
@@ -96,7 +124,7 @@ def _mode(const: jax.Array, b: jax.Array, i: jax.Array) -> jax.Array:
         bbar = p @ b
         g = b[i] - bbar - y
         h = jnp.eye(r) + (b * p[:, None]).T @ b - jnp.outer(bbar, bbar)
-        step = jnp.linalg.solve(h, g)
+        step = _sym_solve(h, g)
         cand = y[None, :] + fr[:, None] * step[None, :]
         vals = jax.vmap(phi)(cand)
         best = jnp.argmax(vals)
@@ -147,7 +175,7 @@ def tail_nodes(teacher: Mixture, student: Mixture, rank: int | None = None, *, g
         p = jax.nn.softmax(c + b @ y0)
         bbar = p @ b
         hess = jnp.eye(r) + (b * p[:, None]).T @ b - jnp.outer(bbar, bbar)
-        lam, vec = jnp.linalg.eigh(hess)
+        lam, vec = _sym_eigh(hess)
         a = vec / jnp.sqrt(lam)[None, :]  # y = y0 + a u
         y = y0[None, :] + u @ a.T
         half_logdet = 0.5 * jnp.sum(jnp.log(lam))
@@ -189,26 +217,119 @@ def first_moments(teacher: Mixture, student: Mixture, nodes: TailNodes | None = 
     return jnp.exp(top) * jnp.einsum("ik,ikd->id", jnp.exp(lp - top), dx)
 
 
-def plain_surrogate(teacher: Mixture, student: Mixture, nodes: TailNodes, live: jax.Array) -> jax.Array:
-    """A scalar whose value is 0 and whose gradient with respect to ``mu_i`` is
-    ``-E_{p*}[psi_i (x - mu_i)]`` on the nodes of component ``i`` for ``live[i]``, and
-    0 otherwise. Its gradients with respect to the other parameters are 0; its second
-    derivative in ``mu_i`` is the plain form's on those nodes."""
-    s0 = jax.lax.stop_gradient(student)
-    n = student.n_components
-    onehot = jnp.eye(n)
+def log_mass_bounds(teacher: Mixture, student: Mixture) -> jax.Array:
+    """Upper bounds on ``log E_{p*}[psi_i]`` (n,) in closed form, cheap enough to decide the
+    switch inside every evaluation (no nodes, no Newton steps).
 
-    def one(i):
-        means = s0.means + onehot[i][:, None] * (student.means - s0.means)
-        m_i = Mixture.tree_unflatten(None, (means, s0.log_weights))
-        lg = m_i.component_logits(nodes.x[i])  # (m, K, n)
-        w = jnp.exp(nodes.log_w[i])
-        return -jnp.sum(w * logsumexp(lg, axis=-1))
+    For every other component ``k``, ``psi_i <= sigmoid(s) <= min(1, e^s) <= e^{lam s}``
+    (any ``lam`` in [0, 1]) with ``s = l_i(x) - l_k(x)`` linear in ``x``; under teacher
+    component ``j``, ``s ~ N(mu, sigma^2)`` with ``mu = (mu_i - mu_k) . mu*_j + c_ik`` and
+    ``sigma = |mu_i - mu_k|``, so ``E[psi_i] <= exp(lam mu + lam^2 sigma^2 / 2)``, smallest at
+    ``lam = clip(-mu / sigma^2, 0, 1)``. The bound is the smallest over ``k``, summed over
+    ``j`` with the teacher's weights: ``exp(-a^2 / 8)`` at Theorem 7's point, against a true
+    mass of about ``2 Phi(-a / 2)`` (a factor ``0.6 a`` above it)."""
+    t = jax.lax.stop_gradient(teacher)
+    s = jax.lax.stop_gradient(student)
+    n = s.n_components
+    s_lw = s.log_weights - logsumexp(s.log_weights)
+    t_lw = t.log_weights - logsumexp(t.log_weights)
+    sq = jnp.sum(s.means**2, axis=-1)
+    delta = s.means[:, None, :] - s.means[None, :, :]  # (n, n, d): mu_i - mu_k
+    c = -0.5 * (sq[:, None] - sq[None, :]) + s_lw[:, None] - s_lw[None, :]  # (n, n)
+    mu = jnp.einsum("ikd,jd->ikj", delta, t.means) + c[:, :, None]  # (n, n, m)
+    var = jnp.sum(delta**2, axis=-1)[:, :, None]  # sigma^2
+    # E[min(1, e^s)] <= E[e^{lam s}] = exp(lam mu + lam^2 var / 2) for lam in [0, 1], at its best lam
+    bound = jnp.where(
+        mu >= 0, 0.0, jnp.where(mu <= -var, mu + 0.5 * var, -0.5 * mu**2 / jnp.where(var > 0, var, 1.0))
+    )
+    bound = jnp.where(jnp.eye(n, dtype=bool)[:, :, None], 0.0, bound)  # k = i: psi_i <= 1
+    return logsumexp(jnp.min(bound, axis=1) + t_lw[None, :], axis=-1)
 
-    vals = jax.vmap(one)(jnp.arange(n))
-    vals = jnp.where(live, vals, 0.0)
-    total = jnp.sum(vals)
-    return total - jax.lax.stop_gradient(total)
+
+def live_components(teacher: Mixture, student: Mixture) -> jax.Array:
+    """Which components (n,) get their gradient from their own nodes: those whose bound
+    on ``E_{p*}[psi_i]`` is below ``TAIL_SWITCH pi_i`` (a component found live is truly in
+    the tail; one whose mass is small but not that small keeps the bulk rule, whose
+    absolute accuracy is then still relative to ``1e-9`` or better)."""
+    return _live(jax.lax.stop_gradient(teacher), jax.lax.stop_gradient(student))
+
+
+@jax.jit
+def _live(teacher: Mixture, student: Mixture) -> jax.Array:
+    s_lw = student.log_weights - logsumexp(student.log_weights)
+    return log_mass_bounds(teacher, student) < s_lw + math.log(TAIL_SWITCH)
+
+
+def tail_terms(teacher: Mixture, student: Mixture) -> tuple[jax.Array, jax.Array]:
+    """``(log E_{p*}[psi_i]`` (n,), ``E_{p*}[psi_i (x - mu_i)]`` (n, d)) for every component
+    on its own nodes, held constant under differentiation (the surrogates below carry
+    them as gradients)."""
+    t, s = jax.lax.stop_gradient(teacher), jax.lax.stop_gradient(student)
+    nodes = tail_nodes(t, s)
+    return log_masses(t, s, nodes), first_moments(t, s, nodes)
+
+
+def own_statistics(teacher: Mixture, student: Mixture, live: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``E_{p*}[psi_i]`` (n,) and ``E_{p*}[psi_i (x - mu_i)]`` (n, d) for the components that do
+    not take theirs from the bulk rule (:func:`own`; zeros elsewhere), computed only when
+    some are live: with values at hand (an eager call, or ``jax.grad`` outside ``jit``)
+    Python decides, so nothing is compiled for the tails unless they are needed; under
+    ``jit`` a ``lax.cond`` skips the nodes at run time (both branches compile).
+
+    * A live component: on its own nodes, to relative accuracy.
+    * The one bulk component when every other one is live (Theorem 7's component at the
+      teacher), in its complement form ``psi_b = 1 - sum_{k live} psi_k``:
+      ``E[psi_b] = 1 - sum_k E[psi_k]`` and ``E[psi_b (x - mu_b)] = (E_{p*}[x] - mu_b) -
+      sum_k (E[psi_k (x - mu_k)] + (mu_k - mu_b) E[psi_k])``, the teacher's mean exact and
+      every other term relative to the live masses. The bulk rule returns that moment with
+      an absolute error of about 1e-17, which swamps a true value of 1e-95.
+    """
+    t, s = jax.lax.stop_gradient(teacher), jax.lax.stop_gradient(student)
+    if v.is_concrete(live):
+        if bool(jnp.any(live)):
+            return _own_statistics_jit(t, s, live)
+        return _no_statistics(s)
+    return jax.lax.cond(jnp.any(live), _own_statistics, lambda t, s, live: _no_statistics(s), t, s, live)
+
+
+def _no_statistics(s: Mixture) -> tuple[jax.Array, jax.Array]:
+    n, d = s.means.shape
+    return jnp.zeros((n,), s.means.dtype), jnp.zeros((n, d), s.means.dtype)
+
+
+def _own_statistics(t: Mixture, s: Mixture, live: jax.Array) -> tuple[jax.Array, jax.Array]:
+    sole = sole_bulk(live)
+    log_mass, m1 = tail_terms(t, s)
+    mass = jnp.where(live, jnp.exp(log_mass), 0.0)
+    m1 = jnp.where(live[:, None], m1, 0.0)
+    t_mean = jax.nn.softmax(t.log_weights) @ t.means
+    s1 = jnp.sum(m1 + s.means * mass[:, None], axis=0)  # (d,)
+    s0 = jnp.sum(mass)
+    sole_moment = (t_mean[None, :] - s.means) - s1[None, :] + s.means * s0
+    moment = jnp.where(live[:, None], m1, jnp.where(sole[:, None], sole_moment, 0.0))
+    return jnp.where(live, mass, jnp.where(sole, 1.0 - s0, 0.0)), moment
+
+
+_own_statistics_jit = jax.jit(_own_statistics)
+
+
+def own(live: jax.Array) -> jax.Array:
+    """The components (n,) whose statistics :func:`own_statistics` replaces: the live ones
+    and the sole bulk one."""
+    return live | sole_bulk(live)
+
+
+def sole_bulk(live: jax.Array) -> jax.Array:
+    """The bulk component (n,) when it is the only one (all others live); else all False."""
+    return ~live & (jnp.sum(~live) == 1) & jnp.any(live)
+
+
+def surrogate(student: Mixture, grad: jax.Array, curvature: jax.Array) -> jax.Array:
+    """A scalar whose value is 0 and whose gradient with respect to the means is ``grad``
+    (n, d) (second derivative ``curvature_i I``); 0 for the other parameters."""
+    delta = student.means - jax.lax.stop_gradient(student.means)
+    g, h = jax.lax.stop_gradient(grad), jax.lax.stop_gradient(curvature)
+    return jnp.sum(g * delta) + 0.5 * jnp.sum(h[:, None] * delta**2)
 
 
 # -- X3's 1-D log-domain method (numpy) ---------------------------------------------

@@ -57,7 +57,10 @@ DEFAULT_RULE = {1: (201, 9.0), 2: (161, 9.0), 3: (41, 8.0), 4: (17, 7.0), 5: (15
 MAX_AUTO_RANK = 6
 # rule="anisotropic": trapezoid spacing and half width on the teacher-difference span,
 # Gauss-Hermite nodes per axis on the rest, the defensive share of the student centres
-ANISOTROPIC = {"spacing": 0.3, "half_width": 7.0, "mild_nodes": 5, "share": 1e-4, "max_sharp": 2, "student_nodes": -4}
+ANISOTROPIC = {"spacing": 0.3, "half_width": 7.0, "mild_nodes": 5, "share": 1e-6, "max_sharp": 2, "student_nodes": -4}
+# ... by span dimension r, where it differs (issue 19: benchmarks/quadrature_accuracy.py, section 2):
+# the Gauss-Hermite count on the mild axes decides the accuracy away from an optimum
+ANISOTROPIC_BY_RANK = {3: {"spacing": 0.25, "mild_nodes": 7}, 4: {"mild_nodes": 6}, 5: {"mild_nodes": 7}, 6: {"mild_nodes": 8}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,10 @@ class Quadrature:
     """Deterministic quadrature on the span of the means.
 
     Attributes:
-      rule: ``"auto"`` (trapezoid, node count by rank), ``"trapezoid"`` or ``"gauss-hermite"``.
+      rule: ``"auto"`` (default): the anisotropic rule for the defensive (control-variate)
+        KL at ``r >= 3``, where it is more accurate for its cost, else the trapezoid rule
+        with its node count by rank; ``"trapezoid"`` (the default before issue 19),
+        ``"gauss-hermite"`` or ``"anisotropic"``.
       nodes: nodes per axis; default from ``DEFAULT_NODES`` by the span dimension.
       rank: dimension of the basis ``r``; default ``min(d, n + m)``. A smaller rank is
         exact only if all means lie in an ``r``-dimensional subspace (e.g. on a line).
@@ -112,12 +118,21 @@ class Quadrature:
         if self.half_width is not None and not (self.half_width > 0 and math.isfinite(self.half_width)):
             raise ValueError(f"half_width must be positive and finite, got {self.half_width!r}")
 
-    def describe(self, r: int) -> str:
-        if self.rule == "anisotropic" and r >= 3:
+    def for_span(self, r: int, importance: bool) -> Quadrature:
+        """The rule ``"auto"`` stands for at span dimension ``r`` (``importance``: an
+        integrand on defensive nodes, the control-variate KL)."""
+        if self.rule != "auto":
+            return self
+        aniso = 3 <= r <= MAX_AUTO_RANK and importance and self.defensive
+        return dataclasses.replace(self, rule="anisotropic" if aniso else "trapezoid")
+
+    def describe(self, r: int, importance: bool = False) -> str:
+        """One line naming the rule used at span dimension ``r``."""
+        if self.for_span(r, importance).rule == "anisotropic" and r >= 3:
             return (
-                f"quadrature(anisotropic, r={r}, spacing={self._aniso('spacing')}, half_width="
-                f"{self._aniso('half_width')}, mild nodes/axis={self._aniso('mild_nodes')}, "
-                f"share={self._aniso('share')}, tails={self.tails})"
+                f"quadrature(anisotropic, r={r}, spacing={self._aniso('spacing', r)}, half_width="
+                f"{self._aniso('half_width', r)}, mild nodes/axis={self._aniso('mild_nodes', r)}, "
+                f"share={self._aniso('share', r)}, tails={self.tails})"
             )
         rule, k, hw = self.resolve(r)
         total = len(_tensor_rule(rule, k, r, hw)[1])
@@ -141,10 +156,12 @@ class Quadrature:
             return True
         return r_d <= tails.MAX_AUTO_TAIL_RANK
 
-    def _aniso(self, name: str):
+    def _aniso(self, name: str, r: int):
         own = {"spacing": self.spacing, "half_width": self.half_width, "mild_nodes": self.nodes}
         own["share"] = self.defensive_share
-        return ANISOTROPIC[name] if own[name] is None else own[name]
+        if own[name] is not None:
+            return own[name]
+        return ANISOTROPIC_BY_RANK.get(r, {}).get(name, ANISOTROPIC[name])
 
     def resolve(self, r: int) -> tuple[str, int, float]:
         """The rule name, nodes per axis and half width used at span dimension ``r``."""
@@ -166,9 +183,9 @@ class Quadrature:
         if self.rule == "anisotropic":
             return dataclasses.replace(
                 self,
-                spacing=self._aniso("spacing") * 4 / 3,
-                nodes=max(2, self._aniso("mild_nodes") - 1),
-                half_width=self._aniso("half_width") - 0.5,
+                spacing=self._aniso("spacing", r) * 4 / 3,
+                nodes=max(2, self._aniso("mild_nodes", r) - 1),
+                half_width=self._aniso("half_width", r) - 0.5,
                 check_rule="coarse-students",
             )
         rule, k, hw = self.resolve(r)
@@ -315,7 +332,9 @@ def _anisotropic_mean(f, teacher, student, backend: Quadrature, r: int, importan
     means = teacher.means if student is None else jnp.concatenate([teacher.means, student.means])
     q, resid = span_basis(means, r)
     s = min(r, teacher.n_components - 1, ANISOTROPIC["max_sharp"])
-    a = backend._aniso
+    def a(name):
+        return backend._aniso(name, r)
+
     sharp = anisotropic.sharp_mild_rule(s, float(a("spacing")), float(a("half_width")), r - s, int(a("mild_nodes")))
     k, hw = DEFAULT_RULE.get(r, (7, 6.0))
     k = int(max(5, k + ANISOTROPIC["student_nodes"])) | 1  # coarser: weighs only eps near the optimum
@@ -382,10 +401,11 @@ def expectation(
         raise TypeError(f"backend must be Quadrature or MonteCarlo, got {type(backend).__name__}")
     r = span_rank(teacher, student, backend)
     use_importance = importance and backend.defensive
+    backend = backend.for_span(r, use_importance)
     val, resid = _quadrature_mean(f, teacher, student, backend, r, use_importance, log_weighted)
     if not with_error:
         return val
     val2, _ = _quadrature_mean(f, teacher, student, backend.check_variant(r), r, use_importance, log_weighted)
     # a basis that misses part of the means (rank too small) makes the rule unreliable
     err = jnp.abs(val - val2) + jnp.where(resid > 1e-10 * (1 + jnp.max(jnp.abs(teacher.means))), jnp.inf, 0.0)
-    return Estimate(val, err, backend.describe(r))
+    return Estimate(val, err, backend.describe(r, use_importance))

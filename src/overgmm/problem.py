@@ -175,7 +175,9 @@ class Problem:
         if isinstance(self.backend, MonteCarlo):
             return f"{self.objective}: {self.backend.describe()}"
         assert self.backend is not None and self.teacher is not None
-        return f"{self.objective}: {self.backend.describe(span_rank(self.teacher, student, self.backend))}"
+        r = span_rank(self.teacher, student, self.backend)
+        defensive = self.objective == "kl" and self.form == "control-variate"
+        return f"{self.objective}: {self.backend.describe(r, defensive)}"
 
     @property
     def _data(self) -> jax.Array:

@@ -166,3 +166,27 @@ def test_gauss_hermite_rule_and_its_use_as_check_rule():
     est = og.kl(teacher, student, backend=coarse, with_error=True)
     assert abs(float(est.value) - ref) <= float(est.error) + 1e-15
     assert float(est.error) > 0
+
+
+def test_auto_rule_by_span_dimension_and_node_budget():
+    """rule="auto" (issue 19): anisotropic for the defensive KL at r = 3..6, with the most
+    mild-axis nodes whose total stays within the budget; the trapezoid rule otherwise."""
+    from overgmm import expectations as e
+
+    q = og.Quadrature()
+    assert q.for_span(2, True, (2, 3)).rule == "trapezoid"
+    assert q.for_span(3, False, (2, 3)).rule == "trapezoid"  # score matching, plain KL: no defensive nodes
+    assert og.Quadrature(defensive=False).for_span(3, True, (2, 3)).rule == "trapezoid"
+    assert og.Quadrature(nodes=21).for_span(3, True, (2, 3)).rule == "trapezoid"  # nodes given: a trapezoid count
+    assert og.Quadrature(rule="trapezoid").for_span(5, True, (4, 16)).rule == "trapezoid"
+    assert q.for_span(7, True, (2, 2)).rule == "trapezoid"  # and resolve() then asks for nodes
+    for r, sizes, mild in [(3, (4, 4), 7), (4, (4, 8), 6), (5, (4, 16), 7), (5, (3, 6), 6), (6, (2, 32), 8)]:
+        chosen = q.for_span(r, True, sizes)
+        assert (chosen.rule, chosen.nodes) == ("anisotropic", mild)
+        k, hw = e.DEFAULT_RULE[r]
+        trapezoid = sum(sizes) * len(e._tensor_rule("trapezoid", k, r, hw)[1])
+        assert q._anisotropic_nodes(r, *sizes, mild) <= e.ANISOTROPIC["budget"] * trapezoid
+        if mild < e.ANISOTROPIC_BY_RANK[r]["mild_nodes"]:  # one more would not fit
+            assert q._anisotropic_nodes(r, *sizes, mild + 1) > e.ANISOTROPIC["budget"] * trapezoid
+    assert q.for_span(6, True, (3, 6)).rule == "trapezoid"  # even 5 mild nodes exceed the budget
+    assert "anisotropic" in q.describe(5, True, (4, 16)) and "trapezoid" in q.describe(5)

@@ -94,7 +94,7 @@ def test_default_rule_accuracy(r, away):
         assert max(rel_loss, rel_grad) <= (1e-4 if away else 1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: away from the optimum the default gives 1.2e-3 (r = 4), 2.4e-4 (r = 6)")
+@pytest.mark.xfail(strict=True, reason="issue 19: away from the optimum the default gives 1.2e-3 (r=4), 2.4e-4 (r=6)")
 @pytest.mark.parametrize("r", sorted(AWAY_MISSES))
 def test_default_rule_away_target(r):
     _, rel_loss, rel_grad, _ = _errors(r, True)
@@ -108,7 +108,7 @@ def test_anisotropic_rule_exact_at_teacher_and_split(d):
     teacher = og.Mixture(tm, [0.2, 0.3, 0.5])
     split = og.Mixture(np.concatenate([tm, tm[:1], tm[2:]]), [0.1, 0.3, 0.25, 0.1, 0.25])
     q = og.Quadrature()  # the default: anisotropic at r >= 3
-    assert "anisotropic" in q.describe(d, importance=True)
+    assert "anisotropic" in q.describe(d, True, (3, 5))
     for student in (teacher, split):
         val, g = jax.value_and_grad(lambda s, q=q: og.kl(teacher, s, backend=q))(student)
         assert abs(float(val)) <= 1e-15

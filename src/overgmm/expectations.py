@@ -57,10 +57,23 @@ DEFAULT_RULE = {1: (201, 9.0), 2: (161, 9.0), 3: (41, 8.0), 4: (17, 7.0), 5: (15
 MAX_AUTO_RANK = 6
 # rule="anisotropic": trapezoid spacing and half width on the teacher-difference span,
 # Gauss-Hermite nodes per axis on the rest, the defensive share of the student centres
-ANISOTROPIC = {"spacing": 0.3, "half_width": 7.0, "mild_nodes": 5, "share": 1e-6, "max_sharp": 2, "student_nodes": -4}
+ANISOTROPIC = {
+    "spacing": 0.3,
+    "half_width": 7.0,
+    "mild_nodes": 5,
+    "share": 1e-6,
+    "max_sharp": 2,
+    "student_nodes": -4,
+    "budget": 1.5,  # rule="auto": at most this many times the trapezoid rule's nodes
+}
 # ... by span dimension r, where it differs (issue 19: benchmarks/quadrature_accuracy.py, section 2):
 # the Gauss-Hermite count on the mild axes decides the accuracy away from an optimum
-ANISOTROPIC_BY_RANK = {3: {"spacing": 0.25, "mild_nodes": 7}, 4: {"mild_nodes": 6}, 5: {"mild_nodes": 7}, 6: {"mild_nodes": 8}}
+ANISOTROPIC_BY_RANK: dict[int, dict[str, float]] = {
+    3: {"spacing": 0.25, "mild_nodes": 7},
+    4: {"mild_nodes": 6},
+    5: {"mild_nodes": 7},
+    6: {"mild_nodes": 8},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +82,10 @@ class Quadrature:
 
     Attributes:
       rule: ``"auto"`` (default): the anisotropic rule for the defensive (control-variate)
-        KL at ``r >= 3``, where it is more accurate for its cost, else the trapezoid rule
-        with its node count by rank; ``"trapezoid"`` (the default before issue 19),
-        ``"gauss-hermite"`` or ``"anisotropic"``.
-      nodes: nodes per axis; default from ``DEFAULT_NODES`` by the span dimension.
+        KL at ``r = 3..6``, where it is more accurate for its cost, else the trapezoid
+        rule with its node count by rank (:meth:`for_span`); ``"trapezoid"`` (the default
+        before issue 19), ``"gauss-hermite"`` or ``"anisotropic"``.
+      nodes: nodes per axis; default from ``DEFAULT_RULE`` by the span dimension.
       rank: dimension of the basis ``r``; default ``min(d, n + m)``. A smaller rank is
         exact only if all means lie in an ``r``-dimensional subspace (e.g. on a line).
       half_width: trapezoid nodes lie in the ball of this radius (in units of the
@@ -82,19 +95,18 @@ class Quadrature:
       check_rule: the second rule used for the error estimate: ``"coarse"`` (same rule,
         about 3/4 of the nodes per axis) or ``"gauss-hermite"``.
       spacing: ``rule="anisotropic"`` only: trapezoid spacing on the span of the teacher
-        mean differences (default ``ANISOTROPIC["spacing"]``); ``nodes`` is then the
-        Gauss-Hermite count per axis on the rest of the span and ``half_width`` the
-        radius of the fine rule (:mod:`overgmm.anisotropic`).
+        mean differences; ``nodes`` is then the Gauss-Hermite count per axis on the rest of
+        the span and ``half_width`` the radius of the fine rule (:mod:`overgmm.anisotropic`).
+        Defaults: ``ANISOTROPIC``, by rank where ``ANISOTROPIC_BY_RANK`` says.
       defensive_share: ``rule="anisotropic"`` only: weight ``eps`` of the student
-        components in the defensive mixture ``(1 - eps) p* + eps p_theta``.
+        components in the defensive mixture ``(1 - eps) p* + eps p_theta`` (1e-6).
       tails: per-component integration of exponentially small components
         (:mod:`overgmm.tails`) in the KL gradient and the EM statistics: ``"auto"`` when
         the student mean differences span at most :data:`overgmm.tails.MAX_AUTO_TAIL_RANK`
-        dimensions (``min(d, n - 1)``), ``"on"`` up to :data:`overgmm.tails.MAX_TAIL_RANK`,
-        ``"off"`` (default) never: every component by the bulk rule, absolute accuracy
-        only. Off by default because it multiplies the compile time of a 2-D run by about
-        4 (2.5 s -> 10.4 s measured); turn it on where components sit in exponentially
-        small tails (Theorem 7 of Xu et al.).
+        dimensions (``min(d, n - 1)``; the default), ``"on"`` up to
+        :data:`overgmm.tails.MAX_TAIL_RANK`, ``"off"`` never: every component by the bulk
+        rule, absolute accuracy only (the default before issue 19). The nodes are
+        evaluated only when some component is small (:func:`overgmm.tails.own_statistics`).
     """
 
     rule: str = "auto"
@@ -118,17 +130,39 @@ class Quadrature:
         if self.half_width is not None and not (self.half_width > 0 and math.isfinite(self.half_width)):
             raise ValueError(f"half_width must be positive and finite, got {self.half_width!r}")
 
-    def for_span(self, r: int, importance: bool) -> Quadrature:
+    def for_span(self, r: int, importance: bool, sizes: tuple[int, int] | None = None) -> Quadrature:
         """The rule ``"auto"`` stands for at span dimension ``r`` (``importance``: an
-        integrand on defensive nodes, the control-variate KL)."""
+        integrand on defensive nodes, the control-variate KL; ``sizes``: the numbers of
+        teacher and student components ``(m, n)``).
+
+        The anisotropic rule at ``r = 3..6``, with the most Gauss-Hermite nodes on its mild
+        axes (at most ``ANISOTROPIC_BY_RANK``, at least 5) whose node count over all
+        centres stays within ``ANISOTROPIC["budget"]`` times the trapezoid rule's; the
+        trapezoid rule elsewhere, or when even 5 do not fit."""
         if self.rule != "auto":
             return self
-        aniso = 3 <= r <= MAX_AUTO_RANK and importance and self.defensive
-        return dataclasses.replace(self, rule="anisotropic" if aniso else "trapezoid")
+        if 3 <= r <= MAX_AUTO_RANK and importance and self.defensive and self.nodes is None:
+            m, n = sizes if sizes is not None else (2, 2)
+            k, hw = DEFAULT_RULE[r]
+            trapezoid = (m + n) * len(_tensor_rule("trapezoid", k, r, hw)[1])
+            for mild in range(int(self._aniso("mild_nodes", r)), 4, -1):
+                if self._anisotropic_nodes(r, m, n, mild) <= ANISOTROPIC["budget"] * trapezoid:
+                    return dataclasses.replace(self, rule="anisotropic", nodes=mild)
+        return dataclasses.replace(self, rule="trapezoid")
 
-    def describe(self, r: int, importance: bool = False) -> str:
-        """One line naming the rule used at span dimension ``r``."""
-        if self.for_span(r, importance).rule == "anisotropic" and r >= 3:
+    def _anisotropic_nodes(self, r: int, m: int, n: int, mild: int) -> int:
+        """Nodes of the anisotropic rule over all centres (m teacher, n student)."""
+        s = min(r, m - 1, ANISOTROPIC["max_sharp"])
+        sharp = anisotropic.sharp_mild_rule(
+            s, float(self._aniso("spacing", r)), float(self._aniso("half_width", r)), r - s, mild
+        )
+        return m * len(sharp[1]) + n * len(_student_rule(r, coarser=False)[1])
+
+    def describe(self, r: int, importance: bool = False, sizes: tuple[int, int] | None = None) -> str:
+        """One line naming the rule used at span dimension ``r`` (see :meth:`for_span`)."""
+        if self.rule == "auto":
+            return self.for_span(r, importance, sizes).describe(r)
+        if self.rule == "anisotropic" and r >= 3:
             return (
                 f"quadrature(anisotropic, r={r}, spacing={self._aniso('spacing', r)}, half_width="
                 f"{self._aniso('half_width', r)}, mild nodes/axis={self._aniso('mild_nodes', r)}, "
@@ -328,19 +362,27 @@ def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importanc
     return jnp.sum(vals, axis=0), resid
 
 
+def _student_rule(r: int, coarser: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The anisotropic rule's student-centred nodes: the trapezoid rule with 4 fewer nodes
+    per axis than the default (they weigh only ``eps`` near the optimum); ``coarser``:
+    the error estimate's variant."""
+    k, hw = DEFAULT_RULE.get(r, (7, 6.0))
+    k = int(max(5, k + ANISOTROPIC["student_nodes"])) | 1
+    if coarser:
+        k = max(3, int(round(0.75 * k))) | 1
+    return _tensor_rule("trapezoid", k, r, hw)
+
+
 def _anisotropic_mean(f, teacher, student, backend: Quadrature, r: int, importance: bool, log_weighted: bool):
     means = teacher.means if student is None else jnp.concatenate([teacher.means, student.means])
     q, resid = span_basis(means, r)
     s = min(r, teacher.n_components - 1, ANISOTROPIC["max_sharp"])
+
     def a(name):
         return backend._aniso(name, r)
 
     sharp = anisotropic.sharp_mild_rule(s, float(a("spacing")), float(a("half_width")), r - s, int(a("mild_nodes")))
-    k, hw = DEFAULT_RULE.get(r, (7, 6.0))
-    k = int(max(5, k + ANISOTROPIC["student_nodes"])) | 1  # coarser: weighs only eps near the optimum
-    if backend.check_rule == "coarse-students":  # the error estimate's variant
-        k = max(3, int(round(0.75 * k))) | 1
-    coarse = _tensor_rule("trapezoid", k, r, hw)
+    coarse = _student_rule(r, coarser=backend.check_rule == "coarse-students")
     val = anisotropic.anisotropic_mean(
         f, teacher, student, q, sharp, coarse, s, float(a("share")), importance, log_weighted
     )
@@ -401,11 +443,13 @@ def expectation(
         raise TypeError(f"backend must be Quadrature or MonteCarlo, got {type(backend).__name__}")
     r = span_rank(teacher, student, backend)
     use_importance = importance and backend.defensive
-    backend = backend.for_span(r, use_importance)
+    backend = backend.for_span(
+        r, use_importance, (teacher.n_components, 0 if student is None else student.n_components)
+    )
     val, resid = _quadrature_mean(f, teacher, student, backend, r, use_importance, log_weighted)
     if not with_error:
         return val
     val2, _ = _quadrature_mean(f, teacher, student, backend.check_variant(r), r, use_importance, log_weighted)
     # a basis that misses part of the means (rank too small) makes the rule unreliable
     err = jnp.abs(val - val2) + jnp.where(resid > 1e-10 * (1 + jnp.max(jnp.abs(teacher.means))), jnp.inf, 0.0)
-    return Estimate(val, err, backend.describe(r, use_importance))
+    return Estimate(val, err, backend.describe(r))

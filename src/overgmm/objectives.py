@@ -141,7 +141,7 @@ def kl_em_statistics(
     _check_pair(teacher, student)
     resolved = Quadrature() if backend is None else backend
     active = isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim)
-    bulk = dataclasses.replace(resolved, tails="off") if active else resolved
+    bulk = dataclasses.replace(resolved, tails="off") if isinstance(resolved, Quadrature) and active else resolved
     loss, g = jax.value_and_grad(lambda s: kl(teacher, s, backend=bulk, key=key))(student)
     lw = student.log_weights - logsumexp(student.log_weights)
     mass, moment = jnp.exp(lw) - g.log_weights, -g.means

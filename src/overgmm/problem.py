@@ -177,7 +177,8 @@ class Problem:
         assert self.backend is not None and self.teacher is not None
         r = span_rank(self.teacher, student, self.backend)
         defensive = self.objective == "kl" and self.form == "control-variate"
-        return f"{self.objective}: {self.backend.describe(r, defensive)}"
+        sizes = (self.teacher.n_components, student.n_components if student is not None else 0)
+        return f"{self.objective}: {self.backend.describe(r, defensive, sizes)}"
 
     @property
     def _data(self) -> jax.Array:

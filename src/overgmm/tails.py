@@ -47,10 +47,13 @@ from overgmm.mixture import Mixture
 TAIL_RULE = {1: (0.35, 28.0), 2: (0.4, 24.0), 3: (0.6, 20.0)}
 MAX_TAIL_RANK = 3
 MAX_AUTO_TAIL_RANK = 2
-# a component is integrated on its own nodes when its teacher mass E[psi_i] is below
-# this fraction of its weight (the control-variate rule then has an absolute error
-# comparable to its value); at the optimum E[psi_i] = pi_i, so exact zeros are kept
-TAIL_SWITCH = 1e-3
+# a component is integrated on its own nodes when (a bound on) its teacher mass E[psi_i]
+# is below this fraction of its weight. Above it the bulk rule's absolute error (about
+# 1e-15 pi_i in the gradient, Theorem 7 at d = 1) is at most about 1e-9 of the value; at
+# the optimum E[psi_i] = pi_i, so exact zeros are kept. Lower than needed costs the tail
+# nodes in every step of runs whose components merely wander (issue 19: 1e-3 made sweeps
+# several times slower)
+TAIL_SWITCH = 1e-6
 NEWTON_STEPS = 20
 _FRACTIONS = 2.0 ** -np.arange(0, 10)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -239,9 +242,7 @@ def log_mass_bounds(teacher: Mixture, student: Mixture) -> jax.Array:
     mu = jnp.einsum("ikd,jd->ikj", delta, t.means) + c[:, :, None]  # (n, n, m)
     var = jnp.sum(delta**2, axis=-1)[:, :, None]  # sigma^2
     # E[min(1, e^s)] <= E[e^{lam s}] = exp(lam mu + lam^2 var / 2) for lam in [0, 1], at its best lam
-    bound = jnp.where(
-        mu >= 0, 0.0, jnp.where(mu <= -var, mu + 0.5 * var, -0.5 * mu**2 / jnp.where(var > 0, var, 1.0))
-    )
+    bound = jnp.where(mu >= 0, 0.0, jnp.where(mu <= -var, mu + 0.5 * var, -0.5 * mu**2 / jnp.where(var > 0, var, 1.0)))
     bound = jnp.where(jnp.eye(n, dtype=bool)[:, :, None], 0.0, bound)  # k = i: psi_i <= 1
     return logsumexp(jnp.min(bound, axis=1) + t_lw[None, :], axis=-1)
 
@@ -274,7 +275,8 @@ def own_statistics(teacher: Mixture, student: Mixture, live: jax.Array) -> tuple
     not take theirs from the bulk rule (:func:`own`; zeros elsewhere), computed only when
     some are live: with values at hand (an eager call, or ``jax.grad`` outside ``jit``)
     Python decides, so nothing is compiled for the tails unless they are needed; under
-    ``jit`` a ``lax.cond`` skips the nodes at run time (both branches compile).
+    ``jit`` a loop of 0 or 1 iterations skips the nodes at run time (its body compiles),
+    and under ``vmap`` runs once for the whole batch when some run needs it.
 
     * A live component: on its own nodes, to relative accuracy.
     * The one bulk component when every other one is live (Theorem 7's component at the
@@ -289,7 +291,24 @@ def own_statistics(teacher: Mixture, student: Mixture, live: jax.Array) -> tuple
         if bool(jnp.any(live)):
             return _own_statistics_jit(t, s, live)
         return _no_statistics(s)
-    return jax.lax.cond(jnp.any(live), _own_statistics, lambda t, s, live: _no_statistics(s), t, s, live)
+    return _own_statistics_cond(t, s, live)
+
+
+def _own_statistics_cond(t: Mixture, s: Mixture, live: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``_own_statistics`` when some component is live, else zeros: a ``while_loop`` of 0 or
+    1 iterations rather than a ``lax.cond``, because under ``vmap`` (a batch of runs) a
+    cond on a batched predicate becomes a ``select`` that evaluates the tail nodes in every
+    step of every run, while the loop runs once for the whole batch only when some run
+    needs it (and not at all otherwise)."""
+
+    def body(carry):
+        # the inputs travel in the carry through an optimization barrier: a carry passed
+        # through unchanged becomes a loop constant, and the work on it was hoisted out of
+        # the loop (run even with zero iterations)
+        args = jax.lax.optimization_barrier(carry[1])
+        return jnp.zeros((), bool), args, _own_statistics(*args)
+
+    return jax.lax.while_loop(lambda carry: carry[0], body, (jnp.any(live), (t, s, live), _no_statistics(s)))[2]
 
 
 def _no_statistics(s: Mixture) -> tuple[jax.Array, jax.Array]:

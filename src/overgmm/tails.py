@@ -201,23 +201,27 @@ def _log_psi_own(student: Mixture, x: jax.Array) -> jax.Array:
     return flat[jnp.arange(n), :, jnp.arange(n)].reshape(x.shape[:-1])
 
 
+def _masses_and_moments(student: Mixture, nodes: TailNodes) -> tuple[jax.Array, jax.Array]:
+    """``log E_{p*}[psi_i]`` (n,) and ``E_{p*}[psi_i (x - mu_i)]`` (n, d) from one evaluation
+    of ``psi`` on the nodes, both scaled by the largest term (relative accuracy)."""
+    n = student.n_components
+    lp = (_log_psi_own(student, nodes.x) + nodes.log_w).reshape(n, -1)
+    top = jax.lax.stop_gradient(jnp.max(lp, axis=-1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    w = jnp.exp(lp - top)
+    dx = nodes.x.reshape(n, -1, student.dim) - student.means[:, None, :]
+    return top[:, 0] + jnp.log(jnp.sum(w, axis=-1)), jnp.exp(top) * jnp.einsum("ik,ikd->id", w, dx)
+
+
 def log_masses(teacher: Mixture, student: Mixture, nodes: TailNodes | None = None) -> jax.Array:
     """``log E_{p*}[psi_i]`` (n,), relatively accurate far below the float64 range."""
-    nodes = tail_nodes(teacher, student) if nodes is None else nodes
-    lp = _log_psi_own(student, nodes.x) + nodes.log_w
-    return logsumexp(lp.reshape(lp.shape[0], -1), axis=-1)
+    return _masses_and_moments(student, tail_nodes(teacher, student) if nodes is None else nodes)[0]
 
 
 def first_moments(teacher: Mixture, student: Mixture, nodes: TailNodes | None = None) -> jax.Array:
     """``E_{p*}[psi_i (x - mu_i)]`` (n, d), each row to relative accuracy (down to the
     smallest positive float64); differentiable in the student means."""
-    nodes = tail_nodes(teacher, student) if nodes is None else nodes
-    n = student.n_components
-    lp = (_log_psi_own(student, nodes.x) + nodes.log_w).reshape(n, -1)
-    top = jax.lax.stop_gradient(jnp.max(lp, axis=-1, keepdims=True))
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    dx = nodes.x.reshape(n, -1, student.dim) - student.means[:, None, :]
-    return jnp.exp(top) * jnp.einsum("ik,ikd->id", jnp.exp(lp - top), dx)
+    return _masses_and_moments(student, tail_nodes(teacher, student) if nodes is None else nodes)[1]
 
 
 def log_mass_bounds(teacher: Mixture, student: Mixture) -> jax.Array:
@@ -266,8 +270,7 @@ def tail_terms(teacher: Mixture, student: Mixture) -> tuple[jax.Array, jax.Array
     on its own nodes, held constant under differentiation (the surrogates below carry
     them as gradients)."""
     t, s = jax.lax.stop_gradient(teacher), jax.lax.stop_gradient(student)
-    nodes = tail_nodes(t, s)
-    return log_masses(t, s, nodes), first_moments(t, s, nodes)
+    return _masses_and_moments(s, tail_nodes(t, s))
 
 
 def own_statistics(teacher: Mixture, student: Mixture, live: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -83,12 +83,13 @@ def kl(
     resolved = Quadrature() if backend is None else backend
     surrogate: jax.Array | float = 0.0
     if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
-        live = tails.live_components(teacher, student)
-        if not (v.is_concrete(live) and not bool(jnp.any(live))):  # values at hand and none live: bulk only
-            mass, moment = tails.own_statistics(teacher, student, live)
+        replaced = tails.replaced_statistics(teacher, student)
+        if replaced is not None:
+            held, mass, moment = replaced
             surrogate = tails.surrogate(student, -moment, mass)
-            held = tails.own(live)[:, None]
-            student = student.replace(means=jnp.where(held, jax.lax.stop_gradient(student.means), student.means))
+            student = student.replace(
+                means=jnp.where(held[:, None], jax.lax.stop_gradient(student.means), student.means)
+            )
 
     if form == "plain":
 
@@ -141,17 +142,15 @@ def kl_em_statistics(
     _check_pair(teacher, student)
     resolved = Quadrature() if backend is None else backend
     active = isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim)
-    bulk = dataclasses.replace(resolved, tails="off") if isinstance(resolved, Quadrature) and active else resolved
+    bulk = dataclasses.replace(resolved, tails="off") if isinstance(resolved, Quadrature) else resolved
     loss, g = jax.value_and_grad(lambda s: kl(teacher, s, backend=bulk, key=key))(student)
     lw = student.log_weights - logsumexp(student.log_weights)
     mass, moment = jnp.exp(lw) - g.log_weights, -g.means
-    if active:
-        live = tails.live_components(teacher, student)
-        if not (v.is_concrete(live) and not bool(jnp.any(live))):
-            own_mass, own_moment = tails.own_statistics(teacher, student, live)
-            held = tails.own(live)
-            mass = jnp.where(held, own_mass, mass)
-            moment = jnp.where(held[:, None], own_moment, moment)
+    replaced = tails.replaced_statistics(teacher, student) if active else None
+    if replaced is not None:
+        held, own_mass, own_moment = replaced
+        mass = jnp.where(held, own_mass, mass)
+        moment = jnp.where(held[:, None], own_moment, moment)
     return loss, mass, moment
 
 

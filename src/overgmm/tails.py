@@ -142,30 +142,22 @@ class TailNodes(NamedTuple):
     Attributes:
       x: ``(n, m, K, d)`` points; ``x[i, j]`` are the nodes of student ``i`` under
         teacher component ``j``.
-          log_w: ``(n, m, K)`` logs of the weights (teacher weight times node weight), so
+      log_w: ``(n, m, K)`` logs of the weights (teacher weight times node weight), so
         that ``E_{p*}[f psi_i] ~ sum_{j, k} exp(log_w[i, j, k]) f(x[i, j, k]) psi_i(x[i, j, k])``.
-      log_laplace: ``(n, m)`` Laplace estimates of ``log pi*_j E_j[psi_i]``.
     """
 
     x: jax.Array
     log_w: jax.Array
-    log_laplace: jax.Array
-
-    def log_masses_laplace(self) -> jax.Array:
-        """Laplace estimates of ``log E_{p*}[psi_i]`` (n,), cheap (no node evaluations);
-        within a factor of a few of the true value (used to decide the switch)."""
-        return logsumexp(self.log_laplace, axis=-1)
 
 
-def tail_nodes(teacher: Mixture, student: Mixture, rank: int | None = None, *, grid: bool = True) -> TailNodes:
-    """Per-pair nodes in the Hessian frame at the mode of ``psi_i N(mu*_j, I)``
-    (``grid=False``: no nodes, only the modes and the Laplace estimates; cheap)."""
+def tail_nodes(teacher: Mixture, student: Mixture, rank: int | None = None) -> TailNodes:
+    """Per-pair nodes in the Hessian frame at the mode of ``psi_i N(mu*_j, I)``."""
     t = jax.lax.stop_gradient(teacher)
     s = jax.lax.stop_gradient(student)
     n, d = s.means.shape
     r = tail_rank(n, d) if rank is None else rank
     h, hw = TAIL_RULE[r]
-    u = jnp.asarray(_grid(r, h, hw) if grid else np.zeros((0, r)))  # (K, r)
+    u = jnp.asarray(_grid(r, h, hw))  # (K, r)
     q = difference_basis(s.means, r)  # (d, r)
     b = s.means @ q  # (n, r)
     s_lw = s.log_weights - logsumexp(s.log_weights)
@@ -183,13 +175,10 @@ def tail_nodes(teacher: Mixture, student: Mixture, rank: int | None = None, *, g
         y = y0[None, :] + u @ a.T
         half_logdet = 0.5 * jnp.sum(jnp.log(lam))
         log_w = r * math.log(h) - half_logdet - 0.5 * jnp.sum(y**2, axis=-1) - 0.5 * r * LOG_2PI
-        lg = c + b @ y0
-        laplace = lg[i] - logsumexp(lg) - 0.5 * jnp.sum(y0**2) - half_logdet
-        return t.means[j] + y @ q.T, log_w + t_lw[j], laplace + t_lw[j]
+        return t.means[j] + y @ q.T, log_w + t_lw[j]
 
     ii, jj = jnp.meshgrid(jnp.arange(n), jnp.arange(t.n_components), indexing="ij")
-    x, log_w, log_laplace = jax.vmap(jax.vmap(pair))(ii, jj)
-    return TailNodes(x, log_w, log_laplace)
+    return TailNodes(*jax.vmap(jax.vmap(pair))(ii, jj))
 
 
 def _log_psi_own(student: Mixture, x: jax.Array) -> jax.Array:
@@ -333,6 +322,17 @@ def _own_statistics(t: Mixture, s: Mixture, live: jax.Array) -> tuple[jax.Array,
 
 
 _own_statistics_jit = jax.jit(_own_statistics)
+
+
+def replaced_statistics(teacher: Mixture, student: Mixture) -> tuple[jax.Array, jax.Array, jax.Array] | None:
+    """``(which (n,), E_{p*}[psi_i] (n,), E_{p*}[psi_i (x - mu_i)] (n, d))`` for the components
+    whose statistics the bulk rule cannot give to relative accuracy (:func:`own`), or
+    ``None`` when values are at hand and no component is live (nothing to trace)."""
+    live = live_components(teacher, student)
+    if v.is_concrete(live) and not bool(jnp.any(live)):
+        return None
+    mass, moment = own_statistics(teacher, student, live)
+    return own(live), mass, moment
 
 
 def own(live: jax.Array) -> jax.Array:

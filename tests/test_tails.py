@@ -70,7 +70,9 @@ def _check_theorem7_gradient(g: np.ndarray, d: int, n: int, rel: float) -> None:
         assert np.max(np.abs(g[2:])) <= 1e-15
 
 
-@pytest.mark.parametrize("d", list(range(1, 21)))
+# d = 1..20 in benchmarks/quadrature_accuracy.py (section 1); here the span ranks 1-4 and
+# a spread of larger d (each d compiles its own program)
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 6, 9, 12, 16, 20])
 def test_theorem7_gradient_relative_accuracy(d):
     # the public API with every default: og.kl and jax.grad, compiled and eager
     teacher = og.Mixture(np.zeros((1, d)))
@@ -121,12 +123,12 @@ def test_first_moments_and_masses_relative_to_lemma9():
     w = np.array([0.2, 0.5, 0.3])
     teacher = og.Mixture(np.zeros((1, d)))
     student = og.Mixture(np.outer(pos, e1), w)
-    mom = np.asarray(tails.first_moments(teacher, student))
+    mom = np.asarray(jax.jit(tails.first_moments)(teacher, student))
     assert np.all(np.isfinite(mom))
     # the far component: its closed-form bound (the switch) lies above its mass, within
     # a few nats, and marks it live; the others are left to the bulk rule
-    lm = np.asarray(tails.log_masses(teacher, student))
-    bound = np.asarray(tails.log_mass_bounds(teacher, student))
+    lm = np.asarray(jax.jit(tails.log_masses)(teacher, student))
+    bound = np.asarray(jax.jit(tails.log_mass_bounds)(teacher, student))
     assert lm[0] < math.log(1e-40) and lm[0] <= bound[0] < lm[0] + 5.0
     assert np.asarray(tails.live_components(teacher, student)).tolist() == [True, False, False]
     g = np.asarray(jax.grad(lambda m: og.kl(teacher, og.Mixture(m, w), backend=TAILS))(student.means))
@@ -207,8 +209,8 @@ def test_mass_bound_is_an_upper_bound(seed):
     rng = np.random.default_rng(seed)
     teacher = og.Mixture(rng.normal(size=(2, 2)) * 3, rng.dirichlet(np.ones(2)))
     student = og.Mixture(rng.normal(size=(3, 2)) * rng.uniform(1, 12), rng.dirichlet(np.ones(3)))
-    lm = np.asarray(tails.log_masses(teacher, student))
-    bound = np.asarray(tails.log_mass_bounds(teacher, student))
+    lm = np.asarray(jax.jit(tails.log_masses)(teacher, student))
+    bound = np.asarray(jax.jit(tails.log_mass_bounds)(teacher, student))
     assert np.all(bound >= lm - 1e-9)
 
 

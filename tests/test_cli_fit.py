@@ -45,6 +45,7 @@ def test_fit_5d_plots_principal_components(tmp_path, capsys):
     X = data(d=5, seed=1)
     write_csv(tmp_path / "d.csv", X)
     argv = ["fit", str(tmp_path / "d.csv"), "--out", str(tmp_path / "o"), "--algorithm", "polyak", "--seed", "3"]
+    argv += ["--covariance-type", "diag"]  # one type: "auto" is tested below and in test_cli_files.py
     assert main(argv) == 0
     model = json.loads((tmp_path / "o" / "model.json").read_text())
     assert model["features"] == [f"x{j}" for j in range(5)]
@@ -98,9 +99,12 @@ def test_fit_parquet_and_npy_streamed_equal_the_csv_fit(tmp_path, capsys):
     pq.write_table(pa.table({f"x{j}": X[:, j] for j in range(3)}), tmp_path / "d.parquet", row_group_size=300)
     np.save(tmp_path / "d.npy", X)
     models = {}
+    # one covariance type: "auto" on chunks is tested in test_estimator_chunks.py (and
+    # costs four candidate fits, each with its own chunk kernels, per input here)
     for name, extra in [("d.csv", []), ("d.parquet", []), ("d.npy", ["--memory-budget", "10kB"])]:
         out = tmp_path / name.replace(".", "_")
-        assert main(["fit", str(tmp_path / name), "--out", str(out), "--quiet", *extra]) == 0
+        argv = ["fit", str(tmp_path / name), "--out", str(out), "--quiet", "--covariance-type", "diag", *extra]
+        assert main(argv) == 0
         models[name] = json.loads((out / "model.json").read_text())
         assert (out / "components.png").stat().st_size > 5000
     assert models["d.parquet"]["data"]["streamed"] and models["d.npy"]["data"]["streamed"]
@@ -127,7 +131,7 @@ def test_fit_bad_parquet_names_the_file_or_column(tmp_path, capsys):
 def test_outputs_are_replaced_whole_never_left_half_written(tmp_path, monkeypatch, capsys):
     from overgmm.cli import _figure
 
-    X = data(n=300)
+    X = data()  # the shapes and type of the first test: its compiled programs serve here
     write_csv(tmp_path / "d.csv", X)
     out = tmp_path / "out"
     out.mkdir()
@@ -137,7 +141,8 @@ def test_outputs_are_replaced_whole_never_left_half_written(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(_figure, "figure", broken)
-    assert main(["fit", str(tmp_path / "d.csv"), "--out", str(out), "--quiet", "--labels"]) == 1
+    argv = ["fit", str(tmp_path / "d.csv"), "--out", str(out), "--quiet", "--labels", "--covariance-type", "diag"]
+    assert main(argv) == 1
     assert "disk full" in capsys.readouterr().err
     # all or nothing: no new model.json or labels.csv beside the old figure, no temporary file
     assert (out / "components.png").read_bytes() == b"old figure"

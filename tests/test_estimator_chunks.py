@@ -54,20 +54,11 @@ def test_memmap_over_the_budget_and_dask_on_threads_equal_the_in_memory_fit(tmp_
     same_fit(in_memory[kind], OverparamGMM(covariance_type=kind, random_state=0).fit(da.from_array(X, chunks=700)))
 
 
-def test_auto_type_and_weights_on_chunks(X):
-    w = np.random.default_rng(3).integers(0, 3, size=X.shape[0]).astype(float)
-    a = OverparamGMM(random_state=1).fit(X, sample_weight=w)
-    b = OverparamGMM(random_state=1).fit(da.from_array(X, chunks=1000), sample_weight=w)
-    same_fit(a, b)
-    assert a.validation_scores_.keys() == b.validation_scores_.keys()
-    for k in a.validation_scores_:
-        assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
-
-
-def test_auto_on_a_subsample_of_large_data_is_the_same_on_chunks(X, monkeypatch):
-    """Beyond AUTO_ROWS training rows "auto" fits its candidates on AUTO_ROWS of them chosen
-    by value: exactly that many in memory, the same rows on chunks (threshold from every
-    chunk's smallest hashes)."""
+def test_auto_with_weights_on_a_subsample_of_large_data_is_the_same_on_chunks(X, monkeypatch):
+    """"auto" with sample weights on chunks equals the in-memory fit. Beyond AUTO_ROWS
+    training rows "auto" fits its candidates on AUTO_ROWS of them chosen by value: exactly
+    that many in memory, the same rows on chunks (threshold from every chunk's smallest
+    hashes)."""
     from overgmm import streaming
     from overgmm.estimator import _fit as F
 
@@ -75,9 +66,11 @@ def test_auto_on_a_subsample_of_large_data_is_the_same_on_chunks(X, monkeypatch)
     h = streaming.sample_hash(X)
     fit_rows = ~streaming.holdout_mask(X)
     assert int(np.sum(fit_rows & (h <= np.uint64(streaming.kth_smallest(h[fit_rows], 700))))) == 700
-    a = OverparamGMM(random_state=1).fit(X)
-    b = OverparamGMM(random_state=1).fit(da.from_array(X, chunks=1000))
+    w = np.random.default_rng(3).integers(0, 3, size=X.shape[0]).astype(float)
+    a = OverparamGMM(random_state=1).fit(X, sample_weight=w)
+    b = OverparamGMM(random_state=1).fit(da.from_array(X, chunks=1000), sample_weight=w)
     same_fit(a, b)
+    assert a.validation_scores_.keys() == b.validation_scores_.keys() == {"spherical", "diag", "tied", "full"}
     for k in a.validation_scores_:
         assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
 

@@ -55,7 +55,7 @@ def test_memmap_over_the_budget_and_dask_on_threads_equal_the_in_memory_fit(tmp_
 
 
 def test_auto_with_weights_on_a_subsample_of_large_data_is_the_same_on_chunks(X, monkeypatch):
-    """ "auto" with sample weights on chunks equals the in-memory fit. Beyond AUTO_ROWS
+    """The "auto" type with sample weights on chunks equals the in-memory fit. Beyond AUTO_ROWS
     training rows "auto" fits its candidates on AUTO_ROWS of them chosen by value: exactly
     that many in memory, the same rows on chunks (threshold from every chunk's smallest
     hashes)."""

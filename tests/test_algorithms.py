@@ -140,7 +140,10 @@ def test_polyak_long_step_formula_and_guard():
     pg = p[:, None] * np.asarray(g.means)
     expected = np.asarray(s1.student.means) - 2.0 * float(loss) / float(np.sum(np.asarray(g.means) * pg)) * pg
     np.testing.assert_allclose(s2.student.means, expected, atol=1e-13)
-    assert bool(s2.polyak) and not bool(s1.polyak)
+    assert bool(alg.method.long_step(s2)) and not bool(alg.method.long_step(s1))
+    assert not bool(og.em(problem).method.long_step(s1))  # methods without long steps
+    pruned = og.algorithms.with_pruning(alg, 1e-3).method  # a wrapper passes long steps on
+    assert bool(pruned.long_step(s2)) and not bool(pruned.long_step(s1))
     # L <= L*: the long step is skipped, not reversed
     alg_hi = og.polyak(problem, 0.5, 1, loss_star=10.0)
     s2b = alg_hi.step(alg_hi.step(alg_hi.init(student, jax.random.key(0))))

@@ -167,7 +167,7 @@ def _trajectory(method: Method, n_steps: int, stride: int, threshold: float, rec
         def inner(_, carry):
             state, status, failed_at, long_seen = carry
             state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
-            return state, status, failed_at, long_seen | (good & new.polyak)
+            return state, status, failed_at, long_seen | (good & method.long_step(new))
 
         def outer(carry, _):
             state, status, failed_at = carry
@@ -233,7 +233,7 @@ def solve_step(method: Method, max_steps: int, record: tuple[str, ...], problem,
     the loss and records booked, the stopping rule judged. :mod:`overgmm.streaming` runs
     the same step from a host loop."""
     state, status, failed_at, losses, recs = carry.state, carry.status, carry.failed_at, carry.losses, carry.records
-    prev_loss, prev_long = state.loss, state.polyak
+    prev_loss, prev_long = state.loss, method.long_step(state)
     state, status, failed_at, good, new = _guarded(method, problem, state, status, failed_at)
     bad_loss = ~jnp.isfinite(new.loss) & (status == 0)
     status = jnp.where(bad_loss, 1, status)
@@ -243,7 +243,7 @@ def solve_step(method: Method, max_steps: int, record: tuple[str, ...], problem,
     now = _recorded(state.student, record)
     recs = {name: a.at[k + 1].set(now[name]) for name, a in recs.items()}
     # a Polyak long step (or the step after one) is not judged for convergence
-    judged = (k > 0) & ~new.polyak & ~prev_long
+    judged = (k > 0) & ~method.long_step(new) & ~prev_long
     conv = judged & (jnp.abs(new.loss - prev_loss) < tol)
     done = conv | (state.step >= max_steps)
     return Carry(state, status, failed_at, conv, done, losses, recs)

@@ -34,10 +34,10 @@ class State(NamedTuple):
       step: number of steps taken, int scalar.
       key: PRNG key for backends that draw fresh samples.
       grad_evals: gradient (E-step) evaluations spent so far (an EM step counts one).
-      polyak: whether the last step was a long Polyak step (bool scalar).
       extra: the method's own state, a typed pytree: the Polyak method's
         :class:`~overgmm.algorithms.polyak.PolyakState`, an optax optimizer state for
-        :func:`~overgmm.gradient_descent`, ``()`` for EM and gradient EM.
+        :func:`~overgmm.gradient_descent`, ``()`` for EM and gradient EM. The driver
+        reads it only through :meth:`Method.long_step`.
       loss: the loss evaluated by the last step, at the student it started from
         (NaN before the first step), float scalar.
     """
@@ -46,7 +46,6 @@ class State(NamedTuple):
     step: jax.Array
     key: jax.Array
     grad_evals: jax.Array
-    polyak: jax.Array
     extra: Any = ()
     loss: jax.Array | float = jnp.nan
 
@@ -73,13 +72,19 @@ class Method:
     def init_extra(self, student: Mixture) -> object:
         return ()
 
+    def long_step(self, state: State) -> jax.Array:
+        """Whether the step that produced ``state`` was a long step, one that may raise
+        the loss on purpose (the Polyak method's): the driver does not judge convergence
+        on it or the step after it, and records it. ``()`` bool; False for most methods."""
+        return jnp.zeros((), bool)
+
     def init(self, problem: Problem, student: Mixture, key: jax.Array | None = None) -> State:
         problem.check_student(student)
         self.check(problem, student)
         key = jax.random.key(0) if key is None else key
         zero = jnp.zeros((), dtype=jnp.int32)
         loss = jnp.full((), jnp.nan, student.means.dtype)
-        return State(student, zero, key, zero, jnp.zeros((), dtype=bool), self.init_extra(student), loss)
+        return State(student, zero, key, zero, self.init_extra(student), loss)
 
     def step(self, problem: Problem, state: State) -> State:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -120,14 +125,13 @@ def next_key(state: State) -> tuple[jax.Array, jax.Array]:
     return k1, k2
 
 
-def advance(state: State, student: Mixture, key, evals, loss, *, polyak=None, extra=None) -> State:
+def advance(state: State, student: Mixture, key, evals, loss, *, extra=None) -> State:
     """The state after one step."""
     return State(
         student,
         state.step + 1,
         key,
         state.grad_evals + evals,
-        jnp.zeros((), bool) if polyak is None else polyak,
         state.extra if extra is None else extra,
         jnp.asarray(loss, student.means.dtype),
     )

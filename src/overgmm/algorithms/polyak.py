@@ -58,12 +58,14 @@ class PolyakState(NamedTuple):
       since: short steps since the last long one (``n_short="adaptive"``).
       prev: the previous short step's direction ``P g``, shape ``(n, d)``.
       ref: the loss at the last long step (``loss_star="decrease"``); NaN before the first.
+      long: whether the last step was long, ``()`` bool (:meth:`Polyak.long_step`).
     """
 
     level: jax.Array
     since: jax.Array
     prev: jax.Array
     ref: jax.Array
+    long: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +107,11 @@ class Polyak(Method):
             since=jnp.zeros((), jnp.int32),
             prev=jnp.zeros_like(student.means),
             ref=jnp.full((), jnp.nan, student.means.dtype),
+            long=jnp.zeros((), bool),
         )
+
+    def long_step(self, state: State) -> jax.Array:
+        return state.extra.long
 
     def step(self, problem: Problem, state: State) -> State:
         eta, gamma, loss_floor = self.step_size, self.gamma, self.loss_floor
@@ -167,6 +173,7 @@ class Polyak(Method):
             since=jnp.where(is_long, 0, since + 1),
             prev=jnp.where(is_long, jnp.zeros_like(pg), pg),
             ref=jnp.where(is_long, loss, ref),
+            long=is_long,
         )
         if reject:
             new_loss = jax.lax.cond(is_long, lambda: problem.loss(new, sub), lambda: loss)
@@ -176,7 +183,7 @@ class Polyak(Method):
             if rule == "adaptive":
                 grown = jnp.maximum(loss_floor, level - (loss - level))
                 extra = extra._replace(level=jnp.where(is_long, jnp.where(keep, grown, 0.5 * (level + loss)), level))
-        return advance(state, new, key, evals, loss, polyak=is_long, extra=extra)
+        return advance(state, new, key, evals, loss, extra=extra)
 
 
 def polyak(
@@ -218,7 +225,7 @@ def polyak(
       align, min_short, max_short: the rule of ``n_short="adaptive"``.
 
     A long step is guarded: it is skipped (zero step) when ``L <= L*`` or the gradient
-    vanishes. ``State.polyak`` marks the steps that were long.
+    vanishes. ``Polyak.long_step(state)`` (``state.extra.long``) marks the steps that were long.
     """
     eta = base.check_step_size(step_size)
     gamma = base.check_step_size(gamma, "gamma")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+
 from overgmm.algorithms.base import Algorithm, Method, State, bind
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -31,6 +33,9 @@ class Pruned(Method):
 
     def init_extra(self, student: Mixture) -> object:
         return self.inner.init_extra(student)
+
+    def long_step(self, state: State) -> jax.Array:
+        return self.inner.long_step(state)
 
     def step(self, problem: Problem, state: State) -> State:
         new = self.inner.step(problem, state)

@@ -9,6 +9,7 @@ import overgmm as og
 from overgmm.statistics import BLOCK_ELEMENTS, MIN_BLOCK, block_rows, data_statistics
 
 KINDS = ("identity", "spherical", "diag", "full")
+ALL_KINDS = (*KINDS, "tied")
 
 
 def _student(rng, kind, n=3, d=2):
@@ -17,6 +18,7 @@ def _student(rng, kind, n=3, d=2):
         "spherical": rng.uniform(0.5, 2, n),
         "diag": rng.uniform(0.5, 2, (n, d)),
         "full": np.stack([np.eye(d) + 0.3 * np.ones((d, d))] * n),
+        "tied": np.eye(d) + 0.3 * np.ones((d, d)),
     }[kind]
     return og.Mixture(rng.normal(size=(n, d)), [0.2, 0.3, 0.5], covariances=cov, covariance_type=kind)
 
@@ -45,6 +47,37 @@ def test_statistics_agree_with_the_nll_gradient(rng, kind):
     shift = -jnp.einsum("nde,ne->nd", s.covariance_matrices, g.means)
     np.testing.assert_allclose(st.shift, shift, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(float(jnp.sum(st.mass)), 1.0, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_the_estep_and_the_log_density_read_one_expression(rng, kind):
+    """The E-step's log-likelihood is Mixture.log_prob summed (what the in-memory fit scores
+    and what chunks reduce), and its masses are the responsibilities summed."""
+    X = jnp.asarray(rng.normal(size=(257, 2)) * 3)
+    w = jnp.asarray(rng.uniform(0, 2, 257))
+    s = _student(rng, kind)
+    st = data_statistics(s, X, w, block=257)
+    ll, psi = s.log_posterior(X)
+    np.testing.assert_array_equal(np.asarray(ll), np.asarray(s.log_prob(X)))
+    np.testing.assert_allclose(-float(st.loss) * float(jnp.sum(w)), float(jnp.sum(w * ll)), rtol=1e-14)
+    np.testing.assert_allclose(st.mass, np.asarray(w @ psi) / float(jnp.sum(w)), rtol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_far_rows_keep_finite_responsibilities_and_log_density(rng, kind):
+    s = _student(rng, kind)
+    X = jnp.array([[1e8, -1e8], [3e150, 0.0], [0.5, 0.5]])
+    ll, psi = (np.asarray(a) for a in s.log_posterior(X))
+    assert np.all(np.isfinite(psi)) and np.allclose(np.sum(psi, axis=-1), 1.0, rtol=1e-15)
+    assert np.all(np.isfinite(np.asarray(ll[[0, 2]])))
+    assert float(ll[0]) < -1e15 and not np.isnan(float(ll[1]))
+    if kind == "identity":  # the shared -|x|^2/2 is added after the log-sum-exp: exact
+        from scipy.special import logsumexp
+
+        m, x = np.asarray(s.means), np.array([1e8, -1e8])
+        inner = logsumexp(x @ m.T - 0.5 * np.sum(m**2, axis=-1) + np.log(np.asarray(s.weights)))
+        np.testing.assert_allclose(float(ll[0]), -0.5 * x @ x - np.log(2 * np.pi) + inner, rtol=1e-15)
+        np.testing.assert_allclose(psi[0], np.exp(x @ m.T - 0.5 * np.sum(m**2, -1) - inner) * s.weights, rtol=1e-6)
 
 
 def test_full_scatter_is_the_weighted_second_moment_about_the_mean(rng):

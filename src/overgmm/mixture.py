@@ -223,21 +223,21 @@ class Mixture:
         lw = self.log_weights - logsumexp(self.log_weights)
         return self.cov_type.component_log_prob(x, self.means, lw, self.cov_params)
 
+    def log_posterior(self, x) -> tuple[jax.Array, jax.Array]:
+        """``(log p(x), psi(x))`` at ``x`` of shape ``(..., d)``: shapes ``(...)`` and ``(..., n)``,
+        from one exponential per entry (:func:`overgmm.covariances.log_posterior`, the same
+        expression the E-step reads)."""
+        x = self._check_x(x)
+        lw = self.log_weights - logsumexp(self.log_weights)
+        return C.log_posterior(self.cov_type.logits(x, self.means, lw, self.cov_params))
+
     def log_prob(self, x) -> jax.Array:
         """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)``."""
-        x = self._check_x(x)
-        if not self.cov_type.learned:
-            return (
-                logsumexp(self.component_logits(x), axis=-1) - 0.5 * jnp.sum(x**2, axis=-1) - 0.5 * self.dim * LOG_2PI
-            )
-        return logsumexp(self.component_log_prob(x), axis=-1)
+        return self.log_posterior(x)[0]
 
     def responsibilities(self, x) -> jax.Array:
         """``psi_i(x)``, shape ``(..., n)``, computed as a log-domain softmax (0 for pruned components)."""
-        x = self._check_x(x)
-        if not self.cov_type.learned:
-            return jax.nn.softmax(self.component_logits(x), axis=-1)
-        return jax.nn.softmax(self.component_log_prob(x), axis=-1)
+        return self.log_posterior(x)[1]
 
     def sample(self, key: jax.Array, n_samples: int, *, return_labels: bool = False):
         """Draw ``n_samples`` points, shape ``(n_samples, d)``, using the PRNG ``key``

@@ -120,9 +120,7 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     merged_mix = _merged(student, ii, jj, floor)
 
     def block(xb, wb):
-        logits = student.component_log_prob(xb)
-        ll = logsumexp(logits, axis=-1)
-        resp = jnp.exp(logits - ll[:, None])
+        ll, resp = student.log_posterior(xb)
         others = ll[:, None] + jnp.log(resp @ keep.T)
         ll2 = jnp.logaddexp(others, _component_log_prob_unnormalised(merged_mix, xb))
         return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)

@@ -62,17 +62,15 @@ class Raw(NamedTuple):
 def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> Raw:
     t = student.cov_type
     lw = student.log_weights - jax.scipy.special.logsumexp(student.log_weights)
-    logits, feats = t.estep_logits(x, student.means, lw, student.cov_params)  # (b, n)
-    # one exponential per entry: the log-sum-exp and the responsibilities share it
-    top = jnp.max(logits, axis=-1, keepdims=True)
-    e = jnp.exp(logits - top)
-    total = jnp.sum(e, axis=-1, keepdims=True)
-    ll = (top + jnp.log(total))[:, 0]
-    wr = e * (w[:, None] / total)  # w_k psi_ki
+    logits = t.logits(x, student.means, lw, student.cov_params)  # (b, n)
+    # one exponential per entry: the log-likelihood and the responsibilities share it, and
+    # it is the expression Mixture.log_prob reads (the in-memory and chunked fits agree)
+    ll, resp = C.log_posterior(logits)
+    wr = resp * w[:, None]  # w_k psi_ki
     # zero-weight rows may hold anything finite; keep them out of the loss
     loss = jnp.sum(jnp.where(w > 0, w * ll, 0.0))
     mass = jnp.sum(wr, axis=0)
-    s1, s2 = t.estep_moments(wr, x, feats)
+    s1, s2 = t.estep_moments(wr, x, logits.feats)
     return Raw(loss, mass, s1, s2)
 
 

@@ -6,8 +6,10 @@ Each type holds its own rules, written once:
 
 * the parameters: ``cov_params``, unconstrained (any finite value is a valid covariance),
   their shape and the covariances in their natural shape, both ways;
-* the component log-densities (log-determinant and Mahalanobis term), the squared
-  Mahalanobis norm of a shift, sampling;
+* the component log-densities (log-determinant and Mahalanobis term) as one expression,
+  :class:`Logits`, which the log-likelihood, the responsibilities and the E-step all read
+  through :func:`log_posterior` (one exponential per entry); the squared Mahalanobis norm
+  of a shift, sampling;
 * the E-step's second moments and the scatter about the mean, the M-step's covariance
   from the scatter, the variance floor, moment matching for merges;
 * the free-parameter count and the matrix view.
@@ -36,7 +38,7 @@ the largest floor) and diagonal ones, and is added to the diagonal of a full cov
 from __future__ import annotations
 
 from overgmm.covariances.axes import Diag, Identity, Spherical
-from overgmm.covariances.base import LOG_2PI, Covariance, precision_cholesky, precision_params
+from overgmm.covariances.base import LOG_2PI, Covariance, Logits, log_posterior, precision_cholesky, precision_params
 from overgmm.covariances.matrices import Full, Tied
 
 __all__ = [
@@ -45,8 +47,10 @@ __all__ = [
     "Diag",
     "Full",
     "Identity",
+    "Logits",
     "Spherical",
     "Tied",
+    "log_posterior",
     "of",
     "public",
     "precision_cholesky",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from overgmm.covariances.base import LOG_2PI, Covariance, _Axes
+from overgmm.covariances.base import LOG_2PI, Covariance, Logits, _Axes
 
 
 class Identity(Covariance):
@@ -35,10 +35,10 @@ class Identity(Covariance):
     def n_parameters(self, d):
         return 0
 
-    def component_log_prob(self, x, means, lw, params):
+    def logits(self, x, means, lw, params):
         d = means.shape[-1]
-        logits = x @ means.T - 0.5 * jnp.sum(means**2, axis=-1) + lw
-        return logits - 0.5 * jnp.sum(x**2, axis=-1, keepdims=True) - 0.5 * d * LOG_2PI
+        values = x @ means.T - 0.5 * jnp.sum(means**2, axis=-1) + lw
+        return Logits(values, -0.5 * jnp.sum(x**2, axis=-1) - 0.5 * d * LOG_2PI)
 
     def mahalanobis_sq(self, params, means, shift):
         return jnp.sum(shift**2, axis=-1)
@@ -80,13 +80,8 @@ class Spherical(_Axes):
     def n_parameters(self, d):
         return 1
 
-    def component_log_prob(self, x, means, lw, params):
-        d = means.shape[-1]
-        prec = jnp.exp(-params)  # (n,)
-        x2 = jnp.sum(x**2, axis=-1, keepdims=True)
-        quad = prec * (x2 - 2.0 * x @ means.T + jnp.sum(means**2, axis=-1))
-        logdet = d * params
-        return lw - 0.5 * (d * LOG_2PI + logdet + jnp.maximum(quad, 0.0))
+    def log_variances(self, params, means):
+        return jnp.broadcast_to(params[..., None], means.shape)
 
     def from_data(self, centred, w, lead, floor):
         return jnp.full(lead, jnp.maximum(jnp.mean(w @ centred**2), jnp.max(floor)))
@@ -122,12 +117,8 @@ class Diag(_Axes):
     def n_parameters(self, d):
         return d
 
-    def component_log_prob(self, x, means, lw, params):
-        d = means.shape[-1]
-        prec = jnp.exp(-params)  # (n, d)
-        quad = (x**2) @ prec.T - 2.0 * x @ (means * prec).T + jnp.sum(means**2 * prec, axis=-1)
-        logdet = jnp.sum(params, axis=-1)
-        return lw - 0.5 * (d * LOG_2PI + logdet + jnp.maximum(quad, 0.0))
+    def log_variances(self, params, means):
+        return params
 
     def from_data(self, centred, w, lead, floor):
         return jnp.broadcast_to(jnp.maximum(w @ centred**2, floor), lead + centred.shape[-1:])

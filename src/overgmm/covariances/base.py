@@ -5,12 +5,42 @@ and the precision-factor parametrisation itself."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Logits(NamedTuple):
+    """A type's component log-densities of rows ``x`` (..., d), the one expression that
+    the log-likelihood, the responsibilities and the E-step all read.
+
+    ``values + offset[..., None]`` is ``lw_i + log N(x; mu_i, Sigma_i)``, shape (..., n).
+    ``offset`` (...,) is the part every component shares (identity: ``-|x|^2/2 - d/2 log 2 pi``;
+    None for the others), added after the log-sum-exp so that it cancels exactly in the
+    responsibilities even for far-away rows. ``feats`` is what the E-step reads its
+    moments from (None: the rows themselves)."""
+
+    values: jax.Array
+    offset: jax.Array | None = None
+    feats: jax.Array | None = None
+
+
+def log_posterior(logits: Logits) -> tuple[jax.Array, jax.Array]:
+    """``(log p(x), psi(x))``, shapes (...,) and (..., n): the mixture's log-density and the
+    responsibilities, from one exponential per entry (log domain; 0 for a pruned component,
+    ``-inf`` log-density only where every component is ``-inf``)."""
+    top = jax.lax.stop_gradient(jnp.max(logits.values, axis=-1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    e = jnp.exp(logits.values - top)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    ll = (top + jnp.log(total))[..., 0]
+    if logits.offset is not None:
+        ll = ll + logits.offset
+    return ll, e * (1.0 / total)
 
 
 def precision_params(cov: jax.Array) -> jax.Array:
@@ -116,9 +146,14 @@ class Covariance:
         raise NotImplementedError
 
     # -- densities ----------------------------------------------------------
+    def logits(self, x: jax.Array, means: jax.Array, lw: jax.Array, params) -> Logits:
+        """The component log-densities of rows ``x`` (..., d) as :class:`Logits`."""
+        raise NotImplementedError
+
     def component_log_prob(self, x: jax.Array, means: jax.Array, lw: jax.Array, params) -> jax.Array:
         """``lw_i + log N(x; mu_i, Sigma_i)``, shape ``(..., n)`` for ``x`` (..., d)."""
-        raise NotImplementedError
+        lg = self.logits(x, means, lw, params)
+        return lg.values if lg.offset is None else lg.values + lg.offset[..., None]
 
     def mahalanobis_sq(self, params, means: jax.Array, shift: jax.Array) -> jax.Array:
         """``shift_i^T Sigma_i^{-1} shift_i``, shape (n,)."""
@@ -129,11 +164,6 @@ class Covariance:
         return jnp.sqrt(self.variances(params, means)[comp]) * z
 
     # -- E-step and M-step --------------------------------------------------
-    def estep_logits(self, x: jax.Array, means: jax.Array, lw: jax.Array, params):
-        """The blocked E-step's component log-densities ``(b, n)`` of rows ``x`` (b, d) and
-        the features its moments are read from (None: the rows themselves)."""
-        return self.component_log_prob(x, means, lw, params), None
-
     def estep_moments(self, wr: jax.Array, x: jax.Array, feats) -> tuple[jax.Array, jax.Array | None]:
         """First and second raw moment sums ``(s1, s2)`` of rows ``x`` with weighted
         responsibilities ``wr`` (b, n): ``s2`` is ``sum wr x^2`` (n, d) or ``sum wr x x^T``
@@ -198,18 +228,23 @@ class Covariance:
 
 
 class _Axes(Covariance):
-    """Spherical and diag: the blocked E-step is one GEMM on the features ``F = [x^2, x]``
-    (b, 2d), ``F @ W^T + c`` with ``W = [-prec/2, mu prec]`` (n, 2d), and the moments a second."""
+    """Spherical and diag: the Mahalanobis term is one GEMM on the features ``F = [x^2, x]``
+    (..., 2d), ``F @ [prec, -2 mu prec]^T + sum mu^2 prec`` (clamped at 0 against
+    cancellation), and the E-step reads both moments from ``F`` with a second GEMM."""
 
-    def estep_logits(self, x, means, lw, params):
+    def log_variances(self, params, means: jax.Array) -> jax.Array:
+        """``log s`` per component and axis, shape (n, d)."""
+        raise NotImplementedError
+
+    def logits(self, x, means, lw, params):
         d = means.shape[-1]
-        var = self.variances(params, means)
-        prec = 1.0 / var  # (n, d)
+        log_var = self.log_variances(params, means)
+        prec = jnp.exp(-log_var)  # (n, d)
         feats = jnp.concatenate([x * x, x], axis=-1)
-        weights = jnp.concatenate([-0.5 * prec, means * prec], axis=-1)
-        logdet = jnp.sum(jnp.log(var), axis=-1)
-        const = lw - 0.5 * (d * LOG_2PI + logdet + jnp.sum(means**2 * prec, axis=-1))
-        return feats @ weights.T + const, feats
+        weights = jnp.concatenate([prec, -2.0 * means * prec], axis=-1)
+        quad = feats @ weights.T + jnp.sum(means**2 * prec, axis=-1)
+        logdet = jnp.sum(log_var, axis=-1)
+        return Logits(lw - 0.5 * (d * LOG_2PI + logdet + jnp.maximum(quad, 0.0)), None, feats)
 
     def estep_moments(self, wr, x, feats):
         d = x.shape[-1]

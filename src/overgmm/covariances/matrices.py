@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overgmm.covariances.base import LOG_2PI, _Cholesky, precision_cholesky
+from overgmm.covariances.base import LOG_2PI, Logits, _Cholesky, precision_cholesky
 
 
 class Full(_Cholesky):
@@ -38,13 +38,13 @@ class Full(_Cholesky):
         d = centred.shape[-1]
         return jnp.broadcast_to((centred * w[:, None]).T @ centred + jnp.diag(floor), lead + (d, d))
 
-    def component_log_prob(self, x, means, lw, params):
+    def logits(self, x, means, lw, params):
         d = means.shape[-1]
         u = precision_cholesky(params)  # (n, d, d)
         y = jnp.einsum("...d,nde->...ne", x, u) - jnp.einsum("nd,nde->ne", means, u)
         quad = jnp.sum(y**2, axis=-1)
         half_logdet = jnp.sum(jnp.diagonal(params, axis1=-2, axis2=-1), axis=-1)  # log|U|
-        return lw + half_logdet - 0.5 * (d * LOG_2PI + quad)
+        return Logits(lw + half_logdet - 0.5 * (d * LOG_2PI + quad))
 
     def mahalanobis_sq(self, params, means, shift):
         y = jnp.einsum("nd,nde->ne", shift, precision_cholesky(params))
@@ -115,13 +115,13 @@ class Tied(_Cholesky):
         d = centred.shape[-1]
         return jnp.broadcast_to((centred * w[:, None]).T @ centred + jnp.diag(floor), lead[:-1] + (d, d))
 
-    def component_log_prob(self, x, means, lw, params):
+    def logits(self, x, means, lw, params):
         d = means.shape[-1]
         u = precision_cholesky(params)  # (d, d)
         y = (x @ u)[..., None, :] - means @ u  # (..., n, d)
         quad = jnp.sum(y**2, axis=-1)
         half_logdet = jnp.sum(jnp.diagonal(params, axis1=-2, axis2=-1), axis=-1)  # log|U|
-        return lw + half_logdet - 0.5 * (d * LOG_2PI + quad)
+        return Logits(lw + half_logdet - 0.5 * (d * LOG_2PI + quad))
 
     def mahalanobis_sq(self, params, means, shift):
         return jnp.sum((shift @ precision_cholesky(params)) ** 2, axis=-1)

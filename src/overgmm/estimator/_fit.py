@@ -189,7 +189,7 @@ def _merge(prob: Problem, students: Mixture, price):
 @_jit(_x_rows)
 def _evaluate(student: Mixture, X):
     """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d)."""
-    return student.log_prob(X), student.responsibilities(X)
+    return student.log_posterior(X)
 
 
 @_jit(lambda student, seed, *, n_samples: n_samples, static_argnames=("n_samples",))

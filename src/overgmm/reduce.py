@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
-from overgmm.statistics import BLOCK_ELEMENTS, MIN_BLOCK, blocked_sum
+from overgmm.statistics import blocked_sum, rows_for_width
 
 CANDIDATES = 2  # pairs whose merge cost is measured on the data, per component
 ALL_PAIRS_UP_TO = 1 << 16  # rows x pairs up to which every pair is measured (no ranking to compile)
@@ -125,8 +125,7 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
         ll2 = jnp.logaddexp(others, _component_log_prob_unnormalised(merged_mix, xb))
         return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
 
-    rows = max(MIN_BLOCK, BLOCK_ELEMENTS // max(ii.shape[0], 1))
-    sums = blocked_sum(block, X, w, min(X.shape[0], rows))
+    sums = blocked_sum(block, X, w, rows_for_width(X.shape[0], ii.shape[0]))
     return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
 
 

@@ -43,11 +43,16 @@ class Stats(NamedTuple):
     scatter: jax.Array | None = None
 
 
+def rows_for_width(n_rows: int, width: int) -> int:
+    """Rows per block of a blocked pass whose widest per-row temporary holds ``width``
+    numbers: about :data:`BLOCK_ELEMENTS` per block, at least :data:`MIN_BLOCK` rows, and
+    all rows if they fit (the one block-size rule: statistics and merge costs)."""
+    return int(min(n_rows, max(MIN_BLOCK, BLOCK_ELEMENTS // max(width, 1))))
+
+
 def block_rows(n_rows: int, n_components: int, dim: int, covariance_type: str) -> int:
     """Rows per block of :func:`data_statistics` for these shapes (all rows if they fit)."""
-    width = C.of(covariance_type).block_width(n_components, dim)
-    rows = max(MIN_BLOCK, BLOCK_ELEMENTS // max(width, 1))
-    return int(min(n_rows, rows))
+    return rows_for_width(n_rows, C.of(covariance_type).block_width(n_components, dim))
 
 
 class Raw(NamedTuple):

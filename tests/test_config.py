@@ -89,3 +89,24 @@ def test_builders():
         [0, 1, 2],
     )
     assert hist["loss"].shape == (3, 3)  # seeds x records (step 0, 2, 4)
+
+
+def test_a_seeds_samples_are_nested_across_sizes_and_run_seeds_records_the_state():
+    """X4's common random numbers rest on this: a seed's sample of N points is the first N
+    points of its sample of any larger size (JAX's counter-based draws), in any dimension."""
+    for spec in ({"d": 1, "m": 1, "means": [[0.0]]}, {"d": 3, "m": 2, "means": [[0, 0, 0], [4, 4, 4]]}):
+        t = config.teacher(spec)
+        small, large = (config.sample({"n_samples": k}, t, 7) for k in (100, 5000))
+        np.testing.assert_array_equal(small, large[:100])
+    run = {
+        "steps": 4,
+        "stride": 2,
+        "teacher": {"d": 1, "m": 1, "means": [[0.0]]},
+        "student": {"n": 2, "init": "normal"},
+        "data": {"n_samples": 50},
+        "algorithm": {"name": "em"},
+    }
+    hist = config.run_seeds(run, [3, 4], record=("means", "weights"))
+    assert hist["means"].shape == (2, 3, 2, 1) and hist["weights"].shape == (2, 3, 2)
+    start = config.student(run["student"], config.teacher(run["teacher"]), 4)
+    np.testing.assert_array_equal(hist["means"][1, 0], np.asarray(start.means))

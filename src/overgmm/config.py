@@ -358,11 +358,13 @@ def check(cfg: dict) -> None:
     algorithm(p, cfg["algorithm"])
 
 
-def run_seeds(cfg: dict, seeds: list[int]):
+def run_seeds(cfg: dict, seeds: list[int], *, record: tuple[str, ...] = ()):
     """Run the resolved config ``cfg`` once per seed (the seed draws the student and the
     data), all in one compiled ``vmap`` call; the driver's :class:`~overgmm.History`
-    with the seeds on its batch axis. A data-based run passes each seed's sample as its
-    own problem (``problems=``)."""
+    with the seeds on its batch axis (``record``: state fields kept at every record, as
+    :func:`~overgmm.run_batch` takes them). A data-based run passes each seed's sample as
+    its own problem (``problems=``). This is the one code path of every multi-trial run:
+    ``overgmm sweep`` and the reproductions X4, Z1 and W6."""
     import jax
     import jax.numpy as jnp
 
@@ -384,5 +386,6 @@ def run_seeds(cfg: dict, seeds: list[int]):
         keys=keys,
         stride=int(cfg.get("stride", steps)),
         threshold=float(cfg.get("threshold", 1e-3)),
+        record=record,
         problems=problems,
     )

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 import overgmm as og
-from overgmm import measures
+from overgmm import config, measures, studies
 from overgmm.analysis import first_below_by
 from overgmm.experiments.base import Experiment, claim, history_frame, population_backend, progress
 
@@ -55,6 +55,7 @@ def flat(cfg: dict) -> dict:
     return {
         **cfg["settings"],
         **r,
+        "study_table": studies.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "Z1"),
         "d": b["teacher"]["d"],
         "ns": cfg["axes"]["student.n"],
         "teachers": teachers,
@@ -67,18 +68,23 @@ def flat(cfg: dict) -> dict:
     }
 
 
-def _batch(cfg: dict, tm: np.ndarray, n: int, trials: int, n_steps: int, seed0: int):
-    """One compiled run_batch: ``trials`` students with n components drawn from p*."""
-    import jax
-
-    teacher = og.Mixture(tm, np.full(len(tm), 1.0 / len(tm)))
-    problem = og.Problem.population(teacher, backend=population_backend(cfg))
-    alg = og.gradient_em(problem, cfg["step_size"], weights=cfg["weights"])
-    seeds = [seed0 + k for k in range(trials)]
-    students = og.stack([og.Mixture(np.asarray(teacher.sample(jax.random.key(s), n))) for s in seeds])
-    keys = jax.vmap(jax.random.key)(np.asarray(seeds))
-    hist = og.run_batch(alg, students, n_steps, keys=keys, stride=cfg["stride"])
-    return teacher, hist, seeds
+def _batch(cfg: dict, tm: np.ndarray, n: int, trials: int, n_steps: int):
+    """One compiled batch of the study's runs (``configs/Z1.toml``, the ones ``overgmm
+    sweep Z1`` stores) through :func:`overgmm.config.run_seeds`: the first ``trials``
+    seeds of ``n`` components, started at samples of p*, with the teacher means ``tm``
+    and ``n_steps`` steps; trial seeds ``1000 seed + s``."""
+    runs = [r for r in studies.expand(cfg["study_table"]) if r["axes"]["student.n"] == n][:trials]
+    if len(runs) < trials:
+        raise ValueError(f"Z1: {trials} trials asked for n = {n}, but the study has {len(runs)} seeds")
+    run_cfg = runs[0]["config"]
+    run_cfg["teacher"] = {**run_cfg["teacher"], "means": np.asarray(tm).tolist(), "m": len(tm)}
+    run_cfg["steps"] = int(n_steps)
+    if cfg["backend"] == "monte-carlo":
+        spec = {"kind": "monte-carlo", "samples": int(cfg.get("mc_samples", 100_000)), "fresh": True}
+        run_cfg["backend"] = {**spec, "seed": int(cfg["seed"])}
+    seeds = [int(cfg["seed"]) * 1000 + r["config"]["seed"] for r in runs]
+    hist = config.run_seeds(run_cfg, seeds)
+    return config.teacher(run_cfg["teacher"]), hist, seeds
 
 
 def _final_rows(cfg: dict, tm: np.ndarray, hist, seeds, **labels) -> tuple[list[dict], list[dict]]:
@@ -128,7 +134,7 @@ def run(cfg: dict, sink) -> None:
     finals, comps, hists = [], [], []
     for name, n in progress(jobs, desc="Z1 settings"):
         tm = teacher_means(cfg["teachers"][name])
-        teacher, hist, seeds = _batch(cfg, tm, n, int(cfg["trials"][str(n)]), cfg["steps"], cfg["seed"])
+        teacher, hist, seeds = _batch(cfg, tm, n, int(cfg["trials"][str(n)]), cfg["steps"])
         f, c = _final_rows(cfg, tm, hist, seeds, setting=name, n=n)
         finals += f
         comps += c
@@ -161,7 +167,7 @@ def run(cfg: dict, sink) -> None:
     n = max(cfg["ns"])
     for sep in progress(cfg["sweep_separations"], desc="Z1 separation sweep"):
         tm = teacher_means({"kind": "equilateral", "separation": sep})
-        _, hist, seeds = _batch(cfg, tm, n, cfg["sweep_trials"], cfg["sweep_steps"], cfg["seed"])
+        _, hist, seeds = _batch(cfg, tm, n, cfg["sweep_trials"], cfg["sweep_steps"])
         f, _ = _final_rows(cfg, tm, hist, seeds, separation=sep, n=n)
         sweep_f += f
         h = history_frame(hist, separation=sep, n=n)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 import overgmm as og
-from overgmm import studies
+from overgmm import config, studies
 from overgmm.analysis import first_below, line_fit, loglog_slope, semilog_fit
 from overgmm.experiments.base import Experiment, Tables, TableSink, claim, history_frame, progress
 from overgmm.experiments.xu2024.common import (
@@ -274,49 +274,42 @@ def x4_flat(cfg: dict) -> dict:
     }
 
 
-def _x4_final(cfg: dict, X, means0, keys):
-    """One :func:`overgmm.run_batch` call, each trial on its own sample (``problems=``):
-    the parametric distance at ``records`` checkpoints and the final means."""
-    import jax.numpy as jnp
-
-    n, step_size, steps, nrec = cfg["n"], cfg["step_size"], int(cfg["steps"]), int(cfg["records"])
-    per_trial = [og.Problem.from_data(x) for x in X]
-    alg = og.gradient_em(per_trial[0], step_size)
-    students = og.stack([og.Mixture(m0, jnp.full(n, 1.0 / n)) for m0 in means0])
-    hist = og.run_batch(
-        alg, students, steps, keys=keys, stride=steps // nrec, record=("means", "weights"), problems=og.stack(per_trial)
-    )
-    means, weights = hist["means"][:, 1:], hist["weights"][:, 1:]  # (trials, records, n, d), (trials, records, n)
-    pd_path = np.sum(weights * np.sum(means**2, axis=-1), axis=-1)
-    return pd_path, np.asarray(hist.final.student.means)
-
-
 def x4_run(cfg: dict, sink: TableSink) -> None:
-    cfg = x4_flat(cfg)
-    import jax
-
-    d, n, trials = cfg["d"], cfg["n"], cfg["trials"]
-    ns = [int(x) for x in cfg["sample_sizes"]]
-    if int(cfg["steps"]) % int(cfg["records"]):
+    """The runs of the study in ``configs/X4.toml`` (the ones ``overgmm sweep X4`` stores),
+    through :func:`overgmm.config.run_seeds`, one compiled batch per N; trial seeds
+    ``1000 seed + s``. A seed's sample at size N is the first N points of its sample at
+    any larger size (the teacher's draws are prefixes of one stream), and its start is the
+    same at every N: the sizes share their random numbers, which cuts the noise of the
+    fitted slope."""
+    study = studies.validate_study({k: cfg[k] for k in ("study", "base", "axes", "settings")}, "X4")
+    flat = x4_flat(cfg)
+    if int(flat["steps"]) % int(flat["records"]):
         raise ValueError("X4: steps must be a multiple of records")
-    rng = np.random.default_rng(int(cfg["seed"]))
-    x_all = rng.standard_normal((trials, max(ns), d))  # nested samples: size N uses the first N points
-    means0 = cfg["init_scale"] * rng.standard_normal((trials, n, d))
-    keys = jax.random.split(jax.random.key(int(cfg["seed"])), trials)
-    for size in progress(ns, desc="X4 N"):
-        x = x_all[:, :size]
-        pd_path, _ = _x4_final(cfg, x, means0, keys)
-        pd_path = np.asarray(pd_path)
+    groups: dict[int, list[dict]] = {}
+    for run in studies.expand(study):
+        groups.setdefault(int(run["axes"]["data.n_samples"]), []).append(run)
+    for size, runs in progress(groups.items(), len(groups), "X4 N"):
+        run_cfg = runs[0]["config"]
+        seeds = [int(cfg["seed"]) * 1000 + r["config"]["seed"] for r in runs]
+        hist = config.run_seeds(run_cfg, seeds, record=("means", "weights"))
+        teacher = config.teacher(run_cfg["teacher"])
+        # (trials, records, n, d) and (trials, records, n), the start left out
+        means, weights = hist["means"][:, 1:], hist["weights"][:, 1:]
+        target = np.asarray(teacher.means)[0]  # the teacher is one component
+        pd_path = np.sum(weights * np.sum((means - target) ** 2, axis=-1), axis=-1)
+        x = np.stack([config.sample(run_cfg["data"], teacher, s) for s in seeds])
         final = pd_path[:, -1]
         rows = pd.DataFrame(
             {
                 "N": size,
-                "trial": np.arange(trials),
+                "trial": np.arange(len(seeds)),
+                "seed": seeds,
                 "param_dist": final,
                 "param_error": np.sqrt(final),
                 "rel_change_last": np.abs(pd_path[:, -1] / np.where(pd_path[:, -2] > 0, pd_path[:, -2], 1.0) - 1),
                 "sample_mean": x.mean(axis=1)[:, 0],
                 "sample_var_excess": x.var(axis=1).mean(axis=-1) - 1,
+                "status": np.atleast_1d(hist.status),
             }
         )
         sink.write("trials", rows, append=True)

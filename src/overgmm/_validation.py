@@ -46,9 +46,19 @@ def check_ndim(x: jax.Array, ndim: int, name: str, shape_doc: str) -> None:
         raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(x.shape)}")
 
 
-def check_finite(x: jax.Array, name: str) -> None:
-    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
-        bad = int(np.sum(~np.isfinite(np.asarray(x))))
+def check_finite(x: jax.Array, name: str, *, allow_nan: bool = False) -> None:
+    """Raise when concrete ``x`` has non-finite values (``allow_nan``: NaN marks a missing
+    value and is allowed; infinities are not)."""
+    if not is_concrete(x):
+        return
+    arr = np.asarray(x)
+    if allow_nan:
+        bad = int(np.sum(np.isinf(arr)))
+        if bad:
+            raise ValueError(f"{name} contains {bad} infinite value(s); only NaN marks a missing value")
+        return
+    if not bool(np.all(np.isfinite(arr))):
+        bad = int(np.sum(~np.isfinite(arr)))
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
 

@@ -216,28 +216,41 @@ class Mixture:
         lw = self.log_weights - logsumexp(self.log_weights)
         return x @ self.means.T - 0.5 * jnp.sum(self.means**2, axis=-1) + lw
 
-    def component_log_prob(self, x) -> jax.Array:
+    def component_log_prob(self, x, *, missing: bool = False) -> jax.Array:
         """``log pi_i + log N(x; mu_i, Sigma_i)``, shape ``(..., n)`` for ``x`` of shape ``(..., d)``
-        (``-inf`` for a pruned component)."""
+        (``-inf`` for a pruned component; ``missing``: as :meth:`log_posterior`)."""
         x = self._check_x(x)
         lw = self.log_weights - logsumexp(self.log_weights)
+        if missing:
+            x0, o = C.observed(x)
+            lg = self.cov_type.logits_observed(x0, o, self.means, lw, self.cov_params)
+            return lg.values if lg.offset is None else lg.values + lg.offset[..., None]
         return self.cov_type.component_log_prob(x, self.means, lw, self.cov_params)
 
-    def log_posterior(self, x) -> tuple[jax.Array, jax.Array]:
+    def log_posterior(self, x, *, missing: bool = False) -> tuple[jax.Array, jax.Array]:
         """``(log p(x), psi(x))`` at ``x`` of shape ``(..., d)``: shapes ``(...)`` and ``(..., n)``,
         from one exponential per entry (:func:`overgmm.covariances.log_posterior`, the same
-        expression the E-step reads)."""
+        expression the E-step reads).
+
+        ``missing=True``: NaN entries of ``x`` are missing (at random), and each row's
+        density is its marginal over its observed features (a row with none observed has
+        log-density 0 and the weights as its responsibilities). Rows ``x`` of shape (N, d)."""
         x = self._check_x(x)
         lw = self.log_weights - logsumexp(self.log_weights)
+        if missing:
+            x0, o = C.observed(x)
+            return C.log_posterior(self.cov_type.logits_observed(x0, o, self.means, lw, self.cov_params))
         return C.log_posterior(self.cov_type.logits(x, self.means, lw, self.cov_params))
 
-    def log_prob(self, x) -> jax.Array:
-        """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)``."""
-        return self.log_posterior(x)[0]
+    def log_prob(self, x, *, missing: bool = False) -> jax.Array:
+        """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)`` (``missing``: as
+        :meth:`log_posterior`)."""
+        return self.log_posterior(x, missing=missing)[0]
 
-    def responsibilities(self, x) -> jax.Array:
-        """``psi_i(x)``, shape ``(..., n)``, computed as a log-domain softmax (0 for pruned components)."""
-        return self.log_posterior(x)[1]
+    def responsibilities(self, x, *, missing: bool = False) -> jax.Array:
+        """``psi_i(x)``, shape ``(..., n)``, computed as a log-domain softmax (0 for pruned
+        components; ``missing``: as :meth:`log_posterior`)."""
+        return self.log_posterior(x, missing=missing)[1]
 
     def sample(self, key: jax.Array, n_samples: int, *, return_labels: bool = False):
         """Draw ``n_samples`` points, shape ``(n_samples, d)``, using the PRNG ``key``

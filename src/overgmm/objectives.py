@@ -154,10 +154,11 @@ def kl_em_statistics(
     return loss, mass, moment
 
 
-def nll(student: Mixture, X, *, sample_weight=None) -> jax.Array:
+def nll(student: Mixture, X, *, sample_weight=None, missing: bool = False) -> jax.Array:
     """Mean negative log-likelihood ``-(1/N) sum_k log p_theta(x_k)`` of data ``X`` (N, d).
 
-    ``sample_weight`` (N,), non-negative, gives a weighted mean.
+    ``sample_weight`` (N,), non-negative, gives a weighted mean. ``missing=True``: NaN
+    entries are missing, each row's likelihood its marginal over its observed features.
     """
     if not isinstance(student, Mixture):
         raise TypeError(f"student must be overgmm.Mixture, got {type(student).__name__}")
@@ -166,8 +167,8 @@ def nll(student: Mixture, X, *, sample_weight=None) -> jax.Array:
         raise ValueError(f"X must have shape (n_samples, {student.dim}), got shape {tuple(X.shape)}")
     if X.shape[0] < 1:
         raise ValueError("X has no samples")
-    v.check_finite(X, "X")
-    lp = student.log_prob(X)
+    v.check_finite(X, "X", allow_nan=missing)
+    lp = student.log_prob(X, missing=missing)
     if sample_weight is None:
         return -jnp.mean(lp)
     sw = v.check_sample_weight(sample_weight, X.shape[0])

@@ -52,6 +52,7 @@ class Problem:
     n_noise: int = 1
     var_floor: jax.Array | None = None
     stats: Stats | None = None
+    missing: bool = False
 
     def __post_init__(self):
         v.check_choice(self.objective, OBJECTIVES, "objective")
@@ -62,13 +63,14 @@ class Problem:
             self.backend,
             self.form,
             self.n_noise,
+            self.missing,
         )
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         teacher, data, sw, t, floor, stats = children
-        objective, backend, form, n_noise = aux
-        return cls(objective, teacher, data, sw, t, backend, form, n_noise, floor, stats)
+        objective, backend, form, n_noise, missing = aux
+        return cls(objective, teacher, data, sw, t, backend, form, n_noise, floor, stats, missing)
 
     # -- constructors -------------------------------------------------------
     @classmethod
@@ -80,7 +82,7 @@ class Problem:
         return cls("kl", teacher=teacher, backend=backend or Quadrature(), form=form)
 
     @classmethod
-    def from_data(cls, X, *, sample_weight=None, var_floor=0.0) -> Problem:
+    def from_data(cls, X, *, sample_weight=None, var_floor=0.0, missing: bool = False) -> Problem:
         """Mean negative log-likelihood of ``X`` (N, d).
 
         Args:
@@ -90,12 +92,16 @@ class Problem:
             ``X``: a number or one per feature ``(d,)``. EM and the relaxed steps clamp
             spherical and diagonal variances at it and add it to the diagonal of a full
             covariance (scikit-learn's ``reg_covar``). Identity students ignore it.
+          missing: NaN entries of ``X`` are missing at random: the loss is the observed
+            data's NLL (each row's marginal over its observed features) and the E-step
+            statistics those of exact EM on the observed data
+            (:func:`~overgmm.statistics.data_statistics`). Infinities are still errors.
         """
         X = v.as_float_array(X, "X")
         v.check_ndim(X, 2, "X", "(n_samples, n_features)")
         if X.shape[0] < 1:
             raise ValueError("X has no samples")
-        v.check_finite(X, "X")
+        v.check_finite(X, "X", allow_nan=bool(missing))
         sw = None if sample_weight is None else v.check_sample_weight(sample_weight, X.shape[0])
         floor = v.as_float_array(var_floor, "var_floor")
         if floor.ndim == 0:
@@ -106,7 +112,7 @@ class Problem:
         v.check_finite(floor, "var_floor")
         if v.is_concrete(floor) and bool(np.any(np.asarray(floor) < 0)):
             raise ValueError("var_floor must be >= 0")
-        return cls("nll", data=X, sample_weight=sw, var_floor=floor)
+        return cls("nll", data=X, sample_weight=sw, var_floor=floor, missing=bool(missing))
 
     @classmethod
     def from_statistics(cls, stats: Stats, *, var_floor) -> Problem:
@@ -199,7 +205,7 @@ class Problem:
         if self.objective == "kl":
             return kl(self._teacher, student, backend=self.backend, key=key, form=self.form)
         if self.objective == "nll":
-            return nll(student, self._data, sample_weight=self.sample_weight)
+            return nll(student, self._data, sample_weight=self.sample_weight, missing=self.missing)
         if self.objective == "denoising_score_matching":
             if key is None:
                 raise ValueError("denoising score matching draws noise: pass a PRNG key")
@@ -239,7 +245,7 @@ class Problem:
             return from_gradient(student, loss, g)
         data = self._data
         w = jnp.ones(data.shape[:1], data.dtype) if self.sample_weight is None else self.sample_weight
-        return data_statistics(student, data, w)
+        return data_statistics(student, data, w, missing=self.missing)
 
     @property
     def floor(self) -> jax.Array:

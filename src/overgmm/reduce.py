@@ -64,9 +64,9 @@ def _merged(student: Mixture, ii: jax.Array, jj: jax.Array, floor: jax.Array) ->
     return Mixture.tree_unflatten(student.covariance_type, (mu, lw, params))
 
 
-def _component_log_prob_unnormalised(m: Mixture, X: jax.Array) -> jax.Array:
+def _component_log_prob_unnormalised(m: Mixture, X: jax.Array, missing: bool = False) -> jax.Array:
     # component_log_prob renormalises the log-weights; add back their total
-    return m.component_log_prob(X) + logsumexp(m.log_weights)
+    return m.component_log_prob(X, missing=missing) + logsumexp(m.log_weights)
 
 
 def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
@@ -103,7 +103,7 @@ def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[jax.Arra
     return ii[idx], jj[idx], idx
 
 
-def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Array) -> jax.Array:
+def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Array, missing: bool = False) -> jax.Array:
     """``(n (n - 1) / 2,)``: ``sum_k w_k (log p(x_k) - log p_ij(x_k))`` over the rows of ``X``
     (N, d), one entry per pair ``i < j`` (``jnp.triu_indices`` order), ``p_ij`` the mixture
     with the pair replaced by its moment-matched merge; NaN for the pairs that are not
@@ -111,7 +111,8 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     data add up (:mod:`overgmm.streaming`).
 
     The density of the other components is ``p(x) sum_{k != i, j} psi_k(x)``, a sum of
-    positive terms free of cancellation."""
+    positive terms free of cancellation. ``missing``: NaN entries are missing (each row's
+    marginal over its observed features, as :meth:`Mixture.log_posterior`)."""
     n = student.n_components
     all_pairs = n * (n - 1) // 2
     ii, jj, chosen = candidate_pairs(student, X.shape[0])
@@ -120,9 +121,9 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     merged_mix = _merged(student, ii, jj, floor)
 
     def block(xb, wb):
-        ll, resp = student.log_posterior(xb)
+        ll, resp = student.log_posterior(xb, missing=missing)
         others = ll[:, None] + jnp.log(resp @ keep.T)
-        ll2 = jnp.logaddexp(others, _component_log_prob_unnormalised(merged_mix, xb))
+        ll2 = jnp.logaddexp(others, _component_log_prob_unnormalised(merged_mix, xb, missing))
         return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
 
     sums = blocked_sum(block, X, w, rows_for_width(X.shape[0], ii.shape[0]))
@@ -147,7 +148,7 @@ def pair_costs(problem: Problem, student: Mixture) -> jax.Array:
     if X is None:
         raise ValueError("merge costs are measured on data: the problem holds none")
     w = jnp.ones(X.shape[:1]) if problem.sample_weight is None else problem.sample_weight
-    return cost_matrix(student, pair_cost_sums(student, X, w, problem.floor), jnp.sum(w))
+    return cost_matrix(student, pair_cost_sums(student, X, w, problem.floor, problem.missing), jnp.sum(w))
 
 
 def merge_round(problem: Problem, student: Mixture, price) -> tuple[Mixture, jax.Array]:

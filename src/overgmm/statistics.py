@@ -50,9 +50,11 @@ def rows_for_width(n_rows: int, width: int) -> int:
     return int(min(n_rows, max(MIN_BLOCK, BLOCK_ELEMENTS // max(width, 1))))
 
 
-def block_rows(n_rows: int, n_components: int, dim: int, covariance_type: str) -> int:
+def block_rows(n_rows: int, n_components: int, dim: int, covariance_type: str, missing: bool = False) -> int:
     """Rows per block of :func:`data_statistics` for these shapes (all rows if they fit)."""
-    return rows_for_width(n_rows, C.of(covariance_type).block_width(n_components, dim))
+    t = C.of(covariance_type)
+    width = t.block_width_observed(n_components, dim) if missing else t.block_width(n_components, dim)
+    return rows_for_width(n_rows, width)
 
 
 class Raw(NamedTuple):
@@ -64,10 +66,14 @@ class Raw(NamedTuple):
     s2: jax.Array | None  # sum_k w_k psi_ki x_k^2 (diag/spherical) or x_k x_k^T (full)
 
 
-def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> Raw:
+def _raw_block(student: Mixture, x: jax.Array, w: jax.Array, missing: bool = False) -> Raw:
     t = student.cov_type
     lw = student.log_weights - jax.scipy.special.logsumexp(student.log_weights)
-    logits = t.logits(x, student.means, lw, student.cov_params)  # (b, n)
+    if missing:
+        x0, o = C.observed(x)
+        logits = t.logits_observed(x0, o, student.means, lw, student.cov_params)
+    else:
+        logits = t.logits(x, student.means, lw, student.cov_params)  # (b, n)
     # one exponential per entry: the log-likelihood and the responsibilities share it, and
     # it is the expression Mixture.log_prob reads (the in-memory and chunked fits agree)
     ll, resp = C.log_posterior(logits)
@@ -75,7 +81,10 @@ def _raw_block(student: Mixture, x: jax.Array, w: jax.Array) -> Raw:
     # zero-weight rows may hold anything finite; keep them out of the loss
     loss = jnp.sum(jnp.where(w > 0, w * ll, 0.0))
     mass = jnp.sum(wr, axis=0)
-    s1, s2 = t.estep_moments(wr, x, logits.feats)
+    if missing:
+        s1, s2 = t.estep_moments_observed(wr, x0, o, logits, student.means, student.cov_params)
+    else:
+        s1, s2 = t.estep_moments(wr, x, logits.feats)
     return Raw(loss, mass, s1, s2)
 
 
@@ -102,11 +111,15 @@ def blocked_sum(fn, X: jax.Array, w: jax.Array, block: int):
     return acc
 
 
-def raw_moments(student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None) -> Raw:
-    """Weighted sums over the rows of ``X`` (N, d) with weights ``w`` (N,), in row blocks."""
+def raw_moments(
+    student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None, missing: bool = False
+) -> Raw:
+    """Weighted sums over the rows of ``X`` (N, d) with weights ``w`` (N,), in row blocks
+    (``missing``: NaN entries are missing, see :func:`data_statistics`)."""
     n_rows = X.shape[0]
-    block = block_rows(n_rows, student.n_components, student.dim, student.covariance_type) if block is None else block
-    return blocked_sum(lambda xb, wb: _raw_block(student, xb, wb), X, w, block)
+    if block is None:
+        block = block_rows(n_rows, student.n_components, student.dim, student.covariance_type, missing)
+    return blocked_sum(lambda xb, wb: _raw_block(student, xb, wb, missing), X, w, block)
 
 
 def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
@@ -122,9 +135,17 @@ def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
     return Stats(-raw.loss / total, mass, shift, student.cov_type.scatter(raw.s2 / total, s1, mass, mu))
 
 
-def data_statistics(student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None) -> Stats:
-    """E-step statistics of ``student`` on data ``X`` (N, d) with sample weights ``w`` (N,)."""
-    return centred(student, raw_moments(student, X, w, block=block), jnp.sum(w))
+def data_statistics(
+    student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None, missing: bool = False
+) -> Stats:
+    """E-step statistics of ``student`` on data ``X`` (N, d) with sample weights ``w`` (N,).
+
+    ``missing=True``: NaN entries of ``X`` are missing at random. The loss is the observed
+    data's (each row's marginal over its observed features), and the moments fill each gap
+    with its conditional expectation given the row's observed entries and the component
+    (the second moments with the conditional covariance): EM on them is exact EM for the
+    observed data, and ``shift`` is still ``Sigma_i`` times minus the gradient in ``mu_i``."""
+    return centred(student, raw_moments(student, X, w, block=block, missing=missing), jnp.sum(w))
 
 
 def from_gradient(student: Mixture, loss: jax.Array, grads: Mixture) -> Stats:

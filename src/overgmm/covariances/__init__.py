@@ -38,7 +38,15 @@ the largest floor) and diagonal ones, and is added to the diagonal of a full cov
 from __future__ import annotations
 
 from overgmm.covariances.axes import Diag, Identity, Spherical
-from overgmm.covariances.base import LOG_2PI, Covariance, Logits, log_posterior, precision_cholesky, precision_params
+from overgmm.covariances.base import (
+    LOG_2PI,
+    Covariance,
+    Logits,
+    log_posterior,
+    observed,
+    precision_cholesky,
+    precision_params,
+)
 from overgmm.covariances.matrices import Full, Tied
 
 __all__ = [
@@ -51,6 +59,7 @@ __all__ = [
     "Spherical",
     "Tied",
     "log_posterior",
+    "observed",
     "of",
     "public",
     "precision_cholesky",

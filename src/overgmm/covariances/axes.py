@@ -49,6 +49,14 @@ class Identity(Covariance):
     def estep_moments(self, wr, x, feats):
         return wr.T @ x, None
 
+    def logits_observed(self, x0, o, means, lw, params):
+        values = x0 @ means.T - 0.5 * (o @ (means**2).T) + lw
+        return Logits(values, -0.5 * jnp.sum(x0**2, axis=-1) - 0.5 * jnp.sum(o, axis=-1) * LOG_2PI)
+
+    def estep_moments_observed(self, wr, x0, o, logits, means, params):
+        gaps = jnp.sum(wr, axis=0)[:, None] - wr.T @ o  # a gap's conditional mean is mu
+        return wr.T @ x0 + means * gaps, None
+
     def second_moments(self, cov, mu):
         return 1.0 + jnp.mean(mu**2, axis=-1)
 

@@ -29,6 +29,13 @@ class Logits(NamedTuple):
     feats: jax.Array | None = None
 
 
+def observed(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(x0, o)`` for rows ``x`` (..., d) whose NaN entries are missing: ``o`` is 1.0 where
+    an entry is observed and 0.0 where it is missing, ``x0`` is ``x`` with 0 in the gaps."""
+    o = ~jnp.isnan(x)
+    return jnp.where(o, x, 0.0), o.astype(x.dtype)
+
+
 def log_posterior(logits: Logits) -> tuple[jax.Array, jax.Array]:
     """``(log p(x), psi(x))``, shapes (...,) and (..., n): the mixture's log-density and the
     responsibilities, from one exponential per entry (log domain; 0 for a pruned component,
@@ -150,6 +157,25 @@ class Covariance:
         """The component log-densities of rows ``x`` (..., d) as :class:`Logits`."""
         raise NotImplementedError
 
+    def logits_observed(self, x0: jax.Array, o: jax.Array, means: jax.Array, lw: jax.Array, params) -> Logits:
+        """:meth:`logits` of rows with missing entries (:func:`observed`: ``x0`` with 0 in
+        the gaps, ``o`` the 0/1 mask), each row's density its marginal over its observed
+        features (a row with nothing observed has log-density 0 in every component)."""
+        raise NotImplementedError
+
+    def estep_moments_observed(
+        self, wr: jax.Array, x0: jax.Array, o: jax.Array, logits: Logits, means: jax.Array, params
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """:meth:`estep_moments` of rows with missing entries: each gap filled with its
+        conditional expectation given the row's observed entries and the component (and the
+        second moment with the conditional covariance added): the exact E-step of EM on
+        the observed data (Ghahramani and Jordan 1994)."""
+        raise NotImplementedError
+
+    def block_width_observed(self, n: int, d: int) -> int:
+        """:meth:`block_width` of the E-step on rows with missing entries."""
+        return self.block_width(n, d)
+
     def component_log_prob(self, x: jax.Array, means: jax.Array, lw: jax.Array, params) -> jax.Array:
         """``lw_i + log N(x; mu_i, Sigma_i)``, shape ``(..., n)`` for ``x`` (..., d)."""
         lg = self.logits(x, means, lw, params)
@@ -251,6 +277,26 @@ class _Axes(Covariance):
         mom = wr.T @ feats  # (n, 2d): second and first moments in one GEMM
         return mom[:, d:], mom[:, :d]
 
+    def logits_observed(self, x0, o, means, lw, params):
+        # the same GEMM over the observed entries only: F = [o x^2, o x, o]
+        log_var = self.log_variances(params, means)
+        prec = jnp.exp(-log_var)  # (n, d)
+        feats = jnp.concatenate([x0 * x0, x0, o], axis=-1)
+        weights = jnp.concatenate([prec, -2.0 * means * prec, means**2 * prec], axis=-1)
+        quad = feats @ weights.T
+        logdet = o @ log_var.T
+        seen = jnp.sum(o, axis=-1, keepdims=True)
+        return Logits(lw - 0.5 * (seen * LOG_2PI + logdet + jnp.maximum(quad, 0.0)), None, feats)
+
+    def estep_moments_observed(self, wr, x0, o, logits, means, params):
+        d = x0.shape[-1]
+        mom = wr.T @ logits.feats  # (n, 3d): sums of wr o x^2, wr o x, wr o
+        gaps = jnp.sum(wr, axis=0)[:, None] - mom[:, 2 * d :]  # sum of wr (1 - o)
+        # a gap's conditional moments are the component's own: mu and mu^2 + s
+        s1 = mom[:, d : 2 * d] + means * gaps
+        s2 = mom[:, :d] + (means**2 + self.variances(params, means)) * gaps
+        return s1, s2
+
 
 class _Cholesky(Covariance):
     """Full and tied: parameters are precision Cholesky factors (module docstring)."""
@@ -297,6 +343,45 @@ class _Cholesky(Covariance):
 
     def second_moments(self, cov, mu):
         return cov + mu[:, :, None] * mu[:, None, :]
+
+    def block_width_observed(self, n, d):
+        return n * d * d  # a Cholesky factor per row and component
+
+    def logits_observed(self, x0, o, means, lw, params):
+        # per row and component, the covariance with the gaps' rows and columns replaced by
+        # the identity's: its Cholesky factor gives the observed marginal's quadratic form
+        # and log-determinant exactly (the identity block adds 0 to both)
+        n, d = means.shape
+        sigma = jnp.broadcast_to(self.matrices(params, means), (n, d, d))
+        both = o[..., None, :, None] * o[..., None, None, :]  # (b, 1, d, d)
+        gaps = jnp.eye(d, dtype=x0.dtype) * (1.0 - o)[..., None, None, :]
+        low = jnp.linalg.cholesky(sigma * both + gaps)  # (b, n, d, d)
+        r = (x0[..., None, :] - means) * o[..., None, :]  # (b, n, d), 0 in the gaps
+        y = jax.scipy.linalg.solve_triangular(low, r[..., None], lower=True)[..., 0]
+        quad = jnp.sum(y**2, axis=-1)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)
+        seen = jnp.sum(o, axis=-1, keepdims=True)
+        return Logits(lw - 0.5 * (seen * LOG_2PI + logdet + quad), None, (low, y))
+
+    def _moments_observed(self, wr, o, logits, means, params):
+        """``(s1, S2)``: per component ``sum wr xhat`` (n, d) and ``sum wr (xhat xhat^T + C)``
+        (n, d, d), ``xhat = mu + Sigma A (x - mu)`` and ``C = Sigma - Sigma A Sigma`` with
+        ``A`` the observed block's precision, 0 in the gaps."""
+        n, d = means.shape
+        low, y = logits.feats
+        sigma = jnp.broadcast_to(self.matrices(params, means), (n, d, d))
+        lt = jnp.swapaxes(low, -1, -2)
+        alpha = jax.scipy.linalg.solve_triangular(lt, y[..., None], lower=False)[..., 0]  # A (x - mu)
+        xhat = means + jnp.einsum("nde,bne->bnd", sigma, alpha)
+        eye = jnp.broadcast_to(jnp.eye(d, dtype=y.dtype), low.shape)
+        inv_low = jax.scipy.linalg.solve_triangular(low, eye, lower=True)
+        # A embedded: the inverse of the gap-filled covariance minus the gaps' identity
+        a = jnp.swapaxes(inv_low, -1, -2) @ inv_low - jnp.eye(d) * (1.0 - o)[:, None, None, :]
+        s1 = jnp.einsum("bn,bnd->nd", wr, xhat)
+        w_a = jnp.einsum("bn,bnde->nde", wr, a)
+        mass = jnp.sum(wr, axis=0)
+        s2 = jnp.einsum("bn,bnd,bne->nde", wr, xhat, xhat) + mass[:, None, None] * sigma - sigma @ w_a @ sigma
+        return s1, s2
 
     def from_second(self, second, mu):
         cov = second - mu[:, None] * mu[None, :]

@@ -61,6 +61,9 @@ class Full(_Cholesky):
     def estep_moments(self, wr, x, feats):
         return wr.T @ x, jnp.einsum("bi,bd,be->ide", wr, x, x)
 
+    def estep_moments_observed(self, wr, x0, o, logits, means, params):
+        return self._moments_observed(wr, o, logits, means, params)
+
     def scatter(self, s2, s1, mass, mu):
         outer = jnp.einsum("id,ie->ide", mu, s1)
         scatter = s2 - outer - jnp.swapaxes(outer, -1, -2) + mass[:, None, None] * jnp.einsum("id,ie->ide", mu, mu)
@@ -136,6 +139,10 @@ class Tied(_Cholesky):
     def estep_moments(self, wr, x, feats):
         # the pooled second moment: every row's weight (its responsibilities' sum) once
         return wr.T @ x, (x * jnp.sum(wr, axis=1)[:, None]).T @ x
+
+    def estep_moments_observed(self, wr, x0, o, logits, means, params):
+        s1, s2 = self._moments_observed(wr, o, logits, means, params)
+        return s1, jnp.sum(s2, axis=0)  # pooled over the components
 
     def scatter(self, s2, s1, mass, mu):
         outer = mu.T @ s1  # sum_i mu_i s1_i^T

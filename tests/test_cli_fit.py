@@ -185,3 +185,23 @@ def test_fit_tied_writes_one_shared_covariance_and_loads(tmp_path, capsys):
     est = OverparamGMM.load(tmp_path / "o" / "model.json")
     assert est.bic(X) == pytest.approx(model["bic"], rel=1e-9)
     assert "covariance type: tied" in capsys.readouterr().out
+
+
+def test_allow_missing_fits_and_labels_a_csv_with_empty_cells(tmp_path, capsys):
+    X = data()
+    gaps = np.random.default_rng(3).uniform(size=X.shape) < 0.1
+    gaps[gaps.all(axis=1), 0] = False
+    cells = np.where(gaps, "", np.char.mod("%.10g", X))
+    rows = [",".join(r) for r in cells]
+    (tmp_path / "g.csv").write_text("width,height\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["fit", str(tmp_path / "g.csv"), "--out", str(out), "--covariance-type", "diag"]) == 2
+    assert "is empty (a missing value)" in capsys.readouterr().err
+    argv = ["fit", str(tmp_path / "g.csv"), "--out", str(out), "--covariance-type", "diag", "--allow-missing"]
+    assert main(argv) == 0
+    model = json.loads((out / "model.json").read_text())
+    assert model["params"]["allow_missing"] is True and model["n_components"] == 4
+    labels = tmp_path / "labels.csv"
+    assert main(["predict", str(out / "model.json"), str(tmp_path / "g.csv"), "--out", str(labels)]) == 0
+    lines = labels.read_text().splitlines()
+    assert len(lines) == 401 and all("nan" not in line for line in lines[1:])

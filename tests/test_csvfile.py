@@ -63,3 +63,15 @@ def test_binary_and_empty_files_are_named(tmp_path):
     (tmp_path / "h.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match=r"h\.csv: the file holds a header and no data rows"):
         read_csv(tmp_path / "h.csv")
+
+
+def test_missing_cells_read_as_nan_when_asked(tmp_path):
+    (tmp_path / "m.csv").write_text("a,b,c\n1,,3\nNA,5,nan\n7,8,9\n")
+    X, names = read_csv(tmp_path / "m.csv", missing=True)
+    assert names == ["a", "b", "c"]
+    np.testing.assert_array_equal(np.isnan(X), [[False, True, False], [True, False, True], [False, False, False]])
+    with pytest.raises(BadCell, match=r"row 1 \(line 2\), column 2 \('b'\) is empty .*--allow-missing"):
+        read_csv(tmp_path / "m.csv")
+    (tmp_path / "i.csv").write_text("a,b\n1,inf\n")
+    with pytest.raises(BadCell, match=r"is 'inf', not finite"):
+        read_csv(tmp_path / "i.csv", missing=True)

@@ -320,13 +320,14 @@ def read(
     columns: list[str] | None = None,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
     header: bool | None = None,
+    missing: bool = False,
 ):
     """A chunked source for a file: ``.npy`` (memory-mapped), Parquet (a file or a folder
     of them), or CSV (read into memory by :func:`overgmm.csvfile.read_csv`: numeric
-    columns, a header row detected unless ``header`` says), in chunks of
-    :func:`chunk_rows_for` rows for ``memory_budget``. ``columns``: the columns to use, by
-    name (CSV and Parquet). Returns ``(chunks, column names)``; the source's ``path`` is
-    the file."""
+    columns, a header row detected unless ``header`` says; ``missing``: empty cells read
+    as NaN), in chunks of :func:`chunk_rows_for` rows for ``memory_budget``. ``columns``:
+    the columns to use, by name (CSV and Parquet). Returns ``(chunks, column names)``; the
+    source's ``path`` is the file."""
     from overgmm.csvfile import read_csv
 
     path = Path(path)
@@ -345,6 +346,6 @@ def read(
         arr = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1] if X.ndim == 2 else 1, memory_budget), name=str(path))
         arr.path = path
         return arr, [f"x{j}" for j in range(arr.n_features)]
-    X, names = read_csv(path, header=header, columns=columns)
+    X, names = read_csv(path, header=header, columns=columns, missing=missing)
     arr = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1], memory_budget), name=str(path))
     return arr, names  # in memory (path None): Dask workers get the array, not the file

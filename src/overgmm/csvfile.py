@@ -6,7 +6,8 @@ file's line number is given as well):
 
 * a file that is not UTF-8 text (a binary file, a Parquet or ``.npy`` file named ``.csv``);
 * a cell that is not a number, is empty (a missing value), or is not finite (``nan``,
-  ``inf``): :class:`BadCell`;
+  ``inf``): :class:`BadCell`; with ``missing=True`` an empty cell, ``NA`` or ``nan`` is
+  read as NaN (a missing value) instead, and only infinities and text are errors;
 * a row with the wrong number of fields;
 * a first row that is neither all numbers nor all names, when ``header`` is not given:
   the file must say, with ``header=True`` or ``header=False`` (``--header`` /
@@ -73,7 +74,12 @@ def _has_header(path: Path, first: list[str]) -> bool:
     )
 
 
-def read_csv(path, *, header: bool | None = None, columns: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+MISSING_CELLS = ("", "na", "nan")  # with missing=True, read as NaN (case-insensitive)
+
+
+def read_csv(
+    path, *, header: bool | None = None, columns: list[str] | None = None, missing: bool = False
+) -> tuple[np.ndarray, list[str]]:
     """Read a numeric CSV file.
 
     Args:
@@ -82,6 +88,8 @@ def read_csv(path, *, header: bool | None = None, columns: list[str] | None = No
         names is a header, one of numbers is data, a mix is an error).
       columns: the columns to keep, by name (the header's, or ``x0, x1, ...`` without
         one), in the order given; None: all.
+      missing: read an empty cell, ``NA`` or ``nan`` as NaN (a missing value) rather than
+        raise.
 
     Returns:
       ``(X, names)``: float64 array of shape (n_rows, n_columns) and the column names
@@ -101,9 +109,9 @@ def read_csv(path, *, header: bool | None = None, columns: list[str] | None = No
     width = len(names)
     keep = list(range(width))
     if columns is not None:
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise ValueError(f"{path}: no column named {missing[0]!r}; it has {names}")
+        absent = [c for c in columns if c not in names]
+        if absent:
+            raise ValueError(f"{path}: no column named {absent[0]!r}; it has {names}")
         keep = [names.index(c) for c in columns]
     data = np.empty((len(rows), len(keep)))
     for i, (line, row) in enumerate(rows):
@@ -111,11 +119,15 @@ def read_csv(path, *, header: bool | None = None, columns: list[str] | None = No
             raise ValueError(f"{path}: row {i + 1} (line {line}) has {len(row)} fields, expected {width}")
         for out, j in enumerate(keep):
             cell = row[j]
+            if missing and cell.strip().lower() in MISSING_CELLS:
+                data[i, out] = np.nan
+                continue
             value = _number(cell)
             where = f"{path}: row {i + 1} (line {line}), column {j + 1} ({names[j]!r})"
             if value is None:
                 what = "is empty (a missing value)" if not cell.strip() else f"is not a number: {cell.strip()!r}"
-                raise BadCell(f"{where} {what}; remove or impute it before fitting", i + 1, j + 1)
+                hint = "" if missing else " (or pass --allow-missing / allow_missing=True)"
+                raise BadCell(f"{where} {what}; remove or impute it before fitting{hint}", i + 1, j + 1)
             if not math.isfinite(value):
                 raise BadCell(
                     f"{where} is {cell.strip()!r}, not finite; remove or impute it before fitting", i + 1, j + 1

@@ -44,12 +44,13 @@ def default_names(n: int) -> list[str]:
     return [DEFAULT_NAMES.format(j) for j in range(n)]
 
 
-def read(path: str, *, columns: list[str] | None, header: bool | None, memory_budget: float):
-    """``(source, names)`` of :func:`overgmm.chunks.read`, errors as :class:`CommandError`."""
+def read(path: str, *, columns: list[str] | None, header: bool | None, memory_budget: float, missing: bool = False):
+    """``(source, names)`` of :func:`overgmm.chunks.read`, errors as :class:`CommandError`
+    (``missing``: a CSV's empty cells are read as NaN)."""
     from overgmm import chunks as C
 
     try:
-        return C.read(Path(path), columns=columns, memory_budget=memory_budget, header=header)
+        return C.read(Path(path), columns=columns, memory_budget=memory_budget, header=header, missing=missing)
     except (OSError, ValueError) as err:
         raise CommandError(str(err)) from None
 
@@ -77,8 +78,10 @@ def where(source, path: str, row: int, column: int, names: list[str]) -> str:
     return f"{path}: row {row + 1}, column {column + 1} ({names[column]!r})"
 
 
-def check_finite(X: np.ndarray, source, path: str, names: list[str]) -> None:
-    bad = ~np.isfinite(X)
+def check_finite(X: np.ndarray, source, path: str, names: list[str], *, missing: bool = False) -> None:
+    """The first non-finite value of ``X`` as a :class:`CommandError` (``missing``: NaN is
+    a missing value, not an error)."""
+    bad = np.isinf(X) if missing else ~np.isfinite(X)
     if bad.any():
         r, c = (int(i) for i in np.argwhere(bad)[0])
         raise CommandError(

@@ -37,6 +37,9 @@ def figure(est, X, names: list[str], path: Path) -> None:
     import numpy as np
 
     k, d = est.means_.shape
+    gaps = np.isnan(X).any(axis=1)
+    if gaps.any():  # missing values: the complete rows are drawn (all rows, gaps at the mean, if none is)
+        X = X[~gaps] if np.count_nonzero(~gaps) >= 2 else np.where(np.isnan(X), np.nanmean(X, axis=0), X)
     mats = covariance_matrices(est)
     diag = np.diagonal(mats, axis1=-2, axis2=-1)
     colors = plt.cm.tab10(np.arange(k) % 10)
@@ -73,7 +76,8 @@ def figure(est, X, names: list[str], path: Path) -> None:
         ax.set_xlabel(labels[0])
         ax.set_ylabel(labels[1])
     ax.set_title(
-        f"{est.n_components_} components (from {est.n_components_init_}); {est.algorithm}, {est.covariance_type_}",
+        f"{est.n_components_} components (from {est.n_components_init_}); {est.algorithm}, {est.covariance_type_}"
+        + ("\nrows with missing values not drawn" if gaps.any() else ""),
         fontsize=9,
     )
     fig.tight_layout()

@@ -163,10 +163,17 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _data.check_out(out)
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    source, names = _data.read(args.data, columns=columns, header=args.header, memory_budget=args.memory_budget)
+    source, names = _data.read(
+        args.data, columns=columns, header=args.header, memory_budget=args.memory_budget, missing=args.allow_missing
+    )
     X = _data.in_memory(source, args.memory_budget)
     if X is not None:
-        _data.check_finite(X, source, args.data, names)
+        _data.check_finite(X, source, args.data, names, missing=args.allow_missing)
+    elif args.allow_missing:
+        raise CommandError(
+            f"{args.data}: --allow-missing fits data in memory (a CSV file, or a .npy file within "
+            "--memory-budget); this file would be streamed"
+        )
     t0 = time.perf_counter()
     est = _fit_data(args, source, names, X)
     secs = time.perf_counter() - t0
@@ -297,6 +304,12 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--n-init", type=positive_int, default=d["n_init"], help="restarts, run together (default %(default)s)"
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="read empty cells, NA and nan as missing values and fit exact EM on the observed values "
+        "(no imputation; data in memory); predict then labels rows with gaps (default: an empty cell is an error)",
     )
     p.add_argument(
         "--var-floor",

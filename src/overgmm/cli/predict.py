@@ -17,7 +17,7 @@ from pathlib import Path
 from overgmm.cli._data import CommandError, add_header_options, command
 
 
-def _columns(model_names, path: Path, args, source, names):
+def _columns(model_names, path: Path, args, source, names, gaps: bool = False):
     """The model's columns in the data: a re-read source when both name their columns."""
     from overgmm.cli import _data
 
@@ -29,7 +29,9 @@ def _columns(model_names, path: Path, args, source, names):
     missing = [c for c in model_names if c not in names]
     if missing:
         raise CommandError(f"{path}: no column named {missing[0]!r}, which the model was fitted on; it has {names}")
-    return _data.read(str(path), columns=list(model_names), header=args.header, memory_budget=args.memory_budget)
+    return _data.read(
+        str(path), columns=list(model_names), header=args.header, memory_budget=args.memory_budget, missing=gaps
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -46,15 +48,18 @@ def _run(args: argparse.Namespace) -> int:
         model_names = obj.get("features")
     except (OSError, ValueError) as err:
         raise CommandError(str(err)) from None
-    source, names = _data.read(args.data, columns=None, header=args.header, memory_budget=args.memory_budget)
-    source, names = _columns(model_names, Path(args.data), args, source, names)
+    gaps = bool(est.allow_missing)  # a model fitted with missing values labels rows with gaps
+    source, names = _data.read(
+        args.data, columns=None, header=args.header, memory_budget=args.memory_budget, missing=gaps
+    )
+    source, names = _columns(model_names, Path(args.data), args, source, names, gaps)
     if source.n_features != est.n_features_in_:
         raise CommandError(
             f"{args.data}: {source.n_features} columns, but the model was fitted on {est.n_features_in_}"
         )
     X = _data.in_memory(source, args.memory_budget)
     if X is not None:
-        _data.check_finite(X, source, args.data, names)
+        _data.check_finite(X, source, args.data, names, missing=gaps)
     try:
         _data.write_together({out: lambda p: _data.write_rows(est, source, X, p)})
     except OSError as err:

@@ -44,6 +44,36 @@ def feature_label(est, j: int) -> str:
     return f"feature {j} ({names[j]!r})" if names is not None else f"feature {j}"
 
 
+def feature_moments(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted mean and variance of each feature of ``X`` (N, d) with weights ``w``
+    (N,) summing to 1, over the rows where the feature is observed (NaN: missing), (d,) each."""
+    seen = ~np.isnan(X)
+    if seen.all():
+        mean = w @ X
+        return mean, w @ (X - mean) ** 2
+    ws = w[:, None] * seen
+    total = ws.sum(axis=0)
+    total = np.where(total > 0, total, 1.0)
+    X0 = np.where(seen, X, 0.0)
+    mean = np.sum(ws * X0, axis=0) / total
+    return mean, np.sum(ws * np.where(seen, X0 - mean, 0.0) ** 2, axis=0) / total
+
+
+def check_missing(est, X: np.ndarray) -> None:
+    """With ``allow_missing=True``: every row and every feature has an observed value."""
+    gaps = np.isnan(X)
+    if not gaps.any():
+        return
+    empty_rows = np.flatnonzero(gaps.all(axis=1))
+    if empty_rows.size:
+        raise ValueError(
+            f"{empty_rows.size} row(s) of X have no observed value (all NaN), first row {int(empty_rows[0])}; "
+            "drop them before fitting: they carry no information."
+        )
+    for j in map(int, np.flatnonzero(gaps.all(axis=0))):
+        raise ValueError(f"{feature_label(est, j)} has no observed value (all NaN); drop it before fitting.")
+
+
 def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
     """Raise on a feature whose variance overflows float64; warn on a constant one.
 
@@ -114,5 +144,6 @@ def check_params(est) -> None:
     real("var_floor", 0.0, strict=False)
     real("memory_budget", 0.0, strict=True)
     integer("verbose", 0)
-    if not isinstance(est.standardize, (bool, np.bool_)):
-        raise ValueError(f"The 'standardize' parameter must be a bool; got {est.standardize!r}.")
+    for flag in ("standardize", "allow_missing"):
+        if not isinstance(getattr(est, flag), (bool, np.bool_)):
+            raise ValueError(f"The '{flag}' parameter must be a bool; got {getattr(est, flag)!r}.")

@@ -23,7 +23,7 @@ from overgmm import covariances as C
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _persist
 from overgmm.estimator import _stream as S
-from overgmm.estimator._checks import check_features, check_params
+from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 
@@ -39,6 +39,16 @@ def validation_mask(X: np.ndarray) -> np.ndarray:
     the choice ignores row order, chunking and duplicated rows (sample weights as
     repetitions fall on the same side)."""
     return streaming.holdout_mask(np.asarray(X, dtype=np.float64))
+
+
+def log_jacobian(X: np.ndarray, scale: np.ndarray, w: np.ndarray | None = None):
+    """What standardization adds to a row's log-density: ``sum_j log scale_j`` over the
+    row's observed features (all of them without missing values); per row (N,), or its
+    mean with weights ``w`` (N,) summing to 1."""
+    logs = np.log(scale)
+    gaps = np.isnan(X)
+    per_row = np.where(gaps, 0.0, logs).sum(axis=1) if gaps.any() else np.full(X.shape[0], logs.sum())
+    return per_row if w is None else float(w @ per_row)
 
 
 def auto_n_components(n_samples: float) -> int:
@@ -121,6 +131,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         Variance floor relative to each feature's variance: spherical and diagonal
         variances are clamped at it; for "full" it is added to the diagonal of each
         covariance at every update (scikit-learn's ``reg_covar``, in relative units).
+    allow_missing : bool, default=False
+        Accept NaN in ``X`` as a missing value (missing at random), in :meth:`fit`,
+        :meth:`partial_fit` and inference. The fit is exact EM on the observed data: the
+        E-step uses each row's marginal over its observed features, the M-step the
+        conditional expectations of its missing ones (and their conditional covariance),
+        for every covariance type; no imputation. ``score_samples`` is then the log-density
+        of each row's observed features, and ``predict``/``predict_proba`` label rows
+        from their observed features. A row or feature with no observed value is an error.
+        Standardization uses each feature's observed values. False: NaN is an error, as in
+        scikit-learn. Data in memory only (chunked data with gaps is not supported yet).
     memory_budget : float, default=2**30
         Bytes the fit may hold for the data. A NumPy array or ``np.memmap`` whose working
         copies (about 4 x its float64 size) exceed it is fitted in chunks of rows sized
@@ -203,6 +223,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         random_state=None,
         standardize=True,
         var_floor=1e-3,
+        allow_missing=False,
         memory_budget=chunks.DEFAULT_MEMORY_BUDGET,
         verbose=0,
     ):
@@ -220,15 +241,39 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.standardize = standardize
         self.var_floor = var_floor
+        self.allow_missing = allow_missing
         self.memory_budget = memory_budget
         self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = bool(self.allow_missing)
+        return tags
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
         check_params(self)
 
+    @property
+    def _finite(self):
+        """``ensure_all_finite`` for scikit-learn's validation: NaN allowed with allow_missing."""
+        return "allow-nan" if self.allow_missing else True
+
+    def _validate(self, X, **kwargs):
+        """scikit-learn's ``validate_data``; NaN without ``allow_missing`` names the option."""
+        try:
+            return validate_data(self, X, dtype=np.float64, ensure_all_finite=self._finite, **kwargs)
+        except ValueError as err:
+            if self.allow_missing or "NaN" not in str(err):
+                raise
+            raise ValueError(
+                f"{err}\nOverparamGMM(allow_missing=True) fits NaN as missing values (exact EM on the observed "
+                "values, no imputation)."
+            ) from None
+
     def _validate_fit_input(self, X, sample_weight, *, reset: bool):
-        X = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2)
+        X = self._validate(X, reset=reset, ensure_min_samples=2)
+        check_missing(self, X)
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         total = float(sw.sum())
         if not total > 0:
@@ -245,8 +290,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return n
 
     def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str):
-        mean = w @ X
-        return self._standardization_from(mean, w @ (X - mean) ** 2, kind)
+        return self._standardization_from(*feature_moments(X, w), kind)
 
     def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str):
         """(shift, scale, floor) from the weighted feature means and variances (d,)."""
@@ -306,7 +350,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             Zp, wp = F.pad_rows((X_held - shift) / scale, w_held / w_held.sum())
             prob = F.problem(Zp, wp, floor)
             nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
-            scores[kind] = -float(nll) - float(np.sum(np.log(scale)))
+            scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
         self.validation_scores_ = scores
         best = max(scores.values())
         if not math.isfinite(best):
@@ -322,7 +366,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         # starting students from the rows of init_rows (canonical order, about 65k rows):
         # the draw ignores row order and chunking, as on data in chunks
         rows = S.init_rows(X, w)
-        students, keys = S.starting_students(self, Z[rows], w[rows], n, floor, n_init, kind, X.shape[0])
+        # missing values: the starting draw sees each gap at its feature's mean (0)
+        students, keys = S.starting_students(self, np.nan_to_num(Z[rows]), w[rows], n, floor, n_init, kind, X.shape[0])
         Zp, wp = F.pad_rows(Z, w)
         return n, (shift, scale, floor), F.problem(Zp, wp, floor), students, keys
 
@@ -348,19 +393,23 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self._check_params()
         chunks = S.as_chunks(self, X, sample_weight)
         if chunks is not None:
+            if self.allow_missing:
+                raise ValueError(
+                    "allow_missing=True fits data in memory; this data is chunked (a dask array, a chunk source, "
+                    f"or an array over memory_budget={self.memory_budget:g} bytes). Raise memory_budget or load it."
+                )
             return S.fit_chunks(self, chunks)
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
         with np.errstate(over="ignore", invalid="ignore"):
-            mean = (sw / total) @ X
-            check_features(self, mean, (sw / total) @ (X - mean) ** 2)
+            check_features(self, *feature_moments(X, sw / total))
         self.validation_scores_ = {}
         with Progress(int(self.verbose) > 0) as progress:
             auto = self.covariance_type == "auto"
             kind = self._choose_type(X, sw, progress) if auto else self.covariance_type
             res, n, units = self._fit_type(X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})")
-        return self._finish(res, n, units, kind)
+        return self._finish(res, n, units, kind, log_jacobian(X, units[1], sw / total))
 
-    def _finish(self, res, n: int, units, kind: str) -> OverparamGMM:
+    def _finish(self, res, n: int, units, kind: str, jacobian: float | None = None) -> OverparamGMM:
         """Fitted attributes from the kept restart of :func:`._fit.fit`."""
         if res.best < 0:
             self._raise_non_finite(res.restarts[0].failed_at)
@@ -377,7 +426,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         cov = tuple(None if a is None else a[b] for a in res.covariances)
         self.covariance_type_ = kind
         self._set_fitted(F.take(res.students, b), cov, *units)
-        self.lower_bounds_ = -run.losses - self._log_scale
+        self.lower_bounds_ = -run.losses - (self._log_scale if jacobian is None else jacobian)
         self.lower_bound_ = float(self.lower_bounds_[-1])
         self.n_iter_ = run.n_steps
         self.weight_trajectory_ = run.weights[:, :n]
@@ -484,7 +533,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self._set_fitted(new, cov, shift, scale, floor)
         self.n_components_init_, self.n_merges_ = n, 0
         self.weight_trajectory_ = np.vstack([trajectory, np.exp(np.asarray(new.log_weights))[:n]])
-        self.lower_bounds_ = np.append(lower_bounds, -loss - self._log_scale)
+        self.lower_bounds_ = np.append(lower_bounds, -loss - log_jacobian(X, scale, w))
         self.lower_bound_ = float(self.lower_bounds_[-1])
         self.n_iter_ = n_iter + 1
         self.converged_ = False
@@ -493,9 +542,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference
     def _evaluate(self, X) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = self._validate(X, reset=False)
         ll, resp = F.evaluate(self._student, (X - self._shift) / self._scale)
-        return ll - self._log_scale, resp[:, self._live]
+        return ll - log_jacobian(X, self._scale), resp[:, self._live]
 
     def score_samples(self, X) -> np.ndarray:
         """Log-density of each sample, array of shape (n_samples,), for X of shape (n_samples, n_features)."""
@@ -539,12 +588,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
     def bic(self, X) -> float:
         """Bayesian information criterion on X of shape (n_samples, n_features) (lower is better)."""
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = self._validate(X, reset=False)
         return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
 
     def aic(self, X) -> float:
         """Akaike information criterion on X of shape (n_samples, n_features) (lower is better)."""
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = self._validate(X, reset=False)
         return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
 
     # ------------------------------------------------------------------ model files

@@ -95,8 +95,10 @@ def pad_rows(Z: np.ndarray, w: np.ndarray | None = None, *, at_least: int = 0) -
 
 
 def problem(Zp: np.ndarray, wp: np.ndarray, floor: np.ndarray) -> Problem:
-    """The weighted NLL of the padded standardized data, variance floor ``floor`` (d,)."""
-    return Problem.from_data(Zp, sample_weight=wp, var_floor=floor)
+    """The weighted NLL of the padded standardized data, variance floor ``floor`` (d,); NaN
+    entries (only present when the estimator allows missing values) are missing, and the
+    missing-value E-step runs only when there are any."""
+    return Problem.from_data(Zp, sample_weight=wp, var_floor=floor, missing=bool(np.isnan(Zp).any()))
 
 
 def algorithm(prob: Problem, name: str, step_size: float, n_short: int, prune: float) -> Algorithm:
@@ -186,10 +188,11 @@ def _merge(prob: Problem, students: Mixture, price):
     return jax.vmap(reduce.merge_round, in_axes=(None, 0, None))(prob, students, price)
 
 
-@_jit(_x_rows)
-def _evaluate(student: Mixture, X):
-    """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d)."""
-    return student.log_posterior(X)
+@_jit(_x_rows, static_argnames=("missing",))
+def _evaluate(student: Mixture, X, *, missing: bool = False):
+    """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d) (``missing``: NaN
+    entries are missing, each row's marginal over its observed features)."""
+    return student.log_posterior(X, missing=missing)
 
 
 @_jit(lambda student, seed, *, n_samples: n_samples, static_argnames=("n_samples",))
@@ -215,8 +218,9 @@ def init_students(seed: int, Zp, wp, n_live: int, floor, *, n: int, n_init: int,
 
 
 def evaluate(student: Mixture, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log-density (N,) and responsibilities (N, n) of standardized ``Z`` (N, d)."""
-    ll, resp = _evaluate(student, pad_rows(Z))
+    """Log-density (N,) and responsibilities (N, n) of standardized ``Z`` (N, d); NaN
+    entries are missing (marginal over each row's observed features)."""
+    ll, resp = _evaluate(student, pad_rows(Z), missing=bool(np.isnan(Z).any()))
     return np.asarray(ll)[: Z.shape[0]], np.asarray(resp)[: Z.shape[0]]
 
 

@@ -190,3 +190,26 @@ def test_chunked_data_with_allow_missing_is_refused(rng):
     X, Xm = _clusters(rng, 40)
     with pytest.raises(ValueError, match="allow_missing=True fits data in memory"):
         og.OverparamGMM(allow_missing=True, memory_budget=100).fit(X)
+
+
+def test_plain_cholesky_and_triangular_solves_match_numpy(rng):
+    """The missing-value E-step's own linear algebra (no LAPACK custom calls; see
+    ``covariances.base.cholesky``), batched."""
+    from overgmm.covariances.base import cholesky, solve_lower, solve_lower_t
+
+    a = rng.normal(size=(4, 3, 6, 6))
+    spd = a @ np.swapaxes(a, -1, -2) + 6 * np.eye(6)
+    r = rng.normal(size=(4, 3, 6))
+    low = np.asarray(cholesky(jnp.asarray(spd)))
+    np.testing.assert_allclose(low, np.linalg.cholesky(spd), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(solve_lower(jnp.asarray(low), jnp.asarray(r))),
+        np.linalg.solve(low, r[..., None])[..., 0],
+        rtol=1e-11,
+    )
+    lt = np.swapaxes(low, -1, -2)
+    np.testing.assert_allclose(
+        np.asarray(solve_lower_t(jnp.asarray(low), jnp.asarray(r))),
+        np.linalg.solve(lt, r[..., None])[..., 0],
+        rtol=1e-11,
+    )

@@ -36,6 +36,52 @@ def observed(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.where(o, x, 0.0), o.astype(x.dtype)
 
 
+def cholesky(a: jax.Array) -> jax.Array:
+    """The lower Cholesky factor of symmetric positive definite ``a`` (..., d, d), column by
+    column in plain array operations (a ``fori_loop`` over d). The missing-value E-step runs
+    it batched over rows and components inside compiled loops, where XLA's LAPACK custom
+    calls (``jnp.linalg.cholesky``, ``solve_triangular``) were seen to hang the CPU runtime
+    (all threads idle, the fit never returning) on tied mixtures."""
+    d = a.shape[-1]
+    idx = jnp.arange(d)
+
+    def column(j, low):
+        s = a[..., :, j] - jnp.einsum("...ik,...k->...i", low, low[..., j, :])
+        top = jnp.sqrt(s[..., j])
+        col = jnp.where(idx > j, s / top[..., None], 0.0)
+        col = jnp.where(idx == j, top[..., None], col)
+        return low.at[..., :, j].set(col)
+
+    return jax.lax.fori_loop(0, d, column, jnp.zeros_like(a))
+
+
+def solve_lower(low: jax.Array, r: jax.Array) -> jax.Array:
+    """``low^{-1} r`` for lower-triangular ``low`` (..., d, d) and ``r`` (..., d), by forward
+    substitution in plain array operations (see :func:`cholesky`)."""
+    d = low.shape[-1]
+    idx = jnp.arange(d)
+
+    def row(j, y):
+        yj = (r[..., j] - jnp.sum(low[..., j, :] * y, axis=-1)) / low[..., j, j]
+        return jnp.where(idx == j, yj[..., None], y)
+
+    return jax.lax.fori_loop(0, d, row, jnp.zeros(jnp.broadcast_shapes(low.shape[:-1], r.shape), r.dtype))
+
+
+def solve_lower_t(low: jax.Array, y: jax.Array) -> jax.Array:
+    """``low^{-T} y`` for lower-triangular ``low`` (..., d, d) and ``y`` (..., d), by back
+    substitution in plain array operations (see :func:`cholesky`)."""
+    d = low.shape[-1]
+    idx = jnp.arange(d)
+
+    def row(i, x):
+        j = d - 1 - i
+        xj = (y[..., j] - jnp.sum(low[..., :, j] * x, axis=-1)) / low[..., j, j]
+        return jnp.where(idx == j, xj[..., None], x)
+
+    return jax.lax.fori_loop(0, d, row, jnp.zeros(jnp.broadcast_shapes(low.shape[:-1], y.shape), y.dtype))
+
+
 def log_posterior(logits: Logits) -> tuple[jax.Array, jax.Array]:
     """``(log p(x), psi(x))``, shapes (...,) and (..., n): the mixture's log-density and the
     responsibilities, from one exponential per entry (log domain; 0 for a pruned component,
@@ -355,9 +401,9 @@ class _Cholesky(Covariance):
         sigma = jnp.broadcast_to(self.matrices(params, means), (n, d, d))
         both = o[..., None, :, None] * o[..., None, None, :]  # (b, 1, d, d)
         gaps = jnp.eye(d, dtype=x0.dtype) * (1.0 - o)[..., None, None, :]
-        low = jnp.linalg.cholesky(sigma * both + gaps)  # (b, n, d, d)
+        low = cholesky(sigma * both + gaps)  # (b, n, d, d)
         r = (x0[..., None, :] - means) * o[..., None, :]  # (b, n, d), 0 in the gaps
-        y = jax.scipy.linalg.solve_triangular(low, r[..., None], lower=True)[..., 0]
+        y = solve_lower(low, r)
         quad = jnp.sum(y**2, axis=-1)
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)
         seen = jnp.sum(o, axis=-1, keepdims=True)
@@ -370,11 +416,10 @@ class _Cholesky(Covariance):
         n, d = means.shape
         low, y = logits.feats
         sigma = jnp.broadcast_to(self.matrices(params, means), (n, d, d))
-        lt = jnp.swapaxes(low, -1, -2)
-        alpha = jax.scipy.linalg.solve_triangular(lt, y[..., None], lower=False)[..., 0]  # A (x - mu)
+        alpha = solve_lower_t(low, y)  # A (x - mu)
         xhat = means + jnp.einsum("nde,bne->bnd", sigma, alpha)
-        eye = jnp.broadcast_to(jnp.eye(d, dtype=y.dtype), low.shape)
-        inv_low = jax.scipy.linalg.solve_triangular(low, eye, lower=True)
+        # L^{-1}: its columns solve L c = e_i (one row of the batch per unit vector)
+        inv_low = jnp.swapaxes(solve_lower(low[..., None, :, :], jnp.eye(d, dtype=y.dtype)), -1, -2)
         # A embedded: the inverse of the gap-filled covariance minus the gaps' identity
         a = jnp.swapaxes(inv_low, -1, -2) @ inv_low - jnp.eye(d) * (1.0 - o)[:, None, None, :]
         s1 = jnp.einsum("bn,bnd->nd", wr, xhat)

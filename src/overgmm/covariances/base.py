@@ -393,15 +393,20 @@ class _Cholesky(Covariance):
     def block_width_observed(self, n, d):
         return n * d * d  # a Cholesky factor per row and component
 
+    def _own_matrices(self, params, means: jax.Array) -> jax.Array:
+        """The covariance matrices the gap-filled factors are taken of: (n, d, d) one per
+        component, or (1, d, d) when all components share one (tied: one factor per row)."""
+        return self.matrices(params, means)
+
     def logits_observed(self, x0, o, means, lw, params):
-        # per row and component, the covariance with the gaps' rows and columns replaced by
-        # the identity's: its Cholesky factor gives the observed marginal's quadratic form
-        # and log-determinant exactly (the identity block adds 0 to both)
-        n, d = means.shape
-        sigma = jnp.broadcast_to(self.matrices(params, means), (n, d, d))
+        # per row (and component, unless shared), the covariance with the gaps' rows and
+        # columns replaced by the identity's: its Cholesky factor gives the observed
+        # marginal's quadratic form and log-determinant exactly (the identity block adds 0)
+        d = means.shape[-1]
+        sigma = self._own_matrices(params, means)  # (n or 1, d, d)
         both = o[..., None, :, None] * o[..., None, None, :]  # (b, 1, d, d)
         gaps = jnp.eye(d, dtype=x0.dtype) * (1.0 - o)[..., None, None, :]
-        low = cholesky(sigma * both + gaps)  # (b, n, d, d)
+        low = cholesky(sigma * both + gaps)  # (b, n or 1, d, d)
         r = (x0[..., None, :] - means) * o[..., None, :]  # (b, n, d), 0 in the gaps
         y = solve_lower(low, r)
         quad = jnp.sum(y**2, axis=-1)
@@ -415,15 +420,18 @@ class _Cholesky(Covariance):
         ``A`` the observed block's precision, 0 in the gaps."""
         n, d = means.shape
         low, y = logits.feats
-        sigma = jnp.broadcast_to(self.matrices(params, means), (n, d, d))
-        alpha = solve_lower_t(low, y)  # A (x - mu)
+        sigma = jnp.broadcast_to(self._own_matrices(params, means), (n, d, d))
+        alpha = solve_lower_t(low, y)  # A (x - mu), (b, n, d)
         xhat = means + jnp.einsum("nde,bne->bnd", sigma, alpha)
         # L^{-1}: its columns solve L c = e_i (one row of the batch per unit vector)
         inv_low = jnp.swapaxes(solve_lower(low[..., None, :, :], jnp.eye(d, dtype=y.dtype)), -1, -2)
         # A embedded: the inverse of the gap-filled covariance minus the gaps' identity
         a = jnp.swapaxes(inv_low, -1, -2) @ inv_low - jnp.eye(d) * (1.0 - o)[:, None, None, :]
         s1 = jnp.einsum("bn,bnd->nd", wr, xhat)
-        w_a = jnp.einsum("bn,bnde->nde", wr, a)
+        if a.shape[1] == 1:  # one factor per row, shared by the components
+            w_a = jnp.einsum("bn,bde->nde", wr, a[:, 0])
+        else:
+            w_a = jnp.einsum("bn,bnde->nde", wr, a)
         mass = jnp.sum(wr, axis=0)
         s2 = jnp.einsum("bn,bnd,bne->nde", wr, xhat, xhat) + mass[:, None, None] * sigma - sigma @ w_a @ sigma
         return s1, s2

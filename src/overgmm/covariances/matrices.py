@@ -144,6 +144,12 @@ class Tied(_Cholesky):
         s1, s2 = self._moments_observed(wr, o, logits, means, params)
         return s1, jnp.sum(s2, axis=0)  # pooled over the components
 
+    def _own_matrices(self, params, means):
+        return self.natural(params, means)[None]  # one gap-filled factor per row
+
+    def block_width_observed(self, n, d):
+        return n * d + d * d
+
     def scatter(self, s2, s1, mass, mu):
         outer = mu.T @ s1  # sum_i mu_i s1_i^T
         scatter = s2 - outer - outer.T + (mu * mass[:, None]).T @ mu

@@ -393,10 +393,20 @@ class _Cholesky(Covariance):
     def block_width_observed(self, n, d):
         return n * d * d  # a Cholesky factor per row and component
 
+    def _plain_inverse(self, params, d: int) -> jax.Array:
+        """:meth:`_inverse` (the covariances from the precision factors) by plain
+        triangular solves: no LAPACK custom call in the missing-value programs (see
+        :func:`cholesky`; two batched ``trsm`` calls run at once by XLA's CPU runtime were
+        seen to deadlock its 2-thread pool, each waiting for work the other held)."""
+        lower = jnp.swapaxes(precision_cholesky(params), -1, -2)  # U^T
+        # U^{-1}: its columns solve U c = e_i, i.e. U^T-transposed solves
+        inv_u = jnp.swapaxes(solve_lower_t(lower[..., None, :, :], jnp.eye(d, dtype=lower.dtype)), -1, -2)
+        return jnp.swapaxes(inv_u, -1, -2) @ inv_u  # U^{-T} U^{-1} = (U U^T)^{-1}
+
     def _own_matrices(self, params, means: jax.Array) -> jax.Array:
         """The covariance matrices the gap-filled factors are taken of: (n, d, d) one per
         component, or (1, d, d) when all components share one (tied: one factor per row)."""
-        return self.matrices(params, means)
+        return self._plain_inverse(params, means.shape[-1])
 
     def logits_observed(self, x0, o, means, lw, params):
         # per row (and component, unless shared), the covariance with the gaps' rows and

@@ -68,6 +68,16 @@ def test_errors_name_the_key_the_valid_keys_and_the_type():
         config.config_path("W9")
 
 
+TINY_RUN = {  # a resolved data-based run: 4 EM steps on 50 points, recorded every 2
+    "steps": 4,
+    "stride": 2,
+    "teacher": {"d": 1, "m": 1, "means": [[0.0]]},
+    "student": {"n": 2, "init": "normal"},
+    "data": {"n_samples": 50},
+    "algorithm": {"name": "em"},
+}
+
+
 def test_builders():
     t = config.teacher({"d": 2, "m": 3, "scale": 2.0, "seed": 1, "weights": [0.2, 0.3, 0.5]})
     assert t.means.shape == (3, 2)
@@ -77,17 +87,7 @@ def test_builders():
     by_dim = {"kind": "auto", "nodes": 11, "by_dim": {"2": {"nodes": 81}}, "samples": 100}
     assert config.backend(by_dim, 2).nodes == 81 and config.backend(by_dim, 5).nodes == 11
     assert isinstance(config.backend(by_dim, 10), og.MonteCarlo)
-    hist = config.run_seeds(
-        {
-            "steps": 4,
-            "stride": 2,
-            "teacher": {"d": 1, "m": 1, "means": [[0.0]]},
-            "student": {"n": 2, "init": "normal"},
-            "data": {"n_samples": 50},
-            "algorithm": {"name": "em"},
-        },
-        [0, 1, 2],
-    )
+    hist = config.run_seeds(TINY_RUN, [0, 1, 2])
     assert hist["loss"].shape == (3, 3)  # seeds x records (step 0, 2, 4)
 
 
@@ -98,15 +98,7 @@ def test_a_seeds_samples_are_nested_across_sizes_and_run_seeds_records_the_state
         t = config.teacher(spec)
         small, large = (config.sample({"n_samples": k}, t, 7) for k in (100, 5000))
         np.testing.assert_array_equal(small, large[:100])
-    run = {
-        "steps": 4,
-        "stride": 2,
-        "teacher": {"d": 1, "m": 1, "means": [[0.0]]},
-        "student": {"n": 2, "init": "normal"},
-        "data": {"n_samples": 50},
-        "algorithm": {"name": "em"},
-    }
-    hist = config.run_seeds(run, [3, 4], record=("means", "weights"))
+    hist = config.run_seeds(TINY_RUN, [3, 4], record=("means", "weights"))
     assert hist["means"].shape == (2, 3, 2, 1) and hist["weights"].shape == (2, 3, 2)
-    start = config.student(run["student"], config.teacher(run["teacher"]), 4)
+    start = config.student(TINY_RUN["student"], config.teacher(TINY_RUN["teacher"]), 4)
     np.testing.assert_array_equal(hist["means"][1, 0], np.asarray(start.means))

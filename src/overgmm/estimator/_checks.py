@@ -59,6 +59,16 @@ def feature_moments(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mean, np.sum(ws * np.where(seen, X0 - mean, 0.0) ** 2, axis=0) / total
 
 
+def log_jacobian(X: np.ndarray, scale: np.ndarray, w: np.ndarray | None = None):
+    """What standardization adds to a row's log-density: ``sum_j log scale_j`` over the
+    row's observed features (all of them without missing values); per row (N,), or its
+    mean with weights ``w`` (N,) summing to 1."""
+    logs = np.log(scale)
+    gaps = np.isnan(X)
+    per_row = np.where(gaps, 0.0, logs).sum(axis=1) if gaps.any() else np.full(X.shape[0], logs.sum())
+    return per_row if w is None else float(w @ per_row)
+
+
 def check_missing(est, X: np.ndarray) -> None:
     """With ``allow_missing=True``: every row and every feature has an observed value."""
     gaps = np.isnan(X)

@@ -23,7 +23,7 @@ from overgmm import covariances as C
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _persist
 from overgmm.estimator import _stream as S
-from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments
+from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments, log_jacobian
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 
@@ -39,16 +39,6 @@ def validation_mask(X: np.ndarray) -> np.ndarray:
     the choice ignores row order, chunking and duplicated rows (sample weights as
     repetitions fall on the same side)."""
     return streaming.holdout_mask(np.asarray(X, dtype=np.float64))
-
-
-def log_jacobian(X: np.ndarray, scale: np.ndarray, w: np.ndarray | None = None):
-    """What standardization adds to a row's log-density: ``sum_j log scale_j`` over the
-    row's observed features (all of them without missing values); per row (N,), or its
-    mean with weights ``w`` (N,) summing to 1."""
-    logs = np.log(scale)
-    gaps = np.isnan(X)
-    per_row = np.where(gaps, 0.0, logs).sum(axis=1) if gaps.any() else np.full(X.shape[0], logs.sum())
-    return per_row if w is None else float(w @ per_row)
 
 
 def auto_n_components(n_samples: float) -> int:

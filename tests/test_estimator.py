@@ -41,9 +41,14 @@ def fitted():
 
 # --------------------------------------------------------------------------- scikit-learn's checks
 # n_components=2 keeps the number of compiled shapes small (the checks use many data
-# shapes); the default n_components="auto" is exercised by the tests below.
+# shapes); the default n_components="auto" is exercised by the tests below. The default
+# covariance_type="auto" fits every learned type (spherical, diag, tied, full) before the
+# final one (on data too small to hold rows out it falls back to diag), so its checks pass
+# each type's fit through scikit-learn's; "full" and "fixed" (no learned covariance) are
+# checked alone as well. Checking spherical, diag and tied alone too cost 58 s of the
+# suite's time; their numerics are tested below, type by type.
 @parametrize_with_checks(
-    [OverparamGMM(n_components=2, max_iter=30, covariance_type=c, random_state=0) for c in COVARIANCE_TYPES + ["auto"]]
+    [OverparamGMM(n_components=2, max_iter=30, covariance_type=c, random_state=0) for c in ("auto", "full", "fixed")]
 )
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():

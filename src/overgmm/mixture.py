@@ -31,6 +31,7 @@ from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
 from overgmm import covariances as C
+from overgmm._eager import compiled_when_eager
 from overgmm.covariances import LOG_2PI, precision_cholesky, precision_params  # noqa: F401  (re-exported)
 
 COVARIANCE_TYPES = C.NAMES
@@ -113,7 +114,7 @@ class Mixture:
             if not C.of(kind).learned:
                 raise ValueError("covariance_type='identity' takes no covariances")
             _check_covariances(cov, kind, n, d)
-            params = C.of(kind).to_params(cov)
+            params = _to_params(cov, kind=kind)
         else:
             kind = "identity" if kind is None else kind
             v.check_choice(kind, COVARIANCE_TYPES, "covariance_type")
@@ -162,18 +163,18 @@ class Mixture:
     @property
     def variances(self) -> jax.Array:
         """Per-axis variances ``(n, d)``: the diagonal of each ``Sigma_i``."""
-        return self.cov_type.variances(self.cov_params, self.means)
+        return _view(self, which="variances")
 
     @property
     def covariances(self) -> jax.Array:
         """Covariances in their natural shape: ``(n,)`` spherical (and identity: ones),
         ``(n, d)`` diag, ``(n, d, d)`` full."""
-        return self.cov_type.natural(self.cov_params, self.means)
+        return _view(self, which="natural")
 
     @property
     def covariance_matrices(self) -> jax.Array:
         """Covariance matrices ``(n, d, d)`` for every type."""
-        return self.cov_type.matrices(self.cov_params, self.means)
+        return _view(self, which="matrices")
 
     def replace(self, *, means=None, log_weights=None, cov_params=None) -> Mixture:
         """A copy with some fields replaced (no validation; for algorithm steps)."""
@@ -188,7 +189,7 @@ class Mixture:
 
     def with_covariances(self, covariances: jax.Array) -> Mixture:
         """A copy with covariances given in their natural shape (no validation)."""
-        return self.replace(cov_params=self.cov_type.to_params(covariances))
+        return self.replace(cov_params=_to_params(covariances, kind=self.covariance_type))
 
     def __repr__(self) -> str:
         extra = "" if not self.cov_type.learned else f", covariance_type={self.covariance_type!r}"
@@ -219,13 +220,7 @@ class Mixture:
     def component_log_prob(self, x, *, missing: bool = False) -> jax.Array:
         """``log pi_i + log N(x; mu_i, Sigma_i)``, shape ``(..., n)`` for ``x`` of shape ``(..., d)``
         (``-inf`` for a pruned component; ``missing``: as :meth:`log_posterior`)."""
-        x = self._check_x(x)
-        lw = self.log_weights - logsumexp(self.log_weights)
-        if missing:
-            x0, o = C.observed(x)
-            lg = self.cov_type.logits_observed(x0, o, self.means, lw, self.cov_params)
-            return lg.values if lg.offset is None else lg.values + lg.offset[..., None]
-        return self.cov_type.component_log_prob(x, self.means, lw, self.cov_params)
+        return _component_log_prob(self, self._check_x(x), missing=missing)
 
     def log_posterior(self, x, *, missing: bool = False) -> tuple[jax.Array, jax.Array]:
         """``(log p(x), psi(x))`` at ``x`` of shape ``(..., d)``: shapes ``(...)`` and ``(..., n)``,
@@ -235,12 +230,7 @@ class Mixture:
         ``missing=True``: NaN entries of ``x`` are missing (at random), and each row's
         density is its marginal over its observed features (a row with none observed has
         log-density 0 and the weights as its responsibilities). Rows ``x`` of shape (N, d)."""
-        x = self._check_x(x)
-        lw = self.log_weights - logsumexp(self.log_weights)
-        if missing:
-            x0, o = C.observed(x)
-            return C.log_posterior(self.cov_type.logits_observed(x0, o, self.means, lw, self.cov_params))
-        return C.log_posterior(self.cov_type.logits(x, self.means, lw, self.cov_params))
+        return _log_posterior(self, self._check_x(x), missing=missing)
 
     def log_prob(self, x, *, missing: bool = False) -> jax.Array:
         """Log-density at ``x`` of shape ``(..., d)``; returns shape ``(...)`` (``missing``: as
@@ -256,8 +246,43 @@ class Mixture:
         """Draw ``n_samples`` points, shape ``(n_samples, d)``, using the PRNG ``key``
         (with ``return_labels=True`` also their components, shape ``(n_samples,)``)."""
         n_samples = v.check_positive_int(n_samples, "n_samples")
-        kc, kz = jax.random.split(key)
-        comp = jax.random.categorical(kc, self.log_weights, shape=(n_samples,))
-        z = jax.random.normal(kz, (n_samples, self.dim), dtype=jnp.float64)
-        x = self.means[comp] + self.cov_type.noise(self.cov_params, self.means, comp, z)
+        x, comp = _sample(self, key, n_samples=n_samples)
         return (x, comp) if return_labels else x
+
+
+# -- compiled when called eagerly (overgmm._eager): one program per shape -------------------
+@compiled_when_eager(static_argnames=("kind",))
+def _to_params(cov: jax.Array, *, kind: str) -> jax.Array | None:
+    return C.of(kind).to_params(cov)
+
+
+@compiled_when_eager(static_argnames=("which",))
+def _view(m: Mixture, *, which: str) -> jax.Array:
+    return getattr(m.cov_type, which)(m.cov_params, m.means)
+
+
+@compiled_when_eager(static_argnames=("missing",))
+def _component_log_prob(m: Mixture, x: jax.Array, *, missing: bool) -> jax.Array:
+    lw = m.log_weights - logsumexp(m.log_weights)
+    if missing:
+        x0, o = C.observed(x)
+        lg = m.cov_type.logits_observed(x0, o, m.means, lw, m.cov_params)
+        return lg.values if lg.offset is None else lg.values + lg.offset[..., None]
+    return m.cov_type.component_log_prob(x, m.means, lw, m.cov_params)
+
+
+@compiled_when_eager(static_argnames=("missing",))
+def _log_posterior(m: Mixture, x: jax.Array, *, missing: bool) -> tuple[jax.Array, jax.Array]:
+    lw = m.log_weights - logsumexp(m.log_weights)
+    if missing:
+        x0, o = C.observed(x)
+        return C.log_posterior(m.cov_type.logits_observed(x0, o, m.means, lw, m.cov_params))
+    return C.log_posterior(m.cov_type.logits(x, m.means, lw, m.cov_params))
+
+
+@compiled_when_eager(static_argnames=("n_samples",))
+def _sample(m: Mixture, key: jax.Array, *, n_samples: int) -> tuple[jax.Array, jax.Array]:
+    kc, kz = jax.random.split(key)
+    comp = jax.random.categorical(kc, m.log_weights, shape=(n_samples,))
+    z = jax.random.normal(kz, (n_samples, m.dim), dtype=jnp.float64)
+    return m.means[comp] + m.cov_type.noise(m.cov_params, m.means, comp, z), comp

@@ -21,6 +21,7 @@ from jax.scipy.special import logsumexp
 
 from overgmm import _validation as v
 from overgmm import tails
+from overgmm._eager import compiled_when_eager
 from overgmm.expectations import Backend, Quadrature, expectation
 from overgmm.mixture import Mixture
 
@@ -80,6 +81,13 @@ def kl(
     """
     _check_pair(teacher, student)
     v.check_choice(form, KL_FORMS, "KL form")
+    if with_error:  # an Estimate carries a string: run inline (one program per primitive)
+        return _kl.__wrapped__(teacher, student, key, backend=backend, form=form, with_error=True)
+    return _kl(teacher, student, key, backend=backend, form=form, with_error=False)
+
+
+@compiled_when_eager(static_argnames=("backend", "form", "with_error"))
+def _kl(teacher: Mixture, student: Mixture, key, *, backend: Backend | None, form: str, with_error: bool):
     resolved = Quadrature() if backend is None else backend
     surrogate: jax.Array | float = 0.0
     if isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim):
@@ -140,6 +148,11 @@ def kl_em_statistics(
     cancels to rounding noise once ``E[psi_i] < 1e-16 pi_i``.
     """
     _check_pair(teacher, student)
+    return _kl_em_statistics(teacher, student, key, backend=backend)
+
+
+@compiled_when_eager(static_argnames=("backend",))
+def _kl_em_statistics(teacher: Mixture, student: Mixture, key, *, backend: Backend | None):
     resolved = Quadrature() if backend is None else backend
     active = isinstance(resolved, Quadrature) and resolved.tails_active(student.n_components, student.dim)
     bulk = dataclasses.replace(resolved, tails="off") if isinstance(resolved, Quadrature) else resolved
@@ -220,6 +233,13 @@ def score_matching(
     _check_pair(teacher, student)
     if v.is_concrete(t) and not (math.isfinite(float(t)) and float(t) >= 0):
         raise ValueError(f"noise level t must be finite and >= 0, got {t!r}")
+    if with_error:  # an Estimate carries a string: run inline
+        return _score_matching.__wrapped__(teacher, student, t, key, backend=backend, with_error=True)
+    return _score_matching(teacher, student, t, key, backend=backend, with_error=False)
+
+
+@compiled_when_eager(static_argnames=("backend", "with_error"))
+def _score_matching(teacher: Mixture, student: Mixture, t, key, *, backend: Backend | None, with_error: bool):
     qt = _scaled(teacher, t)
     st = _scaled(student, t)
 

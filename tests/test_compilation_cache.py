@@ -91,3 +91,42 @@ def test_four_processes_share_an_empty_cache(tmp_path):
     # a fifth process reads them all back and fits the same way
     out = subprocess.run([sys.executable, "-c", FITS, "9"], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+PRECOMPILE = """
+import os, sys, numpy as np
+import overgmm as og
+from overgmm import init as initialisation
+from overgmm.estimator import _fit as F
+folder = sys.argv[1]
+entries = lambda: {p for p in os.listdir(folder) if not p.startswith(".tmp-")}
+rng = np.random.default_rng(0)
+Zp, wp = F.pad_rows(rng.normal(size=(150, 3)), np.full(150, 1 / 150))
+prob = F.problem(Zp, wp, np.full(3, 1e-3))
+engine = F.InMemory(prob, F.algorithm(prob, "polyak", 1.0, 10, 1e-3))
+ident, keys = F._init(np.int32(0), Zp, wp, np.int32(8), n=8, n_init=2, method="kmeans++")
+students = F.host(F._with_covariances(ident, Zp, wp, prob.floor, kind="diag"))
+pre = F.Precompiler()
+pre.start(engine, students, keys, ["full"], 300)   # the thread compiles "full" ...
+pre.claim("full")                                   # ... and the caller waits for it
+pre.close()
+full = F.host(F._with_covariances(ident, Zp, wp, prob.floor, kind="full"))
+before = entries()
+sol = engine.solve(full, keys, 300, 1e-6)           # solver, summary and merge of "full":
+final = F.host(sol.final.student)                   # all found in the cache
+engine.summary(final)
+engine.merge(final, 0.01)
+print(len(before), len(entries() - before), int(np.max(sol.n_steps)))
+"""
+
+
+def test_precompiled_types_are_found_in_the_cache(tmp_path):
+    folder = tmp_path / "cache"
+    env = {**os.environ, "OVERGMM_CACHE_DIR": str(folder)}
+    out = subprocess.run(
+        [sys.executable, "-c", PRECOMPILE, str(folder)], env=env, capture_output=True, text=True, check=True
+    )
+    n_before, new, steps = map(int, out.stdout.split())
+    assert n_before >= 5  # the draw, two covariance programs and full's solver, summary and merge
+    assert steps > 1  # the solve ran ...
+    assert new == 0  # ... on programs the background thread had compiled: nothing new written

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 import warnings
 from typing import NamedTuple
 
@@ -266,7 +267,15 @@ def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
     return one
 
 
+_CACHE_LOCK = threading.Lock()  # precompile_solve_batch may run in a background thread
+
+
 def _compiled(kind: str, method: Method, batched: bool, batched_problem: bool, *settings, compiler_options=None):
+    with _CACHE_LOCK:
+        return _compiled_locked(kind, method, batched, batched_problem, *settings, compiler_options=compiler_options)
+
+
+def _compiled_locked(kind: str, method: Method, batched: bool, batched_problem: bool, *settings, compiler_options=None):
     options = tuple(sorted((compiler_options or {}).items()))
     cache_key = (kind, method, batched, batched_problem, settings, options)
     fn = _CACHE.get(cache_key)
@@ -535,6 +544,26 @@ def solve_batch(
     )
     problem = algorithm.problem if problems is None else problems
     return solution(algorithm, *fn(problem, students, keys, jnp.asarray(_check_tol(tol))), warn=warn)
+
+
+def precompile_solve_batch(
+    algorithm: Algorithm,
+    students: Mixture,
+    *,
+    max_steps: int,
+    keys: jax.Array,
+    record=(),
+    compiler_options: dict | None = None,
+) -> None:
+    """Compile :func:`solve_batch`'s loop for these shapes without running it. ``students``
+    may hold ``jax.ShapeDtypeStruct`` leaves. The program lands in the persistent
+    compilation cache (when it is on), where a later :func:`solve_batch` on the same shapes
+    finds it: the estimator compiles its next covariance types this way in a background
+    thread while it fits the first."""
+    fn = _compiled(
+        "solve", algorithm.method, True, False, max_steps, _check_record(record), compiler_options=compiler_options
+    )
+    fn.lower(algorithm.problem, students, keys, jnp.asarray(_check_tol(1.0))).compile()
 
 
 def stack(items: list):

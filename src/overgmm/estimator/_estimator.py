@@ -330,9 +330,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             sub = (w_fit > 0) & (h <= np.uint64(streaming.kth_smallest(h[w_fit > 0], F.AUTO_ROWS)))
             X_fit, w_fit = X[sub], w_fit[sub]
             X_held, w_held = X[held], sw[held]
+        pre = F.Precompiler()  # the later candidates compile in the background while the first fits
         for kind in AUTO_TYPES:
+            pre.claim(kind)
             res, _, (shift, scale, floor) = self._fit_type(
-                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress=progress, stage=f"auto: {kind}"
+                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre
             )
             if res.best < 0:
                 scores[kind] = -math.inf
@@ -341,6 +343,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             prob = F.problem(Zp, wp, floor)
             nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
             scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
+        pre.close()
         self.validation_scores_ = scores
         best = max(scores.values())
         if not math.isfinite(best):
@@ -432,13 +435,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _fit_type(self, X, w, total: float, kind: str, n: int | None = None, progress=None, stage: str = "fit"):
+    def _fit_type(self, X, w, total: float, kind: str, n=None, progress=None, stage: str = "fit", pre=None):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
-        components, (shift, scale, floor)); ``progress`` shows it as ``stage``."""
+        components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
+        :class:`~._fit.Precompiler` for the "auto" candidates, started here."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total, kind)
         engine = F.InMemory(prob, alg)
+        if pre is not None:
+            pre.start(engine, students, keys, AUTO_TYPES[AUTO_TYPES.index(kind) + 1 :], int(self.max_iter))
         if progress is not None:
             progress.stage(stage, float(np.sum(np.log(units[1]))))
         res = F.fit(

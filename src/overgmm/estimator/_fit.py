@@ -24,6 +24,8 @@ leaves.
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -33,7 +35,7 @@ from overgmm import covariances as C
 from overgmm import init as initialisation
 from overgmm import reduce
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
-from overgmm.driver import solve_batch
+from overgmm.driver import precompile_solve_batch, solve_batch
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -135,12 +137,15 @@ def _jit(rows, **jit_kwargs):
         fast = jax.jit(fn, compiler_options=FAST_COMPILE, **jit_kwargs)
         full = jax.jit(fn, **jit_kwargs)
 
+        def small_call(*args, **kwargs):
+            return rows(*args, **kwargs) <= SMALL_ROWS and jax.default_backend() == "cpu"
+
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            small = rows(*args, **kwargs) <= SMALL_ROWS and jax.default_backend() == "cpu"
-            return (fast if small else full)(*args, **kwargs)
+            return (fast if small_call(*args, **kwargs) else full)(*args, **kwargs)
 
         call._cache_size = lambda: fast._cache_size() + full._cache_size()
+        call.lower = lambda *args, **kwargs: (fast if small_call(*args, **kwargs) else full).lower(*args, **kwargs)
         return call
 
     return decorate
@@ -273,19 +278,96 @@ class FitResult(NamedTuple):
     best: int
 
 
+def _options(prob: Problem) -> dict | None:
+    rows = 0 if prob.data is None else prob.data.shape[0]
+    small = rows <= SMALL_ROWS and jax.default_backend() == "cpu"
+    return FAST_COMPILE if small else None
+
+
 def _solve(alg, students, keys, max_iter: int, tol: float):
     # non-finite restarts are reported by the estimator, with what to change (warn=False)
-    small = alg.problem.data.shape[0] <= SMALL_ROWS and jax.default_backend() == "cpu"
+    opts = _options(alg.problem)
     return solve_batch(
-        alg,
-        students,
-        max_steps=max_iter,
-        tol=tol,
-        keys=keys,
-        record=RECORD,
-        compiler_options=FAST_COMPILE if small else None,
-        warn=False,
+        alg, students, max_steps=max_iter, tol=tol, keys=keys, record=RECORD, compiler_options=opts, warn=False
     )
+
+
+class Precompiler:
+    """Compiles the fit's programs (solver, summary, merge) for the covariance types still to
+    come in background threads (one per spare core), last type first, while the caller fits
+    the first: the compilations of ``covariance_type="auto"``'s candidates overlap. Each program
+    lands in the persistent compilation cache, where the caller's own call of the same
+    shapes finds it (nothing runs in the thread: two threads running programs at once can
+    deadlock XLA's CPU pool, see :mod:`overgmm.covariances.base`). Without the persistent
+    cache it does nothing.
+
+    :meth:`start` once the first type's problem and students exist; :meth:`claim` before
+    fitting a type (waits while the thread compiles it, else the caller compiles it itself
+    and the thread skips it); :meth:`close` at the end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, str] = {}
+        self._done: dict[str, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self, engine: InMemory, like: Mixture, keys, kinds, max_iter: int) -> None:
+        if self._threads or not kinds or not getattr(jax.config, "jax_compilation_cache_dir", None):
+            return
+        self._state = {k: "pending" for k in kinds}
+        self._done = {k: threading.Event() for k in kinds}
+        args = (engine, like, keys, tuple(reversed(kinds)), max_iter)
+        # one thread per spare core (the caller compiles on its own), at most one per type
+        for _ in range(max(1, min(len(kinds), (os.cpu_count() or 2) - 1))):
+            thread = threading.Thread(target=self._work, args=args, name="overgmm-precompile", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self, engine: InMemory, like: Mixture, keys, kinds, max_iter: int) -> None:
+        for kind in kinds:
+            with self._lock:
+                if self._state[kind] != "pending":
+                    continue
+                self._state[kind] = "compiling"
+            try:
+                _compile_type(engine, like, keys, kind, max_iter)
+            except Exception:  # noqa: BLE001 - an optimisation only: the caller compiles what is missing
+                pass
+            finally:
+                self._done[kind].set()
+
+    def claim(self, kind: str) -> None:
+        with self._lock:
+            state = self._state.get(kind)
+            if state == "pending":
+                self._state[kind] = "caller"
+        if state == "compiling":
+            self._done[kind].wait()
+
+    def close(self) -> None:
+        with self._lock:
+            for k, state in self._state.items():
+                if state == "pending":
+                    self._state[k] = "caller"
+        for thread in self._threads:
+            thread.join()
+
+
+def _compile_type(engine: InMemory, like: Mixture, keys, kind: str, max_iter: int) -> None:
+    """Compile (not run) the solver, summary and merge of covariance type ``kind`` for
+    ``engine``'s problem and students shaped like ``like`` (R, n, d)."""
+    R, n, d = like.means.shape
+    t = C.public(kind)
+    spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)  # noqa: E731
+    student = Mixture.tree_unflatten(
+        t.name, (spec(like.means), spec(like.log_weights), jax.eval_shape(lambda: t.zeros((R, n), d)))
+    )
+    prob, alg = engine.problem, engine.algorithm
+    if alg is None:
+        return
+    precompile_solve_batch(alg, student, max_steps=max_iter, keys=keys, record=RECORD, compiler_options=_options(prob))
+    _summary.lower(prob, student).compile()
+    _merge.lower(prob, student, np.float64(0.0)).compile()
 
 
 class InMemory(NamedTuple):

@@ -8,6 +8,9 @@ numerical is the core's:
   EM or the Polyak method, all restarts in one call;
 * merging: :func:`overgmm.reduce.merge_round` at the BIC price, each round followed by a
   polishing :func:`~overgmm.solve_batch` (the same compiled function as the main fit);
+* ``covariance_type="auto"``: :class:`Precompiler` compiles the later candidate types'
+  programs in background threads while the first fits (compile only, into the persistent
+  cache);
 * evaluation (:meth:`Mixture.log_prob`, :meth:`Mixture.responsibilities`), sampling
   (:meth:`Mixture.sample`) and :meth:`OverparamGMM.partial_fit`
   (:func:`overgmm.stepwise_em`, then :func:`overgmm.reduce.prune`).

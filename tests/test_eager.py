@@ -1,0 +1,70 @@
+"""overgmm._eager: eager calls of the numerical API compile one program per shape, and the
+same functions still trace inline under jit / grad / vmap."""
+
+import jax
+import jax.monitoring
+import numpy as np
+import pytest
+
+import overgmm as og
+from overgmm._eager import compiled_when_eager
+
+COMPILES: list[str] = []
+
+
+def _listener(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        COMPILES.append(str(kwargs.get("fun_name")))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _count_compilations():
+    jax.monitoring.register_event_duration_secs_listener(_listener)
+    yield
+    from jax._src import monitoring  # the public module has no unregister in this JAX
+
+    monitoring.unregister_event_duration_listener(_listener)
+
+
+def _compiles(fn):
+    COMPILES.clear()
+    out = fn()
+    jax.block_until_ready(out)
+    return list(COMPILES)
+
+
+def test_an_eager_density_is_one_program_and_a_repeat_compiles_nothing():
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(3, 5, 5))
+    m = og.Mixture(rng.normal(size=(3, 5)), [0.2, 0.5, 0.3], covariances=a @ a.transpose(0, 2, 1) + np.eye(5))
+    x = rng.normal(size=(13, 5))  # a shape no other test uses
+    assert len(_compiles(lambda: m.log_prob(x))) <= 1  # op by op it was 36 programs
+    assert _compiles(lambda: m.log_prob(x)) == []
+    assert _compiles(lambda: m.responsibilities(x)) == []  # the same program
+
+
+def test_an_eager_kl_does_not_recompile_on_a_second_call():
+    teacher = og.Mixture([[0.0, 0.0, 0.0], [2.5, 0.5, -1.0]], [0.4, 0.6])
+    student = og.Mixture([[0.1, 0.0, 0.1], [2.4, 0.6, -0.9], [1.0, 1.0, 1.0]], [0.3, 0.4, 0.3])
+    first = og.kl(teacher, student)
+    assert _compiles(lambda: og.kl(teacher, student)) == []  # its quadrature loop compiled again before
+    # the same value under jit and through grad (traced inline, not through the eager program)
+    np.testing.assert_allclose(jax.jit(og.kl)(teacher, student), first, rtol=1e-13)
+    g = jax.grad(lambda mu: og.kl(teacher, og.Mixture(mu, student.weights)))(student.means)
+    assert g.shape == (3, 3) and np.all(np.isfinite(g))
+
+
+def test_traced_arguments_run_inline_and_concrete_ones_through_jit():
+    calls = []
+
+    @compiled_when_eager(static_argnames=("power",))
+    def f(x, *, power):
+        calls.append(isinstance(x, jax.core.Tracer))
+        return x**power
+
+    np.testing.assert_allclose(f(np.arange(3.0), power=2), [0.0, 1.0, 4.0])
+    assert calls == [True]  # traced once, by jit
+    f(np.arange(3.0) + 1, power=2)
+    assert calls == [True]  # the compiled program, not traced again
+    np.testing.assert_allclose(jax.vmap(lambda v: f(v, power=3))(np.ones((2, 3))), np.ones((2, 3)))
+    assert calls[-1] is True and len(calls) == 2  # inline under vmap: traced by vmap itself

@@ -48,6 +48,10 @@ def test_an_eager_kl_does_not_recompile_on_a_second_call():
     student = og.Mixture([[0.1, 0.0, 0.1], [2.4, 0.6, -0.9], [1.0, 1.0, 1.0]], [0.3, 0.4, 0.3])
     first = og.kl(teacher, student)
     assert _compiles(lambda: og.kl(teacher, student)) == []  # its quadrature loop compiled again before
+    est = og.kl(teacher, student, with_error=True)  # an Estimate: values compiled, its text from shapes
+    assert _compiles(lambda: og.kl(teacher, student, with_error=True).value) == []
+    same_rule = og.expectations.expectation(lambda x: x[:, 0], teacher, student, importance=True, with_error=True)
+    assert est.backend == same_rule.backend and float(est.value) == float(first) and float(est.error) > 0
     # the same value under jit and through grad (traced inline, not through the eager program)
     np.testing.assert_allclose(jax.jit(og.kl)(teacher, student), first, rtol=1e-13)
     g = jax.grad(lambda mu: og.kl(teacher, og.Mixture(mu, student.weights)))(student.means)

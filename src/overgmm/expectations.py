@@ -389,6 +389,28 @@ def _anisotropic_mean(f, teacher, student, backend: Quadrature, r: int, importan
     return val, resid
 
 
+def _resolve(
+    teacher: Mixture, student: Mixture | None, backend: Quadrature, importance: bool
+) -> tuple[Quadrature, int, bool]:
+    """The rule :func:`expectation` uses for these mixtures: (quadrature for the span, its
+    dimension ``r``, whether defensive nodes are on)."""
+    r = span_rank(teacher, student, backend)
+    use_importance = importance and backend.defensive
+    sizes = (teacher.n_components, 0 if student is None else student.n_components)
+    return backend.for_span(r, use_importance, sizes), r, use_importance
+
+
+def describe(teacher: Mixture, student: Mixture | None, backend: Backend | None, *, importance: bool) -> str:
+    """The ``backend`` text of :func:`expectation`'s :class:`Estimate` for these mixtures
+    (computed from shapes only; for callers that compile the values and build the
+    :class:`Estimate` outside)."""
+    backend = Quadrature() if backend is None else backend
+    if isinstance(backend, MonteCarlo):
+        return backend.describe()
+    resolved, r, _ = _resolve(teacher, student, backend, importance)
+    return resolved.describe(r)
+
+
 def expectation(
     f: Integrand,
     teacher: Mixture,
@@ -441,11 +463,7 @@ def expectation(
         return Estimate(val, err, backend.describe())
     if not isinstance(backend, Quadrature):
         raise TypeError(f"backend must be Quadrature or MonteCarlo, got {type(backend).__name__}")
-    r = span_rank(teacher, student, backend)
-    use_importance = importance and backend.defensive
-    backend = backend.for_span(
-        r, use_importance, (teacher.n_components, 0 if student is None else student.n_components)
-    )
+    backend, r, use_importance = _resolve(teacher, student, backend, importance)
     val, resid = _quadrature_mean(f, teacher, student, backend, r, use_importance, log_weighted)
     if not with_error:
         return val

@@ -22,7 +22,7 @@ from jax.scipy.special import logsumexp
 from overgmm import _validation as v
 from overgmm import tails
 from overgmm._eager import compiled_when_eager
-from overgmm.expectations import Backend, Quadrature, expectation
+from overgmm.expectations import Backend, Estimate, Quadrature, describe, expectation
 from overgmm.mixture import Mixture
 
 KL_FORMS = ("control-variate", "plain")
@@ -81,8 +81,9 @@ def kl(
     """
     _check_pair(teacher, student)
     v.check_choice(form, KL_FORMS, "KL form")
-    if with_error:  # an Estimate carries a string: run inline (one program per primitive)
-        return _kl.__wrapped__(teacher, student, key, backend=backend, form=form, with_error=True)
+    if with_error:  # the compiled part returns (value, error); the Estimate's text is static
+        value, error = _kl(teacher, student, key, backend=backend, form=form, with_error=True)
+        return Estimate(value, error, describe(teacher, student, backend, importance=form != "plain"))
     return _kl(teacher, student, key, backend=backend, form=form, with_error=False)
 
 
@@ -131,7 +132,7 @@ def _kl(teacher: Mixture, student: Mixture, key, *, backend: Backend | None, for
         with_error=with_error,
     )
     if with_error:
-        return out._replace(value=out.value + surrogate)
+        return out.value + surrogate, out.error
     return out + surrogate
 
 
@@ -233,8 +234,9 @@ def score_matching(
     _check_pair(teacher, student)
     if v.is_concrete(t) and not (math.isfinite(float(t)) and float(t) >= 0):
         raise ValueError(f"noise level t must be finite and >= 0, got {t!r}")
-    if with_error:  # an Estimate carries a string: run inline
-        return _score_matching.__wrapped__(teacher, student, t, key, backend=backend, with_error=True)
+    if with_error:  # the compiled part returns (value, error); the Estimate's text is static
+        value, error = _score_matching(teacher, student, t, key, backend=backend, with_error=True)
+        return Estimate(value, error, describe(teacher, student, backend, importance=False))
     return _score_matching(teacher, student, t, key, backend=backend, with_error=False)
 
 
@@ -249,7 +251,8 @@ def _score_matching(teacher: Mixture, student: Mixture, t, key, *, backend: Back
         return jnp.sum((vs - vt) ** 2, axis=-1)
 
     backend = Quadrature() if backend is None else backend
-    return expectation(integrand, qt, st, backend, key=key, importance=False, with_error=with_error)
+    out = expectation(integrand, qt, st, backend, key=key, importance=False, with_error=with_error)
+    return (out.value, out.error) if with_error else out
 
 
 def denoising_score_matching(student: Mixture, X0, t, *, key: jax.Array, n_noise: int = 1) -> jax.Array:

@@ -106,8 +106,8 @@ prob = F.problem(Zp, wp, np.full(3, 1e-3))
 engine = F.InMemory(prob, F.algorithm(prob, "polyak", 1.0, 10, 1e-3))
 ident, keys = F._init(np.int32(0), Zp, wp, np.int32(8), n=8, n_init=2, method="kmeans++")
 students = F.host(F._with_covariances(ident, Zp, wp, prob.floor, kind="diag"))
-pre = F.Precompiler()
-pre.start(engine, students, keys, ["full"], 300)   # the thread compiles "full" ...
+pre = F.Precompiler(["full"])
+pre.start(engine, students, keys, 300)             # the thread compiles "full" ...
 pre.claim("full")                                   # ... and the caller waits for it
 pre.close()
 full = F.host(F._with_covariances(ident, Zp, wp, prob.floor, kind="full"))

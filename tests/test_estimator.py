@@ -325,6 +325,15 @@ def test_auto_rule():
     assert auto_n_components(2) == 1 and auto_n_components(150) == 15 and auto_n_components(10**6) == 25
 
 
+def test_the_type_choice_keeps_the_simplest_within_the_margin():
+    from overgmm.estimator._fit import AUTO_MARGIN, simplest_type
+
+    scores = {"spherical": -3.0, "diag": -2.0, "tied": -1.0 - AUTO_MARGIN / 2, "full": -1.0}
+    assert simplest_type(scores) == "tied"  # within the margin of full, and simpler
+    assert simplest_type({**scores, "tied": -1.0 - 2 * AUTO_MARGIN}) == "full"
+    assert simplest_type({k: -np.inf for k in scores}) == "diag"  # nothing finite: the fallback
+
+
 # --------------------------------------------------------------------------- streaming
 @pytest.mark.parametrize("kind", ["diag", "full"])
 def test_partial_fit_approaches_the_batch_fit(fitted, kind):

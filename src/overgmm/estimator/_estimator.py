@@ -18,8 +18,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from overgmm import chunks, streaming
+from overgmm import chunks
 from overgmm import covariances as C
+from overgmm.estimator import _auto as A
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _persist
 from overgmm.estimator import _stream as S
@@ -29,16 +30,6 @@ from overgmm.mixture import Mixture
 
 AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
-AUTO_TYPES, AUTO_MARGIN = F.AUTO_TYPES, F.AUTO_MARGIN
-VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
-
-
-def validation_mask(X: np.ndarray) -> np.ndarray:
-    """Rows held out by ``covariance_type="auto"``: about one in :data:`VALIDATION_FOLDS`,
-    chosen by a hash of each row's values (:func:`overgmm.streaming.holdout_mask`), so that
-    the choice ignores row order, chunking and duplicated rows (sample weights as
-    repetitions fall on the same side)."""
-    return streaming.holdout_mask(np.asarray(X, dtype=np.float64))
 
 
 def auto_n_components(n_samples: float) -> int:
@@ -308,48 +299,6 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _choose_type(self, X: np.ndarray, sw: np.ndarray, progress: Progress) -> str:
-        """The ``"auto"`` rule: validation log-likelihood on the rows of :func:`validation_mask`
-        (weights of the held-out rows set to 0 for the fits, so shapes and compilations are
-        those of the final fit). Falls back to "diag" when a side would be empty."""
-        held = validation_mask(X) & (sw > 0)
-        w_fit = np.where(held, 0.0, sw)
-        if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
-            return "diag"
-        scores = {}
-        n = self._resolve_n_components(float(sw.sum()))  # as many components as the final fit
-        # the held-out rows score each candidate through the fit's own summary: on the same
-        # padded rows as the fit (their weights swapped in), so nothing new is compiled
-        X_fit, X_held, w_held = X, X, np.where(held, sw, 0.0)
-        count = np.count_nonzero(w_fit)
-        if count > F.AUTO_ROWS:
-            # large data: the candidates are fitted on AUTO_ROWS of the training rows (chosen
-            # by their values; exactly that many: one shape bucket for every data set), all
-            # held-out rows still score them
-            h = streaming.sample_hash(X)
-            sub = (w_fit > 0) & (h <= np.uint64(streaming.kth_smallest(h[w_fit > 0], F.AUTO_ROWS)))
-            X_fit, w_fit = X[sub], w_fit[sub]
-            X_held, w_held = X[held], sw[held]
-        pre = F.Precompiler()  # the later candidates compile in the background while the first fits
-        for kind in AUTO_TYPES:
-            pre.claim(kind)
-            res, _, (shift, scale, floor) = self._fit_type(
-                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre
-            )
-            if res.best < 0:
-                scores[kind] = -math.inf
-                continue
-            Zp, wp = F.pad_rows((X_held - shift) / scale, w_held / w_held.sum())
-            prob = F.problem(Zp, wp, floor)
-            nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
-            scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
-        pre.close()
-        self.validation_scores_ = scores
-        best = max(scores.values())
-        if not math.isfinite(best):
-            return "diag"
-        return next(k for k in AUTO_TYPES if scores[k] >= best - AUTO_MARGIN)
-
     def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n: int | None = None):
         """Standardization, the problem on the padded rows, starting students (``n``
         components, default from ``total``)."""
@@ -395,10 +344,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
         with np.errstate(over="ignore", invalid="ignore"):
             check_features(self, *feature_moments(X, sw / total))
-        self.validation_scores_ = {}
+        self.validation_scores_: dict[str, float] = {}
         with Progress(int(self.verbose) > 0) as progress:
             auto = self.covariance_type == "auto"
-            kind = self._choose_type(X, sw, progress) if auto else self.covariance_type
+            kind = A.choose_type(self, X, sw, progress) if auto else self.covariance_type
             res, n, units = self._fit_type(X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})")
         return self._finish(res, n, units, kind, log_jacobian(X, units[1], sw / total))
 
@@ -444,7 +393,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         price = self._price(X.shape[1], total, kind)
         engine = F.InMemory(prob, alg)
         if pre is not None:
-            pre.start(engine, students, keys, AUTO_TYPES[AUTO_TYPES.index(kind) + 1 :], int(self.max_iter))
+            pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
         if progress is not None:
             progress.stage(stage, float(np.sum(np.log(units[1]))))
         res = F.fit(

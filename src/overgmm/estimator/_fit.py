@@ -132,6 +132,11 @@ def take(student: Mixture, r: int) -> Mixture:
 
 
 # ----------------------------------------------------------------------------- compiled units
+def _small(rows: int) -> bool:
+    """Whether programs over ``rows`` (padded) rows compile with :data:`FAST_COMPILE`."""
+    return rows <= SMALL_ROWS and jax.default_backend() == "cpu"
+
+
 def _jit(rows, **jit_kwargs):
     """``jax.jit`` with two builds: :data:`FAST_COMPILE` when ``rows(*args)`` (the padded
     row count of the call) is at most :data:`SMALL_ROWS` on CPU, the default otherwise."""
@@ -141,7 +146,7 @@ def _jit(rows, **jit_kwargs):
         full = jax.jit(fn, **jit_kwargs)
 
         def small_call(*args, **kwargs):
-            return rows(*args, **kwargs) <= SMALL_ROWS and jax.default_backend() == "cpu"
+            return _small(rows(*args, **kwargs))
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
@@ -281,10 +286,18 @@ class FitResult(NamedTuple):
     best: int
 
 
+def simplest_type(scores: dict) -> str:
+    """The ``"auto"`` choice from held-out scores (mean log-likelihood per sample by type):
+    the first of :data:`AUTO_TYPES` within :data:`AUTO_MARGIN` of the best; "diag" when
+    none is finite."""
+    best = max(scores.values())
+    if not np.isfinite(best):
+        return "diag"
+    return next(k for k in AUTO_TYPES if scores[k] >= best - AUTO_MARGIN)
+
+
 def _options(prob: Problem) -> dict | None:
-    rows = 0 if prob.data is None else prob.data.shape[0]
-    small = rows <= SMALL_ROWS and jax.default_backend() == "cpu"
-    return FAST_COMPILE if small else None
+    return FAST_COMPILE if _small(0 if prob.data is None else prob.data.shape[0]) else None
 
 
 def _solve(alg, students, keys, max_iter: int, tol: float):
@@ -308,32 +321,36 @@ class Precompiler:
     fitting a type (waits while the thread compiles it, else the caller compiles it itself
     and the thread skips it); :meth:`close` at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds) -> None:
+        self._kinds = tuple(kinds)  # the types to come, in the caller's order
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
         self._done: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
 
-    def start(self, engine: InMemory, like: Mixture, keys, kinds, max_iter: int) -> None:
+    def start(self, engine: InMemory, like: Mixture, keys, max_iter: int, *, merge: bool = True) -> None:
+        """Start compiling, once: ``engine``'s problem, students shaped like ``like``;
+        ``merge``: whether the fit merges (else its merge program is not compiled)."""
+        kinds = self._kinds
         if self._threads or not kinds or not getattr(jax.config, "jax_compilation_cache_dir", None):
             return
         self._state = {k: "pending" for k in kinds}
         self._done = {k: threading.Event() for k in kinds}
-        args = (engine, like, keys, tuple(reversed(kinds)), max_iter)
+        args = (engine, like, keys, tuple(reversed(kinds)), max_iter, merge)
         # one thread per spare core (the caller compiles on its own), at most one per type
         for _ in range(max(1, min(len(kinds), (os.cpu_count() or 2) - 1))):
             thread = threading.Thread(target=self._work, args=args, name="overgmm-precompile", daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _work(self, engine: InMemory, like: Mixture, keys, kinds, max_iter: int) -> None:
+    def _work(self, engine: InMemory, like: Mixture, keys, kinds, max_iter: int, merge: bool) -> None:
         for kind in kinds:
             with self._lock:
                 if self._state[kind] != "pending":
                     continue
                 self._state[kind] = "compiling"
             try:
-                _compile_type(engine, like, keys, kind, max_iter)
+                _compile_type(engine, like, keys, kind, max_iter, merge)
             except Exception:  # noqa: BLE001 - an optimisation only: the caller compiles what is missing
                 pass
             finally:
@@ -356,9 +373,9 @@ class Precompiler:
             thread.join()
 
 
-def _compile_type(engine: InMemory, like: Mixture, keys, kind: str, max_iter: int) -> None:
-    """Compile (not run) the solver, summary and merge of covariance type ``kind`` for
-    ``engine``'s problem and students shaped like ``like`` (R, n, d)."""
+def _compile_type(engine: InMemory, like: Mixture, keys, kind: str, max_iter: int, merge: bool) -> None:
+    """Compile (not run) the solver, summary and (``merge``) merge of covariance type
+    ``kind`` for ``engine``'s problem and students shaped like ``like`` (R, n, d)."""
     R, n, d = like.means.shape
     t = C.public(kind)
     spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)  # noqa: E731
@@ -370,7 +387,8 @@ def _compile_type(engine: InMemory, like: Mixture, keys, kind: str, max_iter: in
         return
     precompile_solve_batch(alg, student, max_steps=max_iter, keys=keys, record=RECORD, compiler_options=_options(prob))
     _summary.lower(prob, student).compile()
-    _merge.lower(prob, student, np.float64(0.0)).compile()
+    if merge:
+        _merge.lower(prob, student, np.float64(0.0)).compile()
 
 
 class InMemory(NamedTuple):

@@ -166,7 +166,7 @@ def _fit_type(est, chunks, rows: str, moments, kind: str, n: int, below=None, pr
 
 
 def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
-    """The ``"auto"`` rule of :meth:`OverparamGMM._choose_type` on chunked data."""
+    """The ``"auto"`` rule of :func:`._auto.choose_type` on chunked data."""
     fit_m = streaming.scan(chunks, streaming.View(rows="fit"))
     held_m = streaming.scan(chunks, streaming.View(rows="held"))
     if held_m.count < 1 or fit_m.count < 2 or fit_m.total <= 1:
@@ -186,7 +186,4 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
         nll = streaming.loss(chunks, streaming.View(shift, scale, "held"), one, held_m.total)[0]
         scores[kind] = -float(nll) - float(np.sum(np.log(scale)))
     est.validation_scores_ = scores
-    best = max(scores.values())
-    if not np.isfinite(best):
-        return "diag"
-    return next(k for k in F.AUTO_TYPES if scores[k] >= best - F.AUTO_MARGIN)
+    return F.simplest_type(scores)

@@ -1,0 +1,68 @@
+"""``covariance_type="auto"`` on data in memory: fit each candidate type on most rows,
+score it on the rows held out, keep the simplest type within a margin of the best
+(:func:`overgmm.estimator._fit.simplest_type`, the rule the chunked fit shares).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from overgmm import streaming
+from overgmm.estimator import _fit as F
+from overgmm.estimator._checks import log_jacobian
+from overgmm.estimator._progress import Progress
+
+VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
+
+
+def validation_mask(X: np.ndarray) -> np.ndarray:
+    """Rows held out by ``covariance_type="auto"``: about one in :data:`VALIDATION_FOLDS`,
+    chosen by a hash of each row's values (:func:`overgmm.streaming.holdout_mask`), so that
+    the choice ignores row order, chunking and duplicated rows (sample weights as
+    repetitions fall on the same side)."""
+    return streaming.holdout_mask(np.asarray(X, dtype=np.float64))
+
+
+def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress) -> str:
+    """The ``"auto"`` rule for the estimator ``est``: validation log-likelihood on the rows of
+    :func:`validation_mask` (weights of the held-out rows set to 0 for the fits, so shapes
+    and compilations are those of the final fit); sets ``est.validation_scores_``. Falls
+    back to "diag" when a side would be empty."""
+    held = validation_mask(X) & (sw > 0)
+    w_fit = np.where(held, 0.0, sw)
+    if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
+        return "diag"
+    scores = {}
+    n = est._resolve_n_components(float(sw.sum()))  # as many components as the final fit
+    # the held-out rows score each candidate through the fit's own summary: on the same
+    # padded rows as the fit (their weights swapped in), so nothing new is compiled
+    X_fit, X_held, w_held = X, X, np.where(held, sw, 0.0)
+    count = np.count_nonzero(w_fit)
+    if count > F.AUTO_ROWS:
+        # large data: the candidates are fitted on AUTO_ROWS of the training rows (chosen
+        # by their values; exactly that many: one shape bucket for every data set), all
+        # held-out rows still score them
+        h = streaming.sample_hash(X)
+        sub = (w_fit > 0) & (h <= np.uint64(streaming.kth_smallest(h[w_fit > 0], F.AUTO_ROWS)))
+        X_fit, w_fit = X[sub], w_fit[sub]
+        X_held, w_held = X[held], sw[held]
+    pre = F.Precompiler(F.AUTO_TYPES[1:])  # compiled in the background while the first type fits
+    try:
+        for kind in F.AUTO_TYPES:
+            pre.claim(kind)
+            res, _, (shift, scale, floor) = est._fit_type(
+                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre
+            )
+            if res.best < 0:
+                scores[kind] = -math.inf
+                continue
+            Zp, wp = F.pad_rows((X_held - shift) / scale, w_held / w_held.sum())
+            prob = F.problem(Zp, wp, floor)
+            nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
+            scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
+    finally:
+        pre.close()
+    est.validation_scores_ = scores
+    return F.simplest_type(scores)

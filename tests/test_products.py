@@ -3,9 +3,9 @@
 The accuracy with teacher means 6 apart is measured here, not assumed. Targets (issue
 19, with every default): 1e-6 relative near the optimum and 1e-4 away from it, and an
 error estimate between 1x and 100x the actual error. The default for the KL at r >= 3
-is the anisotropic rule; it meets the near target for r = 3..6 and the away target at
-r = 3 and 5, not at r = 4 and 6 (strict xfails naming the measured values, so meeting
-a target turns them into failures to be promoted). The trapezoid rule (the default
+is the anisotropic rule; it meets both targets for r = 3..6 on these axis-aligned cases,
+and misses the away target on the same cases turned by a random rotation (the tensor
+rule on the mild axes is not rotation invariant; both measured). The trapezoid rule (the default
 before issue 19, ``rule="trapezoid"``) is kept as a regression bound."""
 
 import jax
@@ -18,12 +18,16 @@ from product_reference import product_case, product_mixture, product_reference
 _CACHE: dict = {}
 
 
-def _errors(r: int, away: bool, rule: str = "auto"):
-    """(loss, relative loss error, relative gradient error, estimate / actual error)."""
-    if (r, away, rule) not in _CACHE:
+def _errors(r: int, away: bool, rule: str = "auto", rotation: int | None = None):
+    """(loss, relative loss error, relative gradient error, estimate / actual error);
+    ``rotation``: the case turned by a random orthogonal matrix of this seed."""
+    if (r, away, rule, rotation) not in _CACHE:
         tf, sf = product_case(r, away)
         (tm, tw, _), (sm, sw, _) = product_mixture(tf), product_mixture(sf)
         kl, gm, ga = product_reference(tf, sf)
+        if rotation is not None:  # the KL is invariant, the mean gradient turns with the means
+            rot = np.linalg.qr(np.random.default_rng(rotation).normal(size=(r, r)))[0]
+            tm, sm, gm = tm @ rot.T, sm @ rot.T, gm @ rot.T
         teacher, student = og.Mixture(tm, tw), og.Mixture(sm, sw)
         q = og.Quadrature(rule=rule)
         val, g = jax.jit(jax.value_and_grad(lambda s: og.kl(teacher, s, backend=q)))(student)
@@ -31,8 +35,9 @@ def _errors(r: int, away: bool, rule: str = "auto"):
         gg = np.concatenate([np.asarray(g.means).ravel(), np.asarray(g.log_weights)])
         gr = np.concatenate([gm.ravel(), ga])
         act = abs(float(val) - kl)
-        _CACHE[(r, away, rule)] = (kl, act / kl, np.linalg.norm(gg - gr) / np.linalg.norm(gr), float(err) / act)
-    return _CACHE[(r, away, rule)]
+        rel_grad = np.linalg.norm(gg - gr) / np.linalg.norm(gr)
+        _CACHE[(r, away, rule, rotation)] = (kl, act / kl, rel_grad, float(err) / act)
+    return _CACHE[(r, away, rule, rotation)]
 
 
 def test_reference_matches_the_exact_2d_rule():
@@ -74,13 +79,12 @@ MEASURED_DEFAULT = {
     (3, False): (6.9e-8, 1.6e-7),
     (3, True): (8.2e-9, 6.5e-8),
     (4, False): (4.8e-8, 1.2e-7),
-    (4, True): (3.0e-4, 1.2e-3),
+    (4, True): (2.4e-6, 4.9e-6),
     (5, False): (4.6e-8, 1.3e-7),
-    (5, True): (1.7e-6, 1.1e-5),
+    (5, True): (2.4e-6, 2.0e-5),
     (6, False): (4.2e-8, 1.7e-7),
-    (6, True): (6.9e-5, 2.4e-4),
+    (6, True): (2.4e-7, 5.7e-6),
 }
-AWAY_MISSES = {4, 6}  # issue 19's 1e-4 away from the optimum: not met at these r
 
 
 @pytest.mark.parametrize(("r", "away"), list(MEASURED_DEFAULT))
@@ -90,15 +94,22 @@ def test_default_rule_accuracy(r, away):
     lo, go = MEASURED_DEFAULT[(r, away)]
     assert rel_loss <= 2 * lo and rel_grad <= 2 * go  # regression bound
     assert 1 <= ratio <= 100  # the error estimate is honest (issue 19)
-    if not away or r not in AWAY_MISSES:
-        assert max(rel_loss, rel_grad) <= (1e-4 if away else 1e-6)
+    assert max(rel_loss, rel_grad) <= (1e-4 if away else 1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19: away from the optimum the default gives 1.2e-3 (r=4), 2.4e-4 (r=6)")
-@pytest.mark.parametrize("r", sorted(AWAY_MISSES))
-def test_default_rule_away_target(r):
-    _, rel_loss, rel_grad, _ = _errors(r, True)
-    assert max(rel_loss, rel_grad) <= 1e-4
+# The Gauss-Hermite rule on the mild axes is not rotation invariant: the same cases turned
+# by a random rotation (seed 0), measured (loss, gradient). Issue 19's 1e-4 away is missed
+# here: the axis-aligned references above are not the typical case.
+MEASURED_ROTATED = {4: (1.3e-4, 6.1e-4), 5: (5.2e-5, 2.8e-4)}
+
+
+@pytest.mark.parametrize("r", sorted(MEASURED_ROTATED))
+def test_default_rule_accuracy_on_a_rotated_case(r):
+    kl, rel_loss, rel_grad, ratio = _errors(r, True, rotation=0)
+    assert abs(kl - _errors(r, True)[0]) == 0
+    lo, go = MEASURED_ROTATED[r]
+    assert rel_loss <= 2 * lo and rel_grad <= 2 * go
+    assert 1 <= ratio <= 100
 
 
 @pytest.mark.parametrize("d", [3, 5])

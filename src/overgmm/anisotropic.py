@@ -84,7 +84,10 @@ def rotated_basis(q: jax.Array, teacher_means: jax.Array, s: int) -> jax.Array:
     projected off the sharp span gives the axes themselves when the problem is
     axis-aligned, and a fixed DCT-II mixing turns them away from the axes, along which
     the nodes of a tensor rule line up with structure of axis-aligned problems (aligned
-    nodes gave 1.6e-4 at r = 5, mixed ones 2.4e-6)."""
+    nodes gave 1.6e-4 at r = 5, mixed ones 1.8e-6). The sharp axes stay the SVD's (the
+    same on the two CPUs tried; their orientation matters too: fixed by the coordinate
+    axes and mixed the same way, r = 3 near gave 3.5e-10 instead of 6.9e-8, but an error
+    estimate 765x the error, outside issue 19's 1x-100x)."""
     q = jax.lax.stop_gradient(q)
     t = jax.lax.stop_gradient(teacher_means)
     a = q.T @ (t - jnp.mean(t, axis=0, keepdims=True)).T  # (r, m)
@@ -93,16 +96,22 @@ def rotated_basis(q: jax.Array, teacher_means: jax.Array, s: int) -> jax.Array:
     k = q.shape[1] - s
     if k == 0:
         return q @ sharp
-    cand = q.T - sharp @ (sharp.T @ q.T)  # (r, d): the coordinate axes, off the sharp span
-    mild = []
+    mild = _pivoted(q.T - sharp @ (sharp.T @ q.T), k)  # the coordinate axes, off the sharp span
+    return q @ jnp.concatenate([sharp, mild @ jnp.asarray(_dct(k).T)], axis=1)
+
+
+def _pivoted(cand: jax.Array, k: int) -> jax.Array:
+    """``k`` orthonormal columns (r, k) from the columns of ``cand`` (r, d) by pivoted
+    Gram-Schmidt: the longest remaining column first; exact ties (axis-aligned problems)
+    are taken in column order, not broken by rounding, which differs between CPUs."""
+    out = []
     for _ in range(k):
         norms = jnp.sum(cand**2, axis=0)
-        j = jnp.argmax(norms)
+        j = jnp.argmax(norms >= jnp.max(norms) * (1 - 1e-9))
         v = cand[:, j] / jnp.sqrt(norms[j])
-        mild.append(v)
+        out.append(v)
         cand = cand - jnp.outer(v, v @ cand)
-    mixed = jnp.stack(mild, axis=1) @ jnp.asarray(_dct(k).T)
-    return q @ jnp.concatenate([sharp, mixed], axis=1)
+    return jnp.stack(out, axis=1) if out else jnp.zeros((cand.shape[0], 0), cand.dtype)
 
 
 def anisotropic_mean(

@@ -106,7 +106,6 @@ MEASURED_ROTATED = {4: (1.3e-4, 6.1e-4), 5: (5.2e-5, 2.8e-4)}
 @pytest.mark.parametrize("r", sorted(MEASURED_ROTATED))
 def test_default_rule_accuracy_on_a_rotated_case(r):
     kl, rel_loss, rel_grad, ratio = _errors(r, True, rotation=0)
-    assert abs(kl - _errors(r, True)[0]) == 0
     lo, go = MEASURED_ROTATED[r]
     assert rel_loss <= 2 * lo and rel_grad <= 2 * go
     assert 1 <= ratio <= 100

@@ -101,7 +101,7 @@ def rotated_basis(q: jax.Array, teacher_means: jax.Array, s: int) -> jax.Array:
 
 
 def _pivoted(cand: jax.Array, k: int) -> jax.Array:
-    """``k`` orthonormal columns (r, k) from the columns of ``cand`` (r, d) by pivoted
+    """``k >= 1`` orthonormal columns (r, k) from the columns of ``cand`` (r, d) by pivoted
     Gram-Schmidt: the longest remaining column first; exact ties (axis-aligned problems)
     are taken in column order, not broken by rounding, which differs between CPUs."""
     out = []
@@ -111,7 +111,7 @@ def _pivoted(cand: jax.Array, k: int) -> jax.Array:
         v = cand[:, j] / jnp.sqrt(norms[j])
         out.append(v)
         cand = cand - jnp.outer(v, v @ cand)
-    return jnp.stack(out, axis=1) if out else jnp.zeros((cand.shape[0], 0), cand.dtype)
+    return jnp.stack(out, axis=1)
 
 
 def anisotropic_mean(

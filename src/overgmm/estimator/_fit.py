@@ -64,7 +64,7 @@ COARSE_TOL = 30.0
 # their run time is a few milliseconds either way. Larger buckets get the full
 # optimisation (at N = 1e5 it runs about 1.6x faster). CPU only.
 SMALL_ROWS = 1 << 14
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 # ----------------------------------------------------------------------------- shapes

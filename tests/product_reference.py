@@ -8,6 +8,7 @@ is the sum of the 1-D KLs, and the gradient factorises: for the product componen
 all 1-D integrals (scipy's adaptive rule, split at the means).
 """
 
+import functools
 import itertools
 
 import numpy as np
@@ -39,6 +40,18 @@ def _moments_1d(tm, tw, sm, sw):
     return np.array(mass), np.array(mom)
 
 
+def _factor_key(t, s):
+    """A 1-D teacher/student factor pair as a hashable key (its values as floats)."""
+    return tuple(tuple(float(v) for v in a) for a in (*t, *s))
+
+
+@functools.lru_cache
+def _factor_reference(tm, tw, sm, sw):
+    """KL and moments of one 1-D factor pair, computed once per process (the cases share
+    factors across ranks, rules and rotations)."""
+    return kl_1d_reference(tm, tw, sm, sw), _moments_1d(tm, tw, sm, sw)
+
+
 def product_mixture(factors):
     """Means (N, r) and weights (N,) of the product of 1-D mixtures ``[(means, weights), ...]``."""
     idx = list(itertools.product(*[range(len(m)) for m, _ in factors]))
@@ -51,8 +64,9 @@ def product_reference(teacher_factors, student_factors):
     """KL, gradient with respect to the student means (N, r) and to its log-weights (N,)
     along the simplex, for product teacher and student (lists of 1-D ``(means, weights)``)."""
     r = len(teacher_factors)
-    kl = sum(kl_1d_reference(*t, *s) for t, s in zip(teacher_factors, student_factors, strict=True))
-    stats = [_moments_1d(*t, *s) for t, s in zip(teacher_factors, student_factors, strict=True)]
+    pairs = [_factor_key(t, s) for t, s in zip(teacher_factors, student_factors, strict=True)]
+    kl = sum(_factor_reference(*key)[0] for key in pairs)
+    stats = [_factor_reference(*key)[1] for key in pairs]
     _, weights, idx = product_mixture(student_factors)
     g_means = np.zeros((len(idx), r))
     mass = np.ones(len(idx))

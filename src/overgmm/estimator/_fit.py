@@ -19,7 +19,7 @@ Shapes stay in few buckets so that compiled code is reused: rows are padded with
 weight to one of four sizes per doubling (at least :data:`MIN_ROWS`), components with pruned ones
 (weight 0) to a power of two up to 16. Each compiled unit here is a small module-level
 ``jax.jit`` (or the driver's cached solver), so refits of one bucket compile nothing;
-small buckets are compiled with XLA's backend optimisation off (:data:`SMALL_ROWS`).
+small buckets are compiled for compile speed (:data:`FAST_COMPILE`, :data:`SMALL_ROWS`).
 Between units, mixtures live on the host as :class:`~overgmm.Mixture` objects with NumPy
 leaves.
 """
@@ -59,10 +59,13 @@ RECORD = ("weights",)
 # followed by a polishing fit (rounds back to back were measured and not kept:
 # docs/estimator.md; 3 cost breast_cancer 0.16-0.24 nats/sample held out, 8 merged close pairs)
 COARSE_TOL = 30.0
-# Up to this many (padded) rows, the estimator's own compiled units are built with XLA's
-# backend optimisation off: on iris that halves their compilation, and at these sizes
-# their run time is a few milliseconds either way. Larger buckets get the full
-# optimisation (at N = 1e5 it runs about 1.6x faster). CPU only.
+# Up to this many (padded) rows, the estimator's own compiled units are built for compile
+# speed: XLA's backend optimisation off (on iris that halved their compilation) and
+# XLA:CPU's older loop emitters instead of its MLIR fusion emitters (a cold iris fit
+# 5.3 -> 2.5 s, XLA compilation 7.8 -> 2.7 s; the same fit to the last digit). At these
+# sizes their run time is a few milliseconds either way. Larger buckets keep XLA's
+# defaults (at N = 1e5 the optimised build runs about 1.6x faster; the older emitters
+# ran the quadrature of the W5 reproduction 1.5x slower). CPU only.
 SMALL_ROWS = 1 << 14
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 

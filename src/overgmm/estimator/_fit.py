@@ -19,7 +19,7 @@ Shapes stay in few buckets so that compiled code is reused: rows are padded with
 weight to one of four sizes per doubling (at least :data:`MIN_ROWS`), components with pruned ones
 (weight 0) to a power of two up to 16. Each compiled unit here is a small module-level
 ``jax.jit`` (or the driver's cached solver), so refits of one bucket compile nothing;
-small buckets are compiled for compile speed (:data:`FAST_COMPILE`, :data:`SMALL_ROWS`).
+small buckets are compiled for compile speed (:mod:`overgmm._xla`).
 Between units, mixtures live on the host as :class:`~overgmm.Mixture` objects with NumPy
 leaves.
 """
@@ -37,6 +37,7 @@ import numpy as np
 from overgmm import covariances as C
 from overgmm import init as initialisation
 from overgmm import reduce
+from overgmm._xla import compile_options, jit_by_rows
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
 from overgmm.driver import precompile_solve_batch, solve_batch
 from overgmm.estimator._progress import Progress
@@ -59,15 +60,6 @@ RECORD = ("weights",)
 # followed by a polishing fit (rounds back to back were measured and not kept:
 # docs/estimator.md; 3 cost breast_cancer 0.16-0.24 nats/sample held out, 8 merged close pairs)
 COARSE_TOL = 30.0
-# Up to this many (padded) rows, the estimator's own compiled units are built for compile
-# speed: XLA's backend optimisation off (on iris that halved their compilation) and
-# XLA:CPU's older loop emitters instead of its MLIR fusion emitters (a cold iris fit
-# 5.3 -> 2.5 s, XLA compilation 7.8 -> 2.7 s; the same fit to the last digit). At these
-# sizes their run time is a few milliseconds either way. Larger buckets keep XLA's
-# defaults (at N = 1e5 the optimised build runs about 1.6x faster; the older emitters
-# ran the quadrature of the W5 reproduction 1.5x slower). CPU only.
-SMALL_ROWS = 1 << 14
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -135,33 +127,6 @@ def take(student: Mixture, r: int) -> Mixture:
 
 
 # ----------------------------------------------------------------------------- compiled units
-def _small(rows: int) -> bool:
-    """Whether programs over ``rows`` (padded) rows compile with :data:`FAST_COMPILE`."""
-    return rows <= SMALL_ROWS and jax.default_backend() == "cpu"
-
-
-def _jit(rows, **jit_kwargs):
-    """``jax.jit`` with two builds: :data:`FAST_COMPILE` when ``rows(*args)`` (the padded
-    row count of the call) is at most :data:`SMALL_ROWS` on CPU, the default otherwise."""
-
-    def decorate(fn):
-        fast = jax.jit(fn, compiler_options=FAST_COMPILE, **jit_kwargs)
-        full = jax.jit(fn, **jit_kwargs)
-
-        def small_call(*args, **kwargs):
-            return _small(rows(*args, **kwargs))
-
-        @functools.wraps(fn)
-        def call(*args, **kwargs):
-            return (fast if small_call(*args, **kwargs) else full)(*args, **kwargs)
-
-        call._cache_size = lambda: fast._cache_size() + full._cache_size()
-        call.lower = lambda *args, **kwargs: (fast if small_call(*args, **kwargs) else full).lower(*args, **kwargs)
-        return call
-
-    return decorate
-
-
 def _data_rows(prob, *args, **kwargs) -> int:
     return prob.data.shape[0]
 
@@ -170,7 +135,7 @@ def _x_rows(first, X, *args, **kwargs) -> int:
     return X.shape[0]
 
 
-@_jit(_x_rows, static_argnames=("n", "n_init", "method"))
+@jit_by_rows(_x_rows, static_argnames=("n", "n_init", "method"))
 def _init(seed, X, w, n_live, *, n: int, n_init: int, method: str):
     """``n_init`` keys from ``seed`` and one starting student per key (batched; identity
     covariances: the same compiled draw serves every covariance type)."""
@@ -179,14 +144,14 @@ def _init(seed, X, w, n_live, *, n: int, n_init: int, method: str):
     return jax.vmap(lambda k: init(k, X, w, n))(keys), keys
 
 
-@_jit(_x_rows, static_argnames=("kind",))
+@jit_by_rows(_x_rows, static_argnames=("kind",))
 def _with_covariances(students: Mixture, X, w, floor, *, kind: str):
     """:func:`overgmm.init.with_data_covariances` of a batch of identity students (run as
     one program: eagerly, each of its dozen small operations compiled on its own cost more)."""
     return initialisation.with_data_covariances(students, X, w, kind, floor)
 
 
-@_jit(_data_rows)
+@jit_by_rows(_data_rows)
 def _summary(prob: Problem, students: Mixture):
     """Loss (B,) and :func:`_covariances` (batched) of a batch of students."""
     return jax.vmap(prob.loss)(students), jax.vmap(_covariances)(students)
@@ -198,25 +163,25 @@ def _covariances(student: Mixture):
     return student.covariances, student.cov_type.precision_factor(student.cov_params)
 
 
-@_jit(_data_rows)
+@jit_by_rows(_data_rows)
 def _merge(prob: Problem, students: Mixture, price):
     """One :func:`overgmm.reduce.merge_round` per student: merged students and pairs merged (B,)."""
     return jax.vmap(reduce.merge_round, in_axes=(None, 0, None))(prob, students, price)
 
 
-@_jit(_x_rows, static_argnames=("missing",))
+@jit_by_rows(_x_rows, static_argnames=("missing",))
 def _evaluate(student: Mixture, X, *, missing: bool = False):
     """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d) (``missing``: NaN
     entries are missing, each row's marginal over its observed features)."""
     return student.log_posterior(X, missing=missing)
 
 
-@_jit(lambda student, seed, *, n_samples: n_samples, static_argnames=("n_samples",))
+@jit_by_rows(lambda student, seed, *, n_samples: n_samples, static_argnames=("n_samples",))
 def _sample(student: Mixture, seed, *, n_samples: int):
     return student.sample(jax.random.key(seed), n_samples, return_labels=True)
 
 
-@_jit(_data_rows)
+@jit_by_rows(_data_rows)
 def _stepwise(prob: Problem, student: Mixture, rate, threshold):
     """Stepwise EM on a batch, then pruning: new student, batch loss, new covariances."""
     new, loss = stepwise_em(prob, student, rate)
@@ -300,7 +265,7 @@ def simplest_type(scores: dict) -> str:
 
 
 def _options(prob: Problem) -> dict | None:
-    return FAST_COMPILE if _small(0 if prob.data is None else prob.data.shape[0]) else None
+    return compile_options(0 if prob.data is None else prob.data.shape[0])
 
 
 def _solve(alg, students, keys, max_iter: int, tol: float):

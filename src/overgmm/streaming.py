@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overgmm import driver
+from overgmm import driver, rounding
 from overgmm._validation import NonFiniteValue
 from overgmm._xla import jit_by_rows
 from overgmm.algorithms.base import Method
@@ -122,7 +122,7 @@ def _scan_chunk(X, w, start, view: View):
             float(X[r, c]),
         )
     w = view.weights(X, w)
-    return float(w.sum()), w @ X, int(np.count_nonzero(w))
+    return float(w.sum()), w @ X, int(np.count_nonzero(w)), rounding.grid_parts(X, w)
 
 
 def _second_chunk(X, w, start, view: View, mean):
@@ -186,25 +186,27 @@ def _total(parts):
 @dataclasses.dataclass(frozen=True)
 class Moments:
     """The weighted first two moments of the rows a view counts: ``total`` (sum of
-    weights), ``count`` (rows of positive weight), ``mean (d,)``, ``cov (d, d)``."""
+    weights), ``count`` (rows of positive weight), ``mean (d,)``, ``cov (d, d)``, and each
+    feature's rounding grid ``grid (d,)`` (:func:`overgmm.rounding.grid`, 0: none)."""
 
     total: float
     count: int
     mean: np.ndarray
     cov: np.ndarray
+    grid: np.ndarray
 
 
 def scan(chunks, view: View = ALL) -> Moments:
-    """Two passes: finiteness and the mean, then the covariance about it."""
+    """Two passes: finiteness, the mean and the rounding grid, then the covariance about it."""
     parts = chunks.map(_scan_chunk, view)
     total = sum(p[0] for p in parts)
     count = sum(p[2] for p in parts)
     if not total > 0:  # nothing counts: the caller decides
         d = chunks.n_features
-        return Moments(0.0, 0, np.zeros(d), np.zeros((d, d)))
+        return Moments(0.0, 0, np.zeros(d), np.zeros((d, d)), np.zeros(d))
     mean = _total([p[1] for p in parts]) / total
     cov = _total(chunks.map(_second_chunk, view, mean)) / total
-    return Moments(total, count, mean, cov)
+    return Moments(total, count, mean, cov, rounding.combine(p[3] for p in parts if p[2] > 0))
 
 
 def _hashes_chunk(X, w, start, view: View, k: int):

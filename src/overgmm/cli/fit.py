@@ -80,6 +80,8 @@ def estimator_params(args: argparse.Namespace) -> dict:
     for name in OverparamGMM().get_params():
         if name == "standardize":
             params[name] = not args.no_standardize
+        elif name == "rounding_floor":
+            params[name] = not args.no_rounding_floor
         elif name == "verbose":
             params[name] = 0 if args.quiet else 1
         else:
@@ -316,6 +318,13 @@ def register(sub) -> None:
         type=_non_negative_float,
         default=d["var_floor"],
         help="variance floor relative to each feature's variance (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-rounding-floor",
+        action="store_true",
+        default=not d["rounding_floor"],
+        help="do not floor the variance of a feature recorded on a grid (integers, fixed decimals) at "
+        "step^2 / 12 (default: floor it)",
     )
     p.add_argument(
         "--no-standardize",

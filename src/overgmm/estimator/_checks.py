@@ -154,6 +154,6 @@ def check_params(est) -> None:
     real("var_floor", 0.0, strict=False)
     real("memory_budget", 0.0, strict=True)
     integer("verbose", 0)
-    for flag in ("standardize", "allow_missing"):
+    for flag in ("standardize", "rounding_floor", "allow_missing"):
         if not isinstance(getattr(est, flag), (bool, np.bool_)):
             raise ValueError(f"The '{flag}' parameter must be a bool; got {getattr(est, flag)!r}.")

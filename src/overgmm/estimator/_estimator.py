@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from overgmm import chunks
+from overgmm import chunks, rounding
 from overgmm import covariances as C
 from overgmm.estimator import _auto as A
 from overgmm.estimator import _fit as F
@@ -112,6 +112,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         Variance floor relative to each feature's variance: spherical and diagonal
         variances are clamped at it; for "full" it is added to the diagonal of each
         covariance at every update (scikit-learn's ``reg_covar``, in relative units).
+    rounding_floor : bool, default=True
+        Where every value of a feature is a multiple of a step ``g`` (after an offset;
+        integers, counts, values recorded to a fixed number of decimals, at most 6), floor
+        that feature's variance at ``g^2 / 12`` as well, the variance of a value rounded to
+        the grid (Sheppard's correction): no component then collapses onto a tied value
+        (:mod:`overgmm.rounding`). Continuous values have no grid and are unaffected.
     allow_missing : bool, default=False
         Accept NaN in ``X`` as a missing value (missing at random), in :meth:`fit`,
         :meth:`partial_fit` and inference. The fit is exact EM on the observed data: the
@@ -204,6 +210,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         random_state=None,
         standardize=True,
         var_floor=1e-3,
+        rounding_floor=True,
         allow_missing=False,
         memory_budget=chunks.DEFAULT_MEMORY_BUDGET,
         verbose=0,
@@ -222,6 +229,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.standardize = standardize
         self.var_floor = var_floor
+        self.rounding_floor = rounding_floor
         self.allow_missing = allow_missing
         self.memory_budget = memory_budget
         self.verbose = verbose
@@ -271,10 +279,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return n
 
     def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str):
-        return self._standardization_from(*feature_moments(X, w), kind)
+        return self._standardization_from(*feature_moments(X, w), kind, rounding.grid(X, w))
 
-    def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str):
-        """(shift, scale, floor) from the weighted feature means and variances (d,)."""
+    def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str, grid: np.ndarray):
+        """(shift, scale, floor) from the weighted feature means and variances (d,) and the
+        features' rounding grid (d,) (:func:`overgmm.rounding.grid`)."""
         d = mean.shape[0]
         if self.standardize:
             # spherical: one scale for all features, so spherical clusters stay spherical
@@ -285,6 +294,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             shift, scale = np.zeros(d), np.ones(d)
         zvar = var / scale**2
         floor = self.var_floor * np.where(zvar > 0, zvar, 1.0)
+        if self.rounding_floor:
+            floor = np.maximum(floor, rounding.sheppard_variance(grid) / scale**2)
         return shift, scale, floor
 
     def _seed(self) -> int:

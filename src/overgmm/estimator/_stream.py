@@ -89,7 +89,7 @@ def method_of(est, floor: np.ndarray) -> Method:
 
 def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: str, n: int):
     """Standardization from the view's moments, the subsample, and starting students."""
-    shift, scale, floor = est._standardization_from(moments.mean, np.diag(moments.cov), kind)
+    shift, scale, floor = est._standardization_from(moments.mean, np.diag(moments.cov), kind, moments.grid)
     Xs, ws = streaming.subsample(chunks, view, moments.count)
     students, keys = starting_students(est, (Xs - shift) / scale, ws, n, floor, est.n_init, kind, chunks.n_rows)
     return (shift, scale, floor), students, keys

@@ -1,0 +1,99 @@
+"""The rounding grid of recorded data, for a variance floor that sees it.
+
+Real data are often recorded on a grid: pixel intensities 0..16, counts, durations to
+the minute, lengths to 0.1 cm. A Gaussian fitted to such values can shrink its variance
+along a feature towards 0 where a component's rows share one value, and a continuous
+density then scores those ties as huge while a new row one step away costs thousands of
+nats (scikit-learn's digits: a diagonal model scored -2065 nats/sample on one held-out
+fold). A value recorded to a step ``g`` stands for an interval of width ``g``: its
+variance within the interval is ``g^2 / 12`` (Sheppard's correction), and no component
+can know a feature more finely than that. :func:`grid` finds ``g`` per feature: the
+largest step of which every value is an integer multiple (after an offset), for values
+with at most :data:`MAX_DECIMALS` decimals; 0 where there is none (continuous values).
+:func:`grid_parts` and :func:`combine` compute it over chunks of rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_DECIMALS = 6
+_PROBE = 256  # rows that screen each number of decimals before every row is checked
+_EXACT = 2.0**52  # scaled values beyond this are integers anyway: no grid is read from them
+
+
+def _on_grid(v: np.ndarray, p: int) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: no grid (below)
+        s = v * 10.0**p
+    if s.size == 0 or not np.max(np.abs(s)) < _EXACT:
+        return False
+    return bool(np.all(np.abs(s - np.rint(s)) <= 1e-9 * np.maximum(1.0, np.abs(s))))
+
+
+def _feature_part(v: np.ndarray) -> tuple[int, int]:
+    """``(p, k)``: the values are integer multiples of ``k / 10^p`` after an offset (the
+    fewest decimals ``p``, ``k`` the gcd of their differences at that scale); ``(-1, 0)``
+    without a grid, ``(0, 0)`` for a single value."""
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0, 0
+    for p in range(MAX_DECIMALS + 1):
+        if _on_grid(v[:_PROBE], p) and _on_grid(v, p):
+            ints = np.rint(v * 10.0**p).astype(np.int64)
+            return p, int(np.gcd.reduce(ints - ints.min()))
+    return -1, 0
+
+
+def grid_parts(X: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per feature of ``X`` (N, d), over the rows of positive weight ``w`` (N,) (all rows
+    without; NaN entries ignored): ``(p, k, ref)``, each (d,): decimals, the gcd of the
+    scaled differences and one scaled value, for :func:`combine` across chunks."""
+    X = np.asarray(X, dtype=np.float64)
+    if w is not None:
+        X = X[np.asarray(w) > 0]
+    d = X.shape[1]
+    p, k, ref = np.zeros(d, np.int64), np.zeros(d, np.int64), np.zeros(d, np.float64)
+    for j in range(d):
+        p[j], k[j] = _feature_part(X[:, j])
+        col = X[:, j][np.isfinite(X[:, j])]
+        ref[j] = col[0] if col.size else np.nan
+    return p, k, ref
+
+
+def combine(parts) -> np.ndarray:
+    """The grid (d,) of the rows of several :func:`grid_parts` (one per chunk): the chunks'
+    steps brought to the most decimals, their gcd with the differences between the chunks'
+    reference values; 0 where any chunk has no grid or every value is the same."""
+    parts = list(parts)
+    p = np.stack([q[0] for q in parts])
+    k = np.stack([q[1] for q in parts])
+    ref = np.stack([q[2] for q in parts])
+    d = p.shape[1]
+    out = np.zeros(d)
+    for j in range(d):
+        seen = np.isfinite(ref[:, j])
+        if not seen.any() or np.any(p[seen, j] < 0):
+            continue
+        top = int(p[seen, j].max())
+        scale = 10.0**top
+        refs = ref[seen, j] * scale
+        if not (np.max(np.abs(refs)) < _EXACT and _on_grid(ref[seen, j], top)):
+            continue
+        steps = [int(kk) * 10 ** (top - int(pp)) for kk, pp in zip(k[seen, j], p[seen, j], strict=True)]
+        ints = np.rint(refs).astype(np.int64)
+        g = int(np.gcd.reduce(np.array(steps + [int(x) for x in ints - ints.min()], dtype=np.int64)))
+        out[j] = g / scale
+    return out
+
+
+def grid(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """The rounding grid (d,) of each feature of ``X`` (N, d) over the rows of positive
+    weight ``w``: the largest step ``g`` with every value an integer multiple of ``g`` after
+    an offset, values with at most :data:`MAX_DECIMALS` decimals; 0 where there is none."""
+    return combine([grid_parts(X, w)])
+
+
+def sheppard_variance(g: np.ndarray) -> np.ndarray:
+    """``g^2 / 12`` (d,): the variance of a value rounded to a grid of step ``g``."""
+    g = np.asarray(g, dtype=np.float64)
+    return g * g / 12.0

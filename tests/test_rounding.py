@@ -1,0 +1,101 @@
+"""The rounding grid of recorded data (overgmm.rounding) and the estimator's floor from it."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overgmm import chunks as C
+from overgmm import rounding, streaming
+from overgmm.estimator import OverparamGMM
+
+
+def test_grid_of_integers_decimals_offsets_and_continuous_values():
+    rng = np.random.default_rng(0)
+    X = np.c_[
+        rng.integers(0, 17, 200),  # pixel intensities: 1
+        rng.integers(0, 50, 200) * 2.0 + 1.0,  # odd numbers: 2
+        rng.integers(0, 80, 200) * 0.1 + 4.05,  # lengths to 0.1 cm, offset 0.05: 0.1
+        rng.normal(size=200),  # continuous: none
+        np.full(200, 3.0),  # one value: none
+        rng.integers(0, 9, 200) * 0.25,  # quarters: 0.25
+    ]
+    np.testing.assert_allclose(rounding.grid(X), [1.0, 2.0, 0.1, 0.0, 0.0, 0.25], rtol=1e-12)
+
+
+def test_grid_ignores_missing_values_and_rows_of_zero_weight():
+    X = np.array([[1.0], [2.0], [np.nan], [4.0], [2.5]])
+    assert rounding.grid(X)[0] == 0.5
+    assert rounding.grid(X, w=np.array([1.0, 1.0, 1.0, 1.0, 0.0]))[0] == 1.0
+
+
+def test_values_with_more_decimals_or_beyond_float_precision_have_no_grid():
+    assert rounding.grid(np.array([[0.1234567], [0.2]]))[0] == 0.0  # 7 decimals
+    assert rounding.grid(np.array([[1e300], [2e300]]))[0] == 0.0
+    np.testing.assert_allclose(rounding.sheppard_variance(np.array([0.0, 1.0, 0.1])), [0.0, 1 / 12, 0.01 / 12])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    decimals=st.integers(0, 4),
+    step=st.integers(1, 7),
+    offset=st.integers(-50, 50),
+    cuts=st.lists(st.integers(1, 39), max_size=4),
+    seed=st.integers(0, 2**16),
+)
+def test_the_grid_over_chunks_is_the_grid_of_all_rows(decimals, step, offset, cuts, seed):
+    rng = np.random.default_rng(seed)
+    ints = offset + step * rng.integers(0, 30, size=(40, 2))
+    X = ints / 10.0**decimals
+    whole = rounding.grid(X)
+    bounds = [0, *sorted(set(cuts)), 40]
+    parts = [rounding.grid_parts(X[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    np.testing.assert_allclose(rounding.combine(parts), whole, rtol=1e-12)
+    # the grid divides every difference and is the largest such step
+    for j in range(2):
+        k = np.gcd.reduce(ints[:, j] - ints[:, j].min())
+        assert whole[j] == pytest.approx(k / 10.0**decimals, rel=1e-12) if k else whole[j] == 0.0
+
+
+def test_streaming_scan_reads_the_same_grid_as_memory():
+    rng = np.random.default_rng(1)
+    X = np.c_[rng.integers(0, 5, 1000) * 0.5, rng.normal(size=1000)]
+    moments = streaming.scan(C.ArrayChunks(X, chunk_rows=300))
+    np.testing.assert_array_equal(moments.grid, rounding.grid(X))
+
+
+def _pixels(n, seed, rare=0.0):
+    """Two clusters of 'images' with integer values: a feature that is 0 in one cluster
+    but for a rare 1 (the near-constant pixels of digits)."""
+    rng = np.random.default_rng(seed)
+    a = np.c_[rng.integers(6, 12, n), (rng.random(n) < rare).astype(float)]
+    b = np.c_[rng.integers(0, 5, n), rng.integers(3, 9, n)]
+    return np.vstack([a, b]).astype(float)
+
+
+def test_the_floor_keeps_a_rare_value_on_a_grid_from_costing_thousands_of_nats():
+    train, test = _pixels(300, 0), _pixels(300, 1, rare=0.03)
+    test = test[(test[:, 1] == 1.0) & (test[:, 0] >= 6)]  # the rare pixel, in new rows
+    on = OverparamGMM(covariance_type="diag", random_state=0).fit(train)
+    off = OverparamGMM(covariance_type="diag", random_state=0, rounding_floor=False).fit(train)
+    # the floor, in the fit's units: at least a step's Sheppard variance on both features
+    assert np.all(on._floor * on._scale**2 >= 1 / 12 * (1 - 1e-12))
+    assert np.all(off._floor * off._scale**2 < 1 / 12)
+    # one step off a tied value: about 1 / (2 * 1/12) = 6 nats with the floor, about 55
+    # with var_floor's 1e-3 of the feature's variance alone
+    assert len(test) > 3 and on.score_samples(test).min() > -15
+    assert off.score_samples(test).max() < -40
+    np.testing.assert_array_equal(on._floor, OverparamGMM(random_state=0).fit(train + 0.0)._floor)
+
+
+def test_continuous_data_is_unaffected():
+    X = np.random.default_rng(2).normal(size=(300, 3))
+    a = OverparamGMM(covariance_type="diag", random_state=0).fit(X)
+    b = OverparamGMM(covariance_type="diag", random_state=0, rounding_floor=False).fit(X)
+    assert a.lower_bound_ == b.lower_bound_
+    np.testing.assert_array_equal(a.means_, b.means_)
+
+
+def test_rounding_floor_must_be_a_bool():
+    with pytest.raises(ValueError, match="rounding_floor"):
+        OverparamGMM(rounding_floor="yes").fit(np.zeros((20, 2)) + np.arange(20)[:, None])

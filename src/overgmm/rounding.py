@@ -15,11 +15,16 @@ with at most :data:`MAX_DECIMALS` decimals; 0 where there is none (continuous va
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MAX_DECIMALS = 6
 _PROBE = 256  # rows that screen each number of decimals before every row is checked
-_EXACT = 2.0**52  # scaled values beyond this are integers anyway: no grid is read from them
+# scaled values must stay below this: a float64 there is still known to 1e-3 of a step
+# (beyond it every value is near an integer and a continuous feature would look rounded)
+_EXACT = 2.0**40
+_TOL = 4 * np.finfo(np.float64).eps
 
 
 def _on_grid(v: np.ndarray, p: int) -> bool:
@@ -27,7 +32,7 @@ def _on_grid(v: np.ndarray, p: int) -> bool:
         s = v * 10.0**p
     if s.size == 0 or not np.max(np.abs(s)) < _EXACT:
         return False
-    return bool(np.all(np.abs(s - np.rint(s)) <= 1e-9 * np.maximum(1.0, np.abs(s))))
+    return bool(np.all(np.abs(s - np.rint(s)) <= _TOL * np.maximum(1.0, np.abs(s))))
 
 
 def _feature_part(v: np.ndarray) -> tuple[int, int]:
@@ -44,20 +49,22 @@ def _feature_part(v: np.ndarray) -> tuple[int, int]:
     return -1, 0
 
 
-def grid_parts(X: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grid_parts(X: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per feature of ``X`` (N, d), over the rows of positive weight ``w`` (N,) (all rows
-    without; NaN entries ignored): ``(p, k, ref)``, each (d,): decimals, the gcd of the
-    scaled differences and one scaled value, for :func:`combine` across chunks."""
+    without; NaN entries ignored): ``(p, k, ref, amax)``, each (d,): decimals, the gcd of the
+    scaled differences, one value and the largest magnitude, for :func:`combine` across
+    chunks."""
     X = np.asarray(X, dtype=np.float64)
     if w is not None:
         X = X[np.asarray(w) > 0]
     d = X.shape[1]
-    p, k, ref = np.zeros(d, np.int64), np.zeros(d, np.int64), np.zeros(d, np.float64)
+    p, k, ref, amax = np.zeros(d, np.int64), np.zeros(d, np.int64), np.zeros(d), np.zeros(d)
     for j in range(d):
         p[j], k[j] = _feature_part(X[:, j])
         col = X[:, j][np.isfinite(X[:, j])]
         ref[j] = col[0] if col.size else np.nan
-    return p, k, ref
+        amax[j] = np.max(np.abs(col)) if col.size else 0.0
+    return p, k, ref, amax
 
 
 def combine(parts) -> np.ndarray:
@@ -68,6 +75,7 @@ def combine(parts) -> np.ndarray:
     p = np.stack([q[0] for q in parts])
     k = np.stack([q[1] for q in parts])
     ref = np.stack([q[2] for q in parts])
+    amax = np.stack([q[3] for q in parts])
     d = p.shape[1]
     out = np.zeros(d)
     for j in range(d):
@@ -76,12 +84,14 @@ def combine(parts) -> np.ndarray:
             continue
         top = int(p[seen, j].max())
         scale = 10.0**top
-        refs = ref[seen, j] * scale
-        if not (np.max(np.abs(refs)) < _EXACT and _on_grid(ref[seen, j], top)):
-            continue
-        steps = [int(kk) * 10 ** (top - int(pp)) for kk, pp in zip(k[seen, j], p[seen, j], strict=True)]
-        ints = np.rint(refs).astype(np.int64)
-        g = int(np.gcd.reduce(np.array(steps + [int(x) for x in ints - ints.min()], dtype=np.int64)))
+        if not (np.max(amax[seen, j]) * scale < _EXACT and _on_grid(ref[seen, j], top)):
+            continue  # as in memory: every value must stay exact at the finest scale
+        ints = [int(x) for x in np.rint(ref[seen, j] * scale)]
+        g = 0
+        for kk, pp in zip(k[seen, j], p[seen, j], strict=True):
+            g = math.gcd(g, int(kk) * 10 ** (top - int(pp)))
+        for x in ints:
+            g = math.gcd(g, x - min(ints))
         out[j] = g / scale
     return out
 

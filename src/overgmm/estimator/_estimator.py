@@ -116,8 +116,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         Where every value of a feature is a multiple of a step ``g`` (after an offset;
         integers, counts, values recorded to a fixed number of decimals, at most 6), floor
         that feature's variance at ``g^2 / 12`` as well, the variance of a value rounded to
-        the grid (Sheppard's correction): no component then collapses onto a tied value
-        (:mod:`overgmm.rounding`). Continuous values have no grid and are unaffected.
+        the grid (Sheppard's correction; "full" and "tied" add it to the diagonal, as
+        ``var_floor``; "spherical" takes the largest floor of all features): no component
+        then collapses onto a tied value (:mod:`overgmm.rounding`). Continuous values have
+        no grid and are unaffected. :meth:`partial_fit` reads the grid of its first batch
+        only, which can be coarser than the data's.
     allow_missing : bool, default=False
         Accept NaN in ``X`` as a missing value (missing at random), in :meth:`fit`,
         :meth:`partial_fit` and inference. The fit is exact EM on the observed data: the

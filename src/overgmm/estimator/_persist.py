@@ -132,7 +132,8 @@ def from_dict(cls, obj: dict, path="model"):
             "fit it again or use the overgmm that wrote it"
         )
     try:
-        est = cls(**obj["params"])
+        # a model saved before rounding_floor existed was fitted without it
+        est = cls(**{"rounding_floor": False, **obj["params"]})
         st = obj["state"]
         log_w = np.asarray([-np.inf if x is None else x for x in st["log_weights"]], dtype=np.float64)
         cov_params = None if st["cov_params"] is None else np.asarray(st["cov_params"], dtype=np.float64)

@@ -38,7 +38,8 @@ def compile_options(rows: int) -> dict | None:
 def jit_by_rows(rows: Callable[..., int], **jit_kwargs) -> Callable[[Callable], Any]:
     """Decorator: ``jax.jit`` with two builds, :data:`FAST_COMPILE` when ``rows(*args,
     **kwargs)`` (the padded row count of the call; 0 for programs that read no rows) is
-    :func:`small`, XLA's defaults otherwise; called under a transformation, the plain
+    :func:`small` (or the call's ``data_rows=`` keyword, when given), XLA's defaults
+    otherwise; called under a transformation, the plain
     ``jax.jit`` (compiler options belong to the outer program). ``lower`` and
     ``_cache_size`` follow jit's."""
 
@@ -52,7 +53,10 @@ def jit_by_rows(rows: Callable[..., int], **jit_kwargs) -> Callable[[Callable], 
             return fast if small(rows(*args, **kwargs)) else full
 
         @functools.wraps(fn)
-        def call(*args, **kwargs):
+        def call(*args, data_rows=None, **kwargs):
+            # data_rows: decide by these rows instead (a chunk of larger data: its total)
+            if data_rows is not None and not _traced((args, kwargs)):
+                return (fast if small(data_rows) else full)(*args, **kwargs)
             return pick(*args, **kwargs)(*args, **kwargs)
 
         call._cache_size = lambda: fast._cache_size() + full._cache_size()

@@ -168,14 +168,14 @@ def _pair_kernel(students: Mixture, Z, w, floor):
     return jax.lax.map(lambda s: pair_cost_sums(s, Z, w, floor), students)
 
 
-def _moments_chunk(X, w, start, view: View, students: Mixture, rows: int):
+def _moments_chunk(X, w, start, view: View, students: Mixture, rows: int, data_rows: int):
     Z, w = _pad(view.data(X), view.weights(X, w), rows)
-    return jax.tree_util.tree_map(np.asarray, _moments_kernel(students, Z, w))
+    return jax.tree_util.tree_map(np.asarray, _moments_kernel(students, Z, w, data_rows=data_rows))
 
 
-def _pairs_chunk(X, w, start, view: View, students: Mixture, floor, rows: int):
+def _pairs_chunk(X, w, start, view: View, students: Mixture, floor, rows: int, data_rows: int):
     Z, w = _pad(view.data(X), view.weights(X, w), rows)
-    return np.asarray(_pair_kernel(students, Z, w, floor))
+    return np.asarray(_pair_kernel(students, Z, w, floor, data_rows=data_rows))
 
 
 def _total(parts):
@@ -234,13 +234,13 @@ def subsample(chunks, view: View, count: int, target: int = SUBSAMPLE_ROWS):
 def statistics_sums(chunks, view: View, students: Mixture) -> Raw:
     """:class:`Raw` sums over every chunk for a batch of students (leading axis R)."""
     host = jax.tree_util.tree_map(np.asarray, students)
-    return _total(chunks.map(_moments_chunk, view, host, _rows(chunks)))
+    return _total(chunks.map(_moments_chunk, view, host, _rows(chunks), chunks.n_rows))
 
 
 def pair_costs(chunks, view: View, students: Mixture, floor, total: float) -> np.ndarray:
     """``(R, n, n)`` merge costs (:func:`overgmm.reduce.pair_costs`) over every chunk."""
     host = jax.tree_util.tree_map(np.asarray, students)
-    sums = _total(chunks.map(_pairs_chunk, view, host, np.asarray(floor), _rows(chunks)))
+    sums = _total(chunks.map(_pairs_chunk, view, host, np.asarray(floor), _rows(chunks), chunks.n_rows))
     return np.asarray(jax.vmap(cost_matrix, in_axes=(0, 0, None))(students, sums, total))
 
 

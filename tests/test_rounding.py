@@ -41,6 +41,23 @@ def test_values_with_more_decimals_or_beyond_float_precision_have_no_grid():
     np.testing.assert_allclose(rounding.sheppard_variance(np.array([0.0, 1.0, 0.1])), [0.0, 1 / 12, 0.01 / 12])
 
 
+def test_float32_data_are_read_to_float32_precision():
+    """float32 data on a grid of 0.1 keep it after the cast to float64 (0.1 in float32 is
+    1.5e-9 off the grid); continuous float32 data have none, as do float32 values too large
+    for float32 to know them to a hundredth of a step."""
+    rng = np.random.default_rng(1)
+    lengths = (rng.integers(0, 80, (300, 1)) * 0.1 + 4.3).astype(np.float32)
+    assert np.max(np.abs(lengths.astype(np.float64) * 10 - np.rint(lengths.astype(np.float64) * 10))) > 1e-7
+    np.testing.assert_allclose(rounding.grid(lengths.astype(np.float64)), [0.1], rtol=1e-12)
+    assert rounding.grid(rng.normal(size=(300, 1)).astype(np.float32).astype(np.float64))[0] == 0.0
+    big = (rng.integers(0, 80, (300, 1)) * 0.1 + 3000.0).astype(np.float32).astype(np.float64)
+    assert rounding.grid(big)[0] == 0.0  # 30000 steps from 0: beyond float32's 1e-2 of a step
+    # the estimator takes float32 input as it is and floors at the grid's variance
+    short = (rng.integers(0, 30, (300, 1)) * 0.1 + 4.3).astype(np.float32)  # var_floor * var < 0.1^2 / 12
+    est = OverparamGMM(covariance_type="diag", random_state=0).fit(short)
+    assert est._floor[0] * est._scale[0] ** 2 == pytest.approx(0.01 / 12, rel=1e-9)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     decimals=st.integers(0, 4),

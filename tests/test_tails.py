@@ -24,23 +24,29 @@ def _theorem7_means(d: int, n: int = 3, c: float = 12.0) -> np.ndarray:
     return mu
 
 
+def _log_density(a: float, n: int):
+    """``log(psi_1(z) phi(z))`` for Theorem 7's student (means a, -a, 0, ... on e_1, equal
+    weights), z ~ N(0, 1): works on a scalar (for quad) and on an array (vectorised)."""
+    pos = np.array([a, -a] + [0.0] * (n - 2))
+    lw = np.full(n, -math.log(n))
+
+    def log_f(z):
+        z = np.asarray(z, dtype=np.float64)
+        lg = z[..., None] * pos - pos**2 / 2 + lw
+        return lg[..., 0] - logsumexp(lg, axis=-1) - z * z / 2 - 0.5 * math.log(2 * math.pi)
+
+    return log_f
+
+
 @functools.lru_cache
 def _reference_g1(a: float, n: int) -> float:
     """``dL/dmu_1 . e_1 = -E[psi_1(z) (z - a)]``, z ~ N(0, 1), students at a, -a, 0, ...
     with equal weights (all means on e_1: the d-dim integral is this 1-D one). scipy's
     adaptive rule on the integrand divided by its peak, the parts z < a and z > a
     (opposite signs) separately, the logs of psi and of the density summed."""
-    pos = np.array([a, -a] + [0.0] * (n - 2))
-    lw = np.full(n, -math.log(n))
-
-    def log_f(z):
-        lg = z * pos - pos**2 / 2 + lw
-        return lg[0] - logsumexp(lg) - z * z / 2 - 0.5 * math.log(2 * math.pi)
-
+    log_f = _log_density(a, n)
     zs = np.linspace(-5.0, a + 10.0, 20001)
-    lg = zs[:, None] * pos - pos**2 / 2 + lw  # log_f on the grid, vectorised
-    log_fs = lg[:, 0] - logsumexp(lg, axis=1) - zs * zs / 2 - 0.5 * math.log(2 * math.pi)
-    peak = float(np.max(log_fs + np.log(np.abs(a - zs) + 1e-300)))
+    peak = float(np.max(log_f(zs) + np.log(np.abs(a - zs) + 1e-300)))
     kinks = [a / 2 - 2, a / 2 - 0.5, a / 2, a / 2 + 0.5, a / 2 + 2]
     below = quad(
         lambda z: math.exp(log_f(z) - peak) * (a - z),
@@ -162,16 +168,8 @@ def test_line_log_gradient_norm_in_core_matches_reference():
 
 def _reference_log_mass_and_mean(a: float, n: int) -> tuple[float, float]:
     """``log E[psi_1]`` and ``E[psi_1 z] / E[psi_1]`` for Theorem 7's student (scipy, log scaled)."""
-    pos = np.array([a, -a] + [0.0] * (n - 2))
-    lw = np.full(n, -math.log(n))
-
-    def log_f(z):
-        lg = z * pos - pos**2 / 2 + lw
-        return lg[0] - logsumexp(lg) - z * z / 2 - 0.5 * math.log(2 * math.pi)
-
-    zs = np.linspace(-5.0, a + 10.0, 20001)
-    lg = zs[:, None] * pos - pos**2 / 2 + lw  # log_f on the grid, vectorised
-    peak = float(np.max(lg[:, 0] - logsumexp(lg, axis=1) - zs * zs / 2 - 0.5 * math.log(2 * math.pi)))
+    log_f = _log_density(a, n)
+    peak = float(np.max(log_f(np.linspace(-5.0, a + 10.0, 20001))))
     pts = [a / 2 - 2, a / 2, a / 2 + 2]
     m0 = quad(lambda z: math.exp(log_f(z) - peak), -40, a + 60, points=pts, epsabs=0, epsrel=1e-13, limit=1000)[0]
     m1 = quad(lambda z: z * math.exp(log_f(z) - peak), -40, a + 60, points=pts, epsabs=0, epsrel=1e-13, limit=1000)[0]

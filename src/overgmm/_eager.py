@@ -21,7 +21,7 @@ import jax
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _traced(tree) -> bool:
+def traced(tree) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
@@ -36,7 +36,7 @@ def compiled_when_eager(fn: F | None = None, *, static_argnames: tuple[str, ...]
     @functools.wraps(fn)
     def call(*args, **kwargs):
         dynamic = {k: a for k, a in kwargs.items() if k not in static_argnames}
-        if _traced((args, dynamic)):
+        if traced((args, dynamic)):
             return fn(*args, **kwargs)
         return jitted(*args, **kwargs)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import jax
 
-from overgmm._eager import _traced
+from overgmm._eager import traced
 
 SMALL_ROWS = 1 << 14
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
@@ -41,24 +41,25 @@ def jit_by_rows(rows: Callable[..., int], **jit_kwargs) -> Callable[[Callable], 
     :func:`small` (or the call's ``data_rows=`` keyword, when given), XLA's defaults
     otherwise; called under a transformation, the plain
     ``jax.jit`` (compiler options belong to the outer program). ``lower`` and
-    ``_cache_size`` follow jit's."""
+    ``_cache_size`` follow jit's; ``fast`` and ``full`` are the two builds."""
 
     def decorate(fn):
         fast = jax.jit(fn, compiler_options=FAST_COMPILE, **jit_kwargs)
         full = jax.jit(fn, **jit_kwargs)
 
         def pick(*args, **kwargs):
-            if _traced((args, kwargs)):  # inside another program (jit, eval_shape): its options
+            if traced((args, kwargs)):  # inside another program (jit, eval_shape): its options
                 return full
             return fast if small(rows(*args, **kwargs)) else full
 
         @functools.wraps(fn)
         def call(*args, data_rows=None, **kwargs):
             # data_rows: decide by these rows instead (a chunk of larger data: its total)
-            if data_rows is not None and not _traced((args, kwargs)):
+            if data_rows is not None and not traced((args, kwargs)):
                 return (fast if small(data_rows) else full)(*args, **kwargs)
             return pick(*args, **kwargs)(*args, **kwargs)
 
+        call.fast, call.full = fast, full
         call._cache_size = lambda: fast._cache_size() + full._cache_size()
         call.lower = lambda *args, **kwargs: pick(*args, **kwargs).lower(*args, **kwargs)
         return call

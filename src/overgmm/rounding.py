@@ -10,6 +10,8 @@ variance within the interval is ``g^2 / 12`` (Sheppard's correction), and no com
 can know a feature more finely than that. :func:`grid` finds ``g`` per feature: the
 largest step of which every value is an integer multiple (after an offset), for values
 with at most :data:`MAX_DECIMALS` decimals; 0 where there is none (continuous values).
+Data stored in float32 are read to float32's precision (0.1 in float32 is on the grid
+of 0.1).
 :func:`grid_parts` and :func:`combine` compute it over chunks of rows.
 """
 
@@ -25,14 +27,28 @@ _PROBE = 256  # rows that screen each number of decimals before every row is che
 # (beyond it every value is near an integer and a continuous feature would look rounded)
 _EXACT = 2.0**40
 _TOL = 4 * np.finfo(np.float64).eps
+# values that are float32 numbers (data stored in float32, cast to float64) are known to
+# float32's precision only: 0.1 is 0.10000000149..., 4 float32 ulps from the grid; the
+# same tolerance, with scaled values below 2^14 (known to 1e-2 of a step)
+_EXACT32 = 2.0**14
+_TOL32 = 4 * float(np.finfo(np.float32).eps)
+
+
+def _near_integers(s: np.ndarray, bound: float, tol: float) -> bool:
+    return bool(np.max(np.abs(s)) < bound and np.all(np.abs(s - np.rint(s)) <= tol * np.maximum(1.0, np.abs(s))))
 
 
 def _on_grid(v: np.ndarray, p: int) -> bool:
+    """Every value of ``v`` is an integer at the scale ``10^p``, to float64's precision, or
+    to float32's where every value is a float32 number. A subset of values that passes
+    passes too (what :func:`combine` relies on)."""
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: no grid (below)
         s = v * 10.0**p
-    if s.size == 0 or not np.max(np.abs(s)) < _EXACT:
-        return False
-    return bool(np.all(np.abs(s - np.rint(s)) <= _TOL * np.maximum(1.0, np.abs(s))))
+        if s.size == 0:
+            return False
+        if _near_integers(s, _EXACT, _TOL):
+            return True
+        return bool(np.all(v.astype(np.float32) == v)) and _near_integers(s, _EXACT32, _TOL32)
 
 
 def _feature_part(v: np.ndarray) -> tuple[int, int]:

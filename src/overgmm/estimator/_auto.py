@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from overgmm import streaming
+from overgmm import rounding, streaming
 from overgmm.estimator import _fit as F
 from overgmm.estimator._checks import log_jacobian
 from overgmm.estimator._progress import Progress
@@ -25,11 +25,13 @@ def validation_mask(X: np.ndarray) -> np.ndarray:
     return streaming.holdout_mask(np.asarray(X, dtype=np.float64))
 
 
-def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress) -> str:
+def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np.ndarray | None = None) -> str:
     """The ``"auto"`` rule for the estimator ``est``: validation log-likelihood on the rows of
     :func:`validation_mask` (weights of the held-out rows set to 0 for the fits, so shapes
     and compilations are those of the final fit); sets ``est.validation_scores_``. Falls
-    back to "diag" when a side would be empty."""
+    back to "diag" when a side would be empty. ``grid``: the rounding grid of all rows
+    (:func:`overgmm.rounding.grid`; None: computed here), shared by every candidate."""
+    grid = rounding.grid(X, sw) if grid is None else grid
     held = validation_mask(X) & (sw > 0)
     w_fit = np.where(held, 0.0, sw)
     if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
@@ -53,7 +55,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress) -> str:
         for kind in F.AUTO_TYPES:
             pre.claim(kind)
             res, _, (shift, scale, floor) = est._fit_type(
-                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre
+                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre, grid
             )
             if res.best < 0:
                 scores[kind] = -math.inf

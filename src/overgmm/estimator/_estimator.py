@@ -281,8 +281,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return n
 
-    def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str):
-        return self._standardization_from(*feature_moments(X, w), kind, rounding.grid(X, w))
+    def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str, grid: np.ndarray | None = None):
+        """:meth:`_standardization_from` of the rows ``X`` with weights ``w``; ``grid``: the
+        rounding grid of all the data (:func:`overgmm.rounding.grid`, computed once per fit;
+        None: from ``X``)."""
+        grid = rounding.grid(X, w) if grid is None else grid
+        return self._standardization_from(*feature_moments(X, w), kind, grid)
 
     def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str, grid: np.ndarray):
         """(shift, scale, floor) from the weighted feature means and variances (d,) and the
@@ -313,11 +317,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n: int | None = None):
+    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n=None, grid=None):
         """Standardization, the problem on the padded rows, starting students (``n``
-        components, default from ``total``)."""
+        components, default from ``total``; ``grid``: as in :meth:`_standardization`)."""
         n = self._resolve_n_components(total) if n is None else n
-        shift, scale, floor = self._standardization(X, w, kind)
+        shift, scale, floor = self._standardization(X, w, kind, grid)
         Z = (X - shift) / scale
         # starting students from the rows of init_rows (canonical order, about 65k rows):
         # the draw ignores row order and chunking, as on data in chunks
@@ -359,10 +363,13 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         with np.errstate(over="ignore", invalid="ignore"):
             check_features(self, *feature_moments(X, sw / total))
         self.validation_scores_: dict[str, float] = {}
+        grid = rounding.grid(X, sw)  # of all rows, once: the "auto" candidates and the fit share it
         with Progress(int(self.verbose) > 0) as progress:
             auto = self.covariance_type == "auto"
-            kind = A.choose_type(self, X, sw, progress) if auto else self.covariance_type
-            res, n, units = self._fit_type(X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})")
+            kind = A.choose_type(self, X, sw, progress, grid) if auto else self.covariance_type
+            res, n, units = self._fit_type(
+                X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})", grid=grid
+            )
         return self._finish(res, n, units, kind, log_jacobian(X, units[1], sw / total))
 
     def _finish(self, res, n: int, units, kind: str, jacobian: float | None = None) -> OverparamGMM:
@@ -398,11 +405,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _fit_type(self, X, w, total: float, kind: str, n=None, progress=None, stage: str = "fit", pre=None):
+    def _fit_type(self, X, w, total: float, kind: str, n=None, progress=None, stage="fit", pre=None, grid=None):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
-        :class:`~._fit.Precompiler` for the "auto" candidates, started here."""
-        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n)
+        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``grid``: as in
+        :meth:`_standardization`."""
+        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total, kind)
         engine = F.InMemory(prob, alg)

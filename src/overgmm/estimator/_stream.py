@@ -11,6 +11,7 @@ memory (:mod:`._fit`), each data operation a pass over the chunks (:mod:`overgmm
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -176,6 +177,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     if fit_m.count > F.AUTO_ROWS:  # as in memory: the candidates fit on AUTO_ROWS rows chosen by value
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
         fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below))
+    fit_m = dataclasses.replace(fit_m, grid=moments.grid)  # as in memory: every candidate uses all rows' grid
     scores = {}
     for kind in F.AUTO_TYPES:
         res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}")

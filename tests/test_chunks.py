@@ -57,3 +57,34 @@ def test_read_chooses_the_source_by_file(tmp_path):
     assert names == ["q"] and src.X.tolist() == [[2.0], [4.0]]
     with pytest.raises(FileNotFoundError, match="nope.csv: no such file"):
         C.read(tmp_path / "nope.csv")
+
+
+def _col_sums(X, w, start, scale):
+    return (scale * (w @ X), np.array([float(w.sum())]))
+
+
+def test_map_sum_on_dask_sums_in_a_tree_of_fanin_groups(monkeypatch):
+    """A Dask source sums the chunks' results in groups of TREE_FANIN, level by level (on
+    the workers when there is a cluster): 20 chunks -> groups of 8, 8, 4, then 3. The total
+    equals the sum over the chunks in order; other sources sum in chunk order."""
+    import dask.array as da
+
+    X = np.random.default_rng(0).normal(size=(2000, 3))
+    groups = []
+    real = C.add
+
+    def counting(*parts):
+        if isinstance(parts[0], tuple):  # a whole result, not one of its fields
+            groups.append(len(parts))
+        return real(*parts)
+
+    monkeypatch.setattr(C, "add", counting)
+    src = C.DaskChunks(da.from_array(X, chunks=100))
+    total, count = C.map_sum(src, _col_sums, 2.0)
+    assert sorted(groups) == [3, 4, 8, 8]
+    np.testing.assert_allclose(total, 2.0 * X.sum(0), rtol=1e-13)
+    assert count[0] == 2000.0
+    groups.clear()
+    total_a, _ = C.map_sum(C.ArrayChunks(X, chunk_rows=4096), _col_sums, 2.0)
+    assert groups == [1] and np.allclose(total_a, total, rtol=1e-13)
+    assert C.add(None, None) is None

@@ -145,6 +145,23 @@ def test_two_worker_cluster_survives_a_killed_worker_with_the_same_fit(cluster_c
     cluster_client.wait_for_workers(2, timeout=60)
 
 
+def _weighted_sum(x, w, start):
+    return (w @ x,)
+
+
+def test_sums_are_reduced_on_the_workers(cluster_client, X):
+    """On a cluster the chunks' sums are added on the workers (a tree of TREE_FANIN): the
+    client's result is the one task at the root, and equals the sum over all rows."""
+    from distributed import get_task_stream
+
+    src = C.DaskChunks(da.from_array(X, chunks=100))  # 30 chunks: 4 groups, then 1
+    with get_task_stream(client=cluster_client) as stream:
+        (total,) = C.map_sum(src, _weighted_sum)
+    np.testing.assert_allclose(total, X.sum(0), rtol=1e-12)
+    adds = [t for t in stream.data if str(t["key"]).startswith("add-")]
+    assert len(adds) == 5 and all(t["worker"] in cluster_client.scheduler_info()["workers"] for t in adds)
+
+
 def test_verbose_shows_a_progress_bar_and_columns_select(tmp_path, X, capsys, monkeypatch):
     from overgmm.estimator import _progress
 

@@ -5,6 +5,9 @@ results: ``chunks.map(fn, *args)`` calls ``fn(X, w, start, *args)`` with ``X`` t
 rows ``(b, d)`` as float64, ``w`` its sample weights ``(b,)`` and ``start`` the index of
 its first row in the whole data. Only ``fn``'s results travel: with a Dask array on a
 ``distributed`` cluster the chunks stay persisted on the workers and ``fn`` runs there.
+:func:`map_sum` sums the results (the statistics of an EM step): a Dask source sums them
+on its workers, in a tree of fan-in :data:`TREE_FANIN`, and only the total reaches the
+client; every other source sums them in chunk order on the caller.
 
 * :class:`ArrayChunks`: a NumPy array or ``np.memmap`` (``.npy`` files via
   :func:`read`), sliced into ``chunk_rows`` rows.
@@ -32,6 +35,33 @@ MAX_CHUNK_ROWS = 1 << 20
 # take at most a 1/CHUNK_SHARE share of the budget: the rest is for the process itself
 # (JAX and its compiled code: about 0.5 GB) and a file's row group being read.
 CHUNK_SHARE = 64
+# results summed per task of the reduction tree on a Dask cluster: with at most this many
+# chunks the sum is one left fold in chunk order, as on every other source
+TREE_FANIN = 8
+
+
+def add(*parts):
+    """The sum of results of one structure: arrays, or (named) tuples of them (None kept),
+    a left fold in the order given."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, tuple):
+        summed = [add(*items) for items in zip(*parts, strict=True)]
+        return type(first)(*summed) if hasattr(first, "_fields") else tuple(summed)
+    total = np.array(first, dtype=np.result_type(first), copy=True)
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+def map_sum(chunks, fn, *args):
+    """The sum (:func:`add`) of ``fn``'s results over every chunk of ``chunks``: its own
+    ``map_sum`` where it has one (a Dask source: a tree on the workers), else the results
+    of ``chunks.map`` summed in chunk order."""
+    if hasattr(chunks, "map_sum"):
+        return chunks.map_sum(fn, *args)
+    return add(*chunks.map(fn, *args))
 
 
 def chunk_rows_for(n_features: int, memory_budget: float = DEFAULT_MEMORY_BUDGET) -> int:
@@ -252,15 +282,33 @@ class DaskChunks:
         a, b = self.bounds[i]
         return f"chunk {i} (rows {a}..{b - 1})"
 
-    def map(self, fn, *args) -> list:
+    def _tasks(self, fn, args) -> list:
         import dask
 
         xs = self.X.to_delayed().ravel()
         ws = [None] * len(xs) if self.w is None else self.w.to_delayed().ravel()
-        tasks = [dask.delayed(_on_block)(fn, x, w, a, *args) for x, w, (a, _) in zip(xs, ws, self.bounds, strict=True)]
+        return [dask.delayed(_on_block)(fn, x, w, a, *args) for x, w, (a, _) in zip(xs, ws, self.bounds, strict=True)]
+
+    def _compute(self, tasks) -> list:
+        import dask
+
         if self.client is not None:
             return list(self.client.compute(tasks, sync=True))
         return list(dask.compute(*tasks, scheduler="threads"))
+
+    def map(self, fn, *args) -> list:
+        return self._compute(self._tasks(fn, args))
+
+    def map_sum(self, fn, *args):
+        """:func:`map_sum`: the chunks' results summed where they were computed, in groups
+        of :data:`TREE_FANIN` (chunk order within a group), level by level, so the client
+        receives one total instead of one result per chunk."""
+        import dask
+
+        level = self._tasks(fn, args)
+        while len(level) > 1:
+            level = [dask.delayed(add)(*level[i : i + TREE_FANIN]) for i in range(0, len(level), TREE_FANIN)]
+        return self._compute(level)[0]
 
 
 def _on_block(fn, x, w, start, *args):

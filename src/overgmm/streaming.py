@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from overgmm import chunks as C
 from overgmm import driver, rounding
 from overgmm._validation import NonFiniteValue
 from overgmm._xla import jit_by_rows
@@ -178,10 +179,6 @@ def _pairs_chunk(X, w, start, view: View, students: Mixture, floor, rows: int, d
     return np.asarray(_pair_kernel(students, Z, w, floor, data_rows=data_rows))
 
 
-def _total(parts):
-    return functools.reduce(lambda a, b: jax.tree_util.tree_map(np.add, a, b), parts)
-
-
 # ----------------------------------------------------------------------------- passes
 @dataclasses.dataclass(frozen=True)
 class Moments:
@@ -204,8 +201,8 @@ def scan(chunks, view: View = ALL) -> Moments:
     if not total > 0:  # nothing counts: the caller decides
         d = chunks.n_features
         return Moments(0.0, 0, np.zeros(d), np.zeros((d, d)), np.zeros(d))
-    mean = _total([p[1] for p in parts]) / total
-    cov = _total(chunks.map(_second_chunk, view, mean)) / total
+    mean = C.add(*[p[1] for p in parts]) / total
+    cov = C.map_sum(chunks, _second_chunk, view, mean) / total
     return Moments(total, count, mean, cov, rounding.combine(p[3] for p in parts if p[2] > 0))
 
 
@@ -234,13 +231,13 @@ def subsample(chunks, view: View, count: int, target: int = SUBSAMPLE_ROWS):
 def statistics_sums(chunks, view: View, students: Mixture) -> Raw:
     """:class:`Raw` sums over every chunk for a batch of students (leading axis R)."""
     host = jax.tree_util.tree_map(np.asarray, students)
-    return _total(chunks.map(_moments_chunk, view, host, _rows(chunks), chunks.n_rows))
+    return C.map_sum(chunks, _moments_chunk, view, host, _rows(chunks), chunks.n_rows)
 
 
 def pair_costs(chunks, view: View, students: Mixture, floor, total: float) -> np.ndarray:
     """``(R, n, n)`` merge costs (:func:`overgmm.reduce.pair_costs`) over every chunk."""
     host = jax.tree_util.tree_map(np.asarray, students)
-    sums = _total(chunks.map(_pairs_chunk, view, host, np.asarray(floor), _rows(chunks), chunks.n_rows))
+    sums = C.map_sum(chunks, _pairs_chunk, view, host, np.asarray(floor), _rows(chunks), chunks.n_rows)
     return np.asarray(jax.vmap(cost_matrix, in_axes=(0, 0, None))(students, sums, total))
 
 

@@ -244,7 +244,7 @@ def _scaling_cell(workers, N, chunk, kind, repeats):
 
 def scaling(args):
     res = {"rows": args.rows, "d": D, "n": N_COMP, "chunk_rows": args.chunk, "cells": {}}
-    for kind in ("diag", "full"):
+    for kind in args.kinds:
         t1 = _scaling_cell(1, args.rows, args.chunk, kind, args.repeats)
         t2 = _scaling_cell(2, args.rows, args.chunk, kind, args.repeats)
         cell = {
@@ -371,6 +371,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=["throughput", "rss", "scaling", "side"])
     ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--kinds", nargs="+", default=["diag", "full"], help="scaling: covariance types")
     ap.add_argument("--chunk", type=int, default=1 << 18)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=3)

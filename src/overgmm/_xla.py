@@ -20,6 +20,7 @@ from typing import Any
 import jax
 
 from overgmm._eager import traced
+from overgmm._exported import persistent
 
 SMALL_ROWS = 1 << 14
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
@@ -35,17 +36,19 @@ def compile_options(rows: int) -> dict | None:
     return FAST_COMPILE if small(rows) else None
 
 
-def jit_by_rows(rows: Callable[..., int], **jit_kwargs) -> Callable[[Callable], Any]:
+def jit_by_rows(rows: Callable[..., int], name: str | None = None, **jit_kwargs) -> Callable[[Callable], Any]:
     """Decorator: ``jax.jit`` with two builds, :data:`FAST_COMPILE` when ``rows(*args,
     **kwargs)`` (the padded row count of the call; 0 for programs that read no rows) is
     :func:`small` (or the call's ``data_rows=`` keyword, when given), XLA's defaults
     otherwise; called under a transformation, the plain
     ``jax.jit`` (compiler options belong to the outer program). ``lower`` and
-    ``_cache_size`` follow jit's; ``fast`` and ``full`` are the two builds."""
+    ``_cache_size`` follow jit's; ``fast`` and ``full`` are the two builds. Each build is
+    :func:`overgmm._exported.persistent` (``name``: as there), so a new process loads
+    its programs instead of tracing them."""
 
     def decorate(fn):
-        fast = jax.jit(fn, compiler_options=FAST_COMPILE, **jit_kwargs)
-        full = jax.jit(fn, **jit_kwargs)
+        fast = persistent(fn, name, compiler_options=FAST_COMPILE, **jit_kwargs)
+        full = persistent(fn, name, **jit_kwargs)
 
         def pick(*args, **kwargs):
             if traced((args, kwargs)):  # inside another program (jit, eval_shape): its options
@@ -62,6 +65,7 @@ def jit_by_rows(rows: Callable[..., int], **jit_kwargs) -> Callable[[Callable], 
         call.fast, call.full = fast, full
         call._cache_size = lambda: fast._cache_size() + full._cache_size()
         call.lower = lambda *args, **kwargs: pick(*args, **kwargs).lower(*args, **kwargs)
+        call.precompile = lambda *args, **kwargs: pick(*args, **kwargs).precompile(*args, **kwargs)
         return call
 
     return decorate

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from overgmm import _validation as v
+from overgmm._exported import persistent
 from overgmm.algorithms.base import Algorithm, Method, State
 from overgmm.measures import ACTIVE_THRESHOLD, student_measures, teacher_measures
 from overgmm.mixture import Mixture
@@ -286,7 +287,8 @@ def _compiled_locked(kind: str, method: Method, batched: bool, batched_problem: 
         if batched:
             in_axes = (0 if batched_problem else None, 0, 0) + ((None,) if kind == "solve" else ())
             one = jax.vmap(one, in_axes=in_axes)
-        fn = _CACHE[cache_key] = jax.jit(one, compiler_options=dict(options) or None)
+        # exported on first use (overgmm._exported): a new process loads it instead of tracing
+        fn = _CACHE[cache_key] = persistent(one, f"driver.{cache_key!r}", compiler_options=dict(options) or None)
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     return fn
@@ -563,7 +565,7 @@ def precompile_solve_batch(
     fn = _compiled(
         "solve", algorithm.method, True, False, max_steps, _check_record(record), compiler_options=compiler_options
     )
-    fn.lower(algorithm.problem, students, keys, jnp.asarray(_check_tol(1.0))).compile()
+    fn.precompile(algorithm.problem, students, keys, jnp.asarray(_check_tol(1.0)))
 
 
 def stack(items: list):

@@ -276,7 +276,7 @@ def _stepper(method: Method, max_steps: int, record: tuple[str, ...]):
     def step(raw, total, floor, tol, carry):
         return batched(raw, total, floor, tol, carry, carry.state.student)
 
-    return jit_by_rows(_no_rows)(step)
+    return jit_by_rows(_no_rows, name=f"streaming.step[{method!r}, {max_steps}, {record}]")(step)
 
 
 @functools.lru_cache(maxsize=32)
@@ -285,7 +285,8 @@ def _starter(method: Method, max_steps: int, record: tuple[str, ...]):
         prob = Problem.from_statistics(centred(student, raw, total), var_floor=floor)
         return driver.solve_init(method, max_steps, record, prob, student, key)
 
-    return jit_by_rows(_no_rows)(jax.vmap(one, in_axes=(0, None, None, 0, 0)))
+    name = f"streaming.start[{method!r}, {max_steps}, {record}]"
+    return jit_by_rows(_no_rows, name=name)(jax.vmap(one, in_axes=(0, None, None, 0, 0)))
 
 
 def solve(
@@ -329,7 +330,7 @@ def solve(
     return driver.solution(method, *result, warn=False)
 
 
-_result = jit_by_rows(_no_rows)(jax.vmap(driver.solve_result))
+_result = jit_by_rows(_no_rows, name="streaming.result[vmap(driver.solve_result)]")(jax.vmap(driver.solve_result))
 
 
 def _zeros_like_sums(chunks, students: Mixture) -> Raw:

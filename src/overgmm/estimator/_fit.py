@@ -354,9 +354,9 @@ def _compile_type(engine: InMemory, like: Mixture, keys, kind: str, max_iter: in
     if alg is None:
         return
     precompile_solve_batch(alg, student, max_steps=max_iter, keys=keys, record=RECORD, compiler_options=_options(prob))
-    _summary.lower(prob, student).compile()
+    _summary.precompile(prob, student)
     if merge:
-        _merge.lower(prob, student, np.float64(0.0)).compile()
+        _merge.precompile(prob, student, np.float64(0.0))
 
 
 class InMemory(NamedTuple):

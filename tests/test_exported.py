@@ -1,0 +1,134 @@
+"""Exported programs in the cache folder (overgmm._exported): what is stored, what is
+loaded, and that a loaded program computes what the traced one does."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from overgmm import _exported as E
+from overgmm._compilation_cache import AtomicFileCache
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    s = AtomicFileCache(tmp_path / "exported")
+    monkeypatch.setattr(E, "_store", lambda: s)
+    return s
+
+
+def entries(store):
+    return sorted(p.name for p in store._path.iterdir() if not p.name.startswith("."))
+
+
+def scaled_sum(x, w, *, power):
+    """A module-level function: stored under its module and qualified name."""
+    return {"total": jnp.sum(w * x**power), "rows": x.shape[0]}, x * 2
+
+
+def test_a_program_is_stored_once_and_loaded_by_a_new_wrapper(store, monkeypatch):
+    x, w = np.arange(4.0), np.ones(4)
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    out, doubled = f(x, w, power=2)
+    assert float(out["total"]) == 14.0 and out["rows"] == 4
+    np.testing.assert_array_equal(doubled, 2 * x)
+    assert len(entries(store)) == 1
+    f(x + 1.0, w, power=2)  # same shapes and static arguments: the same entry
+    assert len(entries(store)) == 1
+
+    # a new process's wrapper: loads the entry, exports nothing
+    def no_export(*a, **k):
+        raise AssertionError("exported again instead of loaded")
+
+    monkeypatch.setattr(jax.export, "export", no_export)
+    g = E.persistent(scaled_sum, static_argnames=("power",))
+    out2, doubled2 = g(x, w, power=2)
+    assert float(out2["total"]) == 14.0 and out2["rows"] == 4
+    np.testing.assert_array_equal(doubled2, doubled)
+    assert g._cache_size() == 1
+
+
+def test_keys_separate_static_arguments_shapes_dtypes_and_structure(store):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    f(np.arange(4.0), np.ones(4), power=2)
+    f(np.arange(4.0), np.ones(4), power=3)
+    assert float(f(np.arange(4.0), np.ones(4), power=3)[0]["total"]) == 36.0
+    f(np.arange(5.0), np.ones(5), power=2)
+    f(np.arange(4, dtype=np.int32), np.ones(4, np.int32), power=2)
+    f(np.arange(4.0), (np.ones(4)), power=2)  # same as the first
+    assert len(entries(store)) == 4
+
+
+def test_closures_and_transformations_take_the_plain_jit(store):
+    k = 3.0
+    f = E.persistent(lambda x: k * x)
+    np.testing.assert_array_equal(f(np.ones(2)), [3.0, 3.0])
+    g = E.persistent(scaled_sum, static_argnames=("power",))
+    inner = jax.jit(lambda x: g(x, jnp.ones(2), power=1)[0]["total"])(np.ones(2))
+    assert float(inner) == 2.0
+    assert float(jax.grad(lambda x: g(x, jnp.ones(2), power=2)[0]["total"])(jnp.ones(2))[0]) == 2.0
+    assert entries(store) == []
+
+
+def test_a_damaged_entry_is_exported_again(store):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    f(np.arange(3.0), np.ones(3), power=1)
+    (name,) = entries(store)
+    key = name.removesuffix(AtomicFileCache.SUFFIX)
+    store._file(key).unlink()
+    store.put(key, b"not a pickle")  # intact as a file, not a program
+    g = E.persistent(scaled_sum, static_argnames=("power",))
+    assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
+
+
+def with_callback(x):
+    return jax.pure_callback(lambda a: np.asarray(a) + 1.0, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+
+def test_a_program_that_cannot_be_exported_runs_as_jit(store):
+    f = E.persistent(with_callback)
+    np.testing.assert_array_equal(f(np.zeros(2)), [1.0, 1.0])
+    np.testing.assert_array_equal(E.persistent(with_callback)(np.zeros(2)), [1.0, 1.0])  # marker read
+
+
+FIT = """
+import json, sys, time, warnings
+import numpy as np
+from sklearn.datasets import load_iris
+from overgmm import OverparamGMM
+warnings.simplefilter("ignore")
+X = load_iris().data
+t = time.perf_counter()
+est = OverparamGMM(random_state=0).fit(X)
+print(json.dumps({"seconds": time.perf_counter() - t, "lb": est.lower_bound_,
+                  "k": int(est.n_components_), "type": est.covariance_type_,
+                  "scores": est.score_samples(X[:5]).tolist()}))
+"""
+
+
+def test_a_second_process_loads_the_fit_and_fits_the_same(tmp_path):
+    """Two fresh processes on one empty cache folder: the first exports the fit's programs,
+    the second loads them; both fit the same model to the last digit."""
+    env = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache"), "OVERGMM_CACHE": "1"}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run()
+    stored = list((tmp_path / "cache" / E.FOLDER).iterdir())
+    assert len(stored) >= 10
+    second = run()
+    assert len(list((tmp_path / "cache" / E.FOLDER).iterdir())) == len(stored)  # nothing new
+    assert (second["lb"], second["k"], second["type"], second["scores"]) == (
+        first["lb"],
+        first["k"],
+        first["type"],
+        first["scores"],
+    )

@@ -123,3 +123,32 @@ def test_continuous_data_is_unaffected():
 def test_rounding_floor_must_be_a_bool():
     with pytest.raises(ValueError, match="rounding_floor"):
         OverparamGMM(rounding_floor="yes").fit(np.zeros((20, 2)) + np.arange(20)[:, None])
+
+
+def test_partial_fit_reads_the_grid_of_every_batch_so_far():
+    """A first batch on even values (grid 2) floors at 4/12; a later batch with odd values
+    makes the grid 1 and the floor 1/12 (in the units of X), as a fit of both batches."""
+    rng = np.random.default_rng(4)
+    even = rng.integers(0, 4, (200, 1)) * 2.0
+    odd = rng.integers(0, 4, (200, 1)) * 2.0 + 1.0
+    est = OverparamGMM(covariance_type="diag", random_state=0, n_components=3)
+    est.partial_fit(even)
+    assert est._floor[0] * est._scale[0] ** 2 == pytest.approx(4 / 12, rel=1e-9)
+    est.partial_fit(odd)
+    assert est._floor[0] * est._scale[0] ** 2 == pytest.approx(1 / 12, rel=1e-9)
+    est.partial_fit(even)  # the grid stays that of all batches so far
+    assert est._floor[0] * est._scale[0] ** 2 == pytest.approx(1 / 12, rel=1e-9)
+    off = OverparamGMM(covariance_type="diag", random_state=0, n_components=3, rounding_floor=False)
+    off.partial_fit(even)
+    off.partial_fit(odd)
+    assert off._floor[0] * off._scale[0] ** 2 < 0.1
+
+
+def test_combined_part_carries_the_grid_of_its_rows():
+    rng = np.random.default_rng(5)
+    X = np.c_[rng.integers(0, 50, 300) * 0.5, rng.normal(size=300), rng.integers(0, 9, 300) * 3.0]
+    X[:10, 2] = np.nan
+    parts = [rounding.grid_parts(X[a:b]) for a, b in ((0, 100), (100, 180), (180, 300))]
+    folded = rounding.combined_part(parts[:2])
+    np.testing.assert_array_equal(rounding.combine([folded, parts[2]]), rounding.grid(X))
+    np.testing.assert_array_equal(rounding.combine([folded]), rounding.grid(X[:180]))

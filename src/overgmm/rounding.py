@@ -83,33 +83,61 @@ def grid_parts(X: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, 
     return p, k, ref, amax
 
 
+def _stack(parts):
+    parts = list(parts)
+    return tuple(np.stack([q[i] for q in parts]) for i in range(4))
+
+
+def _combine_feature(p, k, ref, amax) -> tuple[int, int] | None:
+    """One feature's ``(decimals, step in units of 10^-decimals)`` over the chunks' parts
+    (arrays over chunks), or None without a grid."""
+    seen = np.isfinite(ref)
+    if not seen.any() or np.any(p[seen] < 0):
+        return None
+    top = int(p[seen].max())
+    scale = 10.0**top
+    if not (np.max(amax[seen]) * scale < _EXACT and _on_grid(ref[seen], top)):
+        return None  # as in memory: every value must stay exact at the finest scale
+    ints = [int(x) for x in np.rint(ref[seen] * scale)]
+    g = 0
+    for kk, pp in zip(k[seen], p[seen], strict=True):
+        g = math.gcd(g, int(kk) * 10 ** (top - int(pp)))
+    for x in ints:
+        g = math.gcd(g, x - min(ints))
+    return top, g
+
+
 def combine(parts) -> np.ndarray:
     """The grid (d,) of the rows of several :func:`grid_parts` (one per chunk): the chunks'
     steps brought to the most decimals, their gcd with the differences between the chunks'
     reference values; 0 where any chunk has no grid or every value is the same."""
-    parts = list(parts)
-    p = np.stack([q[0] for q in parts])
-    k = np.stack([q[1] for q in parts])
-    ref = np.stack([q[2] for q in parts])
-    amax = np.stack([q[3] for q in parts])
+    p, k, ref, amax = _stack(parts)
+    out = np.zeros(p.shape[1])
+    for j in range(p.shape[1]):
+        got = _combine_feature(p[:, j], k[:, j], ref[:, j], amax[:, j])
+        if got is not None and got[1] > 0:
+            out[j] = got[1] / 10.0 ** got[0]
+    return out
+
+
+def combined_part(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One :func:`grid_parts` tuple for the rows of several: combining it with later parts
+    gives the grid of all their rows (what :meth:`OverparamGMM.partial_fit` keeps between
+    batches instead of every batch's part)."""
+    p, k, ref, amax = _stack(parts)
     d = p.shape[1]
-    out = np.zeros(d)
+    out_p, out_k = np.zeros(d, np.int64), np.zeros(d, np.int64)
+    out_ref, out_amax = np.full(d, np.nan), np.max(amax, axis=0)
     for j in range(d):
         seen = np.isfinite(ref[:, j])
-        if not seen.any() or np.any(p[seen, j] < 0):
-            continue
-        top = int(p[seen, j].max())
-        scale = 10.0**top
-        if not (np.max(amax[seen, j]) * scale < _EXACT and _on_grid(ref[seen, j], top)):
-            continue  # as in memory: every value must stay exact at the finest scale
-        ints = [int(x) for x in np.rint(ref[seen, j] * scale)]
-        g = 0
-        for kk, pp in zip(k[seen, j], p[seen, j], strict=True):
-            g = math.gcd(g, int(kk) * 10 ** (top - int(pp)))
-        for x in ints:
-            g = math.gcd(g, x - min(ints))
-        out[j] = g / scale
-    return out
+        if seen.any():
+            out_ref[j] = ref[seen, j][0]
+        got = _combine_feature(p[:, j], k[:, j], ref[:, j], amax[:, j])
+        if got is None:
+            out_p[j] = -1 if seen.any() else 0
+        else:
+            out_p[j], out_k[j] = got
+    return out_p, out_k, out_ref, out_amax
 
 
 def grid(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:

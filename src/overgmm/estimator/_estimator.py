@@ -119,8 +119,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         the grid (Sheppard's correction; "full" and "tied" add it to the diagonal, as
         ``var_floor``; "spherical" takes the largest floor of all features): no component
         then collapses onto a tied value (:mod:`overgmm.rounding`). Continuous values have
-        no grid and are unaffected. :meth:`partial_fit` reads the grid of its first batch
-        only, which can be coarser than the data's.
+        no grid and are unaffected. :meth:`partial_fit` reads the grid of every batch so
+        far (a finer grid in a later batch lowers the floor).
     allow_missing : bool, default=False
         Accept NaN in ``X`` as a missing value (missing at random), in :meth:`fit`,
         :meth:`partial_fit` and inference. The fit is exact EM on the observed data: the
@@ -351,6 +351,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self : OverparamGMM
         """
         self._check_params()
+        for stale in ("_grid_part", "_base_floor"):  # partial_fit's, from an earlier model
+            self.__dict__.pop(stale, None)
         chunks = S.as_chunks(self, X, sample_weight)
         if chunks is not None:
             if self.allow_missing:
@@ -476,15 +478,26 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             self._check_params()
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=first)
         w = sw / total
+        part = rounding.grid_parts(X, w)
         if first:
             kind = "diag" if self.covariance_type == "auto" else self.covariance_type
             n, units, _, students, _ = self._start(X, w, total, 1, kind)
             student = F.take(students, 0)
             lower_bounds, n_iter = np.zeros(0), 0
             trajectory = np.exp(np.asarray(student.log_weights))[None, :n]
+            # the floor without the grid's share, for the batches to come (below)
+            self._base_floor = self._standardization(X, w, kind, np.zeros(X.shape[1]))[2]
         else:
             n, units, student = self.n_components_init_, (self._shift, self._scale, self._floor), self._student
             lower_bounds, n_iter, trajectory = self.lower_bounds_, self.n_iter_, self.weight_trajectory_
+            earlier, base = self.__dict__.get("_grid_part"), self.__dict__.get("_base_floor")
+            if self.rounding_floor and earlier is not None and base is not None:
+                # the grid of every batch so far: a finer one in a later batch lowers the floor
+                part = rounding.combined_part([earlier, part])
+                grid = rounding.combine([part])
+                floor = np.maximum(base, rounding.sheppard_variance(grid) / units[1] ** 2)
+                units = (units[0], units[1], floor)
+        self._grid_part = part
         shift, scale, floor = units
         Zp, wp = F.pad_rows((X - shift) / scale, w)
         rate = min(1.0, float(self.step_size) * (n_iter + 2) ** -0.6)

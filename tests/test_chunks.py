@@ -44,6 +44,10 @@ def test_parquet_folder_locates_rows_and_names_null_cells(tmp_path):
     pq.write_table(pa.table({"a": pa.array([1.0, 2.0, 3.0, None]), "b": np.ones(4)}), tmp_path / "n.parquet", 2)
     with pytest.raises(ValueError, match=r"n\.parquet: row 4, column 1 \('a'\) is missing \(null"):
         C.read_row_group(str(tmp_path / "n.parquet"), 1, ["a", "b"])
+    got = C.read_row_group(str(tmp_path / "n.parquet"), 1, ["a", "b"], missing=True)  # nulls: NaN
+    np.testing.assert_array_equal(got, [[3.0, 1.0], [np.nan, 1.0]])
+    src, _ = C.read(tmp_path / "n.parquet", missing=True)
+    assert src.missing and np.isnan(src.map(lambda X, w, a: X)[1][1, 0])
 
 
 def test_read_chooses_the_source_by_file(tmp_path):

@@ -114,6 +114,31 @@ def test_fit_parquet_and_npy_streamed_equal_the_csv_fit(tmp_path, capsys):
         assert models[name]["mean_log_likelihood"] == pytest.approx(models["d.csv"]["mean_log_likelihood"], rel=1e-8)
 
 
+def test_allow_missing_streams_a_parquet_file_with_null_cells(tmp_path, capsys):
+    """A Parquet file is streamed; with --allow-missing its null cells are missing values
+    and the fit equals the one of the same rows as a CSV with empty cells (in memory)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X = data(n=600, d=3)
+    gaps = np.random.default_rng(3).random(X.shape) < 0.1
+    gaps[gaps.all(axis=1), 0] = False
+    cells = [[None if g else float(v) for v, g in zip(r, m, strict=True)] for r, m in zip(X, gaps, strict=True)]
+    cols = {f"x{j}": pa.array([row[j] for row in cells]) for j in range(3)}
+    pq.write_table(pa.table(cols), tmp_path / "g.parquet", row_group_size=250)
+    lines = ["x0,x1,x2"] + [",".join("" if v is None else repr(v) for v in row) for row in cells]
+    (tmp_path / "g.csv").write_text("\n".join(lines) + "\n")
+    base = ["--quiet", "--covariance-type", "diag", "--allow-missing"]
+    assert main(["fit", str(tmp_path / "g.parquet"), "--out", str(tmp_path / "p"), *base]) == 0
+    assert main(["fit", str(tmp_path / "g.csv"), "--out", str(tmp_path / "c"), *base]) == 0
+    p, c = (json.loads((tmp_path / o / "model.json").read_text()) for o in ("p", "c"))
+    assert p["data"]["streamed"] and not c["data"]["streamed"]
+    assert p["n_components"] == c["n_components"]
+    assert p["mean_log_likelihood"] == pytest.approx(c["mean_log_likelihood"], rel=1e-8)
+    assert main(["fit", str(tmp_path / "g.parquet"), "--out", str(tmp_path / "n"), "--quiet"]) == 2
+    assert "is missing (null" in capsys.readouterr().err
+
+
 def test_fit_bad_parquet_names_the_file_or_column(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -87,6 +87,49 @@ def test_parquet_dataset_folder_equals_the_in_memory_fit(tmp_path, X):
     )
 
 
+@pytest.fixture(scope="module")
+def X_gaps(X):
+    Xm = X[:1200].copy()
+    Xm[np.random.default_rng(7).random(Xm.shape) < 0.1] = np.nan
+    Xm[np.isnan(Xm).all(axis=1), 0] = 0.5  # every row keeps an observed value
+    return Xm
+
+
+@pytest.mark.parametrize("kind", ["diag", "full", "auto"])
+def test_chunked_data_with_gaps_equals_the_in_memory_fit(X_gaps, kind):
+    """allow_missing=True on chunks: exact EM on each row's observed features, chunk by
+    chunk (a dask array, and a NumPy array over the memory budget), the same fit as in
+    memory: components, steps, merges, likelihood (with the observed features' Jacobian),
+    "auto"'s validation scores."""
+    est = lambda **kw: OverparamGMM(covariance_type=kind, allow_missing=True, random_state=0, **kw)  # noqa: E731
+    a = est().fit(X_gaps)
+    b = est().fit(da.from_array(X_gaps, chunks=500))
+    same_fit(a, b)
+    for k in a.validation_scores_:
+        assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
+    np.testing.assert_allclose(b.score_samples(X_gaps[:50]), a.score_samples(X_gaps[:50]), rtol=1e-8)
+    if kind == "diag":
+        same_fit(a, est(memory_budget=X_gaps.nbytes).fit(X_gaps))
+
+
+def test_chunked_gaps_errors_name_the_row_or_feature(X_gaps):
+    bad = X_gaps.copy()
+    bad[700] = np.nan
+    with pytest.raises(ValueError, match="row 700 .*no observed value"):
+        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=500))
+    bad = X_gaps.copy()
+    bad[:, 1] = np.nan
+    bad[:, 0] = np.linspace(0, 1, len(bad))  # every row keeps an observed value
+    with pytest.raises(ValueError, match="feature 1 has no observed value"):
+        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=500))
+    bad = X_gaps.copy()
+    bad[3, 2] = np.inf
+    with pytest.raises(ValueError, match="row 3 .*column 2"):
+        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=500))
+    with pytest.raises(ValueError, match="non-finite value nan"):
+        OverparamGMM().fit(da.from_array(X_gaps, chunks=500))
+
+
 def test_bad_chunked_input_names_the_problem(tmp_path, X):
     bad = X.copy()
     bad[1234, 2] = np.nan

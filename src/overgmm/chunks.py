@@ -129,7 +129,8 @@ class ParquetChunks:
     """A Parquet file, or a folder of Parquet files (read in sorted path order), a row
     group at a time, in chunks of at most ``chunk_rows`` rows (default
     :func:`chunk_rows_for`). ``columns``: the columns to use (default: all; every one must
-    be numeric, else the error names it)."""
+    be numeric, else the error names it). ``missing``: null cells are read as NaN (for
+    ``OverparamGMM(allow_missing=True)``); else a null cell is an error that names it."""
 
     def __init__(
         self,
@@ -138,11 +139,13 @@ class ParquetChunks:
         columns: list[str] | None = None,
         chunk_rows: int | None = None,
         memory_budget: float = DEFAULT_MEMORY_BUDGET,
+        missing: bool = False,
     ):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.path = Path(path)
+        self.missing = bool(missing)
         self.files = _parquet_files(self.path)
         self.groups: list[tuple[Path, int, int]] = []  # (file, row group, rows)
         names = None
@@ -153,9 +156,9 @@ class ParquetChunks:
                 raise ValueError(f"{f}: not a readable Parquet file ({err})") from None
             schema = meta.schema_arrow
             cols = list(columns) if columns is not None else list(schema.names)
-            missing = [c for c in cols if c not in schema.names]
-            if missing:
-                raise ValueError(f"{f}: no column named {missing[0]!r}; it has {schema.names}")
+            absent = [c for c in cols if c not in schema.names]
+            if absent:
+                raise ValueError(f"{f}: no column named {absent[0]!r}; it has {schema.names}")
             for c in cols:
                 t = schema.field(c).type
                 if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
@@ -208,7 +211,7 @@ class ParquetChunks:
                 continue
             if opened[0] != f:
                 opened = (f, pq.ParquetFile(f))
-            X = read_row_group(str(f), g, self.columns, opened[1])  # one row group in memory at a time
+            X = read_row_group(str(f), g, self.columns, opened[1], self.missing)  # one row group at a time
             for off in range(0, rows, self.chunk_rows):
                 a, b = self.bounds[i]
                 out.append(fn(np.ascontiguousarray(X[off : off + self.chunk_rows]), np.ones(b - a), a, *args))
@@ -217,10 +220,10 @@ class ParquetChunks:
         return out
 
 
-def read_row_group(path: str, group: int, columns: list[str], parquet_file=None) -> np.ndarray:
+def read_row_group(path: str, group: int, columns: list[str], parquet_file=None, missing: bool = False) -> np.ndarray:
     """One row group of a Parquet file as float64 ``(rows, len(columns))``, read a column
     at a time (Arrow's buffers stay one column large); the error names the file and the
-    row group."""
+    row group. A null cell is an error naming it, or NaN with ``missing``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -230,12 +233,16 @@ def read_row_group(path: str, group: int, columns: list[str], parquet_file=None)
         out = np.empty((rows, len(columns)))
         for j, c in enumerate(columns):
             col = pf.read_row_group(group, columns=[c], use_threads=False).column(0)
+            if col.null_count and missing:
+                out[:, j] = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
+                del col
+                continue
             if col.null_count:
                 first = int(np.flatnonzero(np.asarray(col.is_null()))[0])
                 row = sum(pf.metadata.row_group(i).num_rows for i in range(group)) + first
                 raise ValueError(
                     f"{path}: row {row + 1}, column {j + 1} ({c!r}) is missing (null; rows and columns counted "
-                    "from 1); remove or impute it before fitting"
+                    "from 1); remove or impute it before fitting, or fit with allow_missing=True (--allow-missing)"
                 )
             out[:, j] = col.to_numpy()
             del col
@@ -382,7 +389,7 @@ def read(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir() or path.suffix in (".parquet", ".parq", ".pq"):
-        src = ParquetChunks(path, columns=columns, memory_budget=memory_budget)
+        src = ParquetChunks(path, columns=columns, memory_budget=memory_budget, missing=missing)
         return src, src.columns
     if path.suffix == ".npy":
         if columns is not None:

@@ -109,10 +109,19 @@ ALL = View()
 
 
 # ----------------------------------------------------------------------------- per-chunk work
-def _scan_chunk(X, w, start, view: View):
-    """Check finiteness (the error names the row and column), then the weighted count,
-    sum and row count of the chunk's rows that count."""
-    bad = ~np.isfinite(X)
+def _scan_chunk(X, w, start, view: View, missing: bool = False):
+    """Check finiteness (the error names the row and column; ``missing``: NaN is a missing
+    value, a row with nothing observed an error), then the weighted count, sum (over the
+    observed entries) and row count of the chunk's rows that count, the grid's part, and
+    each feature's observed weight."""
+    gaps = np.isnan(X) if missing else None
+    bad = ~np.isfinite(X) if gaps is None else ~np.isfinite(X) & ~gaps
+    if gaps is not None and gaps.all(axis=1).any():
+        r = int(np.flatnonzero(gaps.all(axis=1))[0])
+        raise ValueError(
+            f"row {start + r} (row {r} of the chunk starting at row {start}) has no observed value (all NaN); "
+            "drop it before fitting"
+        )
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise NonFiniteValue(
@@ -123,13 +132,19 @@ def _scan_chunk(X, w, start, view: View):
             float(X[r, c]),
         )
     w = view.weights(X, w)
-    return float(w.sum()), w @ X, int(np.count_nonzero(w)), rounding.grid_parts(X, w)
+    if gaps is None or not gaps.any():
+        seen = np.full(X.shape[1], float(w.sum()))
+        return float(w.sum()), w @ X, int(np.count_nonzero(w)), rounding.grid_parts(X, w), seen
+    seen = w @ (~gaps).astype(np.float64)
+    return float(w.sum()), w @ np.where(gaps, 0.0, X), int(np.count_nonzero(w)), rounding.grid_parts(X, w), seen
 
 
 def _second_chunk(X, w, start, view: View, mean):
     w = view.weights(X, w)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow: the caller reports the feature
         c = X - mean
+        if np.isnan(c).any():  # missing values (scan(missing=True)): observed entries only
+            c = np.where(np.isnan(X), 0.0, c)
         return (c * w[:, None]).T @ c
 
 
@@ -159,24 +174,27 @@ def _no_rows(*args) -> int:
     return 0
 
 
-@jit_by_rows(_z_rows)
-def _moments_kernel(students: Mixture, Z, w) -> Raw:
-    return jax.lax.map(lambda s: raw_moments(s, Z, w), students)
+@jit_by_rows(_z_rows, static_argnames=("missing",))
+def _moments_kernel(students: Mixture, Z, w, *, missing: bool = False) -> Raw:
+    return jax.lax.map(lambda s: raw_moments(s, Z, w, missing=missing), students)
 
 
-@jit_by_rows(_z_rows)
-def _pair_kernel(students: Mixture, Z, w, floor):
-    return jax.lax.map(lambda s: pair_cost_sums(s, Z, w, floor), students)
+@jit_by_rows(_z_rows, static_argnames=("missing",))
+def _pair_kernel(students: Mixture, Z, w, floor, *, missing: bool = False):
+    return jax.lax.map(lambda s: pair_cost_sums(s, Z, w, floor, missing), students)
 
 
+# a chunk with a NaN (only past scan(missing=True)) runs the missing-value E-step
+# (each row's marginal over its observed features), as the in-memory fit does
 def _moments_chunk(X, w, start, view: View, students: Mixture, rows: int, data_rows: int):
     Z, w = _pad(view.data(X), view.weights(X, w), rows)
-    return jax.tree_util.tree_map(np.asarray, _moments_kernel(students, Z, w, data_rows=data_rows))
+    raw = _moments_kernel(students, Z, w, missing=bool(np.isnan(Z).any()), data_rows=data_rows)
+    return jax.tree_util.tree_map(np.asarray, raw)
 
 
 def _pairs_chunk(X, w, start, view: View, students: Mixture, floor, rows: int, data_rows: int):
     Z, w = _pad(view.data(X), view.weights(X, w), rows)
-    return np.asarray(_pair_kernel(students, Z, w, floor, data_rows=data_rows))
+    return np.asarray(_pair_kernel(students, Z, w, floor, missing=bool(np.isnan(Z).any()), data_rows=data_rows))
 
 
 # ----------------------------------------------------------------------------- passes
@@ -184,26 +202,40 @@ def _pairs_chunk(X, w, start, view: View, students: Mixture, floor, rows: int, d
 class Moments:
     """The weighted first two moments of the rows a view counts: ``total`` (sum of
     weights), ``count`` (rows of positive weight), ``mean (d,)``, ``cov (d, d)``, and each
-    feature's rounding grid ``grid (d,)`` (:func:`overgmm.rounding.grid`, 0: none)."""
+    feature's rounding grid ``grid (d,)`` (:func:`overgmm.rounding.grid`, 0: none), and the
+    weight of the rows where each feature is observed ``seen (d,)`` (``total`` for every
+    feature without missing values); with missing values ``mean`` and the diagonal of
+    ``cov`` are over those rows."""
 
     total: float
     count: int
     mean: np.ndarray
     cov: np.ndarray
     grid: np.ndarray
+    seen: np.ndarray
 
 
-def scan(chunks, view: View = ALL) -> Moments:
-    """Two passes: finiteness, the mean and the rounding grid, then the covariance about it."""
-    parts = chunks.map(_scan_chunk, view)
+def scan(chunks, view: View = ALL, *, missing: bool = False) -> Moments:
+    """Two passes: finiteness, the mean and the rounding grid, then the covariance about it.
+    ``missing``: NaN entries are missing values; each feature's moments are over the rows
+    where it is observed (as :func:`overgmm.estimator._checks.feature_moments` in memory)."""
+    parts = chunks.map(_scan_chunk, view, missing)
     total = sum(p[0] for p in parts)
     count = sum(p[2] for p in parts)
+    d = chunks.n_features
     if not total > 0:  # nothing counts: the caller decides
-        d = chunks.n_features
-        return Moments(0.0, 0, np.zeros(d), np.zeros((d, d)), np.zeros(d))
-    mean = C.add(*[p[1] for p in parts]) / total
-    cov = C.map_sum(chunks, _second_chunk, view, mean) / total
-    return Moments(total, count, mean, cov, rounding.combine(p[3] for p in parts if p[2] > 0))
+        return Moments(0.0, 0, np.zeros(d), np.zeros((d, d)), np.zeros(d), np.zeros(d))
+    seen = C.add(*[p[4] for p in parts])
+    gaps = bool(np.any(seen < total))
+    if not gaps:
+        seen = np.full(d, total)
+        mean = C.add(*[p[1] for p in parts]) / total
+        cov = C.map_sum(chunks, _second_chunk, view, mean) / total
+    else:
+        safe = np.where(seen > 0, seen, 1.0)
+        mean = C.add(*[p[1] for p in parts]) / safe
+        cov = C.map_sum(chunks, _second_chunk, view, mean) / np.sqrt(np.outer(safe, safe))
+    return Moments(total, count, mean, cov, rounding.combine(p[3] for p in parts if p[2] > 0), seen)
 
 
 def _hashes_chunk(X, w, start, view: View, k: int):

@@ -171,11 +171,6 @@ def _run(args: argparse.Namespace) -> int:
     X = _data.in_memory(source, args.memory_budget)
     if X is not None:
         _data.check_finite(X, source, args.data, names, missing=args.allow_missing)
-    elif args.allow_missing:
-        raise CommandError(
-            f"{args.data}: --allow-missing fits data in memory (a CSV file, or a .npy file within "
-            "--memory-budget); this file would be streamed"
-        )
     t0 = time.perf_counter()
     est = _fit_data(args, source, names, X)
     secs = time.perf_counter() - t0
@@ -311,7 +306,8 @@ def register(sub) -> None:
         "--allow-missing",
         action="store_true",
         help="read empty cells, NA and nan as missing values and fit exact EM on the observed values "
-        "(no imputation; data in memory); predict then labels rows with gaps (default: an empty cell is an error)",
+        "(no imputation; in memory or streamed: a Parquet file's null cells are missing too); predict then labels "
+        "rows with gaps (default: an empty cell is an error)",
     )
     p.add_argument(
         "--var-floor",

@@ -355,11 +355,6 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             self.__dict__.pop(stale, None)
         chunks = S.as_chunks(self, X, sample_weight)
         if chunks is not None:
-            if self.allow_missing:
-                raise ValueError(
-                    "allow_missing=True fits data in memory; this data is chunked (a dask array, a chunk source, "
-                    f"or an array over memory_budget={self.memory_budget:g} bytes). Raise memory_budget or load it."
-                )
             return S.fit_chunks(self, chunks)
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=True)
         with np.errstate(over="ignore", invalid="ignore"):

@@ -21,7 +21,7 @@ from overgmm import chunks as C
 from overgmm import streaming
 from overgmm.algorithms.base import Method
 from overgmm.estimator import _fit as F
-from overgmm.estimator._checks import check_features
+from overgmm.estimator._checks import check_features, feature_label
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 
@@ -92,7 +92,9 @@ def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: s
     """Standardization from the view's moments, the subsample, and starting students."""
     shift, scale, floor = est._standardization_from(moments.mean, np.diag(moments.cov), kind, moments.grid)
     Xs, ws = streaming.subsample(chunks, view, moments.count)
-    students, keys = starting_students(est, (Xs - shift) / scale, ws, n, floor, est.n_init, kind, chunks.n_rows)
+    # missing values: the starting draw sees each gap at its feature's mean (0), as in memory
+    Z = np.nan_to_num((Xs - shift) / scale)
+    students, keys = starting_students(est, Z, ws, n, floor, est.n_init, kind, chunks.n_rows)
     return (shift, scale, floor), students, keys
 
 
@@ -133,11 +135,14 @@ def fit_chunks(est, chunks):
     est.n_features_in_ = chunks.n_features
     if hasattr(est, "feature_names_in_"):
         del est.feature_names_in_
-    moments = streaming.scan(chunks)  # non-finite values are reported here, before any step
+    # non-finite values are reported here, before any step (NaN too, unless allow_missing)
+    moments = streaming.scan(chunks, missing=bool(est.allow_missing))
     if not moments.total > 0:
         raise ValueError("sample_weight must have a positive sum; all weights are zero.")
     if chunks.n_rows < 2:
         raise ValueError(f"Found array with {chunks.n_rows} sample(s) while a minimum of 2 is required.")
+    for j in np.flatnonzero(~(moments.seen > 0)):
+        raise ValueError(f"{feature_label(est, int(j))} has no observed value (all NaN); drop it before fitting.")
     check_features(est, moments.mean, np.diag(moments.cov))
     est.validation_scores_ = {}
     with Progress(int(est.verbose) > 0) as progress:
@@ -145,7 +150,13 @@ def fit_chunks(est, chunks):
         kind = _choose_type(est, chunks, moments, progress) if auto else est.covariance_type
         n = est._resolve_n_components(moments.total)
         res, n, units = _fit_type(est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})")
-    return est._finish(res, n, units, kind)
+    return est._finish(res, n, units, kind, jacobian(moments, units[1]))
+
+
+def jacobian(moments: streaming.Moments, scale: np.ndarray) -> float:
+    """What standardization adds to the mean log-density: ``sum_j log scale_j`` over each
+    row's observed features, averaged (:func:`._checks.log_jacobian` in memory)."""
+    return float((moments.seen / moments.total) @ np.log(scale))
 
 
 def _fit_type(est, chunks, rows: str, moments, kind: str, n: int, below=None, progress=None, stage: str = "fit"):
@@ -168,15 +179,16 @@ def _fit_type(est, chunks, rows: str, moments, kind: str, n: int, below=None, pr
 
 def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     """The ``"auto"`` rule of :func:`._auto.choose_type` on chunked data."""
-    fit_m = streaming.scan(chunks, streaming.View(rows="fit"))
-    held_m = streaming.scan(chunks, streaming.View(rows="held"))
+    missing = bool(est.allow_missing)
+    fit_m = streaming.scan(chunks, streaming.View(rows="fit"), missing=missing)
+    held_m = streaming.scan(chunks, streaming.View(rows="held"), missing=missing)
     if held_m.count < 1 or fit_m.count < 2 or fit_m.total <= 1:
         return "diag"
     n = est._resolve_n_components(moments.total)
     below = None
     if fit_m.count > F.AUTO_ROWS:  # as in memory: the candidates fit on AUTO_ROWS rows chosen by value
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
-        fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below))
+        fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below), missing=missing)
     fit_m = dataclasses.replace(fit_m, grid=moments.grid)  # as in memory: every candidate uses all rows' grid
     scores = {}
     for kind in F.AUTO_TYPES:
@@ -186,6 +198,6 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
             continue
         one = jax.tree_util.tree_map(lambda a, b=res.best: a[b : b + 1], res.students)
         nll = streaming.loss(chunks, streaming.View(shift, scale, "held"), one, held_m.total)[0]
-        scores[kind] = -float(nll) - float(np.sum(np.log(scale)))
+        scores[kind] = -float(nll) - jacobian(held_m, scale)
     est.validation_scores_ = scores
     return F.simplest_type(scores)

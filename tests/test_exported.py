@@ -132,3 +132,30 @@ def test_a_second_process_loads_the_fit_and_fits_the_same(tmp_path):
         first["type"],
         first["scores"],
     )
+
+
+def test_python_numbers_are_keyed_as_weakly_typed(store):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    assert float(f(np.arange(3.0), 2.0, power=1)[0]["total"]) == 6.0  # a Python float
+    assert float(f(np.arange(3.0), np.float64(2.0), power=1)[0]["total"]) == 6.0  # a NumPy scalar
+    assert len(entries(store)) == 2
+
+
+def test_a_loaded_program_that_rejects_the_arguments_falls_back_to_jit(store, monkeypatch):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    f(np.arange(3.0), np.ones(3), power=1)
+
+    def refusing(*a, **k):
+        raise TypeError("this program takes other arguments")
+
+    g = E.persistent(scaled_sum, static_argnames=("power",))
+    real = jax.export.deserialize
+
+    def broken(payload):
+        exp = real(payload)
+        monkeypatch.setattr(type(exp), "call", refusing)
+        return exp
+
+    monkeypatch.setattr(jax.export, "deserialize", broken)
+    assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
+    assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0  # remembered: plain jit

@@ -70,6 +70,10 @@ def _stores(folder: str) -> AtomicFileCache | None:
 
 
 def _aval(leaf) -> tuple:
+    """(shape, dtype, weakly typed): a Python number is weakly typed, as under ``jit``."""
+    if type(leaf) in (bool, int, float, complex):  # not NumPy scalars (np.float64 is a float)
+        a = np.asarray(leaf)
+        return (tuple(a.shape), str(a.dtype), True)
     a = leaf if hasattr(leaf, "dtype") and hasattr(leaf, "shape") else np.asarray(leaf)
     return (tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False)))
 
@@ -150,7 +154,7 @@ def persistent(
         static = {k: kwargs.pop(k) for k in static_argnames if k in kwargs}
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
         if store is None or traced(leaves):
-            return None, leaves, static
+            return None, leaves, static, None
         # in this process: a cheap key (a digest only for the store, on a miss)
         local = (tuple(sorted(static.items())), treedef, tuple(_aval(x) for x in leaves), store)
         entry = memo.get(local)
@@ -162,20 +166,25 @@ def persistent(
                 if entry is None:
                     key = key_of(name, static, treedef, leaves, compiler_options)
                     entry = memo[local] = build(key, store, static, treedef, leaves)
-        return (None if entry is _FAILED else entry), leaves, static
+        return (None if entry is _FAILED else entry), leaves, static, local
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        entry, leaves, static = entry_for(args, kwargs)
+        entry, leaves, static, local = entry_for(args, kwargs)
         if entry is None:
             return jitted(*args, **kwargs, **static)
         runner, out_tree = entry
-        return jax.tree_util.tree_unflatten(out_tree, runner(*leaves))
+        try:
+            out = runner(*leaves)
+        except (TypeError, ValueError):  # a loaded program that does not take these arguments
+            memo[local] = _FAILED
+            return jitted(*args, **kwargs, **static)
+        return jax.tree_util.tree_unflatten(out_tree, out)
 
     def precompile(*args, **kwargs) -> None:
         """Compile (not run) the program of a call with these arguments (arrays or
         ``jax.ShapeDtypeStruct``), as :func:`call` will run it: into the compilation cache."""
-        entry, leaves, static = entry_for(args, kwargs)
+        entry, leaves, static, _ = entry_for(args, kwargs)
         if entry is None:
             jitted.lower(*args, **kwargs, **static).compile()
         else:

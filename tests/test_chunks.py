@@ -46,6 +46,11 @@ def test_parquet_folder_locates_rows_and_names_null_cells(tmp_path):
         C.read_row_group(str(tmp_path / "n.parquet"), 1, ["a", "b"])
     got = C.read_row_group(str(tmp_path / "n.parquet"), 1, ["a", "b"], missing=True)  # nulls: NaN
     np.testing.assert_array_equal(got, [[3.0, 1.0], [np.nan, 1.0]])
+    # integer and boolean columns with nulls too
+    table = pa.table({"i": pa.array([1, None, 3], pa.int64()), "b": pa.array([True, None, False])})
+    pq.write_table(table, tmp_path / "ib.parquet")
+    got = C.read_row_group(str(tmp_path / "ib.parquet"), 0, ["i", "b"], missing=True)
+    np.testing.assert_array_equal(got, [[1.0, 1.0], [np.nan, np.nan], [3.0, 0.0]])
     src, _ = C.read(tmp_path / "n.parquet", missing=True)
     assert src.missing and np.isnan(src.map(lambda X, w, a: X)[1][1, 0])
 

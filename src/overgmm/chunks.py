@@ -234,7 +234,7 @@ def read_row_group(path: str, group: int, columns: list[str], parquet_file=None,
         for j, c in enumerate(columns):
             col = pf.read_row_group(group, columns=[c], use_threads=False).column(0)
             if col.null_count and missing:
-                out[:, j] = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
+                out[:, j] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls: NaN
                 del col
                 continue
             if col.null_count:

@@ -85,13 +85,16 @@ def kth_smallest(hashes: np.ndarray, k: int):
 # ----------------------------------------------------------------------------- views
 @dataclasses.dataclass(frozen=True)
 class View:
-    """How a chunk is seen: ``(X - shift) / scale`` (None: as it is), and which rows
-    count: ``"all"``, ``"fit"`` (outside :func:`holdout_mask`) or ``"held"`` (inside it)."""
+    """How a chunk is seen: ``(X - shift) / scale`` (None: as it is), which rows count:
+    ``"all"``, ``"fit"`` (outside :func:`holdout_mask`) or ``"held"`` (inside it), and
+    whether NaN entries are missing values (the missing-value E-step and merge costs; set
+    from :attr:`Moments.gaps`, once per fit, as the in-memory problem's ``missing``)."""
 
     shift: np.ndarray | None = None
     scale: np.ndarray | None = None
     rows: str = "all"
     below: int | None = None  # also: only rows whose sample_hash is at most this
+    missing: bool = False
 
     def weights(self, X: np.ndarray, w: np.ndarray) -> np.ndarray:
         if self.below is not None:
@@ -184,17 +187,15 @@ def _pair_kernel(students: Mixture, Z, w, floor, *, missing: bool = False):
     return jax.lax.map(lambda s: pair_cost_sums(s, Z, w, floor, missing), students)
 
 
-# a chunk with a NaN (only past scan(missing=True)) runs the missing-value E-step
-# (each row's marginal over its observed features), as the in-memory fit does
 def _moments_chunk(X, w, start, view: View, students: Mixture, rows: int, data_rows: int):
     Z, w = _pad(view.data(X), view.weights(X, w), rows)
-    raw = _moments_kernel(students, Z, w, missing=bool(np.isnan(Z).any()), data_rows=data_rows)
+    raw = _moments_kernel(students, Z, w, missing=view.missing, data_rows=data_rows)
     return jax.tree_util.tree_map(np.asarray, raw)
 
 
 def _pairs_chunk(X, w, start, view: View, students: Mixture, floor, rows: int, data_rows: int):
     Z, w = _pad(view.data(X), view.weights(X, w), rows)
-    return np.asarray(_pair_kernel(students, Z, w, floor, missing=bool(np.isnan(Z).any()), data_rows=data_rows))
+    return np.asarray(_pair_kernel(students, Z, w, floor, missing=view.missing, data_rows=data_rows))
 
 
 # ----------------------------------------------------------------------------- passes
@@ -214,6 +215,11 @@ class Moments:
     grid: np.ndarray
     seen: np.ndarray
 
+    @property
+    def gaps(self) -> bool:
+        """Whether some feature is missing in some row that counts."""
+        return bool(np.any(self.seen < self.total))
+
 
 def scan(chunks, view: View = ALL, *, missing: bool = False) -> Moments:
     """Two passes: finiteness, the mean and the rounding grid, then the covariance about it.
@@ -226,8 +232,7 @@ def scan(chunks, view: View = ALL, *, missing: bool = False) -> Moments:
     if not total > 0:  # nothing counts: the caller decides
         return Moments(0.0, 0, np.zeros(d), np.zeros((d, d)), np.zeros(d), np.zeros(d))
     seen = C.add(*[p[4] for p in parts])
-    gaps = bool(np.any(seen < total))
-    if not gaps:
+    if not np.any(seen < total):
         seen = np.full(d, total)
         mean = C.add(*[p[1] for p in parts]) / total
         cov = C.map_sum(chunks, _second_chunk, view, mean) / total

@@ -130,7 +130,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         of each row's observed features, and ``predict``/``predict_proba`` label rows
         from their observed features. A row or feature with no observed value is an error.
         Standardization uses each feature's observed values. False: NaN is an error, as in
-        scikit-learn. Data in memory only (chunked data with gaps is not supported yet).
+        scikit-learn. In memory and on chunks alike (a dask array, a memmap over
+        ``memory_budget``, Parquet read with ``chunks.ParquetChunks(path, missing=True)``).
     memory_budget : float, default=2**30
         Bytes the fit may hold for the data. A NumPy array or ``np.memmap`` whose working
         copies (about 4 x its float64 size) exceed it is fitted in chunks of rows sized

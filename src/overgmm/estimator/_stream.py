@@ -164,7 +164,7 @@ def _fit_type(est, chunks, rows: str, moments, kind: str, n: int, below=None, pr
     shift, scale, floor = units
     engine = Streamed(
         chunks,
-        streaming.View(shift, scale, rows, below),
+        streaming.View(shift, scale, rows, below, missing=moments.gaps),
         method_of(est, floor),
         floor,
         moments.total,
@@ -197,7 +197,8 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
             scores[kind] = -np.inf
             continue
         one = jax.tree_util.tree_map(lambda a, b=res.best: a[b : b + 1], res.students)
-        nll = streaming.loss(chunks, streaming.View(shift, scale, "held"), one, held_m.total)[0]
+        held = streaming.View(shift, scale, "held", missing=held_m.gaps)
+        nll = streaming.loss(chunks, held, one, held_m.total)[0]
         scores[kind] = -float(nll) - jacobian(held_m, scale)
     est.validation_scores_ = scores
     return F.simplest_type(scores)

@@ -18,7 +18,7 @@ import overgmm as og
 from overgmm.estimator import OverparamGMM, auto_n_components
 from overgmm.estimator import _fit as F
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical", "fixed"]
+COVARIANCE_TYPES = ["full", "tied", "rotated", "diag", "spherical", "fixed"]
 
 MEANS = np.array([[0.0, 0.0], [6.0, 1.0], [1.0, 7.0], [-6.0, 4.0]])
 SDS = np.array([1.0, 0.6, 1.3, 0.8])
@@ -113,6 +113,9 @@ def test_other_algorithms_reach_the_em_solution(fitted, algorithm):
 
 
 # --------------------------------------------------------------------------- covariance types
+ROT30 = np.array([[np.cos(np.pi / 6), -np.sin(np.pi / 6)], [np.sin(np.pi / 6), np.cos(np.pi / 6)]])
+
+
 def known_mixture(kind, n=500, seed=0):
     """Three well-separated 2-D components with covariances of type ``kind`` (``"fixed"``:
     identity), 500 rows (the same padded shape as X); returns data, the drawn fractions of
@@ -122,6 +125,8 @@ def known_mixture(kind, n=500, seed=0):
     cov = {
         "full": np.array([[[2.0, 1.2], [1.2, 1.5]], [[1.0, -0.6], [-0.6, 0.8]], [[0.5, 0.0], [0.0, 2.0]]]),
         "tied": np.array([[[1.5, 0.9], [0.9, 1.2]]] * 3),
+        # one orientation (30 degrees), three pairs of variances along it
+        "rotated": np.einsum("jk,nk,lk->njl", ROT30, np.array([[2.5, 0.4], [1.0, 0.3], [0.6, 1.8]]), ROT30),
         "diag": np.array([np.diag([2.0, 0.5]), np.diag([0.6, 1.5]), np.diag([1.0, 1.0])]),
         "spherical": np.array([2.0 * np.eye(2), 0.5 * np.eye(2), 1.0 * np.eye(2)]),
         "fixed": np.array([np.eye(2)] * 3),
@@ -138,6 +143,7 @@ def as_matrices(est):
     c = est.covariances_
     return {
         "full": lambda: c,
+        "rotated": lambda: c,
         "tied": lambda: np.broadcast_to(c, (k, d, d)),
         "diag": lambda: c[:, :, None] * np.eye(d),
         "spherical": lambda: c[:, None, None] * np.eye(d),
@@ -150,7 +156,9 @@ def test_every_covariance_type_recovers_a_known_mixture(kind):
     Y, weights, means, cov = known_mixture(kind)
     est = OverparamGMM(covariance_type=kind, standardize=kind != "fixed", random_state=0).fit(Y)
     assert est.n_components_ == 3
-    shape = {"full": (3, 2, 2), "tied": (2, 2), "diag": (3, 2), "spherical": (3,), "fixed": (2,)}[kind]
+    shape = {"full": (3, 2, 2), "rotated": (3, 2, 2), "tied": (2, 2), "diag": (3, 2), "spherical": (3,), "fixed": (2,)}[
+        kind
+    ]
     assert est.covariances_.shape == shape and est.precisions_cholesky_.shape == shape
     match = np.linalg.norm(est.means_[:, None] - means[None], axis=-1).argmin(0)
     assert sorted(match) == [0, 1, 2]

@@ -38,3 +38,23 @@ def test_ordinary_features_raise_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConstantFeatureWarning)
         OverparamGMM(covariance_type="diag", max_iter=20).fit(X)
+
+
+@pytest.mark.filterwarnings("ignore::overgmm.estimator._checks.ConstantFeatureWarning")
+@pytest.mark.parametrize("budget", [2**30, 1e4])  # in memory, then in chunks
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize("value", [0.0, 5.0, 0.1])
+def test_a_constant_feature_keeps_the_variance_floor(value, standardize, budget):
+    """A constant feature of value 5.0 or 0.1 has a computed variance of 1e-29 or so (the
+    mean's rounding); it is still constant: its variance is var_floor (units of X, since
+    its scale is 1), so a new value one unit off costs about 1 / (2 var_floor) nats, as
+    for an exact zero, and not 1e30."""
+    X = data()
+    X[:, 2] = value
+    est = OverparamGMM(covariance_type="diag", standardize=standardize, memory_budget=budget, random_state=0)
+    est.fit(X)
+    if standardize:
+        assert est._scale[2] == 1.0
+    assert np.all(est.covariances_[:, 2] >= est.var_floor * (1 - 1e-12))
+    s = est.score_samples(np.array([[0.0, 0.0, value + 1.0]]))[0]
+    assert -1.2 / (2 * est.var_floor) < s < -0.8 / (2 * est.var_floor)

@@ -27,7 +27,10 @@ full       ``(n, d, d)``    precision Cholesky, ``(n, d, d)`` (strict upper tria
 tied       ``(d, d)``       one precision Cholesky, ``(d, d)``  0 (d(d+1)/2 shared)
 ========== ================ ============================= =====================
 
-The estimator calls identity "fixed" (the identity after standardization). Adding a type
+The estimator calls identity "fixed" (the identity after standardization). Its "rotated"
+(:class:`Rotated`: diagonal covariances in one rotated basis) is a name only: it is fitted
+as diag on rotated data and kept as full matrices, so it is in :data:`PUBLIC`, not in
+:data:`TYPES`. Adding a type
 is one class here and its entry in :data:`TYPES`: "tied" was added that way.
 
 The variance floor (``(d,)``, a problem's ``var_floor``) clamps spherical variances (at
@@ -47,7 +50,7 @@ from overgmm.covariances.base import (
     precision_cholesky,
     precision_params,
 )
-from overgmm.covariances.matrices import Full, Tied
+from overgmm.covariances.matrices import Full, Rotated, Tied
 
 __all__ = [
     "LOG_2PI",
@@ -56,6 +59,7 @@ __all__ = [
     "Full",
     "Identity",
     "Logits",
+    "Rotated",
     "Spherical",
     "Tied",
     "log_posterior",
@@ -67,9 +71,10 @@ __all__ = [
 ]
 
 IDENTITY, SPHERICAL, DIAG, FULL, TIED = Identity(), Spherical(), Diag(), Full(), Tied()
+ROTATED = Rotated()  # the estimator's "rotated": fitted as diag on rotated data, kept as full
 TYPES: dict[str, Covariance] = {t.name: t for t in (IDENTITY, SPHERICAL, DIAG, FULL, TIED)}
 NAMES = tuple(TYPES)
-PUBLIC = {t.public: t for t in (FULL, TIED, DIAG, SPHERICAL, IDENTITY)}  # the estimator's names
+PUBLIC = {t.public: t for t in (FULL, TIED, ROTATED, DIAG, SPHERICAL, IDENTITY)}  # the estimator's names
 BY_NDIM = {1: "spherical", 2: "diag", 3: "full"}  # the type of given covariances, by their rank
 
 

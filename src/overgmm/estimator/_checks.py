@@ -59,6 +59,13 @@ def feature_moments(X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mean, np.sum(ws * np.where(seen, X0 - mean, 0.0) ** 2, axis=0) / total
 
 
+def constant_as_zero(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """``var`` (d,) with 0 for the features :func:`check_features` calls constant: a constant
+    feature of value 5.0 has a computed variance of about 1e-29 (the mean's rounding), which
+    would otherwise set its scale and floor, and a new value there would cost 1e30 nats."""
+    return np.where(np.sqrt(np.maximum(var, 0.0)) <= CONSTANT_RELATIVE * np.abs(mean), 0.0, var)
+
+
 def log_jacobian(X: np.ndarray, scale: np.ndarray, w: np.ndarray | None = None):
     """What standardization adds to a row's log-density: ``sum_j log scale_j`` over the
     row's observed features (all of them without missing values); per row (N,), or its

@@ -21,8 +21,9 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from overgmm import chunks, rounding
 from overgmm import covariances as C
 from overgmm.estimator import _auto as A
+from overgmm.estimator import _checks, _persist
 from overgmm.estimator import _fit as F
-from overgmm.estimator import _persist
+from overgmm.estimator import _rotated as Rot
 from overgmm.estimator import _stream as S
 from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments, log_jacobian
 from overgmm.estimator._progress import Progress
@@ -282,17 +283,20 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return n
 
-    def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str, grid: np.ndarray | None = None):
+    def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str, grid: np.ndarray | None = None, least=None):
         """:meth:`_standardization_from` of the rows ``X`` with weights ``w``; ``grid``: the
         rounding grid of all the data (:func:`overgmm.rounding.grid`, computed once per fit;
-        None: from ``X``)."""
+        None: from ``X``); ``least`` (d,): a floor in the units of X that the floor keeps
+        at least (None: none)."""
         grid = rounding.grid(X, w) if grid is None else grid
-        return self._standardization_from(*feature_moments(X, w), kind, grid)
+        shift, scale, floor = self._standardization_from(*feature_moments(X, w), kind, grid)
+        return shift, scale, floor if least is None else np.maximum(floor, least / scale**2)
 
     def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str, grid: np.ndarray):
         """(shift, scale, floor) from the weighted feature means and variances (d,) and the
         features' rounding grid (d,) (:func:`overgmm.rounding.grid`)."""
         d = mean.shape[0]
+        var = _checks.constant_as_zero(mean, var)
         if self.standardize:
             # spherical: one scale for all features, so spherical clusters stay spherical
             scale = np.full(d, np.sqrt(np.mean(var))) if C.public(kind).common_scale else np.sqrt(var)
@@ -318,11 +322,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n=None, grid=None):
+    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n=None, grid=None, least=None):
         """Standardization, the problem on the padded rows, starting students (``n``
-        components, default from ``total``; ``grid``: as in :meth:`_standardization`)."""
+        components, default from ``total``; ``grid``, ``least``: as in :meth:`_standardization`)."""
         n = self._resolve_n_components(total) if n is None else n
-        shift, scale, floor = self._standardization(X, w, kind, grid)
+        shift, scale, floor = self._standardization(X, w, kind, grid, least)
         Z = (X - shift) / scale
         # starting students from the rows of init_rows (canonical order, about 65k rows):
         # the draw ignores row order and chunking, as on data in chunks
@@ -363,6 +367,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self.validation_scores_: dict[str, float] = {}
         grid = rounding.grid(X, sw)  # of all rows, once: the "auto" candidates and the fit share it
         with Progress(int(self.verbose) > 0) as progress:
+            if self.covariance_type == "rotated":  # a full fit for the axes, then diag on rotated rows
+                return Rot.fit(self, X, sw, total, progress, grid)
             auto = self.covariance_type == "auto"
             kind = A.choose_type(self, X, sw, progress, grid) if auto else self.covariance_type
             res, n, units = self._fit_type(
@@ -370,8 +376,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return self._finish(res, n, units, kind, log_jacobian(X, units[1], sw / total))
 
-    def _finish(self, res, n: int, units, kind: str, jacobian: float | None = None) -> OverparamGMM:
-        """Fitted attributes from the kept restart of :func:`._fit.fit`."""
+    def _finish(self, res, n: int, units, kind: str, jacobian: float | None = None, rotation=None) -> OverparamGMM:
+        """Fitted attributes from the kept restart of :func:`._fit.fit`; ``rotation``: for
+        "rotated", (axes, the standardization of X) (:func:`._rotated.to_full`)."""
         if res.best < 0:
             self._raise_non_finite(res.restarts[0].failed_at)
         n_failed = sum(r.failed_at >= 0 for r in res.restarts)
@@ -384,9 +391,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         b = res.best
         run = res.restarts[b]
-        cov = tuple(None if a is None else a[b] for a in res.covariances)
+        student, cov = F.take(res.students, b), tuple(None if a is None else a[b] for a in res.covariances)
+        if rotation is not None:
+            student, cov = Rot.to_full(student, units, *rotation)
+            units = rotation[1]
         self.covariance_type_ = kind
-        self._set_fitted(F.take(res.students, b), cov, *units)
+        self._set_fitted(student, cov, *units)
         self.lower_bounds_ = -run.losses - (self._log_scale if jacobian is None else jacobian)
         self.lower_bound_ = float(self.lower_bounds_[-1])
         self.n_iter_ = run.n_steps
@@ -403,12 +413,14 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             )
         return self
 
-    def _fit_type(self, X, w, total: float, kind: str, n=None, progress=None, stage="fit", pre=None, grid=None):
+    def _fit_type(
+        self, X, w, total: float, kind: str, n=None, progress=None, stage="fit", pre=None, grid=None, least=None
+    ):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
-        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``grid``: as in
-        :meth:`_standardization`."""
-        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid)
+        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``grid``,
+        ``least``: as in :meth:`_standardization`."""
+        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, least)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total, kind)
         engine = F.InMemory(prob, alg)
@@ -472,6 +484,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         first = not hasattr(self, "_student")
         if first:
             self._check_params()
+        if (self.covariance_type if first else self.covariance_type_) == "rotated":
+            raise ValueError(
+                "partial_fit does not fit or continue covariance_type 'rotated' (its axes come from all the "
+                "rows); use fit, or partial_fit with 'diag' or 'full'."
+            )
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=first)
         w = sw / total
         part = rounding.grid_parts(X, w)

@@ -45,11 +45,12 @@ from overgmm.mixture import Mixture
 from overgmm.problem import Problem
 
 ALGORITHMS = ("em", "gradient_em", "polyak")
-COVARIANCE_TYPES = tuple(C.PUBLIC)  # full, diag, spherical, fixed (identity after standardization)
+COVARIANCE_TYPES = tuple(C.PUBLIC)  # full, tied, rotated, diag, spherical, fixed (identity after standardization)
 INITS = initialisation.INITS
 MIN_ROWS = 128
 # covariance_type="auto": the simplest of these whose validation log-likelihood is within
-# AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements)
+# AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements; "rotated"
+# as a candidate was measured and not kept)
 AUTO_TYPES = ("spherical", "diag", "tied", "full")
 AUTO_MARGIN = 0.02
 # beyond this many training rows, "auto" fits its candidate types on this many of them,

@@ -132,6 +132,11 @@ def as_chunks(est, X, sample_weight):
 
 def fit_chunks(est, chunks):
     """:meth:`OverparamGMM.fit` on chunked data (module docstring)."""
+    if est.covariance_type == "rotated":
+        raise ValueError(
+            "covariance_type='rotated' is fitted on data in memory only (its rows are rotated before the "
+            "fit); use 'full', 'diag' or 'auto' on chunked data."
+        )
     est.n_features_in_ = chunks.n_features
     if hasattr(est, "feature_names_in_"):
         del est.feature_names_in_

@@ -1,0 +1,110 @@
+"""``covariance_type="rotated"``: diagonal covariances in one orthonormal basis shared by
+every component, ``Sigma_i = R diag(v_i) R^T`` (mclust's "VVE", with fixed axes).
+
+The axes ``R`` (d, d) are the common principal axes (:func:`common_axes`) of a full fit's
+covariances in the units of X: the directions along which the clusters are elongated
+together (correlated measurements of size, say). The fit (:func:`fit`) is then the
+estimator's "diag" fit of the rows rotated onto the axes, ``X @ R``: ``R`` is orthonormal,
+so a density of ``X @ R`` is the same density of ``X`` and log-likelihoods compare as they
+are. The result is kept as "full" matrices in the standardized units of ``X``
+(:func:`to_full`), so inference, model files and sampling are those of "full", and
+:class:`overgmm.covariances.Rotated` counts its parameters for BIC.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from overgmm.estimator._checks import log_jacobian
+from overgmm.mixture import Mixture
+
+AXES_FROM = "full"  # the covariance type whose fitted covariances give the axes
+SWEEPS = 8  # at most this many Jacobi sweeps in common_axes
+ANGLES = 180  # the angles tried per pair of axes (a grid of half a degree on [0, 90))
+
+
+def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The common principal axes (Flury) of covariances ``cov`` (k, d, d) with weights
+    ``weights`` (k,): the orthonormal ``R`` (d, d) that minimises
+    ``sum_i weights_i sum_j log (R^T cov_i R)_jj``, the profile log-likelihood of
+    covariances ``R diag(v_i) R^T`` fitted to ``cov_i`` (exact where the ``cov_i`` share
+    their axes). Jacobi sweeps from the axes of the pooled covariance: each pair of axes
+    turns by the best of :data:`ANGLES` angles, until no pair turns. Columns by decreasing
+    pooled variance, each with its largest entry positive."""
+    cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+    p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    d = cov.shape[-1]
+    R = np.linalg.eigh(np.einsum("i,ijk->jk", p, cov))[1]
+    theta = np.linspace(0.0, np.pi / 2, ANGLES, endpoint=False)
+    c, s = np.cos(theta), np.sin(theta)
+    M = np.einsum("jp,ijk,kq->ipq", R, cov, R)
+    for _ in range(SWEEPS if d > 1 else 0):
+        turned = False
+        for a in range(d - 1):
+            for b in range(a + 1, d):
+                va, vb, vab = M[:, a, a, None], M[:, b, b, None], M[:, a, b, None]
+                along_a = c * c * va + s * s * vb + 2 * c * s * vab
+                along_b = s * s * va + c * c * vb - 2 * c * s * vab
+                t = int(np.argmin(p @ (np.log(along_a) + np.log(along_b))))
+                if t == 0:
+                    continue
+                turned = True
+                G = np.eye(d)
+                G[a, a] = G[b, b] = c[t]
+                G[a, b], G[b, a] = -s[t], s[t]
+                R, M = R @ G, np.einsum("qp,iqr,rs->ips", G, M, G)
+        if not turned:
+            break
+    order = np.argsort(-(p @ np.diagonal(M, axis1=-2, axis2=-1)), kind="stable")
+    return signed(R[:, order])
+
+
+def signed(R: np.ndarray) -> np.ndarray:
+    """``R`` (d, d) with each column's largest entry positive (the same axes, one sign)."""
+    lead = R[np.argmax(np.abs(R), axis=0), np.arange(R.shape[1])]
+    return R * np.where(lead < 0, -1.0, 1.0)
+
+
+def fit(est, X: np.ndarray, sw: np.ndarray, total: float, progress, grid: np.ndarray):
+    """:meth:`OverparamGMM.fit` with ``covariance_type="rotated"`` on rows ``X`` (N, d) in
+    memory with weights ``sw`` (N,) summing to ``total``; ``grid``: the features' rounding
+    grid. A full fit gives the axes ``R``; the diag fit of ``X @ R`` keeps, along every
+    axis, at least the floor of X's features seen along it (``sum_j R_jk^2 floor_j``, in
+    the units of X: a feature that is constant in the training rows keeps its floor)."""
+    if np.isnan(X).any():
+        raise ValueError(
+            "covariance_type='rotated' rotates the rows, which needs every value: it does not fit data "
+            "with missing values; use 'full', 'diag' or 'auto'."
+        )
+    w = sw / total
+    res, _, (_, scale, _) = est._fit_type(X, w, total, AXES_FROM, progress=progress, stage="rotated: axes", grid=grid)
+    if res.best < 0:
+        est._raise_non_finite(res.restarts[0].failed_at)
+    lw = np.asarray(res.students.log_weights[res.best])
+    live = np.isfinite(lw)
+    R = common_axes(res.covariances[0][res.best][live] * np.outer(scale, scale), np.exp(lw[live]))
+    units = est._standardization(X, w, "full", grid)  # the model is kept in these units
+    least = (R**2).T @ (units[2] * units[1] ** 2)
+    Xr = X @ R
+    res, n, units_r = est._fit_type(
+        Xr, w, total, "diag", progress=progress, stage="fit (rotated)", grid=np.zeros(X.shape[1]), least=least
+    )
+    return est._finish(res, n, units_r, "rotated", log_jacobian(Xr, units_r[1], w), (R, units))
+
+
+def to_full(student: Mixture, units_r: tuple, R: np.ndarray, units: tuple) -> tuple[Mixture, tuple]:
+    """The diag ``student`` (n components) of the rotated fit, standardized by
+    ``units_r = (shift, scale, floor)`` of ``X @ R``, as a "full" mixture in the
+    standardized units ``units`` of ``X``, and its covariances as :func:`._fit._covariances`
+    gives them: ``(Sigma (n, d, d), precision Cholesky factors (n, d, d))``. Pruned
+    components (log-weight -inf) are carried over as they are."""
+    shift_r, scale_r = np.asarray(units_r[0]), np.asarray(units_r[1])
+    shift, scale = np.asarray(units[0]), np.asarray(units[1])
+    means_x = (np.asarray(student.means) * scale_r + shift_r) @ R.T  # (n, d), units of X
+    var_x = np.asarray(student.covariances) * scale_r**2  # (n, d), along the axes
+    cov_x = np.einsum("jk,nk,lk->njl", R, var_x, R)
+    cov_z = cov_x / np.outer(scale, scale)
+    cov_z = 0.5 * (cov_z + np.swapaxes(cov_z, -1, -2))
+    full = Mixture((means_x - shift) / scale, covariances=cov_z, covariance_type="full")
+    full = full.replace(log_weights=student.log_weights)
+    return full, (np.asarray(full.covariances), np.asarray(full.cov_type.precision_factor(full.cov_params)))

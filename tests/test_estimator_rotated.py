@@ -1,0 +1,131 @@
+"""covariance_type="rotated" (overgmm.estimator._rotated): common axes, the rotated fit kept
+as full matrices, its parameter count, its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from overgmm import Mixture, OverparamGMM
+from overgmm.estimator import _rotated as Rot
+from test_estimator import ROT30, known_mixture
+
+
+def random_rotation(d, seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q * np.sign(np.diag(r))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_common_axes_recover_a_shared_orientation(seed):
+    d, k = 4, 3
+    R0 = random_rotation(d, seed)
+    var = np.random.default_rng(seed + 10).uniform(0.2, 5.0, size=(k, d))
+    cov = np.einsum("jk,nk,lk->njl", R0, var, R0)
+    R = Rot.common_axes(cov, np.array([0.5, 0.3, 0.2]))
+    np.testing.assert_allclose(R.T @ R, np.eye(d), atol=1e-12)
+    # the same axes up to order and sign: |R^T R0| is a permutation matrix (half-degree grid)
+    overlap = np.abs(R.T @ R0)
+    np.testing.assert_allclose(np.sort(overlap, axis=1)[:, -1], 1.0, atol=2e-3)
+    rotated = np.einsum("jp,njk,kq->npq", R, cov, R)
+    off = rotated - np.einsum("npp->np", rotated)[:, :, None] * np.eye(d)
+    assert np.abs(off).max() < 0.02 * var.max()
+    lead = R[np.argmax(np.abs(R), axis=0), np.arange(d)]
+    assert np.all(lead > 0)  # one sign per axis: the same covariances give the same axes
+
+
+def test_common_axes_lower_the_profile_loss_below_the_pooled_axes():
+    """On covariances that share no axes, the sweeps still lower the loss they minimise."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(3, 3, 3))
+    cov = A @ np.swapaxes(A, -1, -2) + 0.1 * np.eye(3)
+    p = np.array([0.2, 0.3, 0.5])
+
+    def loss(R):
+        return p @ np.log(np.einsum("jp,njk,kp->np", R, cov, R)).sum(axis=1)
+
+    pooled = np.linalg.eigh(np.einsum("i,ijk->jk", p, cov))[1]
+    assert loss(Rot.common_axes(cov, p)) < loss(pooled) - 1e-3
+
+
+def test_the_rotated_model_as_full_matrices_has_the_same_density():
+    """A diag student of the rotated, standardized rows, kept as full matrices in the
+    standardized units of X: the same log-density of every row of X (units of X)."""
+    rng = np.random.default_rng(0)
+    d, n = 3, 4
+    R = random_rotation(d, 5)
+    student = Mixture(
+        rng.normal(size=(n, d)), weights=np.array([0.1, 0.2, 0.3, 0.4]), covariances=rng.uniform(0.3, 2.0, (n, d))
+    )
+    units_r = (rng.normal(size=d), rng.uniform(0.5, 3.0, d), None)
+    units = (rng.normal(size=d), rng.uniform(0.5, 3.0, d), None)
+    full, (cov, u) = Rot.to_full(student, units_r, R, units)
+    X = rng.normal(size=(50, d)) * 3
+    Zr = (X @ R - units_r[0]) / units_r[1]
+    Z = (X - units[0]) / units[1]
+    want = np.asarray(student.log_prob(Zr)) - np.log(units_r[1]).sum()
+    got = np.asarray(full.log_prob(Z)) - np.log(units[1]).sum()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert full.covariance_type == "full" and cov.shape == (n, d, d) and u.shape == (n, d, d)
+    np.testing.assert_allclose(np.linalg.inv(cov), u @ np.swapaxes(u, -1, -2), rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def rotated_data():
+    Y, *_ = known_mixture("rotated", n=500, seed=0)
+    test, *_ = known_mixture("rotated", n=2000, seed=1)
+    return Y, test
+
+
+def test_a_rotated_fit_shares_its_axes_and_beats_diag(rotated_data, tmp_path):
+    Y, test = rotated_data
+    est = OverparamGMM(covariance_type="rotated", random_state=0).fit(Y)
+    diag = OverparamGMM(covariance_type="diag", random_state=0).fit(Y)
+    assert est.covariance_type_ == "rotated" and est.n_components_ == 3
+    assert est.score(test) > diag.score(test) + 0.01
+    # one orientation: the fitted matrices commute, and their axes are the true ones (30 degrees)
+    S = est.covariances_
+    for i in range(3):
+        for j in range(i):
+            np.testing.assert_allclose(S[i] @ S[j], S[j] @ S[i], atol=1e-9 * np.abs(S).max() ** 2)
+        axes = np.linalg.eigh(S[i])[1]
+        assert np.abs(axes.T @ ROT30).max(axis=1).min() > 0.99
+    k, d = est.means_.shape
+    assert est._n_parameters() == k * (d + d) + k - 1 + d * (d - 1) // 2
+    assert est.bic(Y) == pytest.approx(-2 * est.score(Y) * len(Y) + est._n_parameters() * np.log(len(Y)))
+    assert est.lower_bound_ == pytest.approx(est.score(Y), abs=1e-6)
+    path = tmp_path / "model.json"
+    est.save(path)
+    back = OverparamGMM.load(path)
+    assert back.covariance_type_ == "rotated"
+    np.testing.assert_array_equal(back.score_samples(test), est.score_samples(test))
+    np.testing.assert_array_equal(back.predict(test), est.predict(test))
+
+
+@pytest.mark.filterwarnings("ignore::overgmm.estimator._checks.ConstantFeatureWarning")
+def test_a_feature_constant_in_the_training_rows_keeps_its_floor():
+    """Rotated axes mix a constant feature with the others only by rounding error; the
+    floor of that feature, seen along the axes, keeps a new value there finite and bounded."""
+    rng = np.random.default_rng(0)
+    Y = np.c_[rng.normal(size=(300, 2)) @ np.array([[2.0, 1.0], [0.0, 0.5]]), np.zeros(300)]
+    est = OverparamGMM(covariance_type="rotated", random_state=0).fit(Y)
+    s = est.score_samples(np.array([[0.0, 0.0, 1.0]]))
+    # about 1 / (2 var_floor) nats for the unseen value, as in a diag fit (and not 1e30)
+    assert np.isfinite(s).all() and -1.2 / (2 * est.var_floor) < s[0] < -0.8 / (2 * est.var_floor)
+    assert np.linalg.eigvalsh(est.covariances_).min() > 0
+
+
+def test_rotated_errors(rotated_data):
+    Y, _ = rotated_data
+    gappy = Y.copy()
+    gappy[0, 0] = np.nan
+    with pytest.raises(ValueError, match="missing values"):
+        OverparamGMM(covariance_type="rotated", allow_missing=True).fit(gappy)
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(ValueError, match="in memory only"):
+        OverparamGMM(covariance_type="rotated").fit(da.from_array(Y, chunks=100))
+    with pytest.raises(ValueError, match="partial_fit"):
+        OverparamGMM(covariance_type="rotated").partial_fit(Y)
+    fitted = OverparamGMM(covariance_type="rotated", random_state=0).fit(Y)
+    with pytest.raises(ValueError, match="partial_fit"):
+        fitted.partial_fit(Y)

@@ -89,7 +89,7 @@ def test_parquet_dataset_folder_equals_the_in_memory_fit(tmp_path, X):
 
 @pytest.fixture(scope="module")
 def X_gaps(X):
-    Xm = X[:1200].copy()
+    Xm = X[:600].copy()
     Xm[np.random.default_rng(7).random(Xm.shape) < 0.1] = np.nan
     Xm[np.isnan(Xm).all(axis=1), 0] = 0.5  # every row keeps an observed value
     return Xm
@@ -103,7 +103,7 @@ def test_chunked_data_with_gaps_equals_the_in_memory_fit(X_gaps, kind):
     "auto"'s validation scores."""
     est = lambda **kw: OverparamGMM(covariance_type=kind, allow_missing=True, random_state=0, **kw)  # noqa: E731
     a = est().fit(X_gaps)
-    b = est().fit(da.from_array(X_gaps, chunks=500))
+    b = est().fit(da.from_array(X_gaps, chunks=250))
     same_fit(a, b)
     for k in a.validation_scores_:
         assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
@@ -114,18 +114,18 @@ def test_chunked_data_with_gaps_equals_the_in_memory_fit(X_gaps, kind):
 
 def test_chunked_gaps_errors_name_the_row_or_feature(X_gaps):
     bad = X_gaps.copy()
-    bad[700] = np.nan
-    with pytest.raises(ValueError, match="row 700 .*no observed value"):
-        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=500))
+    bad[400] = np.nan
+    with pytest.raises(ValueError, match="row 400 .*no observed value"):
+        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=250))
     bad = X_gaps.copy()
     bad[:, 1] = np.nan
     bad[:, 0] = np.linspace(0, 1, len(bad))  # every row keeps an observed value
     with pytest.raises(ValueError, match="feature 1 has no observed value"):
-        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=500))
+        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=250))
     bad = X_gaps.copy()
     bad[3, 2] = np.inf
     with pytest.raises(ValueError, match="row 3 .*column 2"):
-        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=500))
+        OverparamGMM(allow_missing=True).fit(da.from_array(bad, chunks=250))
     with pytest.raises(ValueError, match="non-finite value nan"):
         OverparamGMM().fit(da.from_array(X_gaps, chunks=500))
 

@@ -106,6 +106,23 @@ def test_subsample_and_holdout_ignore_chunking_row_order_and_duplication():
     assert np.array_equal(streaming.holdout_mask(np.vstack([X, X]))[5000:], m)
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        np.arange(1000.0)[:, None] + 9000.0,  # integers (galaxies' velocities): 40+ zero bits each
+        np.arange(1000.0)[:, None] / 2,  # halves
+        np.c_[np.arange(1000.0) % 37, np.arange(1000.0) // 37],  # a grid of integer pairs
+    ],
+)
+def test_holdout_and_subsample_hashes_spread_rows_of_integers(rows):
+    """Rows of round numbers fall in every fold (a multiply-only hash kept their float64
+    trailing zero bits and held out every row of 1-D integer data)."""
+    for h in (streaming.row_hash(rows), streaming.sample_hash(rows)):
+        counts = np.bincount((h % np.uint64(5)).astype(int), minlength=5)
+        assert np.all(np.abs(counts - 200) < 50), counts
+    assert 0.15 < streaming.holdout_mask(rows).mean() < 0.25
+
+
 def test_scan_names_the_row_and_column_of_a_non_finite_value():
     X = data(3000)
     X[2345, 1] = np.nan

@@ -36,19 +36,32 @@ from overgmm.statistics import Raw, centred, raw_moments
 
 HOLDOUT_FOLDS = 5
 SUBSAMPLE_ROWS = 1 << 16  # rows kept (about) for drawing starting students
-_FNV = np.uint64(0x100000001B3)
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX = (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))  # MurmurHash3's fmix64
 
 
 # ----------------------------------------------------------------------------- row hashes
+def _fmix(k: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer (a bijection in which every input bit moves every
+    output bit): float64 bit patterns of integers end in 40 or more zero bits, which a
+    multiply alone keeps, so every value goes through it."""
+    k = k ^ (k >> np.uint64(33))
+    k = k * _MIX[0]
+    k ^= k >> np.uint64(33)
+    k *= _MIX[1]
+    k ^= k >> np.uint64(33)
+    return k
+
+
 def row_hash(X: np.ndarray, salt: int = 0) -> np.ndarray:
     """A 64-bit hash ``(N,)`` of each row's float64 values: equal rows hash equally, so
-    what depends on it ignores row order, chunking and duplication."""
+    what depends on it ignores row order, chunking and duplication. Every value is mixed
+    (:func:`_fmix`), so rows of integers or halves spread evenly over any modulus."""
     rows = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64).reshape(X.shape[0], -1)
-    h = np.full(X.shape[0], np.uint64((int(salt) * 0x9E3779B97F4A7C15) % 2**64))
+    h = np.full(X.shape[0], np.uint64((int(salt) * _GOLDEN) % 2**64))
     with np.errstate(over="ignore"):
         for j in range(rows.shape[1]):
-            h = (h ^ rows[:, j]) * _FNV
-            h ^= h >> np.uint64(29)
+            h = _fmix(h ^ _fmix(rows[:, j] + np.uint64((j * _GOLDEN) % 2**64)))
     return h
 
 

@@ -37,6 +37,8 @@ tables). Without ``--out`` the full run writes ``benchmarks/results/real_data_cv
 ``--data`` subset writes nothing unless ``--out`` is given.
 
     python benchmarks/real_data_cv.py [--data iris galaxies] [--out PATH.csv] [--peer-timeout 75]
+    python benchmarks/real_data_cv.py --peers-from benchmarks/results/real_data_cv.csv --out NEW.csv
+        # overgmm's methods again (after a change), the peers' rows from the earlier run
 
 Benchmark-only installs (never runtime dependencies of overgmm)::
 
@@ -335,12 +337,22 @@ def _short(err):
     return " ".join(msg.split())[:300]
 
 
-def run_data(name, peer_timeout, log=print):
+def run_data(name, peer_timeout, log=print, peers=None):
+    """Every method on the 5 folds of data set ``name``; ``peers`` (a DataFrame of an earlier
+    run's per-fold rows, ``--peers-from``): the peers' rows are taken from it, only
+    overgmm's methods run."""
     X, y, info = load(name)
     rows, given_up = [], {}
     t_data = time.perf_counter()
+    groups = method_groups()
+    if peers is not None:
+        groups = [g for g in groups if is_ours(g[0][0])]
+        mine = peers[(peers["data"] == name) & ~peers["method"].map(is_ours)]
+        if mine.empty:
+            raise SystemExit(f"--peers-from has no rows for {name}")
+        rows += [{k: v for k, v in r.items() if v == v} for r in mine.to_dict("records")]
     for f, (tr, te) in enumerate(KFold(5, shuffle=True, random_state=0).split(X)):
-        for names, fit, limited in method_groups():
+        for names, fit, limited in groups:
             base = dict(data=name, fold=f, n_train=len(tr), n_test=len(te))
             if limited and names[0] in given_up:
                 for m in names:
@@ -647,13 +659,20 @@ def main(argv=None):
     ap.add_argument("--data", nargs="+", default=ORDER, choices=ORDER, metavar="NAME")
     ap.add_argument("--out", default=None, help="per-fold CSV; .json and .md are written beside it")
     ap.add_argument("--peer-timeout", type=float, default=75.0, help="seconds per mclust-family fit (0: none)")
+    ap.add_argument(
+        "--peers-from",
+        default=None,
+        metavar="CSV",
+        help="take the peers' per-fold rows from an earlier run's CSV (same folds); run only overgmm's methods",
+    )
     args = ap.parse_args(argv)
+    peers = None if args.peers_from is None else pd.read_csv(args.peers_from)
     out = args.out or (DEFAULT_OUT if sorted(args.data) == sorted(ORDER) else None)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     t_all = time.perf_counter()
     rows, infos = [], {}
     for i, name in enumerate(args.data, 1):
-        r, info = run_data(name, args.peer_timeout, log=lambda s: print(s, flush=True))
+        r, info = run_data(name, args.peer_timeout, log=lambda s: print(s, flush=True), peers=peers)
         rows += r
         infos[name] = info
         d = pd.DataFrame(r)

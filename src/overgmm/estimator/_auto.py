@@ -6,6 +6,7 @@ score it on the rows held out, keep the simplest type within a margin of the bes
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,6 +26,36 @@ def validation_mask(X: np.ndarray) -> np.ndarray:
     return streaming.holdout_mask(np.asarray(X, dtype=np.float64))
 
 
+class HeldMoments(NamedTuple):
+    """Weighted sums over held-out rows of the per-row log-likelihoods ``ll_t`` (units of
+    X) of the candidate types ``names``: ``total = sum w``, ``s1 = sum w ll`` (T,),
+    ``s2 = sum w ll_a ll_b`` (T, T); summed over chunks with :func:`overgmm.chunks.add`."""
+
+    total: float
+    s1: np.ndarray
+    s2: np.ndarray
+
+    def se(self, names: list, a: str, b: str) -> float:
+        """Standard error of the mean difference ``ll_a - ll_b`` (weights as repetitions)."""
+        i, j = names.index(a), names.index(b)
+        mean = (self.s1[i] - self.s1[j]) / self.total
+        var = (self.s2[i, i] + self.s2[j, j] - 2 * self.s2[i, j]) / self.total - mean**2
+        return math.sqrt(max(var, 0.0) / self.total) if self.total > 0 else 0.0
+
+
+def held_moments(X: np.ndarray, w: np.ndarray, start: int, view: streaming.View, models: list) -> HeldMoments:
+    """:class:`HeldMoments` of the rows of ``X`` (N, d) that ``view`` weighs (weights ``w``
+    (N,)), for ``models``: (mixture, shift, scale) per type, each in its standardized
+    units. A chunk function (``start`` unused) for :func:`overgmm.chunks.map_sum`; in
+    memory it is called once on the held-out rows."""
+    w = view.weights(X, w)
+    X, w = X[w > 0], w[w > 0]
+    ll = np.zeros((len(models), X.shape[0]))
+    for t, (student, shift, scale) in enumerate(models):
+        ll[t] = F.evaluate(student, (X - shift) / scale)[0] - log_jacobian(X, scale)
+    return HeldMoments(float(w.sum()), ll @ w, (ll * w) @ ll.T)
+
+
 def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np.ndarray | None = None) -> str:
     """The ``"auto"`` rule for the estimator ``est``: validation log-likelihood on the rows of
     :func:`validation_mask` (weights of the held-out rows set to 0 for the fits, so shapes
@@ -36,7 +67,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     w_fit = np.where(held, 0.0, sw)
     if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
         return "diag"
-    scores = {}
+    scores, models = {}, {}
     n = est._resolve_n_components(float(sw.sum()))  # as many components as the final fit
     # the held-out rows score each candidate through the fit's own summary: on the same
     # padded rows as the fit (their weights swapped in), so nothing new is compiled
@@ -64,7 +95,11 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
             prob = F.problem(Zp, wp, floor)
             nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
             scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
+            models[kind] = (F.take(res.students, res.best), shift, scale)
     finally:
         pre.close()
     est.validation_scores_ = scores
-    return F.simplest_type(scores)
+    if held.sum() > F.AUTO_ROWS:  # many held-out rows: the margin alone
+        return F.simplest_type(scores)
+    names, sums = list(models), held_moments(X_held, w_held, 0, streaming.ALL, list(models.values()))
+    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b))

@@ -53,6 +53,10 @@ MIN_ROWS = 128
 # as a candidate was measured and not kept)
 AUTO_TYPES = ("spherical", "diag", "tied", "full")
 AUTO_MARGIN = 0.02
+# ... or half a standard error of the per-row difference from the best type, when that is
+# more: on a few dozen held-out rows a type ahead by less is as likely noise (measured:
+# docs/estimator.md); computed where at most AUTO_ROWS rows are held out (beyond, the margin)
+AUTO_SE = 0.5
 # beyond this many training rows, "auto" fits its candidate types on this many of them,
 # chosen by a hash of their values (streaming.sample_hash), in memory and on chunks alike
 AUTO_ROWS = 1 << 14
@@ -256,14 +260,20 @@ class FitResult(NamedTuple):
     best: int
 
 
-def simplest_type(scores: dict) -> str:
+def simplest_type(scores: dict, se=None) -> str:
     """The ``"auto"`` choice from held-out scores (mean log-likelihood per sample by type):
-    the first of :data:`AUTO_TYPES` within :data:`AUTO_MARGIN` of the best; "diag" when
+    the first of :data:`AUTO_TYPES` within ``max(AUTO_MARGIN, AUTO_SE * se(best, k))`` of
+    the best, where ``se(a, b)`` is the standard error of the mean per-row difference of
+    types a and b on the held-out rows (:class:`._auto.HeldMoments`; None: 0); "diag" when
     none is finite."""
-    best = max(scores.values())
-    if not np.isfinite(best):
+    top = max(scores, key=lambda k: scores[k])
+    if not np.isfinite(scores[top]):
         return "diag"
-    return next(k for k in AUTO_TYPES if scores[k] >= best - AUTO_MARGIN)
+
+    def margin(k):
+        return max(AUTO_MARGIN, 0.0 if se is None or k == top else AUTO_SE * se(top, k))
+
+    return next(k for k in AUTO_TYPES if np.isfinite(scores[k]) and scores[k] >= scores[top] - margin(k))
 
 
 def _options(prob: Problem) -> dict | None:

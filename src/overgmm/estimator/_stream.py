@@ -20,6 +20,7 @@ import numpy as np
 from overgmm import chunks as C
 from overgmm import streaming
 from overgmm.algorithms.base import Method
+from overgmm.estimator import _auto as A
 from overgmm.estimator import _fit as F
 from overgmm.estimator._checks import check_features, feature_label
 from overgmm.estimator._progress import Progress
@@ -195,7 +196,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
         fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below), missing=missing)
     fit_m = dataclasses.replace(fit_m, grid=moments.grid)  # as in memory: every candidate uses all rows' grid
-    scores = {}
+    scores, models = {}, {}
     for kind in F.AUTO_TYPES:
         res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}")
         if res.best < 0:
@@ -205,5 +206,10 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
         held = streaming.View(shift, scale, "held", missing=held_m.gaps)
         nll = streaming.loss(chunks, held, one, held_m.total)[0]
         scores[kind] = -float(nll) - jacobian(held_m, scale)
+        models[kind] = (F.take(res.students, res.best), shift, scale)
     est.validation_scores_ = scores
-    return F.simplest_type(scores)
+    if held_m.count > F.AUTO_ROWS:  # as in memory: many held-out rows, the margin alone
+        return F.simplest_type(scores)
+    names, models_ = list(models), list(models.values())
+    sums = C.map_sum(chunks, A.held_moments, streaming.View(rows="held"), models_)
+    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b))

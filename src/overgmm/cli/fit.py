@@ -32,8 +32,8 @@ from overgmm.cli._data import CommandError, add_header_options, command
 PARAM_OF_OPTION = {"seed": "random_state"}
 AUTO_HELP = (
     "auto: hold out about one row in five (chosen by the rows' values), fit spherical, diag, tied and full on the "
-    "rest, keep the simplest type whose held-out log-likelihood is within 0.02 nats/sample of the best, and "
-    "refit it on all rows"
+    "rest, keep the simplest type whose held-out log-likelihood is within 0.02 nats/sample of the best (or half a "
+    "standard error of the per-row difference, when that is more), and refit it on all rows"
 )
 
 

@@ -56,16 +56,19 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
         (sample weights count as repetitions).
-    covariance_type : {"auto", "full", "tied", "diag", "spherical", "fixed"}, default="auto"
+    covariance_type : {"auto", "full", "tied", "rotated", "diag", "spherical", "fixed"}, default="auto"
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
         component); ``"tied"``: one learned covariance matrix shared by all components
-        (scikit-learn's "tied"); ``"diag"``: a learned diagonal covariance per component;
+        (scikit-learn's "tied"); ``"rotated"``: learned diagonal covariances in one rotated
+        basis shared by all components (the common principal axes of a full fit; kept as
+        full matrices; in memory, without missing values); ``"diag"``: a learned diagonal covariance per component;
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
         standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
         out about one training row in five (chosen by the rows' values), fit "spherical",
         "diag", "tied" and "full" on the rest (on 2^14 of them, chosen by value, when there
         are more), keep the simplest type (in that order) whose held-out log-likelihood
-        is within 0.02 nats/sample of the best, and refit it on all rows (five fits;
+        is within 0.02 nats/sample of the best (or half a standard error of the per-row
+        difference, when that is more), and refit it on all rows (five fits;
         :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type was fitted.
         Measurements behind the choices: ``docs/estimator.md``.
     algorithm : {"em", "gradient_em", "polyak"}, default="em"

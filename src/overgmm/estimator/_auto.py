@@ -28,8 +28,9 @@ def validation_mask(X: np.ndarray) -> np.ndarray:
 
 class HeldMoments(NamedTuple):
     """Weighted sums over held-out rows of the per-row log-likelihoods ``ll_t`` (units of
-    X) of the candidate types ``names``: ``total = sum w``, ``s1 = sum w ll`` (T,),
-    ``s2 = sum w ll_a ll_b`` (T, T); summed over chunks with :func:`overgmm.chunks.add`."""
+    X) of T candidate types (in the order of the ``names`` given to :meth:`se`):
+    ``total = sum w``, ``s1 = sum w ll`` (T,), ``s2 = sum w ll_a ll_b`` (T, T); summed
+    over chunks with :func:`overgmm.chunks.add`."""
 
     total: float
     s1: np.ndarray
@@ -101,5 +102,6 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     est.validation_scores_ = scores
     if held.sum() > F.AUTO_ROWS:  # many held-out rows: the margin alone
         return F.simplest_type(scores)
+    # the standard errors: per-row log-likelihoods (one evaluate program per type)
     names, sums = list(models), held_moments(X_held, w_held, 0, streaming.ALL, list(models.values()))
     return F.simplest_type(scores, lambda a, b: sums.se(names, a, b))

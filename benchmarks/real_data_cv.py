@@ -666,13 +666,13 @@ def main(argv=None):
         help="take the peers' per-fold rows from an earlier run's CSV (same folds); run only overgmm's methods",
     )
     args = ap.parse_args(argv)
-    peers = None if args.peers_from is None else pd.read_csv(args.peers_from)
+    peer_rows = None if args.peers_from is None else pd.read_csv(args.peers_from)
     out = args.out or (DEFAULT_OUT if sorted(args.data) == sorted(ORDER) else None)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     t_all = time.perf_counter()
     rows, infos = [], {}
     for i, name in enumerate(args.data, 1):
-        r, info = run_data(name, args.peer_timeout, log=lambda s: print(s, flush=True), peers=peers)
+        r, info = run_data(name, args.peer_timeout, log=lambda s: print(s, flush=True), peers=peer_rows)
         rows += r
         infos[name] = info
         d = pd.DataFrame(r)

@@ -49,10 +49,12 @@ def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
                 if t == 0:
                     continue
                 turned = True
-                G = np.eye(d)
-                G[a, a] = G[b, b] = c[t]
-                G[a, b], G[b, a] = -s[t], s[t]
-                R, M = R @ G, np.einsum("qp,iqr,rs->ips", G, M, G)
+                # the Givens turn of axes a and b: R G and G^T M G, two rows and columns each
+                R[:, [a, b]] = R[:, [a, b]] @ np.array([[c[t], -s[t]], [s[t], c[t]]])
+                Ma, Mb = M[:, a, :].copy(), M[:, b, :].copy()
+                M[:, a, :], M[:, b, :] = c[t] * Ma + s[t] * Mb, c[t] * Mb - s[t] * Ma
+                Ma, Mb = M[:, :, a].copy(), M[:, :, b].copy()
+                M[:, :, a], M[:, :, b] = c[t] * Ma + s[t] * Mb, c[t] * Mb - s[t] * Ma
         if not turned:
             break
     order = np.argsort(-(p @ np.diagonal(M, axis1=-2, axis2=-1)), kind="stable")

@@ -178,8 +178,8 @@ class Tied(_Cholesky):
 
 class Rotated(Full):
     """Full covariances with one orientation: ``Sigma_i = R diag(v_i) R^T``, with one
-    orthonormal ``R`` (d, d) shared by every component (mclust's "VVE" with the axes of a
-    tied fit). The estimator's name only: it fits such a model as "diag" on the data
+    orthonormal ``R`` (d, d) shared by every component (mclust's "VVE", with the common
+    principal axes of a full fit). The estimator's name only: it fits such a model as "diag" on the data
     rotated onto ``R`` and keeps the result as "full" matrices (``overgmm.estimator``);
     this object counts its parameters (d variances per component, d(d-1)/2 for ``R``)
     and reads fitted matrices as :class:`Full` does. It is not in :data:`TYPES`: no

@@ -2,6 +2,7 @@
 core's initialisation, algorithms, driver and reduction (called in ``_fit``). Importing
 this package imports scikit-learn."""
 
-from overgmm.estimator._estimator import OverparamGMM, auto_n_components
+from overgmm.estimator._estimator import OverparamGMM
+from overgmm.estimator._fit import auto_n_components
 
 __all__ = ["OverparamGMM", "auto_n_components"]

@@ -29,18 +29,6 @@ from overgmm.estimator._checks import check_features, check_missing, check_param
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 
-AUTO_MAX = 25
-AUTO_SAMPLES_PER_COMPONENT = 10
-
-
-def auto_n_components(n_samples: float) -> int:
-    """The ``n_components="auto"`` rule: one component per 10 samples, at least 1, at most 25.
-
-    25 exceeds Zhou et al.'s ``n = Omega(m log m)`` for every m <= 8 (8 ln 8 = 17) and
-    leaves ten samples per component on small data sets.
-    """
-    return int(max(1, min(AUTO_MAX, math.floor(n_samples / AUTO_SAMPLES_PER_COMPONENT))))
-
 
 class OverparamGMM(DensityMixin, BaseEstimator):
     """An over-parameterized Gaussian mixture that prunes and merges what it does not need.
@@ -61,7 +49,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         component); ``"tied"``: one learned covariance matrix shared by all components
         (scikit-learn's "tied"); ``"rotated"``: learned diagonal covariances in one rotated
         basis shared by all components (the common principal axes of a full fit; kept as
-        full matrices; in memory, without missing values); ``"diag"``: a learned diagonal covariance per component;
+        full matrices; in memory, without missing values); ``"diag"``: a learned diagonal
+        covariance per component;
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
         standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
         out about one training row in five (chosen by the rows' values), fit "spherical",
@@ -278,7 +267,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return X, sw, total
 
     def _resolve_n_components(self, total: float) -> int:
-        n = auto_n_components(total) if self.n_components == "auto" else int(self.n_components)
+        n = F.auto_n_components(total) if self.n_components == "auto" else int(self.n_components)
         if n > total:
             raise ValueError(
                 f"n_components={n} must be at most the number of samples ({total:g}, the sum of sample "

@@ -27,6 +27,7 @@ leaves.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 from typing import Any, NamedTuple
@@ -68,6 +69,19 @@ COARSE_TOL = 30.0
 
 
 # ----------------------------------------------------------------------------- shapes
+AUTO_MAX = 25
+AUTO_SAMPLES_PER_COMPONENT = 10
+
+
+def auto_n_components(n_samples: float) -> int:
+    """The ``n_components="auto"`` rule: one component per 10 samples, at least 1, at most 25.
+
+    25 exceeds Zhou et al.'s ``n = Omega(m log m)`` for every m <= 8 (8 ln 8 = 17) and
+    leaves ten samples per component on small data sets.
+    """
+    return int(max(1, min(AUTO_MAX, math.floor(n_samples / AUTO_SAMPLES_PER_COMPONENT))))
+
+
 def n_covariance_parameters(covariance_type: str, d: int) -> int:
     """Free covariance parameters of one component: d(d+1)/2 full, d diag, 1 spherical, 0 fixed."""
     return C.public(covariance_type).n_parameters(d)

@@ -48,7 +48,7 @@ def test_fit_predict_and_load_agree(tmp_path):
     assert "components: 3 " in r.stdout and "BIC " in r.stdout and "parameters" in r.stdout
     model = strict((tmp_path / "out" / "model.json").read_text())
     assert model["features"] == ["a", "b"] and model["n_samples"] == 600
-    assert set(model["validation_scores"]) == {"spherical", "diag", "tied", "full"}
+    assert set(model["validation_scores"]) == {"spherical", "diag", "tied", "full", "rotated"}
     est = OverparamGMM.load(tmp_path / "out" / "model.json")
     assert est.covariance_type_ == "full" and model["n_parameters"] == 3 * (2 + 3) + 2
     assert model["bic"] == pytest.approx(est.bic(X), rel=1e-9) and model["aic"] == pytest.approx(est.aic(X), rel=1e-9)

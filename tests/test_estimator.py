@@ -42,7 +42,7 @@ def fitted():
 # --------------------------------------------------------------------------- scikit-learn's checks
 # n_components=2 keeps the number of compiled shapes small (the checks use many data
 # shapes); the default n_components="auto" is exercised by the tests below. The default
-# covariance_type="auto" fits every learned type (spherical, diag, tied, full) before the
+# covariance_type="auto" fits every learned type (spherical, diag, tied, full, rotated) before the
 # final one (on data too small to hold rows out it falls back to diag), so its checks pass
 # each type's fit through scikit-learn's; "full" and "fixed" (no learned covariance) are
 # checked alone as well. Checking spherical, diag and tied alone too cost 58 s of the
@@ -182,8 +182,8 @@ def test_full_covariances_fit_a_sheared_cluster_with_one_component():
 
 
 def test_auto_chooses_the_type_by_validation_likelihood():
-    """ "auto" (the default) holds out rows chosen by their values, fits spherical, diag, tied
-    and full on the rest, and keeps the simplest type within 0.02 nats/sample of the best
+    """ "auto" (the default) holds out rows chosen by their values, fits spherical, diag, tied,
+    full and rotated on the rest, and keeps the simplest type within 0.02 nats/sample of the best
     held-out log-likelihood: full or tied (the same model for one cluster) for a sheared
     cluster, spherical or diag for round components; the result is the refit of that type on
     all rows."""
@@ -195,7 +195,7 @@ def test_auto_chooses_the_type_by_validation_likelihood():
         auto = OverparamGMM(random_state=0).fit(Y)
         assert auto.covariance_type_ in allowed, auto.validation_scores_
         scores = auto.validation_scores_
-        assert set(scores) == {"spherical", "diag", "tied", "full"}
+        assert set(scores) == {"spherical", "diag", "tied", "full", "rotated"}
         assert scores[auto.covariance_type_] >= max(scores.values()) - 0.02
         alone = OverparamGMM(covariance_type=auto.covariance_type_, random_state=0).fit(Y)
         np.testing.assert_allclose(auto.score_samples(Y), alone.score_samples(Y), rtol=1e-12)

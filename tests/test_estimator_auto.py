@@ -60,3 +60,13 @@ def test_a_type_ahead_by_less_than_half_a_standard_error_is_not_chosen():
     # a type that failed (-inf) is never chosen and needs no standard error
     failed = {**scores, "spherical": -np.inf}
     assert simplest_type(failed, lambda a, b: 0.3 if b == "diag" else 0.01) == "diag"
+
+
+def test_rotated_is_the_last_candidate_kept_only_where_it_leads_by_the_margin():
+    base = {"spherical": -3.0, "diag": -1.5, "tied": -1.2, "full": -1.0}
+    assert simplest_type(base) == "full"  # not tried (one feature, missing values): passed over
+    assert simplest_type({**base, "rotated": -1.0 + AUTO_MARGIN / 2}) == "full"
+    assert simplest_type({**base, "rotated": -1.0 + 2 * AUTO_MARGIN}) == "rotated"
+    # ahead of full by 2 margins, but by less than half a standard error of that difference
+    assert simplest_type({**base, "rotated": -1.0 + 2 * AUTO_MARGIN}, lambda a, b: 0.2) == "full"
+    assert simplest_type({**base, "rotated": -np.inf}) == "full"

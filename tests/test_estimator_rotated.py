@@ -9,6 +9,7 @@ import pytest
 from overgmm import Mixture, OverparamGMM
 from overgmm.estimator import _rotated as Rot
 from test_estimator import ROT30, known_mixture
+from test_estimator_chunks import same_fit
 
 
 def random_rotation(d, seed):
@@ -122,10 +123,52 @@ def test_rotated_errors(rotated_data):
     with pytest.raises(ValueError, match="missing values"):
         OverparamGMM(covariance_type="rotated", allow_missing=True).fit(gappy)
     da = pytest.importorskip("dask.array")
-    with pytest.raises(ValueError, match="in memory only"):
-        OverparamGMM(covariance_type="rotated").fit(da.from_array(Y, chunks=100))
+    with pytest.raises(ValueError, match="missing values"):
+        OverparamGMM(covariance_type="rotated", allow_missing=True).fit(da.from_array(gappy, chunks=100))
     with pytest.raises(ValueError, match="partial_fit"):
         OverparamGMM(covariance_type="rotated").partial_fit(Y)
     fitted = OverparamGMM(covariance_type="rotated", random_state=0).fit(Y)
     with pytest.raises(ValueError, match="partial_fit"):
         fitted.partial_fit(Y)
+
+
+def test_a_rotated_fit_on_chunks_equals_the_one_in_memory(rotated_data):
+    """On chunks the axes come from the same full fit and the diag fit sees ``X @ R`` through
+    the view (:class:`overgmm.streaming.View`'s rotation), starting from the same rows."""
+    da = pytest.importorskip("dask.array")
+    Y, test = rotated_data
+    a = OverparamGMM(covariance_type="rotated", random_state=0).fit(Y)
+    b = OverparamGMM(covariance_type="rotated", random_state=0).fit(da.from_array(Y, chunks=200))
+    same_fit(a, b, rtol=1e-7)
+    np.testing.assert_allclose(b.score_samples(test), a.score_samples(test), rtol=1e-8)
+
+
+def shared_axes(n, d=8, seed=0):
+    """Three clusters in d = 8 whose variances differ but whose axes are one rotation: fewer
+    rows than a full fit can use well."""
+    rng = np.random.default_rng(seed)
+    R = random_rotation(d, 11)
+    means = rng.normal(size=(3, d)) * 4
+    var = rng.uniform(0.05, 3.0, size=(3, d))
+    comp = rng.choice(3, size=n, p=[0.4, 0.35, 0.25])
+    return means[comp] + (rng.normal(size=(n, d)) * np.sqrt(var[comp])) @ R.T
+
+
+def test_auto_keeps_rotated_where_it_leads_every_type_by_the_margin_in_memory_and_on_chunks():
+    """ "rotated" is the last "auto" candidate (fitted on the "full" candidate's axes): kept
+    only where its held-out score leads all others by the margin; chosen alike on chunks."""
+    da = pytest.importorskip("dask.array")
+    X = shared_axes(400)
+    a = OverparamGMM(random_state=0).fit(X)
+    scores = a.validation_scores_
+    assert list(scores) == ["spherical", "diag", "tied", "full", "rotated"]
+    assert a.covariance_type_ == "rotated" and a.n_components_ == 3
+    assert all(scores["rotated"] > v + 0.02 for k, v in scores.items() if k != "rotated")
+    b = OverparamGMM(random_state=0).fit(da.from_array(X, chunks=150))
+    same_fit(a, b, rtol=1e-7)
+    assert b.validation_scores_ == pytest.approx(scores, rel=1e-9)
+    # where it does not lead by the margin, the simplest close type stays (known_mixture's 30 degrees)
+    Y, *_ = known_mixture("rotated", n=500, seed=0)
+    c = OverparamGMM(random_state=0).fit(Y)
+    assert c.validation_scores_["rotated"] > c.validation_scores_["full"] - 0.02
+    assert c.covariance_type_ == "full"

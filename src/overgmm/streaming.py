@@ -98,16 +98,19 @@ def kth_smallest(hashes: np.ndarray, k: int):
 # ----------------------------------------------------------------------------- views
 @dataclasses.dataclass(frozen=True)
 class View:
-    """How a chunk is seen: ``(X - shift) / scale`` (None: as it is), which rows count:
-    ``"all"``, ``"fit"`` (outside :func:`holdout_mask`) or ``"held"`` (inside it), and
-    whether NaN entries are missing values (the missing-value E-step and merge costs; set
-    from :attr:`Moments.gaps`, once per fit, as the in-memory problem's ``missing``)."""
+    """How a chunk is seen: ``(X @ rotation - shift) / scale`` (None: as it is; ``rotation``
+    (d, d) orthonormal, for ``covariance_type="rotated"``), which rows count: ``"all"``,
+    ``"fit"`` (outside :func:`holdout_mask`) or ``"held"`` (inside it), and whether NaN
+    entries are missing values (the missing-value E-step and merge costs; set from
+    :attr:`Moments.gaps`, once per fit, as the in-memory problem's ``missing``). Which rows
+    count is decided from the rows' own values, before any rotation."""
 
     shift: np.ndarray | None = None
     scale: np.ndarray | None = None
     rows: str = "all"
     below: int | None = None  # also: only rows whose sample_hash is at most this
     missing: bool = False
+    rotation: np.ndarray | None = None
 
     def weights(self, X: np.ndarray, w: np.ndarray) -> np.ndarray:
         if self.below is not None:
@@ -118,6 +121,7 @@ class View:
         return np.where(held, w, 0.0) if self.rows == "held" else np.where(held, 0.0, w)
 
     def data(self, X: np.ndarray) -> np.ndarray:
+        X = X if self.rotation is None else X @ self.rotation
         return X if self.shift is None else (X - self.shift) / self.scale
 
 

@@ -31,9 +31,10 @@ from overgmm.cli._data import CommandError, add_header_options, command
 # options that set an estimator parameter of another name
 PARAM_OF_OPTION = {"seed": "random_state"}
 AUTO_HELP = (
-    "auto: hold out about one row in five (chosen by the rows' values), fit spherical, diag, tied and full on the "
-    "rest, keep the simplest type whose held-out log-likelihood is within 0.02 nats/sample of the best (or half a "
-    "standard error of the per-row difference, when that is more), and refit it on all rows"
+    "auto: hold out about one row in five (chosen by the rows' values), fit spherical, diag, tied, full and rotated "
+    "(on the full fit's axes) on the rest, keep the simplest type, in that order, whose held-out log-likelihood is "
+    "within 0.02 nats/sample of the best (or half a standard error of the per-row difference, when that is more), "
+    "and refit it on all rows"
 )
 
 
@@ -248,8 +249,8 @@ def register(sub) -> None:
         "--covariance-type",
         choices=[*COVARIANCE_TYPES, "auto"],
         default=d["covariance_type"],
-        help="full, tied (one covariance shared by all components), diag, spherical, fixed (identity after "
-        "standardization), or " + AUTO_HELP + " "
+        help="full, tied (one covariance shared by all components), rotated (diagonal in the common axes of a full "
+        "fit), diag, spherical, fixed (identity after standardization), or " + AUTO_HELP + " "
         "(default %(default)s)",
     )
     p.add_argument(

@@ -12,6 +12,7 @@ import numpy as np
 
 from overgmm import rounding, streaming
 from overgmm.estimator import _fit as F
+from overgmm.estimator import _rotated as Rot
 from overgmm.estimator._checks import log_jacobian
 from overgmm.estimator._progress import Progress
 
@@ -82,21 +83,35 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         sub = (w_fit > 0) & (h <= np.uint64(streaming.kth_smallest(h[w_fit > 0], F.AUTO_ROWS)))
         X_fit, w_fit = X[sub], w_fit[sub]
         X_held, w_held = X[held], sw[held]
-    pre = F.Precompiler(F.AUTO_TYPES[1:])  # compiled in the background while the first type fits
+    pre = F.Precompiler(F.AUTO_TYPES[1:-1])  # compiled in the background while the first type fits
+    fitted = {}
     try:
         for kind in F.AUTO_TYPES:
-            pre.claim(kind)
-            res, _, (shift, scale, floor) = est._fit_type(
-                X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre, grid
-            )
-            if res.best < 0:
-                scores[kind] = -math.inf
-                continue
+            if kind == "rotated":  # the diag fit of X @ R, R the axes of the "full" candidate
+                if "full" not in fitted or X.shape[1] < 2 or np.isnan(X).any():
+                    continue
+                res, units = fitted["full"]
+                R = Rot.axes(res, units[1])
+                wf = w_fit / w_fit.sum()
+                res, _, units_r = Rot.on_axes(est, X_fit, wf, w_fit.sum(), R, units, n, progress, "auto: rotated")
+                if res.best < 0:
+                    scores[kind] = -math.inf
+                    continue
+                students, best = Rot.as_candidate(res, units_r, R, units), 0
+            else:
+                pre.claim(kind)
+                res, _, units = est._fit_type(
+                    X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre, grid
+                )
+                if res.best < 0:
+                    scores[kind] = -math.inf
+                    continue
+                fitted[kind], students, best = (res, units), res.students, res.best
+            shift, scale, floor = units
             Zp, wp = F.pad_rows((X_held - shift) / scale, w_held / w_held.sum())
-            prob = F.problem(Zp, wp, floor)
-            nll = F.InMemory(prob, None).summary(res.students)[0][res.best]
+            nll = F.InMemory(F.problem(Zp, wp, floor), None).summary(students)[0][best]
             scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
-            models[kind] = (F.take(res.students, res.best), shift, scale)
+            models[kind] = (F.take(students, best), shift, scale)
     finally:
         pre.close()
     est.validation_scores_ = scores

@@ -49,16 +49,17 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         component); ``"tied"``: one learned covariance matrix shared by all components
         (scikit-learn's "tied"); ``"rotated"``: learned diagonal covariances in one rotated
         basis shared by all components (the common principal axes of a full fit; kept as
-        full matrices; in memory, without missing values); ``"diag"``: a learned diagonal
+        full matrices; without missing values); ``"diag"``: a learned diagonal
         covariance per component;
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
         standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
         out about one training row in five (chosen by the rows' values), fit "spherical",
-        "diag", "tied" and "full" on the rest (on 2^14 of them, chosen by value, when there
+        "diag", "tied", "full" and "rotated" (on the full fit's axes; not with missing
+        values or one feature) on the rest (on 2^14 of them, chosen by value, when there
         are more), keep the simplest type (in that order) whose held-out log-likelihood
         is within 0.02 nats/sample of the best (or half a standard error of the per-row
-        difference, when that is more), and refit it on all rows (five fits;
-        :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type was fitted.
+        difference, when that is more), and refit it on all rows (six fits, seven for
+        "rotated"; :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type was fitted.
         Measurements behind the choices: ``docs/estimator.md``.
     algorithm : {"em", "gradient_em", "polyak"}, default="em"
         ``"em"``: EM. ``"gradient_em"``: EM weight step and a gradient step of size
@@ -281,12 +282,11 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         None: from ``X``); ``least`` (d,): a floor in the units of X that the floor keeps
         at least (None: none)."""
         grid = rounding.grid(X, w) if grid is None else grid
-        shift, scale, floor = self._standardization_from(*feature_moments(X, w), kind, grid)
-        return shift, scale, floor if least is None else np.maximum(floor, least / scale**2)
+        return self._standardization_from(*feature_moments(X, w), kind, grid, least)
 
-    def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str, grid: np.ndarray):
-        """(shift, scale, floor) from the weighted feature means and variances (d,) and the
-        features' rounding grid (d,) (:func:`overgmm.rounding.grid`)."""
+    def _standardization_from(self, mean: np.ndarray, var: np.ndarray, kind: str, grid: np.ndarray, least=None):
+        """(shift, scale, floor) from the weighted feature means and variances (d,), the
+        features' rounding grid (d,) (:func:`overgmm.rounding.grid`) and ``least``."""
         d = mean.shape[0]
         var = _checks.constant_as_zero(mean, var)
         if self.standardize:
@@ -300,7 +300,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         floor = self.var_floor * np.where(zvar > 0, zvar, 1.0)
         if self.rounding_floor:
             floor = np.maximum(floor, rounding.sheppard_variance(grid) / scale**2)
-        return shift, scale, floor
+        return shift, scale, floor if least is None else np.maximum(floor, least / scale**2)
 
     def _seed(self) -> int:
         """A seed from ``random_state`` (the JAX key is made inside the compiled code)."""
@@ -314,14 +314,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _start(self, X: np.ndarray, w: np.ndarray, total: float, n_init: int, kind: str, n=None, grid=None, least=None):
+    def _start(self, X, w, total: float, n_init: int, kind: str, n=None, grid=None, least=None, rotation=None):
         """Standardization, the problem on the padded rows, starting students (``n``
-        components, default from ``total``; ``grid``, ``least``: as in :meth:`_standardization`)."""
+        components, default from ``total``; ``grid``, ``least``: as in :meth:`_standardization`;
+        ``rotation`` (d, d): fit the rows ``X @ rotation``)."""
         n = self._resolve_n_components(total) if n is None else n
-        shift, scale, floor = self._standardization(X, w, kind, grid, least)
-        Z = (X - shift) / scale
-        # starting students from the rows of init_rows (canonical order, about 65k rows):
-        # the draw ignores row order and chunking, as on data in chunks
+        Xv = X if rotation is None else X @ rotation
+        shift, scale, floor = self._standardization(Xv, w, kind, grid, least)
+        Z = (Xv - shift) / scale
+        # starting students from the rows of init_rows (canonical order, about 65k rows; by
+        # X's own values): the draw ignores row order and chunking, as on data in chunks
         rows = S.init_rows(X, w)
         # missing values: the starting draw sees each gap at its feature's mean (0)
         students, keys = S.starting_students(self, np.nan_to_num(Z[rows]), w[rows], n, floor, n_init, kind, X.shape[0])
@@ -359,10 +361,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self.validation_scores_: dict[str, float] = {}
         grid = rounding.grid(X, sw)  # of all rows, once: the "auto" candidates and the fit share it
         with Progress(int(self.verbose) > 0) as progress:
-            if self.covariance_type == "rotated":  # a full fit for the axes, then diag on rotated rows
-                return Rot.fit(self, X, sw, total, progress, grid)
             auto = self.covariance_type == "auto"
             kind = A.choose_type(self, X, sw, progress, grid) if auto else self.covariance_type
+            if kind == "rotated":  # a full fit for the axes, then diag on rotated rows
+                return Rot.fit(self, X, sw, total, progress, grid)
             res, n, units = self._fit_type(
                 X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})", grid=grid
             )
@@ -406,13 +408,13 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return self
 
     def _fit_type(
-        self, X, w, total: float, kind: str, n=None, progress=None, stage="fit", pre=None, grid=None, least=None
+        self, X, w, total: float, kind: str, n=None, progress=None, stage="fit", pre=None, grid=None, **rotated
     ):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
-        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``grid``,
-        ``least``: as in :meth:`_standardization`."""
-        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, least)
+        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``grid`` and
+        ``rotated`` (``least``, ``rotation``): as in :meth:`_start`."""
+        n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, **rotated)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total, kind)
         engine = F.InMemory(prob, alg)

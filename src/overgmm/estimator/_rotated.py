@@ -13,8 +13,10 @@ are. The result is kept as "full" matrices in the standardized units of ``X``
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
+from overgmm.estimator import _fit as F
 from overgmm.estimator._checks import log_jacobian
 from overgmm.mixture import Mixture
 
@@ -67,31 +69,61 @@ def signed(R: np.ndarray) -> np.ndarray:
     return R * np.where(lead < 0, -1.0, 1.0)
 
 
+def no_missing() -> ValueError:
+    """The error for "rotated" on data with missing values."""
+    return ValueError(
+        "covariance_type='rotated' rotates the rows, which needs every value: it does not fit data "
+        "with missing values; use 'full', 'diag' or 'auto'."
+    )
+
+
+def axes(res, scale: np.ndarray) -> np.ndarray:
+    """The common axes ``R`` (d, d) of the kept restart of a full fit ``res``
+    (:class:`._fit.FitResult`) whose rows were scaled by ``scale`` (d,): of its live
+    components' covariances in the units of X, weighted by their weights."""
+    lw = np.asarray(res.students.log_weights[res.best])
+    live = np.isfinite(lw)
+    return common_axes(res.covariances[0][res.best][live] * np.outer(scale, scale), np.exp(lw[live]))
+
+
+def least(R: np.ndarray, units: tuple) -> np.ndarray:
+    """The floor (d,) of the rotated fit in the units of ``X @ R``: along every axis at
+    least the floor of X's features seen along it, ``sum_j R_jk^2 floor_j``, from X's
+    standardization ``units = (shift, scale, floor)`` (a feature that is constant in the
+    training rows keeps its floor)."""
+    return (R**2).T @ (units[2] * units[1] ** 2)
+
+
 def fit(est, X: np.ndarray, sw: np.ndarray, total: float, progress, grid: np.ndarray):
     """:meth:`OverparamGMM.fit` with ``covariance_type="rotated"`` on rows ``X`` (N, d) in
     memory with weights ``sw`` (N,) summing to ``total``; ``grid``: the features' rounding
-    grid. A full fit gives the axes ``R``; the diag fit of ``X @ R`` keeps, along every
-    axis, at least the floor of X's features seen along it (``sum_j R_jk^2 floor_j``, in
-    the units of X: a feature that is constant in the training rows keeps its floor)."""
+    grid. A full fit gives the axes ``R`` (:func:`axes`); then the diag fit of ``X @ R``
+    with the floor :func:`least` (:func:`on_axes`)."""
     if np.isnan(X).any():
-        raise ValueError(
-            "covariance_type='rotated' rotates the rows, which needs every value: it does not fit data "
-            "with missing values; use 'full', 'diag' or 'auto'."
-        )
+        raise no_missing()
     w = sw / total
-    res, _, (_, scale, _) = est._fit_type(X, w, total, AXES_FROM, progress=progress, stage="rotated: axes", grid=grid)
+    res, n, units = est._fit_type(X, w, total, AXES_FROM, progress=progress, stage="rotated: axes", grid=grid)
     if res.best < 0:
         est._raise_non_finite(res.restarts[0].failed_at)
-    lw = np.asarray(res.students.log_weights[res.best])
-    live = np.isfinite(lw)
-    R = common_axes(res.covariances[0][res.best][live] * np.outer(scale, scale), np.exp(lw[live]))
-    units = est._standardization(X, w, "full", grid)  # the model is kept in these units
-    least = (R**2).T @ (units[2] * units[1] ** 2)
-    Xr = X @ R
-    res, n, units_r = est._fit_type(
-        Xr, w, total, "diag", progress=progress, stage="fit (rotated)", grid=np.zeros(X.shape[1]), least=least
-    )
-    return est._finish(res, n, units_r, "rotated", log_jacobian(Xr, units_r[1], w), (R, units))
+    R = axes(res, units[1])
+    res, n, units_r = on_axes(est, X, w, total, R, units, n, progress, "fit (rotated)")
+    return est._finish(res, n, units_r, "rotated", log_jacobian(X, units_r[1], w), (R, units))
+
+
+def on_axes(est, X: np.ndarray, w: np.ndarray, total: float, R: np.ndarray, units: tuple, n: int, progress, stage: str):
+    """The estimator's "diag" fit of the rows ``X @ R`` in memory (weights ``w`` (N,), which
+    sum to 1, of ``total``), with ``n`` starting components and the floor :func:`least` of
+    X's standardization ``units``: (:class:`._fit.FitResult`, n, the units of ``X @ R``)."""
+    zeros = np.zeros(X.shape[1])  # the rotated values have no rounding grid
+    return est._fit_type(X, w, total, "diag", n, progress, stage, grid=zeros, least=least(R, units), rotation=R)
+
+
+def as_candidate(res, units_r: tuple, R: np.ndarray, units: tuple) -> Mixture:
+    """The kept restart of a rotated fit ``res`` as a batch of one "full" student in the
+    standardized units ``units`` of X (:func:`to_full`): "auto" scores it as it scores the
+    other candidates."""
+    full, _ = to_full(F.take(res.students, res.best), units_r, R, units)
+    return jax.tree_util.tree_map(lambda a: a[None], full)
 
 
 def to_full(student: Mixture, units_r: tuple, R: np.ndarray, units: tuple) -> tuple[Mixture, tuple]:

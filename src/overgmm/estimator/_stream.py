@@ -22,6 +22,7 @@ from overgmm import streaming
 from overgmm.algorithms.base import Method
 from overgmm.estimator import _auto as A
 from overgmm.estimator import _fit as F
+from overgmm.estimator import _rotated as Rot
 from overgmm.estimator._checks import check_features, feature_label
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
@@ -89,12 +90,14 @@ def method_of(est, floor: np.ndarray) -> Method:
     return F.algorithm(dummy, est.algorithm, float(est.step_size), int(est.n_short), float(est.prune)).method
 
 
-def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: str, n: int):
-    """Standardization from the view's moments, the subsample, and starting students."""
-    shift, scale, floor = est._standardization_from(moments.mean, np.diag(moments.cov), kind, moments.grid)
-    Xs, ws = streaming.subsample(chunks, view, moments.count)
+def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: str, n: int, least=None):
+    """Standardization from the view's moments (those of the rows it rotates to, when it
+    rotates; ``least``: as in :meth:`OverparamGMM._start`), the subsample, and starting students."""
+    var = np.diag(moments.cov)
+    shift, scale, floor = est._standardization_from(moments.mean, var, kind, moments.grid, least)
+    Xs, ws = streaming.subsample(chunks, view, moments.count)  # by X's own values, as in memory
     # missing values: the starting draw sees each gap at its feature's mean (0), as in memory
-    Z = np.nan_to_num((Xs - shift) / scale)
+    Z = np.nan_to_num(dataclasses.replace(view, shift=shift, scale=scale).data(Xs))
     students, keys = starting_students(est, Z, ws, n, floor, est.n_init, kind, chunks.n_rows)
     return (shift, scale, floor), students, keys
 
@@ -133,11 +136,6 @@ def as_chunks(est, X, sample_weight):
 
 def fit_chunks(est, chunks):
     """:meth:`OverparamGMM.fit` on chunked data (module docstring)."""
-    if est.covariance_type == "rotated":
-        raise ValueError(
-            "covariance_type='rotated' is fitted on data in memory only (its rows are rotated before the "
-            "fit); use 'full', 'diag' or 'auto' on chunked data."
-        )
     est.n_features_in_ = chunks.n_features
     if hasattr(est, "feature_names_in_"):
         del est.feature_names_in_
@@ -155,6 +153,15 @@ def fit_chunks(est, chunks):
         auto = est.covariance_type == "auto"
         kind = _choose_type(est, chunks, moments, progress) if auto else est.covariance_type
         n = est._resolve_n_components(moments.total)
+        if kind == "rotated":  # a full fit for the axes, then diag on rotated rows (as in memory)
+            if moments.gaps:
+                raise Rot.no_missing()
+            res, n, units = _fit_type(est, chunks, "all", moments, "full", n, None, progress, "rotated: axes")
+            if res.best < 0:
+                est._raise_non_finite(res.restarts[0].failed_at)
+            R = Rot.axes(res, units[1])
+            res, n, units_r = _on_axes(est, chunks, "all", moments, R, units, n, None, progress, "fit (rotated)")
+            return est._finish(res, n, units_r, kind, jacobian(moments, units_r[1]), (R, units))
         res, n, units = _fit_type(est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})")
     return est._finish(res, n, units, kind, jacobian(moments, units[1]))
 
@@ -165,12 +172,20 @@ def jacobian(moments: streaming.Moments, scale: np.ndarray) -> float:
     return float((moments.seen / moments.total) @ np.log(scale))
 
 
-def _fit_type(est, chunks, rows: str, moments, kind: str, n: int, below=None, progress=None, stage: str = "fit"):
-    units, students, keys = start(est, chunks, streaming.View(rows=rows, below=below), moments, kind, n)
+def _fit_type(
+    est, chunks, rows: str, moments, kind: str, n: int, below=None, progress=None, stage="fit", R=None, least=None
+):
+    """One fit on the rows ``rows``/``below`` count (their ``moments``; ``R``: fit the rows
+    ``X @ R``, ``moments`` still those of X), as :meth:`OverparamGMM._fit_type`."""
+    if R is not None:
+        grid = np.zeros(R.shape[1])  # the rotated values have no rounding grid
+        moments = dataclasses.replace(moments, mean=moments.mean @ R, cov=R.T @ moments.cov @ R, grid=grid)
+    view = streaming.View(rows=rows, below=below, rotation=R)
+    units, students, keys = start(est, chunks, view, moments, kind, n, least)
     shift, scale, floor = units
     engine = Streamed(
         chunks,
-        streaming.View(shift, scale, rows, below, missing=moments.gaps),
+        streaming.View(shift, scale, rows, below, missing=moments.gaps, rotation=R),
         method_of(est, floor),
         floor,
         moments.total,
@@ -181,6 +196,11 @@ def _fit_type(est, chunks, rows: str, moments, kind: str, n: int, below=None, pr
         progress.stage(stage, float(np.sum(np.log(scale))))
     res = F.fit(engine, students, keys, max_iter=int(est.max_iter), tol=float(est.tol), price=price, progress=progress)
     return res, n, units
+
+
+def _on_axes(est, chunks, rows: str, moments, R, units, n: int, below, progress, stage: str):
+    """:func:`._rotated.on_axes` on chunks: the "diag" fit of ``X @ R``."""
+    return _fit_type(est, chunks, rows, moments, "diag", n, below, progress, stage, R, Rot.least(R, units))
 
 
 def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
@@ -196,17 +216,30 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
         fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below), missing=missing)
     fit_m = dataclasses.replace(fit_m, grid=moments.grid)  # as in memory: every candidate uses all rows' grid
-    scores, models = {}, {}
+    scores, models, fitted = {}, {}, {}
     for kind in F.AUTO_TYPES:
-        res, _, (shift, scale, _) = _fit_type(est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}")
-        if res.best < 0:
-            scores[kind] = -np.inf
-            continue
-        one = jax.tree_util.tree_map(lambda a, b=res.best: a[b : b + 1], res.students)
+        if kind == "rotated":  # as in memory: the diag fit of X @ R, R the "full" candidate's axes
+            if "full" not in fitted or chunks.n_features < 2 or moments.gaps:
+                continue
+            res, units = fitted["full"]
+            R = Rot.axes(res, units[1])
+            res, _, units_r = _on_axes(est, chunks, "fit", fit_m, R, units, n, below, progress, "auto: rotated")
+            if res.best < 0:
+                scores[kind] = -np.inf
+                continue
+            one = Rot.as_candidate(res, units_r, R, units)
+        else:
+            res, _, units = _fit_type(est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}")
+            if res.best < 0:
+                scores[kind] = -np.inf
+                continue
+            fitted[kind] = (res, units)
+            one = jax.tree_util.tree_map(lambda a, b=res.best: a[b : b + 1], res.students)
+        shift, scale, _ = units
         held = streaming.View(shift, scale, "held", missing=held_m.gaps)
         nll = streaming.loss(chunks, held, one, held_m.total)[0]
         scores[kind] = -float(nll) - jacobian(held_m, scale)
-        models[kind] = (F.take(res.students, res.best), shift, scale)
+        models[kind] = (F.take(one, 0), shift, scale)
     est.validation_scores_ = scores
     if held_m.count > F.AUTO_ROWS:  # as in memory: many held-out rows, the margin alone
         return F.simplest_type(scores)

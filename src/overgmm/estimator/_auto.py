@@ -84,7 +84,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         X_fit, w_fit = X[sub], w_fit[sub]
         X_held, w_held = X[held], sw[held]
     pre = F.Precompiler(F.AUTO_TYPES[1:-1])  # compiled in the background while the first type fits
-    fitted = {}
+    fitted: dict[str, tuple] = {}
     try:
         for kind in F.AUTO_TYPES:
             if kind == "rotated":  # the diag fit of X @ R, R the axes of the "full" candidate

@@ -216,7 +216,9 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
         fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below), missing=missing)
     fit_m = dataclasses.replace(fit_m, grid=moments.grid)  # as in memory: every candidate uses all rows' grid
-    scores, models, fitted = {}, {}, {}
+    scores: dict[str, float] = {}
+    models: dict[str, tuple] = {}
+    fitted: dict[str, tuple] = {}
     for kind in F.AUTO_TYPES:
         if kind == "rotated":  # as in memory: the diag fit of X @ R, R the "full" candidate's axes
             if "full" not in fitted or chunks.n_features < 2 or moments.gaps:

@@ -131,14 +131,18 @@ def to_full(student: Mixture, units_r: tuple, R: np.ndarray, units: tuple) -> tu
     ``units_r = (shift, scale, floor)`` of ``X @ R``, as a "full" mixture in the
     standardized units ``units`` of ``X``, and its covariances as :func:`._fit._covariances`
     gives them: ``(Sigma (n, d, d), precision Cholesky factors (n, d, d))``. Pruned
-    components (log-weight -inf) are carried over as they are."""
+    components (log-weight -inf) are carried over as they are. In NumPy (host arrays): no
+    JAX operation runs, so nothing is compiled (the "auto" candidate calls it every fit)."""
     shift_r, scale_r = np.asarray(units_r[0]), np.asarray(units_r[1])
     shift, scale = np.asarray(units[0]), np.asarray(units[1])
+    d = shift.shape[0]
     means_x = (np.asarray(student.means) * scale_r + shift_r) @ R.T  # (n, d), units of X
-    var_x = np.asarray(student.covariances) * scale_r**2  # (n, d), along the axes
+    var_x = np.exp(np.asarray(student.cov_params)) * scale_r**2  # (n, d) along the axes (diag: log variances)
     cov_x = np.einsum("jk,nk,lk->njl", R, var_x, R)
     cov_z = cov_x / np.outer(scale, scale)
     cov_z = 0.5 * (cov_z + np.swapaxes(cov_z, -1, -2))
-    full = Mixture((means_x - shift) / scale, covariances=cov_z, covariance_type="full")
-    full = full.replace(log_weights=student.log_weights)
-    return full, (np.asarray(full.covariances), np.asarray(full.cov_type.precision_factor(full.cov_params)))
+    # the "full" parameters (overgmm.covariances.precision_params): U = inv(L)^T, Sigma = L L^T
+    U = np.swapaxes(np.linalg.inv(np.linalg.cholesky(cov_z)), -1, -2)
+    params = np.triu(U, 1) + np.log(np.diagonal(U, axis1=-2, axis2=-1))[..., None] * np.eye(d)
+    full = Mixture.tree_unflatten("full", ((means_x - shift) / scale, np.asarray(student.log_weights), params))
+    return full, (cov_z, U)

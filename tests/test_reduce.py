@@ -109,3 +109,43 @@ def test_merging_duplicates_keeps_their_covariance_under_a_floor(kind):
     new, k = og.reduce.merge_round(problem, s, 0.01)
     assert int(k) == 1
     np.testing.assert_allclose(np.asarray(new.covariances)[0], cov[0], rtol=1e-12)
+
+
+def test_a_tied_merge_cost_is_the_loss_with_the_shared_covariance_widened(rng):
+    """ "tied": each pair's cost is the exact loss of the mixture in which the pair is replaced
+    by its moment-matched merge and the shared covariance gains the pair's between scatter,
+    ``Sigma + pi_i pi_j / (pi_i + pi_j) delta delta^T`` (a rank-one update: checked against
+    the mixture built and evaluated directly); the pieces of one Gaussian cost about 0."""
+    n, d = 5, 3
+    X = jnp.asarray(rng.normal(size=(2000, d)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.7]]))
+    A = rng.normal(size=(d, d))
+    shared = A @ A.T + np.eye(d)
+    s = og.Mixture(
+        rng.normal(size=(n, d)) * 1.5, rng.dirichlet(np.ones(n) * 3), covariances=shared, covariance_type="tied"
+    )
+    w = jnp.asarray(rng.uniform(0.5, 2.0, size=2000))
+    sums = np.asarray(og.reduce.pair_cost_sums(s, X, w, jnp.zeros(d)))
+    ll = np.asarray(s.log_prob(X))
+    mu_all, pi = np.asarray(s.means), np.asarray(s.weights)
+    ii, jj = np.triu_indices(n, k=1)
+    for p, (i, j) in enumerate(zip(ii, jj, strict=True)):
+        delta = mu_all[i] - mu_all[j]
+        wide = shared + pi[i] * pi[j] / (pi[i] + pi[j]) * np.outer(delta, delta)
+        keep = [k for k in range(n) if k not in (i, j)]
+        merged_mu = (pi[i] * mu_all[i] + pi[j] * mu_all[j]) / (pi[i] + pi[j])
+        m = og.Mixture(
+            np.vstack([mu_all[keep], merged_mu]),
+            np.append(pi[keep], pi[i] + pi[j]),
+            covariances=wide,
+            covariance_type="tied",
+        )
+        want = float(np.sum(np.asarray(w) * (ll - np.asarray(m.log_prob(X)))))
+        np.testing.assert_allclose(sums[p], want, rtol=1e-9, atol=1e-8)
+    # one Gaussian cut in two (tied, fitted): merging the pieces costs nothing like the old,
+    # covariance-kept cost
+    Y = jnp.asarray(rng.normal(size=(4000, 2)))
+    start = og.Mixture([[-0.8, 0.0], [0.8, 0.0]], covariances=np.eye(2), covariance_type="tied")
+    problem = og.Problem.from_data(Y)
+    fitted = og.solve(og.em(problem), start, max_steps=500, tol=1e-12).final.student
+    cost = float(np.asarray(og.reduce.pair_costs(problem, fitted))[0, 1])
+    assert -1e-3 < cost < 2e-3

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
+from overgmm.covariances import LOG_2PI, precision_cholesky
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
 from overgmm.statistics import blocked_sum, rows_for_width
@@ -112,10 +113,18 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
 
     The density of the other components is ``p(x) sum_{k != i, j} psi_k(x)``, a sum of
     positive terms free of cancellation. ``missing``: NaN entries are missing (each row's
-    marginal over its observed features, as :meth:`Mixture.log_posterior`)."""
+    marginal over its observed features, as :meth:`Mixture.log_posterior`).
+
+    "tied" (without missing values): the merge widens the shared covariance by the pair's
+    between scatter, as the next M-step does (:func:`_tied_pair_block`); with it kept, a
+    merge of two pieces of one cluster looked costly and tied fits kept them apart."""
     n = student.n_components
     all_pairs = n * (n - 1) // 2
     ii, jj, chosen = candidate_pairs(student, X.shape[0])
+    if student.covariance_type == "tied" and not missing:
+        block = _tied_pair_block(student, ii, jj)
+        sums = blocked_sum(block, X, w, rows_for_width(X.shape[0], ii.shape[0] * n))
+        return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
     pairs = jnp.arange(ii.shape[0])
     keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)
     merged_mix = _merged(student, ii, jj, floor)
@@ -128,6 +137,49 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
 
     sums = blocked_sum(block, X, w, rows_for_width(X.shape[0], ii.shape[0]))
     return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
+
+
+def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array):
+    """The row-block function of :func:`pair_cost_sums` for a "tied" student: each pair
+    ``(ii[p], jj[p])`` is replaced by its moment-matched merge, and the shared covariance
+    becomes ``Sigma' = Sigma + c delta delta^T`` (``delta = mu_i - mu_j``,
+    ``c = pi_i pi_j / (pi_i + pi_j)``: the pooled scatter gains the pair's between scatter).
+    A rank-one change: with whitened values (``x U``, ``Sigma^-1 = U U^T``), every
+    component's log-density under ``Sigma'`` is its own under ``Sigma`` plus
+    ``c (delta~ . (x~ - mu~_k))^2 / (2 s) - log(s) / 2``, ``s = 1 + c |delta~|^2``
+    (Sherman-Morrison and the matrix determinant lemma): no factorisation per pair."""
+    student = jax.tree_util.tree_map(jnp.asarray, student)
+    n, d = student.means.shape
+    u = precision_cholesky(student.cov_params)  # (d, d)
+    lw = student.log_weights - logsumexp(student.log_weights)
+    pi = jnp.exp(lw)
+    tot = pi[ii] + pi[jj]
+    live = tot > 0
+    safe = jnp.where(live, tot, 1.0)
+    mu = student.means @ u  # (n, d) whitened means
+    delta = mu[ii] - mu[jj]  # (P, d)
+    c = jnp.where(live, pi[ii] * pi[jj] / safe, 0.0)
+    s = 1.0 + c * jnp.sum(delta**2, axis=-1)  # (P,)
+    mu_m = (pi[ii, None] * mu[ii] + pi[jj, None] * mu[jj]) / safe[:, None]  # (P, d) merged means
+    b = mu @ delta.T  # (n, P)
+    b_m = jnp.sum(mu_m * delta, axis=-1)  # (P,)
+    const = jnp.sum(jnp.diagonal(student.cov_params)) - 0.5 * d * LOG_2PI  # log |U| - d log(2 pi) / 2
+    pairs = jnp.arange(ii.shape[0])
+    others_mask = jnp.ones((ii.shape[0], n), bool).at[pairs, ii].set(False).at[pairs, jj].set(False)
+    g = 0.5 * c / s  # (P,)
+
+    def block(xb, wb):
+        xt = xb @ u  # (N, d)
+        logit = lw + const - 0.5 * jnp.sum((xt[:, None, :] - mu) ** 2, axis=-1)  # (N, n)
+        ll = logsumexp(logit, axis=1)
+        a = xt @ delta.T  # (N, P)
+        wide = logit[:, None, :] + g[None, :, None] * (a[:, :, None] - b.T[None]) ** 2  # (N, P, n)
+        others = logsumexp(jnp.where(others_mask, wide, -jnp.inf), axis=2)
+        merged = jnp.log(tot) + const - 0.5 * jnp.sum((xt[:, None, :] - mu_m) ** 2, axis=-1) + g * (a - b_m) ** 2
+        ll2 = jnp.logaddexp(others, merged) - 0.5 * jnp.log(s)
+        return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
+
+    return block
 
 
 def cost_matrix(student: Mixture, sums: jax.Array, total: ArrayLike) -> jax.Array:

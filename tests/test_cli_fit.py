@@ -134,7 +134,9 @@ def test_allow_missing_streams_a_parquet_file_with_null_cells(tmp_path, capsys):
     p, c = (json.loads((tmp_path / o / "model.json").read_text()) for o in ("p", "c"))
     assert p["data"]["streamed"] and not c["data"]["streamed"]
     assert p["n_components"] == c["n_components"]
-    assert p["mean_log_likelihood"] == pytest.approx(c["mean_log_likelihood"], rel=1e-8)
+    # two fits to tol: the chunks' sums add in another order, and this slow fit (about 110
+    # steps) stops a few steps apart (seen: 120 and 104), 1e-11 to 2e-8 apart relative
+    assert p["mean_log_likelihood"] == pytest.approx(c["mean_log_likelihood"], rel=1e-6)
     assert main(["fit", str(tmp_path / "g.parquet"), "--out", str(tmp_path / "n"), "--quiet"]) == 2
     assert "is missing (null" in capsys.readouterr().err
 

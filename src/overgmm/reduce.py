@@ -122,8 +122,8 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     all_pairs = n * (n - 1) // 2
     ii, jj, chosen = candidate_pairs(student, X.shape[0])
     if student.covariance_type == "tied" and not missing:
-        block = _tied_pair_block(student, ii, jj)
-        sums = blocked_sum(block, X, w, rows_for_width(X.shape[0], ii.shape[0] * n))
+        tied_block = _tied_pair_block(student, ii, jj)
+        sums = blocked_sum(tied_block, X, w, rows_for_width(X.shape[0], ii.shape[0] * n))
         return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
     pairs = jnp.arange(ii.shape[0])
     keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)

@@ -115,7 +115,8 @@ def test_a_tied_merge_cost_is_the_loss_with_the_shared_covariance_widened(rng):
     """ "tied": each pair's cost is the exact loss of the mixture in which the pair is replaced
     by its moment-matched merge and the shared covariance gains the pair's between scatter,
     ``Sigma + pi_i pi_j / (pi_i + pi_j) delta delta^T`` (a rank-one update: checked against
-    the mixture built and evaluated directly); the pieces of one Gaussian cost about 0."""
+    the mixture built and evaluated directly, with and without missing entries); the pieces of
+    one Gaussian cost about 0."""
     n, d = 5, 3
     X = jnp.asarray(rng.normal(size=(2000, d)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.7]]))
     A = rng.normal(size=(d, d))
@@ -124,23 +125,26 @@ def test_a_tied_merge_cost_is_the_loss_with_the_shared_covariance_widened(rng):
         rng.normal(size=(n, d)) * 1.5, rng.dirichlet(np.ones(n) * 3), covariances=shared, covariance_type="tied"
     )
     w = jnp.asarray(rng.uniform(0.5, 2.0, size=2000))
-    sums = np.asarray(og.reduce.pair_cost_sums(s, X, w, jnp.zeros(d)))
-    ll = np.asarray(s.log_prob(X))
+    gappy = np.array(X)
+    gappy[rng.random(gappy.shape) < 0.25] = np.nan  # some rows with nothing observed too
     mu_all, pi = np.asarray(s.means), np.asarray(s.weights)
     ii, jj = np.triu_indices(n, k=1)
-    for p, (i, j) in enumerate(zip(ii, jj, strict=True)):
-        delta = mu_all[i] - mu_all[j]
-        wide = shared + pi[i] * pi[j] / (pi[i] + pi[j]) * np.outer(delta, delta)
-        keep = [k for k in range(n) if k not in (i, j)]
-        merged_mu = (pi[i] * mu_all[i] + pi[j] * mu_all[j]) / (pi[i] + pi[j])
-        m = og.Mixture(
-            np.vstack([mu_all[keep], merged_mu]),
-            np.append(pi[keep], pi[i] + pi[j]),
-            covariances=wide,
-            covariance_type="tied",
-        )
-        want = float(np.sum(np.asarray(w) * (ll - np.asarray(m.log_prob(X)))))
-        np.testing.assert_allclose(sums[p], want, rtol=1e-9, atol=1e-8)
+    for rows, missing in ((X, False), (jnp.asarray(gappy), True)):
+        sums = np.asarray(og.reduce.pair_cost_sums(s, rows, w, jnp.zeros(d), missing))
+        ll = np.asarray(s.log_prob(rows, missing=missing))
+        for p, (i, j) in enumerate(zip(ii, jj, strict=True)):
+            delta = mu_all[i] - mu_all[j]
+            wide = shared + pi[i] * pi[j] / (pi[i] + pi[j]) * np.outer(delta, delta)
+            keep = [k for k in range(n) if k not in (i, j)]
+            merged_mu = (pi[i] * mu_all[i] + pi[j] * mu_all[j]) / (pi[i] + pi[j])
+            m = og.Mixture(
+                np.vstack([mu_all[keep], merged_mu]),
+                np.append(pi[keep], pi[i] + pi[j]),
+                covariances=wide,
+                covariance_type="tied",
+            )
+            want = float(np.sum(np.asarray(w) * (ll - np.asarray(m.log_prob(rows, missing=missing)))))
+            np.testing.assert_allclose(sums[p], want, rtol=1e-9, atol=1e-8)
     # one Gaussian cut in two (tied, fitted): merging the pieces costs nothing like the old,
     # covariance-kept cost
     Y = jnp.asarray(rng.normal(size=(4000, 2)))

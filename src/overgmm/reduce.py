@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
-from overgmm.covariances import LOG_2PI, precision_cholesky
+from overgmm.covariances import LOG_2PI, observed, precision_cholesky
+from overgmm.covariances.base import solve_lower
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
 from overgmm.statistics import blocked_sum, rows_for_width
@@ -115,15 +116,16 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     positive terms free of cancellation. ``missing``: NaN entries are missing (each row's
     marginal over its observed features, as :meth:`Mixture.log_posterior`).
 
-    "tied" (without missing values): the merge widens the shared covariance by the pair's
-    between scatter, as the next M-step does (:func:`_tied_pair_block`); with it kept, a
-    merge of two pieces of one cluster looked costly and tied fits kept them apart."""
+    "tied": the merge widens the shared covariance by the pair's between scatter, as the
+    next M-step does (:func:`_tied_pair_block`); with it kept, a merge of two pieces of one
+    cluster looked costly and tied fits kept them apart."""
     n = student.n_components
     all_pairs = n * (n - 1) // 2
     ii, jj, chosen = candidate_pairs(student, X.shape[0])
-    if student.covariance_type == "tied" and not missing:
-        tied_block = _tied_pair_block(student, ii, jj)
-        sums = blocked_sum(tied_block, X, w, rows_for_width(X.shape[0], ii.shape[0] * n))
+    if student.covariance_type == "tied":
+        tied_block = _tied_pair_block(student, ii, jj, missing)
+        width = ii.shape[0] * (n + (2 * X.shape[1] if missing else 0))
+        sums = blocked_sum(tied_block, X, w, rows_for_width(X.shape[0], width))
         return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
     pairs = jnp.arange(ii.shape[0])
     keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)
@@ -139,7 +141,7 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
 
 
-def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array):
+def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bool = False):
     """The row-block function of :func:`pair_cost_sums` for a "tied" student: each pair
     ``(ii[p], jj[p])`` is replaced by its moment-matched merge, and the shared covariance
     becomes ``Sigma' = Sigma + c delta delta^T`` (``delta = mu_i - mu_j``,
@@ -147,7 +149,10 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array):
     A rank-one change: with whitened values (``x U``, ``Sigma^-1 = U U^T``), every
     component's log-density under ``Sigma'`` is its own under ``Sigma`` plus
     ``c (delta~ . (x~ - mu~_k))^2 / (2 s) - log(s) / 2``, ``s = 1 + c |delta~|^2``
-    (Sherman-Morrison and the matrix determinant lemma): no factorisation per pair."""
+    (Sherman-Morrison and the matrix determinant lemma): no factorisation per pair.
+    ``missing``: each row's marginal over its observed features ``o``, whose covariance
+    ``Sigma_oo + c delta_o delta_o^T`` is the same rank-one change: the terms come from the
+    row's own factor of ``Sigma_oo`` (:meth:`Tied.logits_observed`)."""
     student = jax.tree_util.tree_map(jnp.asarray, student)
     n, d = student.means.shape
     u = precision_cholesky(student.cov_params)  # (d, d)
@@ -167,6 +172,8 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array):
     pairs = jnp.arange(ii.shape[0])
     others_mask = jnp.ones((ii.shape[0], n), bool).at[pairs, ii].set(False).at[pairs, jj].set(False)
     g = 0.5 * c / s  # (P,)
+    if missing:
+        return _tied_pair_block_observed(student, lw, others_mask, ii, jj, pi, tot, c)
 
     def block(xb, wb):
         xt = xb @ u  # (N, d)
@@ -176,6 +183,34 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array):
         wide = logit[:, None, :] + g[None, :, None] * (a[:, :, None] - b.T[None]) ** 2  # (N, P, n)
         others = logsumexp(jnp.where(others_mask, wide, -jnp.inf), axis=2)
         merged = jnp.log(tot) + const - 0.5 * jnp.sum((xt[:, None, :] - mu_m) ** 2, axis=-1) + g * (a - b_m) ** 2
+        ll2 = jnp.logaddexp(others, merged) - 0.5 * jnp.log(s)
+        return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
+
+    return block
+
+
+def _tied_pair_block_observed(student, lw, others_mask, ii, jj, pi, tot, c):
+    """:func:`_tied_pair_block` on rows with missing entries (standardized units, no whitening)."""
+    t = student.cov_type
+    safe = jnp.where(tot > 0, tot, 1.0)
+    delta = student.means[ii] - student.means[jj]  # (P, d)
+    mu_m = (pi[ii, None] * student.means[ii] + pi[jj, None] * student.means[jj]) / safe[:, None]
+
+    def block(xb, wb):
+        x0, o = observed(xb)
+        lg = t.logits_observed(x0, o, student.means, lw, student.cov_params)
+        low, y = lg.feats  # the row's factor of Sigma_oo (b, 1, d, d), whitened residuals (b, n, d)
+        ll = logsumexp(lg.values, axis=1)
+        v = solve_lower(low, delta * o[:, None, :])  # (b, P, d)
+        s = 1.0 + c * jnp.sum(v**2, axis=-1)  # (b, P)
+        g = 0.5 * c / s
+        wide = lg.values[:, None, :] + g[:, :, None] * jnp.einsum("bpd,bnd->bpn", v, y) ** 2
+        others = logsumexp(jnp.where(others_mask, wide, -jnp.inf), axis=2)
+        y_m = solve_lower(low, (x0[:, None, :] - mu_m) * o[:, None, :])  # (b, P, d)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)  # (b, 1)
+        seen = jnp.sum(o, axis=-1, keepdims=True)
+        merged = jnp.log(tot) - 0.5 * (seen * LOG_2PI + logdet + jnp.sum(y_m**2, axis=-1))
+        merged = merged + g * jnp.sum(v * y_m, axis=-1) ** 2
         ll2 = jnp.logaddexp(others, merged) - 0.5 * jnp.log(s)
         return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
 

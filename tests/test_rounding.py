@@ -105,7 +105,7 @@ def test_the_floor_keeps_a_rare_value_on_a_grid_from_costing_thousands_of_nats()
     assert np.all(on._floor * on._scale**2 >= 1 / 12 * (1 - 1e-12))
     assert np.all(off._floor * off._scale**2 < 1 / 12)
     # one step off a tied value: about 1 / (2 * 1/12) = 6 nats with the floor, about 55
-    # with var_floor's 1e-3 of the feature's variance alone
+    # with var_floor's 1e-3 of the feature's variance alone (more with the default 1e-4)
     assert len(test) > 3 and on.score_samples(test).min() > -15
     assert off.score_samples(test).max() < -40
     chunked = OverparamGMM(covariance_type="diag", random_state=0).fit(C.ArrayChunks(train, chunk_rows=128))

@@ -102,7 +102,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         the units of ``X``. For "spherical" one common scale is used for all features (the
         root mean feature variance), so that spherical clusters stay spherical; the other
         types scale each feature.
-    var_floor : float, default=1e-3
+    var_floor : float, default=1e-4
         Variance floor relative to each feature's variance: spherical and diagonal
         variances are clamped at it; for "full" it is added to the diagonal of each
         covariance at every update (scikit-learn's ``reg_covar``, in relative units).
@@ -207,7 +207,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         n_init=1,
         random_state=None,
         standardize=True,
-        var_floor=1e-3,
+        var_floor=1e-4,
         rounding_floor=True,
         allow_missing=False,
         memory_budget=chunks.DEFAULT_MEMORY_BUDGET,

@@ -181,6 +181,29 @@ def test_full_covariances_fit_a_sheared_cluster_with_one_component():
     assert full.bic(Y) < diag.bic(Y)
 
 
+def test_the_default_floor_lets_full_components_fit_thin_clusters():
+    """Five clusters 0.25 across and 1.4 along, spread over about 10 per feature: their
+    across-variance is about 6e-4 of the feature's. The default var_floor (1e-4 of it) lets
+    full covariances fit them (all five found); the former default 1e-3 bound them and the
+    fit kept four, one component on two clusters (the --hard benchmark's sheared case)."""
+    rng = np.random.default_rng([2, 5, 5, 13])
+    mu = np.zeros((5, 2))
+    for j in range(1, 5):
+        while True:
+            cand = rng.uniform(-8.0 * 5**0.5, 8.0 * 5**0.5, size=2)
+            if np.all(np.linalg.norm(mu[:j] - cand, axis=1) >= 4.2):
+                mu[j] = cand
+                break
+    shear = np.stack([np.linalg.qr(rng.normal(size=(2, 2)))[0] @ np.diag([1.4, 0.25]) for _ in range(5)])
+    comp = rng.choice(5, size=1000)
+    Y = mu[comp] + np.einsum("kde,ke->kd", shear[comp], rng.normal(size=(1000, 2)))
+    assert OverparamGMM().var_floor == 1e-4
+    thin = OverparamGMM(covariance_type="full", random_state=0).fit(Y)
+    bound = OverparamGMM(covariance_type="full", random_state=0, var_floor=1e-3).fit(Y)
+    assert thin.n_components_ == 5 and bound.n_components_ < 5
+    assert thin.score(Y) > bound.score(Y) + 0.5
+
+
 def test_auto_chooses_the_type_by_validation_likelihood():
     """ "auto" (the default) holds out rows chosen by their values, fits spherical, diag, tied,
     full and rotated on the rest, and keeps the simplest type within 0.02 nats/sample of the best

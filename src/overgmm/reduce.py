@@ -141,13 +141,24 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
 
 
+def tied_pair_widening(student: Mixture, ii: jax.Array, jj: jax.Array):
+    """What merging the pairs ``(ii[p], jj[p])`` of a "tied" student does to its shared
+    covariance: ``Sigma + c_p delta_p delta_p^T`` with ``delta_p = mu_i - mu_j`` (P, d) and
+    ``c_p = pi_i pi_j / (pi_i + pi_j)`` (P,) (0 for a pair without weight): the pooled
+    scatter gains the pair's between scatter, as the next M-step computes it. Returns
+    ``(c, delta)``; :func:`merge_pairs` and the merge costs share it."""
+    pi = jnp.exp(student.log_weights - logsumexp(student.log_weights))
+    tot = pi[ii] + pi[jj]
+    c = jnp.where(tot > 0, pi[ii] * pi[jj] / jnp.where(tot > 0, tot, 1.0), 0.0)
+    return c, student.means[ii] - student.means[jj]
+
+
 def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bool = False):
     """The row-block function of :func:`pair_cost_sums` for a "tied" student: each pair
     ``(ii[p], jj[p])`` is replaced by its moment-matched merge, and the shared covariance
-    becomes ``Sigma' = Sigma + c delta delta^T`` (``delta = mu_i - mu_j``,
-    ``c = pi_i pi_j / (pi_i + pi_j)``: the pooled scatter gains the pair's between scatter).
-    A rank-one change: with whitened values (``x U``, ``Sigma^-1 = U U^T``), every
-    component's log-density under ``Sigma'`` is its own under ``Sigma`` plus
+    becomes ``Sigma' = Sigma + c delta delta^T`` (:func:`tied_pair_widening`). A rank-one
+    change: with whitened values (``x U``, ``Sigma^-1 = U U^T``), every component's
+    log-density under ``Sigma'`` is its own under ``Sigma`` plus
     ``c (delta~ . (x~ - mu~_k))^2 / (2 s) - log(s) / 2``, ``s = 1 + c |delta~|^2``
     (Sherman-Morrison and the matrix determinant lemma): no factorisation per pair.
     ``missing``: each row's marginal over its observed features ``o``, whose covariance
@@ -155,64 +166,57 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bo
     row's own factor of ``Sigma_oo`` (:meth:`Tied.logits_observed`)."""
     student = jax.tree_util.tree_map(jnp.asarray, student)
     n, d = student.means.shape
-    u = precision_cholesky(student.cov_params)  # (d, d)
     lw = student.log_weights - logsumexp(student.log_weights)
+    c, delta = tied_pair_widening(student, ii, jj)
     pi = jnp.exp(lw)
     tot = pi[ii] + pi[jj]
-    live = tot > 0
-    safe = jnp.where(live, tot, 1.0)
-    mu = student.means @ u  # (n, d) whitened means
-    delta = mu[ii] - mu[jj]  # (P, d)
-    c = jnp.where(live, pi[ii] * pi[jj] / safe, 0.0)
-    s = 1.0 + c * jnp.sum(delta**2, axis=-1)  # (P,)
-    mu_m = (pi[ii, None] * mu[ii] + pi[jj, None] * mu[jj]) / safe[:, None]  # (P, d) merged means
-    b = mu @ delta.T  # (n, P)
-    b_m = jnp.sum(mu_m * delta, axis=-1)  # (P,)
-    const = jnp.sum(jnp.diagonal(student.cov_params)) - 0.5 * d * LOG_2PI  # log |U| - d log(2 pi) / 2
+    log_tot = jnp.log(tot)  # the merged component's log-weight
+    merged_mu = (pi[ii, None] * student.means[ii] + pi[jj, None] * student.means[jj]) / jnp.where(tot > 0, tot, 1.0)[
+        :, None
+    ]  # (P, d)
     pairs = jnp.arange(ii.shape[0])
     others_mask = jnp.ones((ii.shape[0], n), bool).at[pairs, ii].set(False).at[pairs, jj].set(False)
-    g = 0.5 * c / s  # (P,)
+
+    def costs(wb, ll, others, merged, s):
+        ll2 = jnp.logaddexp(others, merged) - 0.5 * jnp.log(s)
+        return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
+
     if missing:
-        return _tied_pair_block_observed(student, lw, others_mask, ii, jj, pi, tot, c)
+        t = student.cov_type
+
+        def block_observed(xb, wb):
+            x0, o = observed(xb)
+            lg = t.logits_observed(x0, o, student.means, lw, student.cov_params)
+            low, y = lg.feats  # the row's factor of Sigma_oo (b, 1, d, d), whitened residuals (b, n, d)
+            v = solve_lower(low, delta * o[:, None, :])  # (b, P, d)
+            s = 1.0 + c * jnp.sum(v**2, axis=-1)  # (b, P)
+            g = 0.5 * c / s
+            wide = lg.values[:, None, :] + g[:, :, None] * jnp.einsum("bpd,bnd->bpn", v, y) ** 2
+            others = logsumexp(jnp.where(others_mask, wide, -jnp.inf), axis=2)
+            y_m = solve_lower(low, (x0[:, None, :] - merged_mu) * o[:, None, :])  # (b, P, d)
+            logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)  # (b, 1)
+            seen = jnp.sum(o, axis=-1, keepdims=True)
+            merged = log_tot - 0.5 * (seen * LOG_2PI + logdet + jnp.sum(y_m**2, axis=-1))
+            merged = merged + g * jnp.sum(v * y_m, axis=-1) ** 2
+            return costs(wb, logsumexp(lg.values, axis=1), others, merged, s)
+
+        return block_observed
+
+    u = precision_cholesky(student.cov_params)  # (d, d)
+    mu, dt, mu_m = student.means @ u, delta @ u, merged_mu @ u  # whitened
+    s = 1.0 + c * jnp.sum(dt**2, axis=-1)  # (P,)
+    g = 0.5 * c / s
+    b, b_m = mu @ dt.T, jnp.sum(mu_m * dt, axis=-1)  # (n, P), (P,)
+    const = jnp.sum(jnp.diagonal(student.cov_params)) - 0.5 * d * LOG_2PI  # log |U| - d log(2 pi) / 2
 
     def block(xb, wb):
         xt = xb @ u  # (N, d)
         logit = lw + const - 0.5 * jnp.sum((xt[:, None, :] - mu) ** 2, axis=-1)  # (N, n)
-        ll = logsumexp(logit, axis=1)
-        a = xt @ delta.T  # (N, P)
+        a = xt @ dt.T  # (N, P)
         wide = logit[:, None, :] + g[None, :, None] * (a[:, :, None] - b.T[None]) ** 2  # (N, P, n)
         others = logsumexp(jnp.where(others_mask, wide, -jnp.inf), axis=2)
-        merged = jnp.log(tot) + const - 0.5 * jnp.sum((xt[:, None, :] - mu_m) ** 2, axis=-1) + g * (a - b_m) ** 2
-        ll2 = jnp.logaddexp(others, merged) - 0.5 * jnp.log(s)
-        return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
-
-    return block
-
-
-def _tied_pair_block_observed(student, lw, others_mask, ii, jj, pi, tot, c):
-    """:func:`_tied_pair_block` on rows with missing entries (standardized units, no whitening)."""
-    t = student.cov_type
-    safe = jnp.where(tot > 0, tot, 1.0)
-    delta = student.means[ii] - student.means[jj]  # (P, d)
-    mu_m = (pi[ii, None] * student.means[ii] + pi[jj, None] * student.means[jj]) / safe[:, None]
-
-    def block(xb, wb):
-        x0, o = observed(xb)
-        lg = t.logits_observed(x0, o, student.means, lw, student.cov_params)
-        low, y = lg.feats  # the row's factor of Sigma_oo (b, 1, d, d), whitened residuals (b, n, d)
-        ll = logsumexp(lg.values, axis=1)
-        v = solve_lower(low, delta * o[:, None, :])  # (b, P, d)
-        s = 1.0 + c * jnp.sum(v**2, axis=-1)  # (b, P)
-        g = 0.5 * c / s
-        wide = lg.values[:, None, :] + g[:, :, None] * jnp.einsum("bpd,bnd->bpn", v, y) ** 2
-        others = logsumexp(jnp.where(others_mask, wide, -jnp.inf), axis=2)
-        y_m = solve_lower(low, (x0[:, None, :] - mu_m) * o[:, None, :])  # (b, P, d)
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)  # (b, 1)
-        seen = jnp.sum(o, axis=-1, keepdims=True)
-        merged = jnp.log(tot) - 0.5 * (seen * LOG_2PI + logdet + jnp.sum(y_m**2, axis=-1))
-        merged = merged + g * jnp.sum(v * y_m, axis=-1) ** 2
-        ll2 = jnp.logaddexp(others, merged) - 0.5 * jnp.log(s)
-        return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
+        merged = log_tot + const - 0.5 * jnp.sum((xt[:, None, :] - mu_m) ** 2, axis=-1) + g * (a - b_m) ** 2
+        return costs(wb, logsumexp(logit, axis=1), others, merged, s)
 
     return block
 
@@ -262,6 +266,10 @@ def merge_pairs(student: Mixture, costs: jax.Array, price, floor: jax.Array) -> 
     lw = jnp.where(keeper, merged.log_weights, jnp.where(dead, -jnp.inf, student.log_weights))
     sel = keeper.reshape((n,) + (1,) * (student.means.ndim - 1))
     new = student.replace(log_weights=_normalise(lw), means=jnp.where(sel, merged.means, student.means))
-    if student.cov_params is not None:
+    if student.covariance_type == "tied":  # the shared covariance widens by each merged pair's between scatter
+        c, delta = tied_pair_widening(student, idx, partner)
+        wide = student.cov_type.widened(student.cov_params, jnp.where(keeper, c, 0.0), delta)
+        new = new.replace(cov_params=jnp.where(jnp.any(keeper), wide, student.cov_params))
+    elif student.cov_params is not None:
         new = new.replace(cov_params=student.cov_type.merge_params(keeper, merged.cov_params, student.cov_params))
     return new, jnp.sum(keeper).astype(jnp.int32)

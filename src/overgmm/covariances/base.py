@@ -171,6 +171,12 @@ class Covariance:
         sel = keeper.reshape(keeper.shape + (1,) * (params.ndim - keeper.ndim))
         return jnp.where(sel, merged, params)
 
+    def widened(self, params, c: jax.Array, delta: jax.Array):
+        """A shared covariance's ``cov_params`` after merges widen it by ``sum_p c_p delta_p
+        delta_p^T`` (tied only: :meth:`merge_params` serves the types with one covariance
+        per component)."""
+        raise NotImplementedError(f"{self.name} has no shared covariance to widen")
+
     def precision_factor(self, params) -> jax.Array | None:
         """The precision's upper Cholesky factor ``U`` (full only; None otherwise)."""
         return None

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from overgmm.covariances.base import LOG_2PI, Logits, _Cholesky, precision_cholesky
+from overgmm.covariances.base import LOG_2PI, Logits, _Cholesky, precision_cholesky, precision_params
 
 
 class Full(_Cholesky):
@@ -78,7 +78,7 @@ class Tied(_Cholesky):
     """One full covariance shared by every component (scikit-learn's "tied"): natural shape
     ``(d, d)``, ``cov_params`` one precision Cholesky factor ``(d, d)`` (leading batch axes
     allowed, no component axis). Its M-step pools the scatter of all components; a merge
-    keeps it and matches the pair's weight and mean."""
+    widens it by the pair's between scatter and matches the pair's weight and mean."""
 
     name, shape_doc, public = "tied", "(dim, dim)", "tied"
 
@@ -166,8 +166,11 @@ class Tied(_Cholesky):
         target = scatter - jnp.einsum("i,id,ie->de", n, delta, delta)
         return 0.5 * (target + target.T)
 
-    def merge_params(self, keeper, merged, params):
-        return params  # the shared covariance stays; the polishing fit refits it
+    def widened(self, params, c, delta):
+        """``cov_params`` of ``Sigma + sum_p c_p delta_p delta_p^T`` (``c`` (P,), ``delta``
+        (P, d)): the shared covariance after merges (:func:`overgmm.reduce.tied_pair_widening`)."""
+        d = delta.shape[-1]
+        return precision_params(self._inverse(params, d) + jnp.einsum("p,pi,pj->ij", c, delta, delta))
 
     def component_log_dets(self, params, means):
         return jnp.broadcast_to(self.log_det(self.natural(params, means), means.shape[-1]), means.shape[-2:-1])

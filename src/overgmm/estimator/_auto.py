@@ -5,6 +5,7 @@ score it on the rows held out, keep the simplest type within a margin of the bes
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -91,9 +92,14 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                 if "full" not in fitted or X.shape[1] < 2 or np.isnan(X).any():
                     continue
                 res, units = fitted["full"]
-                R = Rot.axes(res, units[1])
-                wf = w_fit / w_fit.sum()
-                res, _, units_r = Rot.on_axes(est, X_fit, wf, w_fit.sum(), R, units, n, progress, "auto: rotated")
+                wf, tf = w_fit / w_fit.sum(), float(w_fit.sum())
+                res, _, units_r, R = Rot.refined(
+                    functools.partial(
+                        Rot.on_axes, est, X_fit, wf, tf, units=units, n=n, progress=progress, stage="auto: rotated"
+                    ),
+                    Rot.axes(res, units[1]),
+                    est._price(X.shape[1], tf, "diag"),
+                )
                 if res.best < 0:
                     scores[kind] = -math.inf
                     continue

@@ -37,7 +37,7 @@ import numpy as np
 
 from overgmm import covariances as C
 from overgmm import init as initialisation
-from overgmm import reduce
+from overgmm import reduce, statistics
 from overgmm._xla import SMALL_ROWS, compile_options, jit_by_rows
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
 from overgmm.driver import precompile_solve_batch, solve_batch
@@ -188,6 +188,13 @@ def _covariances(student: Mixture):
 def _merge(prob: Problem, students: Mixture, price):
     """One :func:`overgmm.reduce.merge_round` per student: merged students and pairs merged (B,)."""
     return jax.vmap(reduce.merge_round, in_axes=(None, 0, None))(prob, students, price)
+
+
+@jit_by_rows(_data_rows)
+def _sums(prob: Problem, students: Mixture):
+    """:func:`overgmm.statistics.raw_moments` of a batch of students (leading axis B) on the
+    problem's rows."""
+    return jax.vmap(lambda s: statistics.raw_moments(s, prob.data, prob.sample_weight))(students)
 
 
 @jit_by_rows(_x_rows, static_argnames=("missing",))
@@ -391,9 +398,10 @@ def _compile_type(engine: InMemory, like: Mixture, keys, kind: str, max_iter: in
 
 
 class InMemory(NamedTuple):
-    """The fit's three data operations on a :class:`~overgmm.Problem` held in memory:
-    ``solve`` (:func:`overgmm.solve_batch`), ``summary`` (final losses and covariances)
-    and ``merge`` (one :func:`overgmm.reduce.merge_round` per restart).
+    """The fit's data operations on a :class:`~overgmm.Problem` held in memory: ``solve``
+    (:func:`overgmm.solve_batch`), ``summary`` (final losses and covariances), ``merge``
+    (one :func:`overgmm.reduce.merge_round` per restart) and ``sums`` (the E-step's
+    weighted sums, which the "rotated" fit turns its axes by).
     :class:`overgmm.estimator._stream.Streamed` is the same on data in chunks."""
 
     problem: Problem
@@ -408,6 +416,10 @@ class InMemory(NamedTuple):
     def merge(self, students, price: float):
         merged, k = _merge(self.problem, students, np.float64(price))
         return host(merged), np.asarray(k)
+
+    def sums(self, students):
+        """:class:`overgmm.statistics.Raw` of a batch of students on the rows (host, leading axis B)."""
+        return host(_sums(self.problem, students))
 
 
 def fit(engine, students: Mixture, keys, *, max_iter: int, tol: float, price: float, progress=None) -> FitResult:

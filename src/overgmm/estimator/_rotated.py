@@ -6,8 +6,11 @@ covariances in the units of X: the directions along which the clusters are elong
 together (correlated measurements of size, say). The fit (:func:`fit`) is then the
 estimator's "diag" fit of the rows rotated onto the axes, ``X @ R``: ``R`` is orthonormal,
 so a density of ``X @ R`` is the same density of ``X`` and log-likelihoods compare as they
-are. The result is kept as "full" matrices in the standardized units of ``X``
-(:func:`to_full`), so inference, model files and sampling are those of "full", and
+are. The axes are then turned by the fit's own components (:func:`refined`): the common
+axes of their scatter matrices, mclust's M-step for the orientation, and the diag fit
+again, for up to :data:`ROUNDS` rounds while the training objective falls. The result is
+kept as "full" matrices in the standardized units of ``X`` (:func:`to_full`), so
+inference, model files and sampling are those of "full", and
 :class:`overgmm.covariances.Rotated` counts its parameters for BIC.
 """
 
@@ -23,6 +26,7 @@ from overgmm.mixture import Mixture
 AXES_FROM = "full"  # the covariance type whose fitted covariances give the axes
 SWEEPS = 8  # at most this many Jacobi sweeps in common_axes
 ANGLES = 180  # the angles tried per pair of axes (a grid of half a degree on [0, 90))
+ROUNDS = 1  # at most this many re-estimates of the axes from the rotated fit's components
 
 
 def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -98,24 +102,81 @@ def fit(est, X: np.ndarray, sw: np.ndarray, total: float, progress, grid: np.nda
     """:meth:`OverparamGMM.fit` with ``covariance_type="rotated"`` on rows ``X`` (N, d) in
     memory with weights ``sw`` (N,) summing to ``total``; ``grid``: the features' rounding
     grid. A full fit gives the axes ``R`` (:func:`axes`); then the diag fit of ``X @ R``
-    with the floor :func:`least` (:func:`on_axes`)."""
+    with the floor :func:`least` (:func:`on_axes`), its axes turned by its own components
+    (:func:`refined`)."""
     if np.isnan(X).any():
         raise no_missing()
     w = sw / total
     res, n, units = est._fit_type(X, w, total, AXES_FROM, progress=progress, stage="rotated: axes", grid=grid)
     if res.best < 0:
         est._raise_non_finite(res.restarts[0].failed_at)
-    R = axes(res, units[1])
-    res, n, units_r = on_axes(est, X, w, total, R, units, n, progress, "fit (rotated)")
+    price = est._price(X.shape[1], total, "diag")
+    res, n, units_r, R = refined(
+        lambda R: on_axes(est, X, w, total, R, units, n, progress, "fit (rotated)"), axes(res, units[1]), price
+    )
     return est._finish(res, n, units_r, "rotated", log_jacobian(X, units_r[1], w), (R, units))
 
 
 def on_axes(est, X: np.ndarray, w: np.ndarray, total: float, R: np.ndarray, units: tuple, n: int, progress, stage: str):
     """The estimator's "diag" fit of the rows ``X @ R`` in memory (weights ``w`` (N,), which
     sum to 1, of ``total``), with ``n`` starting components and the floor :func:`least` of
-    X's standardization ``units``: (:class:`._fit.FitResult`, n, the units of ``X @ R``)."""
+    X's standardization ``units``: (:class:`._fit.FitResult`, n, the units of ``X @ R``,
+    the E-step sums of a batch of students on those rows, as :func:`own_axes` takes them)."""
     zeros = np.zeros(X.shape[1])  # the rotated values have no rounding grid
-    return est._fit_type(X, w, total, "diag", n, progress, stage, grid=zeros, least=least(R, units), rotation=R)
+    res, n, units_r = est._fit_type(
+        X, w, total, "diag", n, progress, stage, grid=zeros, least=least(R, units), rotation=R
+    )
+    shift_r, scale_r, floor_r = units_r
+
+    def sums(students):
+        return F.InMemory(F.problem(*F.pad_rows((X @ R - shift_r) / scale_r, w), floor_r), None).sums(students)
+
+    return res, n, units_r, sums
+
+
+def own_axes(res, units_r: tuple, R: np.ndarray, sums) -> np.ndarray:
+    """The common axes (:func:`common_axes`) of the kept restart of a rotated fit ``res``
+    (diag in the standardized units ``units_r`` of ``X @ R``): its components' scatter
+    matrices about their means (plus the fit's variance floor), in the units of X, weighted
+    by their masses (mclust's M-step for a shared orientation). ``sums(students)``: the E-step sums
+    (:class:`overgmm.statistics.Raw`) of a batch of "full" students on the rows the fit saw
+    (its engine's ``sums``)."""
+    student = F.take(res.students, res.best)
+    d = R.shape[0]
+    # the same diagonal covariances as "full" parameters: U = Sigma^{-1/2}, log diag U = -log v / 2
+    params = -0.5 * np.asarray(student.cov_params)[:, :, None] * np.eye(d)
+    full = Mixture.tree_unflatten("full", (np.asarray(student.means), np.asarray(student.log_weights), params))
+    raw = sums(jax.tree_util.tree_map(lambda a: a[None], full))
+    mass, s1, s2 = np.asarray(raw.mass)[0], np.asarray(raw.s1)[0], np.asarray(raw.s2)[0]
+    keep = np.isfinite(np.asarray(student.log_weights)) & (mass > 0)
+    mu = s1[keep] / mass[keep, None]
+    W = s2[keep] / mass[keep, None, None] - np.einsum("ij,ik->ijk", mu, mu)
+    W = W + np.diag(np.asarray(units_r[2]))  # the fit's floor: a feature constant in a component keeps a variance
+    scale_r = np.asarray(units_r[1])
+    W_x = np.einsum("jk,ikl,ml->ijm", R * scale_r, W, R * scale_r)  # R S W S R^T
+    return common_axes(W_x, mass[keep])
+
+
+def refined(fit_on, R: np.ndarray, price: float):
+    """The rotated fit with its axes turned by its own components: ``fit_on(R)`` fits the
+    rows ``X @ R`` and returns ``(res, n, units_r, sums)`` (``sums``: its engine's, as
+    :func:`own_axes` takes it). After the fit on ``R``, up to :data:`ROUNDS` times: the axes
+    of its components (:func:`own_axes`) and a new fit on them, kept while the training
+    objective (``loss + price * live components``, in the units of X) falls. Returns the
+    kept ``(res, n, units_r, R)``."""
+    best, best_obj = None, np.inf
+    for r in range(ROUNDS + 1):
+        res, n, units_r, sums = fit_on(R)
+        if res.best < 0:
+            break
+        live = int(np.isfinite(np.asarray(res.students.log_weights[res.best])).sum())
+        obj = float(res.loss[res.best]) + float(np.sum(np.log(units_r[1]))) + price * live
+        if not obj < best_obj:
+            break
+        best, best_obj = (res, n, units_r, R), obj
+        if r < ROUNDS:
+            R = own_axes(res, units_r, R, sums)
+    return (res, n, units_r, R) if best is None else best
 
 
 def as_candidate(res, units_r: tuple, R: np.ndarray, units: tuple) -> Mixture:

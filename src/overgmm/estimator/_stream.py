@@ -12,6 +12,7 @@ memory (:mod:`._fit`), each data operation a pass over the chunks (:mod:`overgmm
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -61,6 +62,9 @@ class Streamed(NamedTuple):
     def merge(self, students: Mixture, price: float):
         merged, k = streaming.merge_round(self.chunks, self.view, students, self.floor, self.total, price)
         return F.host(merged), np.asarray(k)
+
+    def sums(self, students: Mixture):
+        return streaming.statistics_sums(self.chunks, self.view, students)
 
 
 def init_rows(X: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -159,8 +163,11 @@ def fit_chunks(est, chunks):
             res, n, units = _fit_type(est, chunks, "all", moments, "full", n, None, progress, "rotated: axes")
             if res.best < 0:
                 est._raise_non_finite(res.restarts[0].failed_at)
-            R = Rot.axes(res, units[1])
-            res, n, units_r = _on_axes(est, chunks, "all", moments, R, units, n, None, progress, "fit (rotated)")
+            res, n, units_r, R = Rot.refined(
+                lambda R: _on_axes(est, chunks, "all", moments, R, units, n, None, progress, "fit (rotated)"),
+                Rot.axes(res, units[1]),
+                est._price(chunks.n_features, moments.total, "diag"),
+            )
             return est._finish(res, n, units_r, kind, jacobian(moments, units_r[1]), (R, units))
         res, n, units = _fit_type(est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})")
     return est._finish(res, n, units, kind, jacobian(moments, units[1]))
@@ -199,8 +206,12 @@ def _fit_type(
 
 
 def _on_axes(est, chunks, rows: str, moments, R, units, n: int, below, progress, stage: str):
-    """:func:`._rotated.on_axes` on chunks: the "diag" fit of ``X @ R``."""
-    return _fit_type(est, chunks, rows, moments, "diag", n, below, progress, stage, R, Rot.least(R, units))
+    """:func:`._rotated.on_axes` on chunks: the "diag" fit of ``X @ R``, and the E-step sums
+    of a batch of students on the rows it saw."""
+    res, n, units_r = _fit_type(est, chunks, rows, moments, "diag", n, below, progress, stage, R, Rot.least(R, units))
+    shift_r, scale_r, floor_r = units_r
+    view = streaming.View(shift_r, scale_r, rows, below, rotation=R)
+    return res, n, units_r, Streamed(chunks, view, method_of(est, floor_r), floor_r, moments.total).sums
 
 
 def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
@@ -224,8 +235,22 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
             if "full" not in fitted or chunks.n_features < 2 or moments.gaps:
                 continue
             res, units = fitted["full"]
-            R = Rot.axes(res, units[1])
-            res, _, units_r = _on_axes(est, chunks, "fit", fit_m, R, units, n, below, progress, "auto: rotated")
+            res, _, units_r, R = Rot.refined(
+                functools.partial(
+                    _on_axes,
+                    est,
+                    chunks,
+                    "fit",
+                    fit_m,
+                    units=units,
+                    n=n,
+                    below=below,
+                    progress=progress,
+                    stage="auto: rotated",
+                ),
+                Rot.axes(res, units[1]),
+                est._price(chunks.n_features, fit_m.total, "diag"),
+            )
             if res.best < 0:
                 scores[kind] = -np.inf
                 continue

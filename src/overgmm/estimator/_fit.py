@@ -194,7 +194,9 @@ def _merge(prob: Problem, students: Mixture, price):
 def _sums(prob: Problem, students: Mixture):
     """:func:`overgmm.statistics.raw_moments` of a batch of students (leading axis B) on the
     problem's rows."""
-    return jax.vmap(lambda s: statistics.raw_moments(s, prob.data, prob.sample_weight))(students)
+    X, w = prob.data, prob.sample_weight
+    assert X is not None and w is not None  # a data problem (problem() builds one)
+    return jax.vmap(lambda s: statistics.raw_moments(s, X, w))(students)
 
 
 @jit_by_rows(_x_rows, static_argnames=("missing",))

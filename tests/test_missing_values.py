@@ -214,3 +214,27 @@ def test_plain_cholesky_and_triangular_solves_match_numpy(rng):
         np.linalg.solve(lt, r[..., None])[..., 0],
         rtol=1e-11,
     )
+
+
+def test_with_gaps_polishes_between_merges_are_capped_and_the_last_fits_to_tol(rng, monkeypatch):
+    """With gaps, a polishing fit that more merges may follow stops after POLISH_STEPS (EM on
+    the observed values crawls there: wine's "full" candidate took 23 s); the fit still ends
+    with a polish run to tol (max_iter steps allowed) and converges. Without gaps: no cap."""
+    from overgmm.estimator import _fit as F
+
+    calls = []
+    real = F.InMemory.solve
+
+    def spy(self, students, keys, max_iter, tol):
+        sol = real(self, students, keys, max_iter, tol)
+        calls.append((max_iter, int(sol.status[0])))  # status 0: stopped on tol, 2: on max steps
+        return sol
+
+    monkeypatch.setattr(F.InMemory, "solve", spy)
+    X, Xm = _clusters(rng)
+    for data, capped in ((Xm, True), (X, False)):
+        calls.clear()
+        est = og.OverparamGMM(random_state=0, covariance_type="full", allow_missing=True, max_iter=300).fit(data)
+        assert est.converged_ and est.n_merges_ > 0 and est.n_components_ == 2
+        assert any(steps == F.POLISH_STEPS for steps, _ in calls[1:]) is capped
+        assert {steps for steps, _ in calls} <= {300, F.POLISH_STEPS} and calls[-1][1] == 0

@@ -277,10 +277,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return n
 
     def _standardization(self, X: np.ndarray, w: np.ndarray, kind: str, grid: np.ndarray | None = None, least=None):
-        """:meth:`_standardization_from` of the rows ``X`` with weights ``w``; ``grid``: the
-        rounding grid of all the data (:func:`overgmm.rounding.grid`, computed once per fit;
-        None: from ``X``); ``least`` (d,): a floor in the units of X that the floor keeps
-        at least (None: none)."""
+        """:meth:`_standardization_from` of the rows ``X`` with weights ``w``; ``grid``: all the data's
+        (:func:`overgmm.rounding.grid`; None: ``X``'s); ``least`` (d,): a floor in X's units, or None."""
         grid = rounding.grid(X, w) if grid is None else grid
         return self._standardization_from(*feature_moments(X, w), kind, grid, least)
 
@@ -422,9 +420,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
         if progress is not None:
             progress.stage(stage, float(np.sum(np.log(units[1]))))
-        res = F.fit(
-            engine, students, keys, max_iter=int(self.max_iter), tol=float(self.tol), price=price, progress=progress
-        )
+        cap = F.POLISH_STEPS if np.isnan(X[w > 0]).any() else None  # gaps in the rows that count, as on chunks
+        kw = {"max_iter": int(self.max_iter), "tol": float(self.tol), "price": price, "progress": progress}
+        res = F.fit(engine, students, keys, polish_steps=cap, **kw)
         return res, n, units
 
     def _raise_non_finite(self, at: int):

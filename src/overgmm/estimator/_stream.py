@@ -201,7 +201,16 @@ def _fit_type(
     price = est._price(chunks.n_features, moments.total, kind)
     if progress is not None:
         progress.stage(stage, float(np.sum(np.log(scale))))
-    res = F.fit(engine, students, keys, max_iter=int(est.max_iter), tol=float(est.tol), price=price, progress=progress)
+    res = F.fit(
+        engine,
+        students,
+        keys,
+        max_iter=int(est.max_iter),
+        tol=float(est.tol),
+        price=price,
+        progress=progress,
+        polish_steps=F.POLISH_STEPS if moments.gaps else None,
+    )
     return res, n, units
 
 

@@ -206,7 +206,7 @@ def test_the_axes_turn_by_the_fit_s_own_components(monkeypatch):
     assert turned.score(T) > once.score(T) + 0.02
 
 
-def test_own_axes_are_the_common_axes_of_the_components_scatter():
+def test_own_axes_are_the_common_axes_of_the_components_scatter(monkeypatch):
     """:func:`._rotated.own_axes` from a rotated fit's engine sums equals common_axes of the
     scatter matrices (plus the fit's floor) computed directly from the fit's responsibilities."""
     X, _ = turned_data(300, 2)
@@ -217,11 +217,8 @@ def test_own_axes_are_the_common_axes_of_the_components_scatter():
         captured.update(res=res, units_r=units_r, R=R, out=real(res, units_r, R, sums))
         return captured["out"]
 
-    try:
-        Rot.own_axes = spy
-        OverparamGMM(covariance_type="rotated", random_state=0).fit(X)
-    finally:
-        Rot.own_axes = real
+    monkeypatch.setattr(Rot, "own_axes", spy)
+    OverparamGMM(covariance_type="rotated", random_state=0).fit(X)
     res, (shift_r, scale_r, floor_r), R = captured["res"], captured["units_r"], captured["R"]
     s = Rot.F.take(res.students, res.best)
     Z = (X @ R - shift_r) / scale_r

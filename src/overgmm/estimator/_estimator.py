@@ -420,7 +420,8 @@ class OverparamGMM(DensityMixin, BaseEstimator):
             pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
         if progress is not None:
             progress.stage(stage, float(np.sum(np.log(units[1]))))
-        cap = F.POLISH_STEPS if np.isnan(X[w > 0]).any() else None  # gaps in the rows that count, as on chunks
+        gaps = prob.missing and bool((np.isnan(X).any(axis=1) & (w > 0)).any())  # in rows that count, as on chunks
+        cap = F.POLISH_STEPS if gaps else None
         kw = {"max_iter": int(self.max_iter), "tol": float(self.tol), "price": price, "progress": progress}
         res = F.fit(engine, students, keys, polish_steps=cap, **kw)
         return res, n, units

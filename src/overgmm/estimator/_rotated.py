@@ -43,7 +43,7 @@ def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
     R = np.linalg.eigh(np.einsum("i,ijk->jk", p, cov))[1]
     theta = np.linspace(0.0, np.pi / 2, ANGLES, endpoint=False)
     c, s = np.cos(theta), np.sin(theta)
-    M = np.einsum("jp,ijk,kq->ipq", R, cov, R)
+    M = R.T @ cov @ R
     for _ in range(SWEEPS if d > 1 else 0):
         turned = False
         for a in range(d - 1):
@@ -153,7 +153,8 @@ def own_axes(res, units_r: tuple, R: np.ndarray, sums) -> np.ndarray:
     W = s2[keep] / mass[keep, None, None] - np.einsum("ij,ik->ijk", mu, mu)
     W = W + np.diag(np.asarray(units_r[2]))  # the fit's floor: a feature constant in a component keeps a variance
     scale_r = np.asarray(units_r[1])
-    W_x = np.einsum("jk,ikl,ml->ijm", R * scale_r, W, R * scale_r)  # R S W S R^T
+    A = R * scale_r
+    W_x = A @ W @ A.T  # R S W S R^T (a matmul: einsum's loops took 0.19 s in d = 61)
     return common_axes(W_x, mass[keep])
 
 

@@ -234,3 +234,58 @@ def test_own_axes_are_the_common_axes_of_the_components_scatter(monkeypatch):
     W = np.stack([(r[:, i, None] * (X - means[i])).T @ (X - means[i]) / mass[i] for i in range(len(mass))])
     W += (R * scale_r) @ np.diag(floor_r) @ (R * scale_r).T  # the fit's floor, in the units of X
     np.testing.assert_allclose(captured["out"], Rot.common_axes(W, mass), atol=1e-9)
+
+
+def clusters_apart_along_narrow_axes(n, seed, d=10):
+    """3 clusters in d = 10 sharing one orientation (axes of variance e^1.5 .. e^-1.5, each
+    cluster's own spread around them), apart along the narrowest axes: at 150 rows a full
+    fit pays 65 parameters per component and merges them into one."""
+    rng = np.random.default_rng(seed)
+    means = np.zeros((3, d))
+    means[1, -1], means[2, -2], means[1, 0] = 2.5, 2.5, 2.0
+    var = np.exp(np.linspace(1.5, -1.5, d) + 0.5 * np.random.default_rng(3).normal(size=(3, d)))
+    comp = rng.integers(0, 3, n)
+    return (means[comp] + rng.normal(size=(n, d)) * np.sqrt(var[comp])) @ random_rotation(d, 7).T
+
+
+def test_the_tied_fit_s_axes_start_the_rotated_fit_where_the_full_fit_merged_the_clusters(monkeypatch):
+    """The full fit merges the 3 clusters into one, so its axes are the data's principal
+    axes and the rotated fit on them keeps one component; the tied fit's shared covariance
+    has the within-cluster axes, and the start of lower training objective is kept."""
+    X = clusters_apart_along_narrow_axes(150, 0)
+    T = clusters_apart_along_narrow_axes(5000, 1)
+    assert OverparamGMM(covariance_type="full", random_state=0).fit(X).n_components_ == 1
+    monkeypatch.setattr(Rot, "AXES_FROM", ("full",))
+    from_full = OverparamGMM(covariance_type="rotated", random_state=0).fit(X)
+    monkeypatch.setattr(Rot, "AXES_FROM", ("full", "tied"))
+    both = OverparamGMM(covariance_type="rotated", random_state=0).fit(X)
+    assert from_full.n_components_ == 1 and both.n_components_ == 3
+    assert both.bic(X) < from_full.bic(X) - 10
+    assert both.score(T) > from_full.score(T) + 0.2
+
+
+def test_refined_keeps_the_start_of_lowest_training_objective(monkeypatch):
+    """:func:`._rotated.refined` over several starts fits each and returns the fit of the
+    lowest training objective (loss + sum log scale + price x live components)."""
+
+    class Res:  # the fields of a FitResult that refined reads
+        def __init__(self, loss, live):
+            self.loss, self.best = np.array([loss]), 0
+            lw = np.where(np.arange(3) < live, np.log(1.0 / live), -np.inf)
+            self.students = type("Batch", (), {"log_weights": lw[None]})()
+
+    # start k: (loss, live components); with price 0.5 start 1 (1.0 + 1.5) loses to start 2 (1.8 + 0.5)
+    fits = {0: (3.0, 1), 1: (1.0, 3), 2: (1.8, 1)}
+    calls = []
+
+    def fit_on(R):
+        k = int(R[0, 0])
+        calls.append(k)
+        return Res(*fits[k]), 3, (0.0, np.ones(1), 0.0), None
+
+    monkeypatch.setattr(Rot, "ROUNDS", 0)
+    starts = [np.full((1, 1), k, dtype=float) for k in fits]
+    res, n, units_r, R = Rot.refined(fit_on, starts, price=0.5)
+    assert calls == [0, 1, 2] and R[0, 0] == 2 and res.loss[0] == 1.8
+    res, n, units_r, R = Rot.refined(fit_on, starts, price=0.0)
+    assert R[0, 0] == 1

@@ -88,16 +88,17 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     fitted: dict[str, tuple] = {}
     try:
         for kind in F.AUTO_TYPES:
-            if kind == "rotated":  # the diag fit of X @ R, R the axes of the "full" candidate
-                if "full" not in fitted or X.shape[1] < 2 or np.isnan(X).any():
+            if kind == "rotated":  # the diag fit of X @ R, R the axes of the "full" and "tied" candidates
+                starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AXES_FROM if k in fitted]
+                if not starts or X.shape[1] < 2 or np.isnan(X).any():
                     continue
-                res, units = fitted["full"]
+                units = fitted[next(k for k in Rot.AXES_FROM if k in fitted)][1]
                 wf, tf = w_fit / w_fit.sum(), float(w_fit.sum())
                 res, _, units_r, R = Rot.refined(
                     functools.partial(
                         Rot.on_axes, est, X_fit, wf, tf, units=units, n=n, progress=progress, stage="auto: rotated"
                     ),
-                    Rot.axes(res, units[1]),
+                    starts,
                     est._price(X.shape[1], tf, "diag"),
                 )
                 if res.best < 0:

@@ -1,14 +1,17 @@
 """``covariance_type="rotated"``: diagonal covariances in one orthonormal basis shared by
 every component, ``Sigma_i = R diag(v_i) R^T`` (mclust's "VVE", with fixed axes).
 
-The axes ``R`` (d, d) are the common principal axes (:func:`common_axes`) of a full fit's
-covariances in the units of X: the directions along which the clusters are elongated
-together (correlated measurements of size, say). The fit (:func:`fit`) is then the
+The starting axes ``R`` (d, d) are the common principal axes (:func:`common_axes`) of a
+full fit's covariances in the units of X (the directions along which the clusters are
+elongated together: correlated measurements of size, say), and the principal axes of a
+tied fit's shared covariance (the within-cluster axes, which a full fit that merged its
+clusters into one no longer sees). The fit (:func:`fit`) is then the
 estimator's "diag" fit of the rows rotated onto the axes, ``X @ R``: ``R`` is orthonormal,
 so a density of ``X @ R`` is the same density of ``X`` and log-likelihoods compare as they
 are. The axes are then turned by the fit's own components (:func:`refined`): the common
 axes of their scatter matrices, mclust's M-step for the orientation, and the diag fit
-again, for up to :data:`ROUNDS` rounds while the training objective falls. The result is
+again, for up to :data:`ROUNDS` rounds while the training objective falls; the start
+with the lowest training objective is kept. The result is
 kept as "full" matrices in the standardized units of ``X`` (:func:`to_full`), so
 inference, model files and sampling are those of "full", and
 :class:`overgmm.covariances.Rotated` counts its parameters for BIC.
@@ -23,7 +26,7 @@ from overgmm.estimator import _fit as F
 from overgmm.estimator._checks import log_jacobian
 from overgmm.mixture import Mixture
 
-AXES_FROM = "full"  # the covariance type whose fitted covariances give the axes
+AXES_FROM = ("full", "tied")  # the covariance types whose fits give the starting axes
 SWEEPS = 8  # at most this many Jacobi sweeps in common_axes
 ANGLES = 180  # the angles tried per pair of axes (a grid of half a degree on [0, 90))
 ROUNDS = 1  # at most this many re-estimates of the axes from the rotated fit's components
@@ -82,12 +85,16 @@ def no_missing() -> ValueError:
 
 
 def axes(res, scale: np.ndarray) -> np.ndarray:
-    """The common axes ``R`` (d, d) of the kept restart of a full fit ``res``
+    """The common axes ``R`` (d, d) of the kept restart of a "full" or "tied" fit ``res``
     (:class:`._fit.FitResult`) whose rows were scaled by ``scale`` (d,): of its live
-    components' covariances in the units of X, weighted by their weights."""
+    components' covariances in the units of X, weighted by their weights (tied: the
+    principal axes of the one shared covariance, the within-cluster axes)."""
+    cov = np.asarray(res.covariances[0][res.best]) * np.outer(scale, scale)
+    if cov.ndim == 2:  # tied: (d, d)
+        return common_axes(cov[None], np.ones(1))
     lw = np.asarray(res.students.log_weights[res.best])
     live = np.isfinite(lw)
-    return common_axes(res.covariances[0][res.best][live] * np.outer(scale, scale), np.exp(lw[live]))
+    return common_axes(cov[live], np.exp(lw[live]))
 
 
 def least(R: np.ndarray, units: tuple) -> np.ndarray:
@@ -101,18 +108,26 @@ def least(R: np.ndarray, units: tuple) -> np.ndarray:
 def fit(est, X: np.ndarray, sw: np.ndarray, total: float, progress, grid: np.ndarray):
     """:meth:`OverparamGMM.fit` with ``covariance_type="rotated"`` on rows ``X`` (N, d) in
     memory with weights ``sw`` (N,) summing to ``total``; ``grid``: the features' rounding
-    grid. A full fit gives the axes ``R`` (:func:`axes`); then the diag fit of ``X @ R``
-    with the floor :func:`least` (:func:`on_axes`), its axes turned by its own components
+    grid. A fit of each type of :data:`AXES_FROM` gives starting axes (:func:`axes`); from
+    each, the diag fit of ``X @ R`` with the floor :func:`least` (:func:`on_axes`), its
+    axes turned by its own components; the lowest training objective is kept
     (:func:`refined`)."""
     if np.isnan(X).any():
         raise no_missing()
     w = sw / total
-    res, n, units = est._fit_type(X, w, total, AXES_FROM, progress=progress, stage="rotated: axes", grid=grid)
-    if res.best < 0:
-        est._raise_non_finite(res.restarts[0].failed_at)
+    starts, n, units, failed = [], None, None, 0
+    for kind in AXES_FROM:
+        res, n_k, units_k = est._fit_type(X, w, total, kind, n, progress, f"rotated: {kind} axes", grid=grid)
+        if res.best < 0:
+            failed = res.restarts[0].failed_at
+            continue
+        n, units = n_k, units_k
+        starts.append(axes(res, units[1]))
+    if not starts:
+        est._raise_non_finite(failed)
     price = est._price(X.shape[1], total, "diag")
     res, n, units_r, R = refined(
-        lambda R: on_axes(est, X, w, total, R, units, n, progress, "fit (rotated)"), axes(res, units[1]), price
+        lambda R: on_axes(est, X, w, total, R, units, n, progress, "fit (rotated)"), starts, price
     )
     return est._finish(res, n, units_r, "rotated", log_jacobian(X, units_r[1], w), (R, units))
 
@@ -158,26 +173,33 @@ def own_axes(res, units_r: tuple, R: np.ndarray, sums) -> np.ndarray:
     return common_axes(W_x, mass[keep])
 
 
-def refined(fit_on, R: np.ndarray, price: float):
-    """The rotated fit with its axes turned by its own components: ``fit_on(R)`` fits the
-    rows ``X @ R`` and returns ``(res, n, units_r, sums)`` (``sums``: its engine's, as
-    :func:`own_axes` takes it). After the fit on ``R``, up to :data:`ROUNDS` times: the axes
-    of its components (:func:`own_axes`) and a new fit on them, kept while the training
-    objective (``loss + price * live components``, in the units of X) falls. Returns the
-    kept ``(res, n, units_r, R)``."""
-    best, best_obj = None, np.inf
-    for r in range(ROUNDS + 1):
-        res, n, units_r, sums = fit_on(R)
-        if res.best < 0:
-            break
-        live = int(np.isfinite(np.asarray(res.students.log_weights[res.best])).sum())
-        obj = float(res.loss[res.best]) + float(np.sum(np.log(units_r[1]))) + price * live
-        if not obj < best_obj:
-            break
-        best, best_obj = (res, n, units_r, R), obj
-        if r < ROUNDS:
-            R = own_axes(res, units_r, R, sums)
-    return (res, n, units_r, R) if best is None else best
+def refined(fit_on, starts: list, price: float):
+    """The rotated fit from each of the axes ``starts`` (d, d), turned by its own
+    components: ``fit_on(R)`` fits the rows ``X @ R`` and returns ``(res, n, units_r,
+    sums)`` (``sums``: its engine's, as :func:`own_axes` takes it). From each start, after
+    the fit on ``R``, up to :data:`ROUNDS` times: the axes of its components
+    (:func:`own_axes`) and a new fit on them, kept while the training objective
+    (``loss + price * live components``, in the units of X) falls. Returns the ``(res, n,
+    units_r, R)`` of the lowest objective over all starts (the first start's last fit
+    when none has a finite one)."""
+    best, best_obj, first = None, np.inf, None
+    for R in starts:
+        start_obj = np.inf
+        for r in range(ROUNDS + 1):
+            res, n, units_r, sums = fit_on(R)
+            first = (res, n, units_r, R) if first is None else first
+            if res.best < 0:
+                break
+            live = int(np.isfinite(np.asarray(res.students.log_weights[res.best])).sum())
+            obj = float(res.loss[res.best]) + float(np.sum(np.log(units_r[1]))) + price * live
+            if not obj < start_obj:
+                break
+            start_obj = obj
+            if obj < best_obj:
+                best, best_obj = (res, n, units_r, R), obj
+            if r < ROUNDS:
+                R = own_axes(res, units_r, R, sums)
+    return first if best is None else best
 
 
 def as_candidate(res, units_r: tuple, R: np.ndarray, units: tuple) -> Mixture:

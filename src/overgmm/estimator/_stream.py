@@ -160,12 +160,21 @@ def fit_chunks(est, chunks):
         if kind == "rotated":  # a full fit for the axes, then diag on rotated rows (as in memory)
             if moments.gaps:
                 raise Rot.no_missing()
-            res, n, units = _fit_type(est, chunks, "all", moments, "full", n, None, progress, "rotated: axes")
-            if res.best < 0:
-                est._raise_non_finite(res.restarts[0].failed_at)
+            starts, units, failed = [], None, 0
+            for axes_kind in Rot.AXES_FROM:
+                res, n, units_k = _fit_type(
+                    est, chunks, "all", moments, axes_kind, n, None, progress, f"rotated: {axes_kind} axes"
+                )
+                if res.best < 0:
+                    failed = res.restarts[0].failed_at
+                    continue
+                units = units_k
+                starts.append(Rot.axes(res, units[1]))
+            if not starts:
+                est._raise_non_finite(failed)
             res, n, units_r, R = Rot.refined(
                 lambda R: _on_axes(est, chunks, "all", moments, R, units, n, None, progress, "fit (rotated)"),
-                Rot.axes(res, units[1]),
+                starts,
                 est._price(chunks.n_features, moments.total, "diag"),
             )
             return est._finish(res, n, units_r, kind, jacobian(moments, units_r[1]), (R, units))
@@ -240,10 +249,11 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     models: dict[str, tuple] = {}
     fitted: dict[str, tuple] = {}
     for kind in F.AUTO_TYPES:
-        if kind == "rotated":  # as in memory: the diag fit of X @ R, R the "full" candidate's axes
-            if "full" not in fitted or chunks.n_features < 2 or moments.gaps:
+        if kind == "rotated":  # as in memory: the diag fit of X @ R, R the "full" and "tied" candidates' axes
+            starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AXES_FROM if k in fitted]
+            if not starts or chunks.n_features < 2 or moments.gaps:
                 continue
-            res, units = fitted["full"]
+            units = fitted[next(k for k in Rot.AXES_FROM if k in fitted)][1]
             res, _, units_r, R = Rot.refined(
                 functools.partial(
                     _on_axes,
@@ -257,7 +267,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
                     progress=progress,
                     stage="auto: rotated",
                 ),
-                Rot.axes(res, units[1]),
+                starts,
                 est._price(chunks.n_features, fit_m.total, "diag"),
             )
             if res.best < 0:

@@ -70,7 +70,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     w_fit = np.where(held, 0.0, sw)
     if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
         return "diag"
-    scores, models = {}, {}
+    scores, models, sizes = {}, {}, {}
     n = est._resolve_n_components(float(sw.sum()))  # as many components as the final fit
     # the held-out rows score each candidate through the fit's own summary: on the same
     # padded rows as the fit (their weights swapped in), so nothing new is compiled
@@ -114,6 +114,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                     scores[kind] = -math.inf
                     continue
                 fitted[kind], students, best = (res, units), res.students, res.best
+            sizes[kind] = F.n_parameters(res, kind, X.shape[1])
             shift, scale, floor = units
             Zp, wp = F.pad_rows((X_held - shift) / scale, w_held / w_held.sum())
             nll = F.InMemory(F.problem(Zp, wp, floor), None).summary(students)[0][best]
@@ -123,7 +124,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         pre.close()
     est.validation_scores_ = scores
     if held.sum() > F.AUTO_ROWS:  # many held-out rows: the margin alone
-        return F.simplest_type(scores)
+        return F.simplest_type(scores, sizes=sizes)
     # the standard errors: per-row log-likelihoods (one evaluate program per type)
     names, sums = list(models), held_moments(X_held, w_held, 0, streaming.ALL, list(models.values()))
-    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b))
+    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)

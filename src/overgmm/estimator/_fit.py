@@ -49,10 +49,12 @@ ALGORITHMS = ("em", "gradient_em", "polyak")
 COVARIANCE_TYPES = tuple(C.PUBLIC)  # full, tied, rotated, diag, spherical, fixed (identity after standardization)
 INITS = initialisation.INITS
 MIN_ROWS = 128
-# covariance_type="auto": the simplest of these whose validation log-likelihood is within
-# AUTO_MARGIN nats/sample of the best (docs/estimator.md has the measurements). "rotated"
+# covariance_type="auto": of these types whose validation log-likelihood is within
+# AUTO_MARGIN nats/sample of the best, the fit with the fewest free parameters, the first
+# in this order among equals (docs/estimator.md has the measurements: by the order alone
+# a tiling of a sheared cluster by 9 diagonal components beat 3 full ones). "rotated"
 # comes last (kept only where it leads every other type by the margin; ranked before
-# "full" it lost on wine and olive) and is fitted on the axes of the "full" candidate.
+# "full" it lost on wine and olive) and starts from the "full" and "tied" candidates' axes.
 AUTO_TYPES = ("spherical", "diag", "tied", "full", "rotated")
 AUTO_MARGIN = 0.02
 # ... or half a standard error of the per-row difference from the best type, when that is
@@ -290,12 +292,14 @@ class FitResult(NamedTuple):
     best: int
 
 
-def simplest_type(scores: dict, se=None) -> str:
+def simplest_type(scores: dict, se=None, sizes: dict | None = None) -> str:
     """The ``"auto"`` choice from held-out scores (mean log-likelihood per sample by type):
-    the first of :data:`AUTO_TYPES` within ``max(AUTO_MARGIN, AUTO_SE * se(best, k))`` of
-    the best, where ``se(a, b)`` is the standard error of the mean per-row difference of
-    types a and b on the held-out rows (:class:`._auto.HeldMoments`; None: 0); "diag" when
-    none is finite. A type without a score (one not tried) is passed over."""
+    of the types within ``max(AUTO_MARGIN, AUTO_SE * se(best, k))`` of the best, the one
+    with the fewest free parameters (``sizes``, per type, :func:`n_parameters` of its
+    fit; None: none counted), the first of :data:`AUTO_TYPES` among equals; ``se(a, b)``
+    is the standard error of the mean per-row difference of types a and b on the
+    held-out rows (:class:`._auto.HeldMoments`; None: 0); "diag" when none is finite. A
+    type without a score (one not tried) is passed over."""
     top = max(scores, key=lambda k: scores[k])
     if not np.isfinite(scores[top]):
         return "diag"
@@ -304,7 +308,19 @@ def simplest_type(scores: dict, se=None) -> str:
         return max(AUTO_MARGIN, 0.0 if se is None or k == top else AUTO_SE * se(top, k))
 
     tried = [k for k in AUTO_TYPES if k in scores and np.isfinite(scores[k])]
-    return next(k for k in tried if scores[k] >= scores[top] - margin(k))
+    near = [k for k in tried if scores[k] >= scores[top] - margin(k)]
+    if near != ["rotated"]:  # "rotated" only where it leads every other type by the margin
+        near = [k for k in near if k != "rotated"]
+    return min(near, key=lambda k: (0 if sizes is None else sizes[k], AUTO_TYPES.index(k)))
+
+
+def n_parameters(res: FitResult, kind: str, d: int) -> int:
+    """Free parameters of the kept restart of a fit ``res`` of covariance type ``kind`` in
+    ``d`` features: means, covariances (shared ones once) and weights of its live
+    components, as :meth:`OverparamGMM.bic` counts them."""
+    t = C.public(kind)
+    k = int(np.isfinite(np.asarray(res.students.log_weights[res.best])).sum())
+    return k * (d + t.n_parameters(d)) + k - 1 + t.shared_parameters(d)
 
 
 def _options(prob: Problem) -> dict | None:

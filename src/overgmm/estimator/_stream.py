@@ -248,6 +248,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     scores: dict[str, float] = {}
     models: dict[str, tuple] = {}
     fitted: dict[str, tuple] = {}
+    sizes: dict[str, int] = {}
     for kind in F.AUTO_TYPES:
         if kind == "rotated":  # as in memory: the diag fit of X @ R, R the "full" and "tied" candidates' axes
             starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AXES_FROM if k in fitted]
@@ -281,6 +282,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
                 continue
             fitted[kind] = (res, units)
             one = jax.tree_util.tree_map(lambda a, b=res.best: a[b : b + 1], res.students)
+        sizes[kind] = F.n_parameters(res, kind, chunks.n_features)
         shift, scale, _ = units
         held = streaming.View(shift, scale, "held", missing=held_m.gaps)
         nll = streaming.loss(chunks, held, one, held_m.total)[0]
@@ -288,7 +290,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
         models[kind] = (F.take(one, 0), shift, scale)
     est.validation_scores_ = scores
     if held_m.count > F.AUTO_ROWS:  # as in memory: many held-out rows, the margin alone
-        return F.simplest_type(scores)
+        return F.simplest_type(scores, sizes=sizes)
     names, models_ = list(models), list(models.values())
     sums = C.map_sum(chunks, A.held_moments, streaming.View(rows="held"), models_)
-    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b))
+    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)

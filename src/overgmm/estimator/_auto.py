@@ -89,10 +89,10 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     try:
         for kind in F.AUTO_TYPES:
             if kind == "rotated":  # the diag fit of X @ R, R the axes of the "full" and "tied" candidates
-                starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AXES_FROM if k in fitted]
+                starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AUTO_AXES_FROM if k in fitted]
                 if not starts or X.shape[1] < 2 or np.isnan(X).any():
                     continue
-                units = fitted[next(k for k in Rot.AXES_FROM if k in fitted)][1]
+                units = fitted[next(k for k in Rot.AUTO_AXES_FROM if k in fitted)][1]
                 wf, tf = w_fit / w_fit.sum(), float(w_fit.sum())
                 res, _, units_r, R = Rot.refined(
                     functools.partial(

@@ -251,10 +251,10 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     sizes: dict[str, int] = {}
     for kind in F.AUTO_TYPES:
         if kind == "rotated":  # as in memory: the diag fit of X @ R, R the "full" and "tied" candidates' axes
-            starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AXES_FROM if k in fitted]
+            starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AUTO_AXES_FROM if k in fitted]
             if not starts or chunks.n_features < 2 or moments.gaps:
                 continue
-            units = fitted[next(k for k in Rot.AXES_FROM if k in fitted)][1]
+            units = fitted[next(k for k in Rot.AUTO_AXES_FROM if k in fitted)][1]
             res, _, units_r, R = Rot.refined(
                 functools.partial(
                     _on_axes,

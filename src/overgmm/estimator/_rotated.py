@@ -118,13 +118,15 @@ def fit(est, X: np.ndarray, sw: np.ndarray, total: float, progress, grid: np.nda
     if np.isnan(X).any():
         raise no_missing()
     w = sw / total
-    starts, n, units, failed = [], None, None, 0
+    starts: list[np.ndarray] = []
+    failed, n = 0, est._resolve_n_components(total)
+    units: tuple = ()
     for kind in AXES_FROM:
-        res, n_k, units_k = est._fit_type(X, w, total, kind, n, progress, f"rotated: {kind} axes", grid=grid)
+        res, n, units_k = est._fit_type(X, w, total, kind, n, progress, f"rotated: {kind} axes", grid=grid)
         if res.best < 0:
             failed = res.restarts[0].failed_at
             continue
-        n, units = n_k, units_k
+        units = units_k
         starts.append(axes(res, units[1]))
     if not starts:
         est._raise_non_finite(failed)

@@ -206,7 +206,7 @@ def test_the_default_floor_lets_full_components_fit_thin_clusters():
 
 def test_auto_chooses_the_type_by_validation_likelihood():
     """ "auto" (the default) holds out rows chosen by their values, fits spherical, diag, tied,
-    full and rotated on the rest, and keeps the simplest type within 0.02 nats/sample of the best
+    full and rotated on the rest, and keeps the fewest-parameter fit within 0.02 nats/sample of the best
     held-out log-likelihood: full or tied (the same model for one cluster) for a sheared
     cluster, spherical or diag for round components; the result is the refit of that type on
     all rows."""

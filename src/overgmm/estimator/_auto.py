@@ -88,7 +88,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     fitted: dict[str, tuple] = {}
     try:
         for kind in F.AUTO_TYPES:
-            if kind == "rotated":  # the diag fit of X @ R, R the axes of the "full" and "tied" candidates
+            if kind == "rotated":  # the diag fit of X @ R, R the axes of the AUTO_AXES_FROM candidates
                 starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AUTO_AXES_FROM if k in fitted]
                 if not starts or X.shape[1] < 2 or np.isnan(X).any():
                     continue

@@ -48,18 +48,21 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
         component); ``"tied"``: one learned covariance matrix shared by all components
         (scikit-learn's "tied"); ``"rotated"``: learned diagonal covariances in one rotated
-        basis shared by all components (the common principal axes of a full fit; kept as
-        full matrices; without missing values); ``"diag"``: a learned diagonal
+        basis shared by all components (from the common principal axes of a full fit or
+        those of a tied fit, whichever fits better; kept as full matrices; without
+        missing values); ``"diag"``: a learned diagonal
         covariance per component;
         ``"spherical"``: a learned variance per component; ``"fixed"``: the identity (after
         standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
         out about one training row in five (chosen by the rows' values), fit "spherical",
         "diag", "tied", "full" and "rotated" (on the full fit's axes; not with missing
         values or one feature) on the rest (on 2^14 of them, chosen by value, when there
-        are more), keep the simplest type (in that order) whose held-out log-likelihood
-        is within 0.02 nats/sample of the best (or half a standard error of the per-row
-        difference, when that is more), and refit it on all rows (six fits, seven for
-        "rotated"; :meth:`partial_fit` uses "diag"). ``covariance_type_`` says which type was fitted.
+        are more), of the types whose held-out log-likelihood is within 0.02 nats/sample
+        of the best (or half a standard error of the per-row difference, when that is
+        more) keep the fit with the fewest free parameters (the simplest type, in that
+        order, among equals; "rotated" only where it leads every type), and refit it on
+        all rows (six fits, more when "rotated" is kept; :meth:`partial_fit` uses
+        "diag"). ``covariance_type_`` says which type was fitted.
         Measurements behind the choices: ``docs/estimator.md``.
     algorithm : {"em", "gradient_em", "polyak"}, default="em"
         ``"em"``: EM. ``"gradient_em"``: EM weight step and a gradient step of size
@@ -568,9 +571,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return Z * self._scale + self._shift, np.searchsorted(self._live, comp)
 
     def _n_parameters(self) -> int:
-        k, d = self.means_.shape
-        t = C.public(self.covariance_type_)
-        return k * (d + t.n_parameters(d)) + k - 1 + t.shared_parameters(d)
+        return F.count_parameters(self.covariance_type_, self.means_.shape[1], self.means_.shape[0])
 
     def bic(self, X) -> float:
         """Bayesian information criterion on X of shape (n_samples, n_features) (lower is better)."""

@@ -54,7 +54,8 @@ MIN_ROWS = 128
 # in this order among equals (docs/estimator.md has the measurements: by the order alone
 # a tiling of a sheared cluster by 9 diagonal components beat 3 full ones). "rotated"
 # comes last (kept only where it leads every other type by the margin; ranked before
-# "full" it lost on wine and olive) and starts from the "full" and "tied" candidates' axes.
+# "full" it lost on wine and olive) and starts from the "full" candidate's axes
+# (_rotated.AUTO_AXES_FROM).
 AUTO_TYPES = ("spherical", "diag", "tied", "full", "rotated")
 AUTO_MARGIN = 0.02
 # ... or half a standard error of the per-row difference from the best type, when that is
@@ -314,13 +315,21 @@ def simplest_type(scores: dict, se=None, sizes: dict | None = None) -> str:
     return min(near, key=lambda k: (0 if sizes is None else sizes[k], AUTO_TYPES.index(k)))
 
 
-def n_parameters(res: FitResult, kind: str, d: int) -> int:
-    """Free parameters of the kept restart of a fit ``res`` of covariance type ``kind`` in
-    ``d`` features: means, covariances (shared ones once) and weights of its live
-    components, as :meth:`OverparamGMM.bic` counts them."""
+def live_components(res: FitResult) -> int:
+    """Live components (finite log-weight) of the kept restart of a fit ``res``."""
+    return int(np.isfinite(np.asarray(res.students.log_weights[res.best])).sum())
+
+
+def count_parameters(kind: str, d: int, k: int) -> int:
+    """Free parameters of ``k`` components of covariance type ``kind`` in ``d`` features:
+    means, covariances (shared ones once) and weights, as BIC counts them."""
     t = C.public(kind)
-    k = int(np.isfinite(np.asarray(res.students.log_weights[res.best])).sum())
     return k * (d + t.n_parameters(d)) + k - 1 + t.shared_parameters(d)
+
+
+def n_parameters(res: FitResult, kind: str, d: int) -> int:
+    """:func:`count_parameters` of the live components of a fit ``res``."""
+    return count_parameters(kind, d, live_components(res))
 
 
 def _options(prob: Problem) -> dict | None:

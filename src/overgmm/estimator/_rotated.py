@@ -27,8 +27,9 @@ from overgmm.estimator._checks import log_jacobian
 from overgmm.mixture import Mixture
 
 AXES_FROM = ("full", "tied")  # the covariance types whose fits give the starting axes
-# ... and for the "auto" candidate: the tied start there moved no real_data_cv choice for the
-# better (wine -0.12, ais -0.02) and cost 25-30% of the default fit (two more diag fits)
+# ... and for the "auto" candidate (both faces): the tied start there moved no real_data_cv
+# choice for the better (wine -0.12, ais -0.02) and cost 25-30% of the default fit (two
+# more diag fits)
 AUTO_AXES_FROM = ("full",)
 SWEEPS = 8  # at most this many Jacobi sweeps in common_axes
 ANGLES = 180  # the angles tried per pair of axes (a grid of half a degree on [0, 90))
@@ -185,8 +186,8 @@ def refined(fit_on, starts: list, price: float):
     the fit on ``R``, up to :data:`ROUNDS` times: the axes of its components
     (:func:`own_axes`) and a new fit on them, kept while the training objective
     (``loss + price * live components``, in the units of X) falls. Returns the ``(res, n,
-    units_r, R)`` of the lowest objective over all starts (the first start's last fit
-    when none has a finite one)."""
+    units_r, R)`` of the lowest objective over all starts (the first fit when none is
+    finite)."""
     best, best_obj, first = None, np.inf, None
     for R in starts:
         start_obj = np.inf
@@ -195,8 +196,7 @@ def refined(fit_on, starts: list, price: float):
             first = (res, n, units_r, R) if first is None else first
             if res.best < 0:
                 break
-            live = int(np.isfinite(np.asarray(res.students.log_weights[res.best])).sum())
-            obj = float(res.loss[res.best]) + float(np.sum(np.log(units_r[1]))) + price * live
+            obj = float(res.loss[res.best]) + float(np.sum(np.log(units_r[1]))) + price * F.live_components(res)
             if not obj < start_obj:
                 break
             start_obj = obj

@@ -250,7 +250,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     fitted: dict[str, tuple] = {}
     sizes: dict[str, int] = {}
     for kind in F.AUTO_TYPES:
-        if kind == "rotated":  # as in memory: the diag fit of X @ R, R the "full" and "tied" candidates' axes
+        if kind == "rotated":  # as in memory: the diag fit of X @ R, R the AUTO_AXES_FROM candidates' axes
             starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AUTO_AXES_FROM if k in fitted]
             if not starts or chunks.n_features < 2 or moments.gaps:
                 continue

@@ -96,7 +96,16 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                 wf, tf = w_fit / w_fit.sum(), float(w_fit.sum())
                 res, _, units_r, R = Rot.refined(
                     functools.partial(
-                        Rot.on_axes, est, X_fit, wf, tf, units=units, n=n, progress=progress, stage="auto: rotated"
+                        Rot.on_axes,
+                        est,
+                        X_fit,
+                        wf,
+                        tf,
+                        units=units,
+                        n=n,
+                        progress=progress,
+                        stage="auto: rotated",
+                        candidate=True,
                     ),
                     starts,
                     est._price(X.shape[1], tf, "diag"),
@@ -108,7 +117,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
             else:
                 pre.claim(kind)
                 res, _, units = est._fit_type(
-                    X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre, grid
+                    X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre, grid, True
                 )
                 if res.best < 0:
                     scores[kind] = -math.inf

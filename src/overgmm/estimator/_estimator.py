@@ -409,11 +409,12 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return self
 
     def _fit_type(
-        self, X, w, total: float, kind: str, n=None, progress=None, stage="fit", pre=None, grid=None, **rotated
+        self, X, w, total, kind, n=None, progress=None, stage="fit", pre=None, grid=None, candidate=False, **rotated
     ):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
-        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``grid`` and
+        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``candidate``:
+        one of them (:func:`~._fit.coarse_polish`); ``grid`` and
         ``rotated`` (``least``, ``rotation``): as in :meth:`_start`."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, **rotated)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
@@ -426,7 +427,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         gaps = prob.missing and bool((np.isnan(X).any(axis=1) & (w > 0)).any())  # in rows that count, as on chunks
         cap = F.POLISH_STEPS if gaps else None
         kw = {"max_iter": int(self.max_iter), "tol": float(self.tol), "price": price, "progress": progress}
-        res = F.fit(engine, students, keys, polish_steps=cap, **kw)
+        res = F.fit(engine, students, keys, polish_steps=cap, coarse_polish=F.coarse_polish(total, candidate), **kw)
         return res, n, units
 
     def _raise_non_finite(self, at: int):

@@ -138,14 +138,26 @@ def fit(est, X: np.ndarray, sw: np.ndarray, total: float, progress, grid: np.nda
     return est._finish(res, n, units_r, "rotated", log_jacobian(X, units_r[1], w), (R, units))
 
 
-def on_axes(est, X: np.ndarray, w: np.ndarray, total: float, R: np.ndarray, units: tuple, n: int, progress, stage: str):
+def on_axes(
+    est,
+    X: np.ndarray,
+    w: np.ndarray,
+    total: float,
+    R: np.ndarray,
+    units: tuple,
+    n: int,
+    progress,
+    stage: str,
+    candidate=False,
+):
     """The estimator's "diag" fit of the rows ``X @ R`` in memory (weights ``w`` (N,), which
     sum to 1, of ``total``), with ``n`` starting components and the floor :func:`least` of
     X's standardization ``units``: (:class:`._fit.FitResult`, n, the units of ``X @ R``,
-    the E-step sums of a batch of students on those rows, as :func:`own_axes` takes them)."""
+    the E-step sums of a batch of students on those rows, as :func:`own_axes` takes them);
+    ``candidate``: the "auto" candidate's fit (:func:`._fit.coarse_polish`)."""
     zeros = np.zeros(X.shape[1])  # the rotated values have no rounding grid
     res, n, units_r = est._fit_type(
-        X, w, total, "diag", n, progress, stage, grid=zeros, least=least(R, units), rotation=R
+        X, w, total, "diag", n, progress, stage, grid=zeros, candidate=candidate, least=least(R, units), rotation=R
     )
     shift_r, scale_r, floor_r = units_r
 

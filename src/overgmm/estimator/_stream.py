@@ -189,10 +189,22 @@ def jacobian(moments: streaming.Moments, scale: np.ndarray) -> float:
 
 
 def _fit_type(
-    est, chunks, rows: str, moments, kind: str, n: int, below=None, progress=None, stage="fit", R=None, least=None
+    est,
+    chunks,
+    rows: str,
+    moments,
+    kind: str,
+    n: int,
+    below=None,
+    progress=None,
+    stage="fit",
+    R=None,
+    least=None,
+    candidate=False,
 ):
     """One fit on the rows ``rows``/``below`` count (their ``moments``; ``R``: fit the rows
-    ``X @ R``, ``moments`` still those of X), as :meth:`OverparamGMM._fit_type`."""
+    ``X @ R``, ``moments`` still those of X), as :meth:`OverparamGMM._fit_type`
+    (``candidate``: an "auto" candidate's)."""
     if R is not None:
         grid = np.zeros(R.shape[1])  # the rotated values have no rounding grid
         moments = dataclasses.replace(moments, mean=moments.mean @ R, cov=R.T @ moments.cov @ R, grid=grid)
@@ -219,14 +231,17 @@ def _fit_type(
         price=price,
         progress=progress,
         polish_steps=F.POLISH_STEPS if moments.gaps else None,
+        coarse_polish=F.coarse_polish(moments.total, candidate),
     )
     return res, n, units
 
 
-def _on_axes(est, chunks, rows: str, moments, R, units, n: int, below, progress, stage: str):
+def _on_axes(est, chunks, rows: str, moments, R, units, n: int, below, progress, stage: str, candidate=False):
     """:func:`._rotated.on_axes` on chunks: the "diag" fit of ``X @ R``, and the E-step sums
     of a batch of students on the rows it saw."""
-    res, n, units_r = _fit_type(est, chunks, rows, moments, "diag", n, below, progress, stage, R, Rot.least(R, units))
+    res, n, units_r = _fit_type(
+        est, chunks, rows, moments, "diag", n, below, progress, stage, R, Rot.least(R, units), candidate
+    )
     shift_r, scale_r, floor_r = units_r
     view = streaming.View(shift_r, scale_r, rows, below, rotation=R)
     return res, n, units_r, Streamed(chunks, view, method_of(est, floor_r), floor_r, moments.total).sums
@@ -267,6 +282,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
                     below=below,
                     progress=progress,
                     stage="auto: rotated",
+                    candidate=True,
                 ),
                 starts,
                 est._price(chunks.n_features, fit_m.total, "diag"),
@@ -276,7 +292,9 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
                 continue
             one = Rot.as_candidate(res, units_r, R, units)
         else:
-            res, _, units = _fit_type(est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}")
+            res, _, units = _fit_type(
+                est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}", candidate=True
+            )
             if res.best < 0:
                 scores[kind] = -np.inf
                 continue

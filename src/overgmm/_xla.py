@@ -5,10 +5,14 @@ A first fit of small data waits for XLA's compiler far longer than it computes. 
 (:mod:`overgmm.streaming`) are compiled with :data:`FAST_COMPILE`: XLA's backend
 optimisation off (on iris that halved their compilation) and XLA:CPU's older loop
 emitters instead of its MLIR fusion emitters (a cold iris fit 5.3 -> 2.5 s, XLA
-compilation 7.8 -> 2.7 s; the same fit to the last digit). At these sizes their run time
-is a few milliseconds either way. Larger programs keep XLA's defaults: at N = 1e5 the
-optimised build runs about 1.6x faster, and the older emitters ran the quadrature of
-the W5 reproduction 1.5x slower. CPU only; other backends always get the defaults.
+compilation 7.8 -> 2.7 s; the same fit to the last digit). Larger programs keep XLA's
+defaults: at N = 1e5 the optimised build runs about 1.6x faster, and the older emitters
+ran the quadrature of the W5 reproduction 1.5x slower. The limit was 2^14 rows until the
+eighth session; at 10^4 rows (10240 padded, d = 10, 25 full components) the optimised
+build solved 2.4x faster (a second "auto" fit 2.97 -> 1.44 s; backend optimisation alone
+2.42 s, the fusion emitters alone 3.28 s) for about 4.4 s more compilation on an empty
+cache (end_to_end.py: cold 7.2 -> 11.6 s, cached 3.5 -> 2.0 s), so programs over more
+than 2^13 rows now get the defaults. CPU only; other backends always get the defaults.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import jax
 from overgmm._eager import traced
 from overgmm._exported import persistent
 
-SMALL_ROWS = 1 << 14
+SMALL_ROWS = 1 << 13
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 

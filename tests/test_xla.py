@@ -6,7 +6,7 @@ import numpy as np
 
 from overgmm import chunks as C
 from overgmm import streaming
-from overgmm._xla import FAST_COMPILE, SMALL_ROWS, compile_options, jit_by_rows, small
+from overgmm._xla import FAST_COMPILE, LIGHT_ROWS, SMALL_ROWS, compile_options, jit_by_rows, small
 from test_streaming import students
 
 
@@ -40,6 +40,20 @@ def test_under_a_transformation_the_outer_program_decides():
 def test_options_on_cpu():
     assert small(SMALL_ROWS) and not small(SMALL_ROWS + 1)
     assert compile_options(10) == FAST_COMPILE and compile_options(SMALL_ROWS + 1) is None
+    assert SMALL_ROWS < LIGHT_ROWS and small(LIGHT_ROWS, LIGHT_ROWS) and not small(LIGHT_ROWS + 1, LIGHT_ROWS)
+
+
+def test_light_programs_keep_the_fast_build_up_to_light_rows():
+    """Between SMALL_ROWS and LIGHT_ROWS rows the solver's kind of program gets the optimised
+    build and a light one (run once or twice per fit) the fast one; beyond, both optimised."""
+    heavy = jit_by_rows(lambda x: x.shape[0])(_double())
+    light = jit_by_rows(lambda x: x.shape[0], light=True)(_double())
+    x = jnp.ones(4)
+    for f in (heavy, light):
+        f(x, data_rows=SMALL_ROWS + 1)
+        f(x, data_rows=LIGHT_ROWS + 1)
+    assert (heavy.fast._cache_size(), heavy.full._cache_size()) == (0, 1)
+    assert (light.fast._cache_size(), light.full._cache_size()) == (1, 1)
 
 
 def test_chunked_fit_of_large_data_in_small_chunks_keeps_the_optimised_build():

@@ -10,9 +10,13 @@ defaults: at N = 1e5 the optimised build runs about 1.6x faster, and the older e
 ran the quadrature of the W5 reproduction 1.5x slower. The limit was 2^14 rows until the
 eighth session; at 10^4 rows (10240 padded, d = 10, 25 full components) the optimised
 build solved 2.4x faster (a second "auto" fit 2.97 -> 1.44 s; backend optimisation alone
-2.42 s, the fusion emitters alone 3.28 s) for about 4.4 s more compilation on an empty
-cache (end_to_end.py: cold 7.2 -> 11.6 s, cached 3.5 -> 2.0 s), so programs over more
-than 2^13 rows now get the defaults. CPU only; other backends always get the defaults.
+2.42 s, the fusion emitters alone 3.28 s), so the solver and the chunked fit's per-chunk
+kernels (:data:`SMALL_ROWS`) now get XLA's defaults over 2^13 rows. The programs that run
+a few times per fit (``light``: starting students, summary, merge round, E-step sums,
+evaluation) keep the fast build up to :data:`LIGHT_ROWS` = 2^14: built optimised, they
+tripled the compilation of a cold 1e4 fit (3.4 -> 17.1 s of XLA; the merge round alone
+5 s) for 0.2 s less work (a cold fit 6.9 -> 13.4 s; with them light 9.1 s, the second
+fit 1.77 s against 3.3 s). CPU only; other backends always get the defaults.
 """
 
 from __future__ import annotations
@@ -27,12 +31,17 @@ from overgmm._eager import traced
 from overgmm._exported import persistent
 
 SMALL_ROWS = 1 << 13
+# programs run once or twice per fit (the starting students, the summary, the E-step sums,
+# evaluation) keep the fast build up to 2^14 rows: the optimised one would cost compilation
+# and save them nothing
+LIGHT_ROWS = 1 << 14
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
-def small(rows: int) -> bool:
-    """Whether programs over ``rows`` (padded) rows compile with :data:`FAST_COMPILE`."""
-    return rows <= SMALL_ROWS and jax.default_backend() == "cpu"
+def small(rows: int, limit: int | None = None) -> bool:
+    """Whether programs over ``rows`` (padded) rows compile with :data:`FAST_COMPILE`: at
+    most ``limit`` rows (default :data:`SMALL_ROWS`; :data:`LIGHT_ROWS` for light programs)."""
+    return rows <= (SMALL_ROWS if limit is None else limit) and jax.default_backend() == "cpu"
 
 
 def compile_options(rows: int) -> dict | None:
@@ -40,15 +49,19 @@ def compile_options(rows: int) -> dict | None:
     return FAST_COMPILE if small(rows) else None
 
 
-def jit_by_rows(rows: Callable[..., int], name: str | None = None, **jit_kwargs) -> Callable[[Callable], Any]:
+def jit_by_rows(
+    rows: Callable[..., int], name: str | None = None, light: bool = False, **jit_kwargs
+) -> Callable[[Callable], Any]:
     """Decorator: ``jax.jit`` with two builds, :data:`FAST_COMPILE` when ``rows(*args,
     **kwargs)`` (the padded row count of the call; 0 for programs that read no rows) is
-    :func:`small` (or the call's ``data_rows=`` keyword, when given), XLA's defaults
-    otherwise; called under a transformation, the plain
+    :func:`small` (or the call's ``data_rows=`` keyword, when given; ``light``: up to
+    :data:`LIGHT_ROWS`), XLA's defaults otherwise; called under a transformation, the plain
     ``jax.jit`` (compiler options belong to the outer program). ``lower`` and
     ``_cache_size`` follow jit's; ``fast`` and ``full`` are the two builds. Each build is
     :func:`overgmm._exported.persistent` (``name``: as there), so a new process loads
     its programs instead of tracing them."""
+
+    limit = LIGHT_ROWS if light else None
 
     def decorate(fn):
         fast = persistent(fn, name, compiler_options=FAST_COMPILE, **jit_kwargs)
@@ -57,13 +70,13 @@ def jit_by_rows(rows: Callable[..., int], name: str | None = None, **jit_kwargs)
         def pick(*args, **kwargs):
             if traced((args, kwargs)):  # inside another program (jit, eval_shape): its options
                 return full
-            return fast if small(rows(*args, **kwargs)) else full
+            return fast if small(rows(*args, **kwargs), limit) else full
 
         @functools.wraps(fn)
         def call(*args, data_rows=None, **kwargs):
             # data_rows: decide by these rows instead (a chunk of larger data: its total)
             if data_rows is not None and not traced((args, kwargs)):
-                return (fast if small(data_rows) else full)(*args, **kwargs)
+                return (fast if small(data_rows, limit) else full)(*args, **kwargs)
             return pick(*args, **kwargs)(*args, **kwargs)
 
         call.fast, call.full = fast, full

@@ -38,7 +38,7 @@ import numpy as np
 from overgmm import covariances as C
 from overgmm import init as initialisation
 from overgmm import reduce, statistics
-from overgmm._xla import SMALL_ROWS, compile_options, jit_by_rows
+from overgmm._xla import LIGHT_ROWS, SMALL_ROWS, compile_options, jit_by_rows
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
 from overgmm.driver import precompile_solve_batch, solve_batch
 from overgmm.estimator._progress import Progress
@@ -173,14 +173,14 @@ def take(student: Mixture, r: int) -> Mixture:
 # ----------------------------------------------------------------------------- compiled units
 def _data_rows(prob, *args, **kwargs) -> int:
     # data with missing values: XLA's optimised build whatever the size (see _options)
-    return SMALL_ROWS + 1 if prob.missing else prob.data.shape[0]
+    return max(SMALL_ROWS, LIGHT_ROWS) + 1 if prob.missing else prob.data.shape[0]
 
 
 def _x_rows(first, X, *args, **kwargs) -> int:
     return X.shape[0]
 
 
-@jit_by_rows(_x_rows, static_argnames=("n", "n_init", "method"))
+@jit_by_rows(_x_rows, static_argnames=("n", "n_init", "method"), light=True)
 def _init(seed, X, w, n_live, *, n: int, n_init: int, method: str):
     """``n_init`` keys from ``seed`` and one starting student per key (batched; identity
     covariances: the same compiled draw serves every covariance type)."""
@@ -189,14 +189,14 @@ def _init(seed, X, w, n_live, *, n: int, n_init: int, method: str):
     return jax.vmap(lambda k: init(k, X, w, n))(keys), keys
 
 
-@jit_by_rows(_x_rows, static_argnames=("kind",))
+@jit_by_rows(_x_rows, static_argnames=("kind",), light=True)
 def _with_covariances(students: Mixture, X, w, floor, *, kind: str):
     """:func:`overgmm.init.with_data_covariances` of a batch of identity students (run as
     one program: eagerly, each of its dozen small operations compiled on its own cost more)."""
     return initialisation.with_data_covariances(students, X, w, kind, floor)
 
 
-@jit_by_rows(_data_rows)
+@jit_by_rows(_data_rows, light=True)
 def _summary(prob: Problem, students: Mixture):
     """Loss (B,) and :func:`_covariances` (batched) of a batch of students."""
     return jax.vmap(prob.loss)(students), jax.vmap(_covariances)(students)
@@ -208,13 +208,13 @@ def _covariances(student: Mixture):
     return student.covariances, student.cov_type.precision_factor(student.cov_params)
 
 
-@jit_by_rows(_data_rows)
+@jit_by_rows(_data_rows, light=True)
 def _merge(prob: Problem, students: Mixture, price):
     """One :func:`overgmm.reduce.merge_round` per student: merged students and pairs merged (B,)."""
     return jax.vmap(reduce.merge_round, in_axes=(None, 0, None))(prob, students, price)
 
 
-@jit_by_rows(_data_rows)
+@jit_by_rows(_data_rows, light=True)
 def _sums(prob: Problem, students: Mixture):
     """:func:`overgmm.statistics.raw_moments` of a batch of students (leading axis B) on the
     problem's rows."""
@@ -223,14 +223,14 @@ def _sums(prob: Problem, students: Mixture):
     return jax.vmap(lambda s: statistics.raw_moments(s, X, w))(students)
 
 
-@jit_by_rows(_x_rows, static_argnames=("missing",))
+@jit_by_rows(_x_rows, static_argnames=("missing",), light=True)
 def _evaluate(student: Mixture, X, *, missing: bool = False):
     """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d) (``missing``: NaN
     entries are missing, each row's marginal over its observed features)."""
     return student.log_posterior(X, missing=missing)
 
 
-@jit_by_rows(lambda student, seed, *, n_samples: n_samples, static_argnames=("n_samples",))
+@jit_by_rows(lambda student, seed, *, n_samples: n_samples, static_argnames=("n_samples",), light=True)
 def _sample(student: Mixture, seed, *, n_samples: int):
     return student.sample(jax.random.key(seed), n_samples, return_labels=True)
 

@@ -391,6 +391,27 @@ def test_large_auto_candidates_polish_coarse_between_merges_and_the_final_fit_to
     assert steps["rule"] < 0.8 * steps[10**9]  # measured: 308 and 419 steps
 
 
+def test_the_summary_loss_is_the_problems_nll_summed_over_row_blocks(rng):
+    """The fit's summary reads the loss from the blocked E-step sums (as on chunks), not
+    the problem's one-pass nll (an N x n x d temporary); the two agree to rounding."""
+    import jax
+
+    from overgmm import statistics
+
+    X = rng.normal(size=(5000, 10))
+    w = rng.uniform(0.5, 1.5, size=5000)
+    w[-100:] = 0.0
+    prob = F.problem(*F.pad_rows(X, w / w.sum()), np.full(10, 1e-4))
+    A = rng.normal(size=(25, 10, 10)) * 0.3
+    m = og.Mixture(
+        rng.normal(size=(25, 10)), rng.dirichlet(np.ones(25)), covariances=A @ A.transpose(0, 2, 1) + np.eye(10)
+    )
+    assert statistics.block_rows(prob.data.shape[0], 25, 10, "full") < prob.data.shape[0] / 2  # several blocks
+    loss, cov = F.InMemory(prob, None).summary(jax.tree_util.tree_map(lambda a: a[None], m))
+    assert loss[0] == pytest.approx(float(prob.loss(m)), rel=1e-12)
+    np.testing.assert_allclose(cov[0][0], m.covariances, rtol=1e-12)
+
+
 def test_auto_rule():
     assert auto_n_components(2) == 1 and auto_n_components(150) == 15 and auto_n_components(10**6) == 25
 

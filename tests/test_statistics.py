@@ -35,6 +35,20 @@ def test_blocked_statistics_equal_the_unblocked_pass(rng, kind):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-15)
 
 
+def test_loglik_sum_is_the_weighted_nll_over_blocks_and_ignores_zero_weight_rows(rng):
+    from overgmm.statistics import loglik_sum, raw_moments
+
+    X = np.asarray(rng.normal(size=(5003, 2)) * 2)
+    w = rng.uniform(0, 2, 5003)
+    w[:7] = 0.0
+    X[:7] = 1e300  # rows of zero weight may hold anything finite
+    s = _student(rng, "full")
+    total = float(loglik_sum(s, jnp.asarray(X), jnp.asarray(w)))
+    assert np.isfinite(total)
+    np.testing.assert_allclose(-total / w.sum(), og.nll(s, X[7:], sample_weight=w[7:]), rtol=1e-12)
+    np.testing.assert_allclose(total, raw_moments(s, jnp.asarray(X), jnp.asarray(w), block=1000).loss, rtol=1e-12)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_statistics_agree_with_the_nll_gradient(rng, kind):
     """shift_i = -Sigma_i dL/dmu_i and mass_i = pi_i - dL/da_i (softmax log-weights)."""

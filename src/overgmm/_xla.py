@@ -31,9 +31,9 @@ from overgmm._eager import traced
 from overgmm._exported import persistent
 
 SMALL_ROWS = 1 << 13
-# programs run once or twice per fit (the starting students, the summary, the E-step sums,
-# evaluation) keep the fast build up to 2^14 rows: the optimised one would cost compilation
-# and save them nothing
+# programs run a few times per fit (the starting students, the summary, the merge round,
+# the E-step sums, evaluation) keep the fast build up to 2^14 rows: optimised, they cost
+# far more compilation than they save (the merge round alone 5 s of XLA at 1e4 rows)
 LIGHT_ROWS = 1 << 14
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 

@@ -122,6 +122,18 @@ def raw_moments(
     return blocked_sum(lambda xb, wb: _raw_block(student, xb, wb, missing), X, w, block)
 
 
+def loglik_sum(student: Mixture, X: jax.Array, w: jax.Array, *, missing: bool = False) -> jax.Array:
+    """``sum_k w_k log p(x_k)`` over the rows of ``X`` (N, d) with weights ``w`` (N,), in the
+    row blocks of :func:`raw_moments` (its ``loss`` alone: a smaller program; rows of zero
+    weight may hold anything finite)."""
+    block = block_rows(X.shape[0], student.n_components, student.dim, student.covariance_type, missing)
+
+    def one(xb, wb):
+        return jnp.sum(jnp.where(wb > 0, wb * student.log_prob(xb, missing=missing), 0.0))
+
+    return blocked_sum(one, X, w, block)
+
+
 def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
     """:class:`Stats` (normalised by the total weight) from the raw weighted sums."""
     mu = student.means

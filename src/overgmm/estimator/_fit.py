@@ -198,15 +198,15 @@ def _with_covariances(students: Mixture, X, w, floor, *, kind: str):
 
 @jit_by_rows(_data_rows, light=True)
 def _summary(prob: Problem, students: Mixture):
-    """Loss (B,) and :func:`_covariances` (batched) of a batch of students. The loss is the
-    E-step's, over row blocks (:func:`overgmm.statistics.raw_moments`, as on chunks): the
-    problem's own ``loss`` reads every row at once, an ``N x n x d`` temporary for full
-    covariances that took 1.7x an EM step at 10^6 rows."""
+    """Loss (B,) and :func:`_covariances` (batched) of a batch of students. The loss is
+    summed over row blocks (:func:`overgmm.statistics.loglik_sum`): the problem's own
+    ``loss`` reads every row at once, an ``N x n x d`` temporary for full covariances that
+    took 1.7x an EM step at 10^6 rows."""
     X, w = prob.data, prob.sample_weight
     assert X is not None and w is not None  # a data problem (problem() builds one)
 
     def loss(student):
-        return -statistics.raw_moments(student, X, w, missing=prob.missing).loss / jax.numpy.sum(w)
+        return -statistics.loglik_sum(student, X, w, missing=prob.missing) / jax.numpy.sum(w)
 
     return jax.vmap(loss)(students), jax.vmap(_covariances)(students)
 

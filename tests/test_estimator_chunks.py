@@ -59,13 +59,16 @@ def test_auto_with_weights_on_a_subsample_of_large_data_is_the_same_on_chunks(X,
     training rows "auto" fits its candidates on AUTO_ROWS of them chosen by value: exactly
     that many in memory, the same rows on chunks (threshold from every chunk's smallest
     hashes). On chunks of a NumPy array: a dask array, tested above, goes through the same
-    map at about twice the time here. The polishes between merges stop coarse on both faces
-    (COARSE_POLISH_ROWS lowered so that every fit here is "large")."""
+    map at about twice the time here. The polishes between merges stop coarse and the dead
+    component slots are dropped on both faces (COARSE_POLISH_ROWS and COMPACT_ROWS lowered
+    so that every fit here is "large")."""
     from overgmm import streaming
     from overgmm.estimator import _fit as F
+    from overgmm.estimator import _slots
 
     monkeypatch.setattr(F, "AUTO_ROWS", 700)
     monkeypatch.setattr(F, "COARSE_POLISH_ROWS", 300)
+    monkeypatch.setattr(_slots, "COMPACT_ROWS", 300)
     h = streaming.sample_hash(X)
     fit_rows = ~streaming.holdout_mask(X)
     assert int(np.sum(fit_rows & (h <= np.uint64(streaming.kth_smallest(h[fit_rows], 700))))) == 700

@@ -27,6 +27,7 @@ from overgmm.estimator import _rotated as Rot
 from overgmm.estimator import _stream as S
 from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments, log_jacobian
 from overgmm.estimator._progress import Progress
+from overgmm.estimator._slots import compact, widths
 from overgmm.mixture import Mixture
 
 
@@ -427,7 +428,16 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         gaps = prob.missing and bool((np.isnan(X).any(axis=1) & (w > 0)).any())  # in rows that count, as on chunks
         cap = F.POLISH_STEPS if gaps else None
         kw = {"max_iter": int(self.max_iter), "tol": float(self.tol), "price": price, "progress": progress}
-        res = F.fit(engine, students, keys, polish_steps=cap, coarse_polish=F.coarse_polish(total, candidate), **kw)
+        if compact(total) and pre is None:  # the narrower widths' programs, compiled meanwhile
+            pre = F.Precompiler([(kind, w) for w in widths(n)], last_first=False)
+            pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
+            kw["on_width"] = lambda w: pre.claim((kind, w))
+        coarse = F.coarse_polish(total, candidate)
+        try:
+            res = F.fit(engine, students, keys, polish_steps=cap, coarse_polish=coarse, compact=compact(total), **kw)
+        finally:
+            if "on_width" in kw:
+                pre.close(wait=False)
         return res, n, units
 
     def _raise_non_finite(self, at: int):

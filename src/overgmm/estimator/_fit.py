@@ -41,6 +41,7 @@ from overgmm import reduce, statistics
 from overgmm._xla import LIGHT_ROWS, SMALL_ROWS, compile_options, jit_by_rows
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
 from overgmm.driver import precompile_solve_batch, solve_batch
+from overgmm.estimator import _slots
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
@@ -384,11 +385,14 @@ class Precompiler:
     fitting a type (waits while the thread compiles it, else the caller compiles it itself
     and the thread skips it); :meth:`close` at the end."""
 
-    def __init__(self, kinds) -> None:
-        self._kinds = tuple(kinds)  # the types to come, in the caller's order
+    def __init__(self, kinds, *, last_first: bool = True) -> None:
+        # the types to come, in the caller's order; a job is a type, or (type, width): that
+        # type's programs for students narrowed to ``width`` components (:mod:`._slots`).
+        # last_first: compiled from the last (the caller is fitting the first), else in order
+        self._kinds = tuple(kinds) if not last_first else tuple(reversed(tuple(kinds)))
         self._lock = threading.Lock()
-        self._state: dict[str, str] = {}
-        self._done: dict[str, threading.Event] = {}
+        self._state: dict[Any, str] = {}
+        self._done: dict[Any, threading.Event] = {}
         self._threads: list[threading.Thread] = []
 
     def start(self, engine: InMemory, like: Mixture, keys, max_iter: int, *, merge: bool = True) -> None:
@@ -399,10 +403,12 @@ class Precompiler:
             return
         self._state = {k: "pending" for k in kinds}
         self._done = {k: threading.Event() for k in kinds}
-        args = (engine, like, keys, tuple(reversed(kinds)), max_iter, merge)
+        args = (engine, like, keys, kinds, max_iter, merge)
         # one thread per spare core (the caller compiles on its own), at most one per type
         for _ in range(max(1, min(len(kinds), (os.cpu_count() or 2) - 1))):
-            thread = threading.Thread(target=self._work, args=args, name="overgmm-precompile", daemon=True)
+            # not a daemon: a compilation that close(wait=False) leaves running ends before
+            # the interpreter does (XLA's compiler cut off at exit is not safe)
+            thread = threading.Thread(target=self._work, args=args, name="overgmm-precompile", daemon=False)
             thread.start()
             self._threads.append(thread)
 
@@ -427,23 +433,28 @@ class Precompiler:
         if state == "compiling":
             self._done[kind].wait()
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """No more jobs; ``wait``: for a compilation in progress to end (else it ends in
+        the background, into the persistent cache)."""
         with self._lock:
             for k, state in self._state.items():
                 if state == "pending":
                     self._state[k] = "caller"
-        for thread in self._threads:
+        for thread in self._threads if wait else ():
             thread.join()
 
 
-def _compile_type(engine: InMemory, like: Mixture, keys, kind: str, max_iter: int, merge: bool) -> None:
+def _compile_type(engine: InMemory, like: Mixture, keys, kind, max_iter: int, merge: bool) -> None:
     """Compile (not run) the solver, summary and (``merge``) merge of covariance type
-    ``kind`` for ``engine``'s problem and students shaped like ``like`` (R, n, d)."""
+    ``kind`` for ``engine``'s problem and students shaped like ``like`` (R, n, d);
+    ``kind`` = (type, width): for ``width`` components instead of n."""
+    kind, width = (kind, None) if isinstance(kind, str) else kind
     R, n, d = like.means.shape
+    n = n if width is None else width
     t = C.public(kind)
     spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)  # noqa: E731
     student = Mixture.tree_unflatten(
-        t.name, (spec(like.means), spec(like.log_weights), jax.eval_shape(lambda: t.zeros((R, n), d)))
+        t.name, (spec(like.means[:, :n]), spec(like.log_weights[:, :n]), jax.eval_shape(lambda: t.zeros((R, n), d)))
     )
     prob, alg = engine.problem, engine.algorithm
     if alg is None:
@@ -490,6 +501,8 @@ def fit(
     progress=None,
     polish_steps=None,
     coarse_polish: bool = False,
+    compact: bool = False,
+    on_width=None,
 ) -> FitResult:
     """Fit the batched ``students`` (leading axis R) until ``|Delta loss| < tol`` or
     ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
@@ -503,6 +516,10 @@ def fit(
     ``coarse_polish``: such a polishing fit also stops at ``COARSE_TOL * tol``
     (:func:`coarse_polish`); the restarts it leaves coarse are fitted on to ``tol`` once a
     round merges nothing.
+    ``compact``: after a merge round, drop the dead component slots whenever the live ones
+    fit a smaller width (:mod:`._slots`, :func:`._slots.compact`); the result is expanded
+    back to the starting width; ``on_width(width)`` is called before the first fit at a
+    new width (:meth:`Precompiler.claim`).
     ``engine``: :class:`InMemory` or :class:`~overgmm.estimator._stream.Streamed`;
     ``progress``: a :class:`~overgmm.estimator._progress.Progress` told of every segment."""
     progress = Progress(False) if progress is None else progress
@@ -511,12 +528,14 @@ def fit(
         {"losses": [], "weights": [], "steps": 0, "status": 0, "failed_at": -1, "merges": 0} for _ in range(R)
     ]
 
+    slots = _slots.Slots(students.means.shape[1], R)
+
     def book(sol, loss_end, which):
         loss, wts = sol.loss, sol.records["weights"]
         for r in np.flatnonzero(which):
             s, t = segs[r], int(sol.n_steps[r])
             s["losses"] += [loss[r, :t], loss_end[r : r + 1]]
-            s["weights"].append(wts[r, : t + 1] if not s["weights"] else wts[r, 1 : t + 1])
+            s["weights"].append(slots.weights(r, wts[r, : t + 1] if not s["weights"] else wts[r, 1 : t + 1]))
             if int(sol.status[r]) == 1:
                 s["failed_at"] = s["steps"] + int(sol.failed_at[r])
             s["steps"] += t
@@ -542,6 +561,15 @@ def fit(
         do = ok & ((k > 0) | coarse)
         if not do.any():
             break
+        if compact:  # the live components to the front, the dead slots dropped (_slots)
+            nxt = where(do, merged, current)
+            to = _slots.width(nxt, ok)
+            if to < slots.width:
+                order = slots.narrow(nxt, cov, to)
+                merged, _ = slots.take(merged, cov, order)
+                current, cov = slots.take(current, cov, order)
+                if on_width is not None:
+                    on_width(to)
         # a polishing fit that more merges may follow stops after polish_steps; one cut there
         # before tol is fitted on (max_iter) once a round merges nothing
         more = bool((k[do] > 0).any())
@@ -559,6 +587,7 @@ def fit(
         current, loss_end, cov = where(do, (polished, new_loss, new_cov), (current, loss_end, cov))
         ok = ok & ~(do & ((sol.status == 1) | ~np.isfinite(new_loss)))
 
+    current, cov = slots.student(current), slots.covariances(cov)
     for r in np.flatnonzero(~ok):
         if segs[r]["failed_at"] < 0:
             segs[r]["failed_at"] = segs[r]["steps"]

@@ -26,6 +26,7 @@ from overgmm.estimator import _fit as F
 from overgmm.estimator import _rotated as Rot
 from overgmm.estimator._checks import check_features, feature_label
 from overgmm.estimator._progress import Progress
+from overgmm.estimator._slots import compact
 from overgmm.mixture import Mixture
 
 
@@ -232,6 +233,7 @@ def _fit_type(
         progress=progress,
         polish_steps=F.POLISH_STEPS if moments.gaps else None,
         coarse_polish=F.coarse_polish(moments.total, candidate),
+        compact=compact(moments.total),
     )
     return res, n, units
 

@@ -99,3 +99,25 @@ def test_a_fit_that_drops_dead_slots_is_the_same_fit(monkeypatch, kind):
     assert b.weight_trajectory_.shape == a.weight_trajectory_.shape
     np.testing.assert_allclose(b.weight_trajectory_, a.weight_trajectory_, atol=1e-12)
     assert b.score(X) == pytest.approx(a.score(X), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["full", "tied"])
+def test_inference_on_many_rows_evaluates_the_live_components_alone(monkeypatch, kind):
+    """On SCORE_ROWS rows or more score_samples and predict_proba evaluate the fitted live
+    components in a narrow batch (live first, a power-of-two width): the same values as the
+    fit's own width, for fewer slots."""
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) * 0.5 + 5])
+    est = OverparamGMM(covariance_type=kind, random_state=0).fit(X)
+    k, n = est.n_components_, est._student.log_weights.shape[0]
+    assert n == 25 and k < 8  # full: 2; tied tiles the two scales (7 measured)
+    narrowed, live = _slots.for_scoring(est._student, est._live, _slots.SCORE_ROWS)
+    assert narrowed.log_weights.shape == (1 << (k - 1).bit_length(),) and np.array_equal(live, np.arange(k))
+    np.testing.assert_array_equal(narrowed.means[:k], est._student.means[est._live])
+    assert _slots.for_scoring(est._student, est._live, _slots.SCORE_ROWS - 1)[0] is est._student
+    big = np.tile(X, (_slots.SCORE_ROWS // 600 + 1, 1))
+    ll, proba = est.score_samples(big), est.predict_proba(big)
+    monkeypatch.setattr(_slots, "SCORE_ROWS", 10**9)  # the fit's own 25 slots
+    np.testing.assert_allclose(ll, est.score_samples(big), rtol=1e-12)
+    np.testing.assert_allclose(proba, est.predict_proba(big), rtol=1e-10, atol=1e-14)
+    assert proba.shape == (big.shape[0], k)

@@ -27,7 +27,7 @@ from overgmm.estimator import _rotated as Rot
 from overgmm.estimator import _stream as S
 from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments, log_jacobian
 from overgmm.estimator._progress import Progress
-from overgmm.estimator._slots import compact, widths
+from overgmm.estimator._slots import compact, for_scoring, widths
 from overgmm.mixture import Mixture
 
 
@@ -543,8 +543,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     def _evaluate(self, X) -> tuple[np.ndarray, np.ndarray]:
         check_is_fitted(self)
         X = self._validate(X, reset=False)
-        ll, resp = F.evaluate(self._student, (X - self._shift) / self._scale)
-        return ll - log_jacobian(X, self._scale), resp[:, self._live]
+        student, live = for_scoring(self._student, self._live, X.shape[0])
+        ll, resp = F.evaluate(student, (X - self._shift) / self._scale)
+        return ll - log_jacobian(X, self._scale), resp[:, live]
 
     def score_samples(self, X) -> np.ndarray:
         """Log-density of each sample, array of shape (n_samples,), for X of shape (n_samples, n_features)."""

@@ -412,6 +412,26 @@ def test_the_summary_loss_is_the_problems_nll_summed_over_row_blocks(rng):
     np.testing.assert_allclose(cov[0][0], m.covariances, rtol=1e-12)
 
 
+def test_evaluate_runs_in_row_blocks_with_the_one_pass_values(rng):
+    """F.evaluate (score_samples, predict_proba, "auto"'s held-out rows) reads the rows in the
+    E-step's blocks: the same log-densities and responsibilities as one pass, with gaps too."""
+    from overgmm import statistics
+
+    A = rng.normal(size=(25, 10, 10)) * 0.3
+    m = og.Mixture(
+        rng.normal(size=(25, 10)), rng.dirichlet(np.ones(25)), covariances=A @ A.transpose(0, 2, 1) + np.eye(10)
+    )
+    Z = rng.normal(size=(5000, 10))
+    assert statistics.block_rows(F.bucket_rows(5000), 25, 10, "full") < 2500  # several blocks
+    for gaps in (False, True):
+        if gaps:
+            Z[rng.random(Z.shape) < 0.1] = np.nan
+        ll, resp = F.evaluate(m, Z)
+        ll1, resp1 = m.log_posterior(np.asarray(Z), missing=gaps)
+        np.testing.assert_allclose(ll, ll1, rtol=1e-12)
+        np.testing.assert_allclose(resp, resp1, rtol=1e-9, atol=1e-15)
+
+
 def test_auto_rule():
     assert auto_n_components(2) == 1 and auto_n_components(150) == 15 and auto_n_components(10**6) == 25
 

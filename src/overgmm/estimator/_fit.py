@@ -236,8 +236,18 @@ def _sums(prob: Problem, students: Mixture):
 @jit_by_rows(_x_rows, static_argnames=("missing",), light=True)
 def _evaluate(student: Mixture, X, *, missing: bool = False):
     """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d) (``missing``: NaN
-    entries are missing, each row's marginal over its observed features)."""
-    return student.log_posterior(X, missing=missing)
+    entries are missing, each row's marginal over its observed features), in the E-step's
+    row blocks (:func:`overgmm.statistics.block_rows`, the largest power of two at most that
+    which divides N): each row on its own, and no ``N x n x d`` temporary."""
+    n_rows = X.shape[0]
+    block = statistics.block_rows(n_rows, student.n_components, student.dim, student.covariance_type, missing)
+    if block >= n_rows:
+        return student.log_posterior(X, missing=missing)
+    block = 1 << (block.bit_length() - 1)
+    while n_rows % block:
+        block //= 2
+    ll, resp = jax.lax.map(lambda x: student.log_posterior(x, missing=missing), X.reshape(n_rows // block, block, -1))
+    return ll.reshape(n_rows), resp.reshape(n_rows, -1)
 
 
 @jit_by_rows(lambda student, seed, *, n_samples: n_samples, static_argnames=("n_samples",), light=True)

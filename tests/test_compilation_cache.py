@@ -98,6 +98,7 @@ import os, sys, numpy as np
 import overgmm as og
 from overgmm import init as initialisation
 from overgmm.estimator import _fit as F
+from overgmm.estimator._precompile import Precompiler
 folder = sys.argv[1]
 entries = lambda: {p for p in os.listdir(folder) if not p.startswith(".tmp-")}
 rng = np.random.default_rng(0)
@@ -106,7 +107,7 @@ prob = F.problem(Zp, wp, np.full(3, 1e-3))
 engine = F.InMemory(prob, F.algorithm(prob, "polyak", 1.0, 10, 1e-3))
 ident, keys = F._init(np.int32(0), Zp, wp, np.int32(8), n=8, n_init=2, method="kmeans++")
 students = F.host(F._with_covariances(ident, Zp, wp, prob.floor, kind="diag"))
-pre = F.Precompiler(["full"])
+pre = Precompiler(["full"])
 pre.start(engine, students, keys, 300)             # the thread compiles "full" ...
 pre.claim("full")                                   # ... and the caller waits for it
 pre.close()

@@ -82,6 +82,24 @@ def test_auto_with_weights_on_a_subsample_of_large_data_is_the_same_on_chunks(X,
         assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
 
 
+def test_inference_on_a_dask_array_is_lazy_block_by_block_and_the_same(X, in_memory):
+    """score_samples / predict_proba / predict of a dask array give dask arrays over its row
+    chunks (nothing computed until asked), equal to the NumPy results; score computes the
+    mean; a wrong shape is an error at once; an empty block gives an empty block."""
+    est = in_memory["full"]
+    Xd = da.from_array(X, chunks=(700, 1))  # columns split too: rechunked to whole rows
+    ll, proba, labels = est.score_samples(Xd), est.predict_proba(Xd), est.predict(Xd)
+    assert all(isinstance(a, da.Array) for a in (ll, proba, labels))
+    assert ll.chunks[0] == proba.chunks[0] == Xd.chunks[0] and proba.shape == (X.shape[0], est.n_components_)
+    np.testing.assert_allclose(ll.compute(), est.score_samples(X), rtol=1e-12)
+    np.testing.assert_allclose(proba.compute(), est.predict_proba(X), rtol=1e-10, atol=1e-15)
+    np.testing.assert_array_equal(labels.compute(), est.predict(X))
+    assert est.score(Xd) == pytest.approx(est.score(X), rel=1e-12)
+    assert est.score_samples(da.from_array(X[:0], chunks=700)).compute().shape == (0,)
+    with pytest.raises(ValueError, match=r"shape \(3000, 2\).*fitted on 3 features"):
+        est.score_samples(da.from_array(X[:, :2], chunks=700))
+
+
 def test_parquet_dataset_folder_equals_the_in_memory_fit(tmp_path, X):
     (tmp_path / "ds").mkdir()
     for i, part in enumerate(np.array_split(X, 3)):

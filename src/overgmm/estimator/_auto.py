@@ -15,6 +15,7 @@ from overgmm import rounding, streaming
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _rotated as Rot
 from overgmm.estimator._checks import log_jacobian
+from overgmm.estimator._precompile import Precompiler
 from overgmm.estimator._progress import Progress
 
 VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
@@ -84,7 +85,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         sub = (w_fit > 0) & (h <= np.uint64(streaming.kth_smallest(h[w_fit > 0], F.AUTO_ROWS)))
         X_fit, w_fit = X[sub], w_fit[sub]
         X_held, w_held = X[held], sw[held]
-    pre = F.Precompiler(F.AUTO_TYPES[1:-1])  # compiled in the background while the first type fits
+    pre = Precompiler(F.AUTO_TYPES[1:-1])  # compiled in the background while the first type fits
     fitted: dict[str, tuple] = {}
     try:
         for kind in F.AUTO_TYPES:

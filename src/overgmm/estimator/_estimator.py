@@ -26,6 +26,7 @@ from overgmm.estimator import _fit as F
 from overgmm.estimator import _rotated as Rot
 from overgmm.estimator import _stream as S
 from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments, log_jacobian
+from overgmm.estimator._precompile import Precompiler
 from overgmm.estimator._progress import Progress
 from overgmm.estimator._slots import compact, for_scoring, widths
 from overgmm.mixture import Mixture
@@ -414,7 +415,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
     ):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
-        :class:`~._fit.Precompiler` for the "auto" candidates, started here; ``candidate``:
+        :class:`~._precompile.Precompiler` for the "auto" candidates, started here; ``candidate``:
         one of them (:func:`~._fit.coarse_polish`); ``grid`` and
         ``rotated`` (``least``, ``rotation``): as in :meth:`_start`."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, **rotated)
@@ -429,15 +430,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         cap = F.POLISH_STEPS if gaps else None
         kw = {"max_iter": int(self.max_iter), "tol": float(self.tol), "price": price, "progress": progress}
         if compact(total) and pre is None:  # the narrower widths' programs, compiled meanwhile
-            pre = F.Precompiler([(kind, w) for w in widths(n)], last_first=False)
+            pre = kw["widths"] = Precompiler([(kind, w) for w in widths(n)], last_first=False)
             pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
-            kw["on_width"] = lambda w: pre.claim((kind, w))
         coarse = F.coarse_polish(total, candidate)
-        try:
-            res = F.fit(engine, students, keys, polish_steps=cap, coarse_polish=coarse, compact=compact(total), **kw)
-        finally:
-            if "on_width" in kw:
-                pre.close(wait=False)
+        res = F.fit(engine, students, keys, polish_steps=cap, coarse_polish=coarse, compact=compact(total), **kw)
         return res, n, units
 
     def _raise_non_finite(self, at: int):
@@ -548,8 +544,10 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         return ll - log_jacobian(X, self._scale), resp[:, live]
 
     def score_samples(self, X) -> np.ndarray:
-        """Log-density of each sample, array of shape (n_samples,), for X of shape (n_samples, n_features)."""
-        return self._evaluate(X)[0]
+        """Log-density of each sample, array of shape (n_samples,), for X of shape (n_samples, n_features).
+        A dask array gives a dask array, evaluated block by block when computed (also
+        ``predict_proba``, ``predict``; ``score`` computes its mean so)."""
+        return S.lazy(self, X, "score_samples") if S.is_dask(X) else self._evaluate(X)[0]
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per sample of X, array-like of shape (n_samples, n_features)."""
@@ -557,7 +555,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Posterior probability of each component, array of shape (n_samples, n_components_)."""
-        return self._evaluate(X)[1]
+        return S.lazy(self, X, "predict_proba") if S.is_dask(X) else self._evaluate(X)[1]
 
     def predict(self, X) -> np.ndarray:
         """Most probable component of each sample, array of shape (n_samples,)."""

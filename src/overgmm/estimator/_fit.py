@@ -8,7 +8,7 @@ numerical is the core's:
   EM or the Polyak method, all restarts in one call;
 * merging: :func:`overgmm.reduce.merge_round` at the BIC price, each round followed by a
   polishing :func:`~overgmm.solve_batch` (the same compiled function as the main fit);
-* ``covariance_type="auto"``: :class:`Precompiler` compiles the later candidate types'
+* ``covariance_type="auto"``: :class:`._precompile.Precompiler` compiles the later candidate types'
   programs in background threads while the first fits (compile only, into the persistent
   cache);
 * evaluation (:meth:`Mixture.log_prob`, :meth:`Mixture.responsibilities`), sampling
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import threading
 from typing import Any, NamedTuple
 
 import jax
@@ -40,7 +38,7 @@ from overgmm import init as initialisation
 from overgmm import reduce, statistics
 from overgmm._xla import LIGHT_ROWS, SMALL_ROWS, compile_options, jit_by_rows
 from overgmm.algorithms import Algorithm, em, gradient_em, polyak, stepwise_em, with_pruning
-from overgmm.driver import precompile_solve_batch, solve_batch
+from overgmm.driver import solve_batch
 from overgmm.estimator import _slots
 from overgmm.estimator._progress import Progress
 from overgmm.mixture import Mixture
@@ -382,99 +380,6 @@ def _solve(alg, students, keys, max_iter: int, tol: float):
     )
 
 
-class Precompiler:
-    """Compiles the fit's programs (solver, summary, merge) for the covariance types still to
-    come in background threads (one per spare core), last type first, while the caller fits
-    the first: the compilations of ``covariance_type="auto"``'s candidates overlap. Each program
-    lands in the persistent compilation cache, where the caller's own call of the same
-    shapes finds it (nothing runs in the thread: two threads running programs at once can
-    deadlock XLA's CPU pool, see :mod:`overgmm.covariances.base`). Without the persistent
-    cache it does nothing.
-
-    :meth:`start` once the first type's problem and students exist; :meth:`claim` before
-    fitting a type (waits while the thread compiles it, else the caller compiles it itself
-    and the thread skips it); :meth:`close` at the end."""
-
-    def __init__(self, kinds, *, last_first: bool = True) -> None:
-        # the types to come, in the caller's order; a job is a type, or (type, width): that
-        # type's programs for students narrowed to ``width`` components (:mod:`._slots`).
-        # last_first: compiled from the last (the caller is fitting the first), else in order
-        self._kinds = tuple(kinds) if not last_first else tuple(reversed(tuple(kinds)))
-        self._lock = threading.Lock()
-        self._state: dict[Any, str] = {}
-        self._done: dict[Any, threading.Event] = {}
-        self._threads: list[threading.Thread] = []
-
-    def start(self, engine: InMemory, like: Mixture, keys, max_iter: int, *, merge: bool = True) -> None:
-        """Start compiling, once: ``engine``'s problem, students shaped like ``like``;
-        ``merge``: whether the fit merges (else its merge program is not compiled)."""
-        kinds = self._kinds
-        if self._threads or not kinds or not getattr(jax.config, "jax_compilation_cache_dir", None):
-            return
-        self._state = {k: "pending" for k in kinds}
-        self._done = {k: threading.Event() for k in kinds}
-        args = (engine, like, keys, kinds, max_iter, merge)
-        # one thread per spare core (the caller compiles on its own), at most one per type
-        for _ in range(max(1, min(len(kinds), (os.cpu_count() or 2) - 1))):
-            # not a daemon: a compilation that close(wait=False) leaves running ends before
-            # the interpreter does (XLA's compiler cut off at exit is not safe)
-            thread = threading.Thread(target=self._work, args=args, name="overgmm-precompile", daemon=False)
-            thread.start()
-            self._threads.append(thread)
-
-    def _work(self, engine: InMemory, like: Mixture, keys, kinds, max_iter: int, merge: bool) -> None:
-        for kind in kinds:
-            with self._lock:
-                if self._state[kind] != "pending":
-                    continue
-                self._state[kind] = "compiling"
-            try:
-                _compile_type(engine, like, keys, kind, max_iter, merge)
-            except Exception:  # noqa: BLE001 - an optimisation only: the caller compiles what is missing
-                pass
-            finally:
-                self._done[kind].set()
-
-    def claim(self, kind: str) -> None:
-        with self._lock:
-            state = self._state.get(kind)
-            if state == "pending":
-                self._state[kind] = "caller"
-        if state == "compiling":
-            self._done[kind].wait()
-
-    def close(self, wait: bool = True) -> None:
-        """No more jobs; ``wait``: for a compilation in progress to end (else it ends in
-        the background, into the persistent cache)."""
-        with self._lock:
-            for k, state in self._state.items():
-                if state == "pending":
-                    self._state[k] = "caller"
-        for thread in self._threads if wait else ():
-            thread.join()
-
-
-def _compile_type(engine: InMemory, like: Mixture, keys, kind, max_iter: int, merge: bool) -> None:
-    """Compile (not run) the solver, summary and (``merge``) merge of covariance type
-    ``kind`` for ``engine``'s problem and students shaped like ``like`` (R, n, d);
-    ``kind`` = (type, width): for ``width`` components instead of n."""
-    kind, width = (kind, None) if isinstance(kind, str) else kind
-    R, n, d = like.means.shape
-    n = n if width is None else width
-    t = C.public(kind)
-    spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)  # noqa: E731
-    student = Mixture.tree_unflatten(
-        t.name, (spec(like.means[:, :n]), spec(like.log_weights[:, :n]), jax.eval_shape(lambda: t.zeros((R, n), d)))
-    )
-    prob, alg = engine.problem, engine.algorithm
-    if alg is None:
-        return
-    precompile_solve_batch(alg, student, max_steps=max_iter, keys=keys, record=RECORD, compiler_options=_options(prob))
-    _summary.precompile(prob, student)
-    if merge:
-        _merge.precompile(prob, student, np.float64(0.0))
-
-
 class InMemory(NamedTuple):
     """The fit's data operations on a :class:`~overgmm.Problem` held in memory: ``solve``
     (:func:`overgmm.solve_batch`), ``summary`` (final losses and covariances), ``merge``
@@ -512,7 +417,7 @@ def fit(
     polish_steps=None,
     coarse_polish: bool = False,
     compact: bool = False,
-    on_width=None,
+    widths=None,
 ) -> FitResult:
     """Fit the batched ``students`` (leading axis R) until ``|Delta loss| < tol`` or
     ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
@@ -528,8 +433,8 @@ def fit(
     round merges nothing.
     ``compact``: after a merge round, drop the dead component slots whenever the live ones
     fit a smaller width (:mod:`._slots`, :func:`._slots.compact`); the result is expanded
-    back to the starting width; ``on_width(width)`` is called before the first fit at a
-    new width (:meth:`Precompiler.claim`).
+    back to the starting width; ``widths``: a :class:`._precompile.Precompiler` of (type, width) jobs,
+    claimed before the first fit at each width and closed at the end (without waiting).
     ``engine``: :class:`InMemory` or :class:`~overgmm.estimator._stream.Streamed`;
     ``progress``: a :class:`~overgmm.estimator._progress.Progress` told of every segment."""
     progress = Progress(False) if progress is None else progress
@@ -578,8 +483,8 @@ def fit(
                 order = slots.narrow(nxt, cov, to)
                 merged, _ = slots.take(merged, cov, order)
                 current, cov = slots.take(current, cov, order)
-                if on_width is not None:
-                    on_width(to)
+                if widths is not None:
+                    widths.claim(next((j for j in widths.jobs if j[1] == to), None))
         # a polishing fit that more merges may follow stops after polish_steps; one cut there
         # before tol is fitted on (max_iter) once a round merges nothing
         more = bool((k[do] > 0).any())
@@ -598,6 +503,8 @@ def fit(
         ok = ok & ~(do & ((sol.status == 1) | ~np.isfinite(new_loss)))
 
     current, cov = slots.student(current), slots.covariances(cov)
+    if widths is not None:  # the widths not reached are not compiled (one in progress ends)
+        widths.close(wait=False)
     for r in np.flatnonzero(~ok):
         if segs[r]["failed_at"] < 0:
             segs[r]["failed_at"] = segs[r]["steps"]

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from overgmm import chunks as C
 from overgmm import streaming
@@ -124,6 +125,35 @@ def starting_students(est, Z, w, n: int, floor, n_init: int, kind: str, n_rows: 
     )
 
 
+def is_dask(X) -> bool:
+    """Whether ``X`` is a dask array."""
+    return type(X).__module__.startswith("dask.") and hasattr(X, "to_delayed")
+
+
+def lazy(est, X, method: str):
+    """``est.score_samples`` or ``est.predict_proba`` (``method``) of a dask array ``X``
+    (N, d): a dask array over the same row chunks, nothing computed yet; each block of
+    rows is evaluated as NumPy where it lives (on a cluster's workers), so memory is one
+    block's, whatever N (dask-ml's ``ParallelPostFit`` convention). The shape is checked
+    now, the values block by block."""
+    check_is_fitted(est)
+    if X.ndim != 2 or X.shape[1] != est.n_features_in_:
+        raise ValueError(
+            f"X is a dask array of shape {X.shape}; {type(est).__name__} was fitted on "
+            f"{est.n_features_in_} features: expected (n_samples, {est.n_features_in_})"
+        )
+    X = X.rechunk({1: -1})  # whole rows in every block
+    fn, k = getattr(est, method), est.n_components_
+    empty = np.empty((0, k)) if method == "predict_proba" else np.empty(0)
+
+    def block(b):
+        return fn(b) if b.shape[0] else empty
+
+    if method == "predict_proba":
+        return X.map_blocks(block, chunks=(X.chunks[0], (k,)), dtype=np.float64, meta=empty)
+    return X.map_blocks(block, drop_axis=1, dtype=np.float64, meta=empty)
+
+
 def as_chunks(est, X, sample_weight):
     """The chunked source ``fit`` streams, or None for a fit in memory: a dask array
     (always), an :mod:`overgmm.chunks` source (always), or a NumPy array / memmap whose
@@ -132,7 +162,7 @@ def as_chunks(est, X, sample_weight):
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported with an overgmm.chunks source; weight its rows instead")
         return X
-    if type(X).__module__.startswith("dask.") and hasattr(X, "to_delayed"):
+    if is_dask(X):
         return C.DaskChunks(X, sample_weight)
     if isinstance(X, np.ndarray) and X.ndim == 2 and 4 * 8 * X.size > float(est.memory_budget):
         return C.ArrayChunks(X, sample_weight, chunk_rows=C.chunk_rows_for(X.shape[1], float(est.memory_budget)))

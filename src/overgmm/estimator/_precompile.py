@@ -1,0 +1,115 @@
+"""Compilation of the fit's programs in background threads, while the caller fits
+(:class:`Precompiler`): the "auto" candidates' types, and the narrower widths a fit on
+many rows drops to (:mod:`._slots`). Compile only, into the persistent cache."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import jax
+import numpy as np
+
+from overgmm import covariances as C
+from overgmm.driver import precompile_solve_batch
+from overgmm.estimator._fit import RECORD, InMemory, _merge, _options, _summary
+from overgmm.mixture import Mixture
+
+
+class Precompiler:
+    """Compiles the fit's programs (solver, summary, merge) for the covariance types still to
+    come in background threads (one per spare core), last type first, while the caller fits
+    the first: the compilations of ``covariance_type="auto"``'s candidates overlap. Each program
+    lands in the persistent compilation cache, where the caller's own call of the same
+    shapes finds it (nothing runs in the thread: two threads running programs at once can
+    deadlock XLA's CPU pool, see :mod:`overgmm.covariances.base`). Without the persistent
+    cache it does nothing.
+
+    :meth:`start` once the first type's problem and students exist; :meth:`claim` before
+    fitting a type (waits while the thread compiles it, else the caller compiles it itself
+    and the thread skips it); :meth:`close` at the end."""
+
+    def __init__(self, kinds, *, last_first: bool = True) -> None:
+        # the types to come, in the caller's order; a job is a type, or (type, width): that
+        # type's programs for students narrowed to ``width`` components (:mod:`._slots`).
+        # last_first: compiled from the last (the caller is fitting the first), else in order
+        self._kinds = tuple(kinds) if not last_first else tuple(reversed(tuple(kinds)))
+        self._lock = threading.Lock()
+        self._state: dict[Any, str] = {}
+        self._done: dict[Any, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def jobs(self) -> tuple:
+        """The jobs, in the order they are compiled."""
+        return self._kinds
+
+    def start(self, engine: InMemory, like: Mixture, keys, max_iter: int, *, merge: bool = True) -> None:
+        """Start compiling, once: ``engine``'s problem, students shaped like ``like``;
+        ``merge``: whether the fit merges (else its merge program is not compiled)."""
+        kinds = self._kinds
+        if self._threads or not kinds or not getattr(jax.config, "jax_compilation_cache_dir", None):
+            return
+        self._state = {k: "pending" for k in kinds}
+        self._done = {k: threading.Event() for k in kinds}
+        args = (engine, like, keys, kinds, max_iter, merge)
+        # one thread per spare core (the caller compiles on its own), at most one per type
+        for _ in range(max(1, min(len(kinds), (os.cpu_count() or 2) - 1))):
+            # not a daemon: a compilation that close(wait=False) leaves running ends before
+            # the interpreter does (XLA's compiler cut off at exit is not safe)
+            thread = threading.Thread(target=self._work, args=args, name="overgmm-precompile", daemon=False)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self, engine: InMemory, like: Mixture, keys, kinds, max_iter: int, merge: bool) -> None:
+        for kind in kinds:
+            with self._lock:
+                if self._state[kind] != "pending":
+                    continue
+                self._state[kind] = "compiling"
+            try:
+                compile_type(engine, like, keys, kind, max_iter, merge)
+            except Exception:  # noqa: BLE001 - an optimisation only: the caller compiles what is missing
+                pass
+            finally:
+                self._done[kind].set()
+
+    def claim(self, kind) -> None:
+        with self._lock:
+            state = self._state.get(kind)
+            if state == "pending":
+                self._state[kind] = "caller"
+        if state == "compiling":
+            self._done[kind].wait()
+
+    def close(self, wait: bool = True) -> None:
+        """No more jobs; ``wait``: for a compilation in progress to end (else it ends in
+        the background, into the persistent cache)."""
+        with self._lock:
+            for k, state in self._state.items():
+                if state == "pending":
+                    self._state[k] = "caller"
+        for thread in self._threads if wait else ():
+            thread.join()
+
+
+def compile_type(engine: InMemory, like: Mixture, keys, kind, max_iter: int, merge: bool) -> None:
+    """Compile (not run) the solver, summary and (``merge``) merge of covariance type
+    ``kind`` for ``engine``'s problem and students shaped like ``like`` (R, n, d);
+    ``kind`` = (type, width): for ``width`` components instead of n."""
+    kind, width = (kind, None) if isinstance(kind, str) else kind
+    R, n, d = like.means.shape
+    n = n if width is None else width
+    t = C.public(kind)
+    spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)  # noqa: E731
+    student = Mixture.tree_unflatten(
+        t.name, (spec(like.means[:, :n]), spec(like.log_weights[:, :n]), jax.eval_shape(lambda: t.zeros((R, n), d)))
+    )
+    prob, alg = engine.problem, engine.algorithm
+    if alg is None:
+        return
+    precompile_solve_batch(alg, student, max_steps=max_iter, keys=keys, record=RECORD, compiler_options=_options(prob))
+    _summary.precompile(prob, student)
+    if merge:
+        _merge.precompile(prob, student, np.float64(0.0))

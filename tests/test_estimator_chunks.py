@@ -74,7 +74,11 @@ def test_auto_with_weights_on_a_subsample_of_large_data_is_the_same_on_chunks(X,
     assert int(np.sum(fit_rows & (h <= np.uint64(streaming.kth_smallest(h[fit_rows], 700))))) == 700
     w = np.random.default_rng(3).integers(0, 3, size=X.shape[0]).astype(float)
     a = OverparamGMM(random_state=1).fit(X, sample_weight=w)
+    sampled = []  # chunks read to find the candidates' rows: one gather, not every step
+    real = streaming.View.weights
+    monkeypatch.setattr(streaming.View, "weights", lambda v, x, w: sampled.append(v.below) or real(v, x, w))
     b = OverparamGMM(random_state=1).fit(C.ArrayChunks(X, w, chunk_rows=1000))
+    assert sum(below is not None for below in sampled) == 3  # 3 chunks
     same_fit(a, b)
     types = {"spherical", "diag", "tied", "full", "rotated"}
     assert a.validation_scores_.keys() == b.validation_scores_.keys() == types

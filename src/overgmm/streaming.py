@@ -272,6 +272,18 @@ def first_by_hash(chunks, view: View, k: int):
     return kth_smallest(np.concatenate(chunks.map(_hashes_chunk, view, k)), k)
 
 
+def _gather_chunk(X, w, start, view: View):
+    w = view.weights(X, w)
+    return X[w > 0], w[w > 0]
+
+
+def gather(chunks, view: View) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (original units, chunk order) that ``view`` counts and their weights, in
+    memory: for a view that counts few rows (``below``: "auto"'s candidate rows)."""
+    parts = chunks.map(_gather_chunk, view)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def subsample(chunks, view: View, count: int, target: int = SUBSAMPLE_ROWS):
     """The rows (original units) and weights of :func:`subsample_mask` at about ``target``
     rows of the ``count`` the view counts, in a canonical (sorted) order."""

@@ -194,7 +194,7 @@ def fit_chunks(est, chunks):
             starts, units, failed = [], None, 0
             for axes_kind in Rot.AXES_FROM:
                 res, n, units_k = _fit_type(
-                    est, chunks, "all", moments, axes_kind, n, None, progress, f"rotated: {axes_kind} axes"
+                    est, chunks, "all", moments, axes_kind, n, progress, f"rotated: {axes_kind} axes"
                 )
                 if res.best < 0:
                     failed = res.restarts[0].failed_at
@@ -204,7 +204,7 @@ def fit_chunks(est, chunks):
             if not starts:
                 est._raise_non_finite(failed)
             res, n, units_r, R = Rot.refined(
-                lambda R: _on_axes(est, chunks, "all", moments, R, units, n, None, progress, "fit (rotated)"),
+                lambda R: _on_axes(est, chunks, "all", moments, R, units, n, progress, "fit (rotated)"),
                 starts,
                 est._price(chunks.n_features, moments.total, "diag"),
             )
@@ -226,25 +226,24 @@ def _fit_type(
     moments,
     kind: str,
     n: int,
-    below=None,
     progress=None,
     stage="fit",
     R=None,
     least=None,
     candidate=False,
 ):
-    """One fit on the rows ``rows``/``below`` count (their ``moments``; ``R``: fit the rows
+    """One fit on the rows ``rows`` counts (their ``moments``; ``R``: fit the rows
     ``X @ R``, ``moments`` still those of X), as :meth:`OverparamGMM._fit_type`
     (``candidate``: an "auto" candidate's)."""
     if R is not None:
         grid = np.zeros(R.shape[1])  # the rotated values have no rounding grid
         moments = dataclasses.replace(moments, mean=moments.mean @ R, cov=R.T @ moments.cov @ R, grid=grid)
-    view = streaming.View(rows=rows, below=below, rotation=R)
+    view = streaming.View(rows=rows, rotation=R)
     units, students, keys = start(est, chunks, view, moments, kind, n, least)
     shift, scale, floor = units
     engine = Streamed(
         chunks,
-        streaming.View(shift, scale, rows, below, missing=moments.gaps, rotation=R),
+        streaming.View(shift, scale, rows, missing=moments.gaps, rotation=R),
         method_of(est, floor),
         floor,
         moments.total,
@@ -268,14 +267,14 @@ def _fit_type(
     return res, n, units
 
 
-def _on_axes(est, chunks, rows: str, moments, R, units, n: int, below, progress, stage: str, candidate=False):
+def _on_axes(est, chunks, rows: str, moments, R, units, n: int, progress, stage: str, candidate=False):
     """:func:`._rotated.on_axes` on chunks: the "diag" fit of ``X @ R``, and the E-step sums
     of a batch of students on the rows it saw."""
     res, n, units_r = _fit_type(
-        est, chunks, rows, moments, "diag", n, below, progress, stage, R, Rot.least(R, units), candidate
+        est, chunks, rows, moments, "diag", n, progress, stage, R, Rot.least(R, units), candidate
     )
     shift_r, scale_r, floor_r = units_r
-    view = streaming.View(shift_r, scale_r, rows, below, rotation=R)
+    view = streaming.View(shift_r, scale_r, rows, rotation=R)
     return res, n, units_r, Streamed(chunks, view, method_of(est, floor_r), floor_r, moments.total).sums
 
 
@@ -287,10 +286,18 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
     if held_m.count < 1 or fit_m.count < 2 or fit_m.total <= 1:
         return "diag"
     n = est._resolve_n_components(moments.total)
-    below = None
+    data, rows = chunks, "fit"
     if fit_m.count > F.AUTO_ROWS:  # as in memory: the candidates fit on AUTO_ROWS rows chosen by value
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
-        fit_m = streaming.scan(chunks, streaming.View(rows="fit", below=below), missing=missing)
+        # gathered in one pass, as in memory (X[sub]): each candidate step is then a pass over
+        # those rows alone, not over every chunk hashing every row to find them (measured: a
+        # 1e6-row chunked fit spent most of its time so)
+        data = C.ArrayChunks(
+            *streaming.gather(chunks, streaming.View(rows="fit", below=below)),
+            chunk_rows=C.chunk_rows_for(chunks.n_features, float(est.memory_budget)),
+        )
+        rows = "all"
+        fit_m = streaming.scan(data, missing=missing)
     fit_m = dataclasses.replace(fit_m, grid=moments.grid)  # as in memory: every candidate uses all rows' grid
     scores: dict[str, float] = {}
     models: dict[str, tuple] = {}
@@ -306,12 +313,11 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
                 functools.partial(
                     _on_axes,
                     est,
-                    chunks,
-                    "fit",
+                    data,
+                    rows,
                     fit_m,
                     units=units,
                     n=n,
-                    below=below,
                     progress=progress,
                     stage="auto: rotated",
                     candidate=True,
@@ -324,9 +330,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
                 continue
             one = Rot.as_candidate(res, units_r, R, units)
         else:
-            res, _, units = _fit_type(
-                est, chunks, "fit", fit_m, kind, n, below, progress, f"auto: {kind}", candidate=True
-            )
+            res, _, units = _fit_type(est, data, rows, fit_m, kind, n, progress, f"auto: {kind}", candidate=True)
             if res.best < 0:
                 scores[kind] = -np.inf
                 continue

@@ -59,16 +59,13 @@ def test_auto_with_weights_on_a_subsample_of_large_data_is_the_same_on_chunks(X,
     training rows "auto" fits its candidates on AUTO_ROWS of them chosen by value: exactly
     that many in memory, the same rows on chunks (threshold from every chunk's smallest
     hashes). On chunks of a NumPy array: a dask array, tested above, goes through the same
-    map at about twice the time here. The polishes between merges stop coarse and the dead
-    component slots are dropped on both faces (COARSE_POLISH_ROWS and COMPACT_ROWS lowered
-    so that every fit here is "large")."""
+    map at about twice the time here. The polishes between merges stop coarse on both faces
+    (COARSE_POLISH_ROWS lowered so that every fit here is "large")."""
     from overgmm import streaming
     from overgmm.estimator import _fit as F
-    from overgmm.estimator import _slots
 
     monkeypatch.setattr(F, "AUTO_ROWS", 700)
     monkeypatch.setattr(F, "COARSE_POLISH_ROWS", 300)
-    monkeypatch.setattr(_slots, "COMPACT_ROWS", 300)
     h = streaming.sample_hash(X)
     fit_rows = ~streaming.holdout_mask(X)
     assert int(np.sum(fit_rows & (h <= np.uint64(streaming.kth_smallest(h[fit_rows], 700))))) == 700
@@ -84,6 +81,21 @@ def test_auto_with_weights_on_a_subsample_of_large_data_is_the_same_on_chunks(X,
     assert a.validation_scores_.keys() == b.validation_scores_.keys() == types
     for k in a.validation_scores_:
         assert b.validation_scores_[k] == pytest.approx(a.validation_scores_[k], rel=1e-9)
+
+
+def test_dead_slots_dropped_on_chunks_give_the_in_memory_fit(monkeypatch, X):
+    """A fit that drops its dead component slots between merge rounds (COMPACT_ROWS lowered
+    so that this fit is "large") is the same on chunks as in memory, and both ran narrower."""
+    from overgmm.estimator import _slots
+
+    monkeypatch.setattr(_slots, "COMPACT_ROWS", 0)
+    widths = []
+    real = _slots.Slots.narrow
+    monkeypatch.setattr(_slots.Slots, "narrow", lambda s, *a: widths.append(a[-1]) or real(s, *a))
+    a = OverparamGMM(covariance_type="full", random_state=0).fit(X)
+    b = OverparamGMM(covariance_type="full", random_state=0).fit(C.ArrayChunks(X, chunk_rows=1000))
+    assert widths[: len(widths) // 2] == widths[len(widths) // 2 :] and min(widths) == 8
+    same_fit(a, b)
 
 
 def test_inference_on_a_dask_array_is_lazy_block_by_block_and_the_same(X, in_memory):

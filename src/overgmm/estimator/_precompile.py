@@ -20,7 +20,8 @@ from overgmm.mixture import Mixture
 class Precompiler:
     """Compiles the fit's programs (solver, summary, merge) for the covariance types still to
     come in background threads (one per spare core), last type first, while the caller fits
-    the first: the compilations of ``covariance_type="auto"``'s candidates overlap. Each program
+    the first: the compilations of ``covariance_type="auto"``'s candidates overlap; or, with
+    (type, width) jobs in order, a fit's narrower widths while it runs at the wider. Each program
     lands in the persistent compilation cache, where the caller's own call of the same
     shapes finds it (nothing runs in the thread: two threads running programs at once can
     deadlock XLA's CPU pool, see :mod:`overgmm.covariances.base`). Without the persistent

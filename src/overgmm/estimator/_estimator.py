@@ -8,7 +8,6 @@ evaluation, sampling, stepwise EM) are the core's, called through :mod:`._fit`.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from overgmm import chunks, rounding
 from overgmm import covariances as C
@@ -26,13 +25,14 @@ from overgmm.estimator import _fit as F
 from overgmm.estimator import _rotated as Rot
 from overgmm.estimator import _stream as S
 from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments, log_jacobian
-from overgmm.estimator._precompile import Precompiler
+from overgmm.estimator._inference import Inference
+from overgmm.estimator._precompile import for_widths
 from overgmm.estimator._progress import Progress
-from overgmm.estimator._slots import compact, for_scoring, widths
+from overgmm.estimator._slots import compact
 from overgmm.mixture import Mixture
 
 
-class OverparamGMM(DensityMixin, BaseEstimator):
+class OverparamGMM(Inference, DensityMixin, BaseEstimator):
     """An over-parameterized Gaussian mixture that prunes and merges what it does not need.
 
     The model starts with many more components than the data is likely to hold
@@ -430,8 +430,7 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         cap = F.POLISH_STEPS if gaps else None
         kw = {"max_iter": int(self.max_iter), "tol": float(self.tol), "price": price, "progress": progress}
         if compact(total) and pre is None:  # the narrower widths' programs, compiled meanwhile
-            pre = kw["widths"] = Precompiler([(kind, w) for w in widths(n)], last_first=False)
-            pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
+            kw["widths"] = for_widths(engine, students, keys, kind, int(self.max_iter), price > 0)
         coarse = F.coarse_polish(total, candidate)
         res = F.fit(engine, students, keys, polish_steps=cap, coarse_polish=coarse, compact=compact(total), **kw)
         return res, n, units
@@ -535,63 +534,9 @@ class OverparamGMM(DensityMixin, BaseEstimator):
         self.converged_ = False
         return self
 
-    # ------------------------------------------------------------------ inference
-    def _evaluate(self, X) -> tuple[np.ndarray, np.ndarray]:
-        check_is_fitted(self)
-        X = self._validate(X, reset=False)
-        student, live = for_scoring(self._student, self._live, X.shape[0])
-        ll, resp = F.evaluate(student, (X - self._shift) / self._scale)
-        return ll - log_jacobian(X, self._scale), resp[:, live]
-
-    def score_samples(self, X) -> np.ndarray:
-        """Log-density of each sample, array of shape (n_samples,), for X of shape (n_samples, n_features).
-        A dask array gives a dask array, evaluated block by block when computed (also
-        ``predict_proba``, ``predict``; ``score`` computes its mean so)."""
-        return S.lazy(self, X, "score_samples") if S.is_dask(X) else self._evaluate(X)[0]
-
-    def score(self, X, y=None) -> float:
-        """Mean log-likelihood per sample of X, array-like of shape (n_samples, n_features)."""
-        return float(np.mean(self.score_samples(X)))
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Posterior probability of each component, array of shape (n_samples, n_components_)."""
-        return S.lazy(self, X, "predict_proba") if S.is_dask(X) else self._evaluate(X)[1]
-
-    def predict(self, X) -> np.ndarray:
-        """Most probable component of each sample, array of shape (n_samples,)."""
-        return np.argmax(self.predict_proba(X), axis=1)
-
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
         """Fit, then return the labels of X, array of shape (n_samples,)."""
         return self.fit(X, y, sample_weight=sample_weight).predict(X)
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw samples from the fitted mixture.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,), the component of each sample.
-        """
-        check_is_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. It must be an int >= 1.")
-        Z, comp = F.sample(self._student, self._seed(), int(n_samples))
-        # labels index the live components, as in predict
-        return Z * self._scale + self._shift, np.searchsorted(self._live, comp)
-
-    def _n_parameters(self) -> int:
-        return F.count_parameters(self.covariance_type_, self.means_.shape[1], self.means_.shape[0])
-
-    def bic(self, X) -> float:
-        """Bayesian information criterion on X of shape (n_samples, n_features) (lower is better)."""
-        X = self._validate(X, reset=False)
-        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
-
-    def aic(self, X) -> float:
-        """Akaike information criterion on X of shape (n_samples, n_features) (lower is better)."""
-        X = self._validate(X, reset=False)
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
 
     # ------------------------------------------------------------------ model files
     def save(self, path) -> None:

@@ -16,10 +16,10 @@ numerical is the core's:
   (:func:`overgmm.stepwise_em`, then :func:`overgmm.reduce.prune`).
 
 Shapes stay in few buckets so that compiled code is reused: rows are padded with zero
-weight to one of four sizes per doubling (at least :data:`MIN_ROWS`), components with pruned ones
-(weight 0) to a power of two up to 16. Each compiled unit here is a small module-level
-``jax.jit`` (or the driver's cached solver), so refits of one bucket compile nothing;
-small buckets are compiled for compile speed (:mod:`overgmm._xla`).
+weight to one of four sizes per doubling (at least :data:`MIN_ROWS`), components with pruned
+ones (weight 0) to a power of two up to 16 (:func:`._slots.bucket_components`). Each
+compiled unit here is a small module-level ``jax.jit`` (or the driver's cached solver), so
+refits of one bucket compile nothing; small buckets are compiled for compile speed (:mod:`overgmm._xla`).
 Between units, mixtures live on the host as :class:`~overgmm.Mixture` objects with NumPy
 leaves.
 """
@@ -117,11 +117,6 @@ def bucket_rows(n_rows: int) -> int:
     n = max(MIN_ROWS, int(n_rows))
     unit = 1 << max(0, n.bit_length() - 3)
     return -(-n // unit) * unit
-
-
-def bucket_components(n: int) -> int:
-    """Components are padded (pruned, weight 0) to a power of two up to 16."""
-    return n if n > 16 else 1 << (int(n) - 1).bit_length()
 
 
 def pad_rows(Z: np.ndarray, w: np.ndarray | None = None, *, at_least: int = 0) -> Any:
@@ -486,7 +481,7 @@ def fit(
                 merged, _ = slots.take(merged, cov, order)
                 current, cov = slots.take(current, cov, order)
                 if widths is not None:
-                    widths.claim(next((j for j in widths.jobs if j[1] == to), None))
+                    widths.claim_width(to)
         # a polishing fit that more merges may follow stops after polish_steps; one cut there
         # before tol is fitted on (max_iter) once a round merges nothing
         more = bool((k[do] > 0).any())

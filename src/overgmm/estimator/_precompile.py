@@ -13,6 +13,7 @@ import numpy as np
 
 from overgmm import covariances as C
 from overgmm.driver import precompile_solve_batch
+from overgmm.estimator import _slots
 from overgmm.estimator._fit import RECORD, InMemory, _merge, _options, _summary
 from overgmm.mixture import Mixture
 
@@ -41,10 +42,11 @@ class Precompiler:
         self._done: dict[Any, threading.Event] = {}
         self._threads: list[threading.Thread] = []
 
-    @property
-    def jobs(self) -> tuple:
-        """The jobs, in the order they are compiled."""
-        return self._kinds
+    def claim_width(self, width: int) -> None:
+        """:meth:`claim` the (type, ``width``) job, if there is one."""
+        for job in self._kinds:
+            if not isinstance(job, str) and job[1] == width:
+                self.claim(job)
 
     def start(self, engine: InMemory, like: Mixture, keys, max_iter: int, *, merge: bool = True) -> None:
         """Start compiling, once: ``engine``'s problem, students shaped like ``like``;
@@ -114,3 +116,11 @@ def compile_type(engine: InMemory, like: Mixture, keys, kind, max_iter: int, mer
     _summary.precompile(prob, student)
     if merge:
         _merge.precompile(prob, student, np.float64(0.0))
+
+
+def for_widths(engine: InMemory, students: Mixture, keys, kind: str, max_iter: int, merge: bool) -> Precompiler:
+    """A started :class:`Precompiler` of the narrower widths (:func:`._slots.widths`) a fit of
+    ``kind`` that starts with ``students`` (R, n, d) may drop to, widest first."""
+    pre = Precompiler([(kind, w) for w in _slots.widths(students.means.shape[1])], last_first=False)
+    pre.start(engine, students, keys, max_iter, merge=merge)
+    return pre

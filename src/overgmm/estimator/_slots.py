@@ -34,6 +34,11 @@ MIN_SLOTS = 8
 SCORE_ROWS = 1 << 14
 
 
+def bucket_components(n: int) -> int:
+    """Components are padded (pruned, weight 0) to a power of two up to 16."""
+    return n if n > 16 else 1 << (int(n) - 1).bit_length()
+
+
 def compact(total: float) -> bool:
     """Whether a fit on ``total`` rows (the sum of sample weights) drops its dead slots."""
     return total >= COMPACT_ROWS
@@ -44,8 +49,8 @@ def width(student: Mixture, ok: np.ndarray) -> int:
     power of two, at least :data:`MIN_SLOTS`, at most the current width."""
     n = student.log_weights.shape[1]
     live = np.isfinite(student.log_weights[ok]).sum(axis=1)
-    most = int(live.max()) if live.size else n
-    return min(n, max(MIN_SLOTS, 1 << max(0, most - 1).bit_length()))
+    to = bucket_components(int(live.max())) if live.size else n
+    return n if to > 16 else min(n, max(MIN_SLOTS, to))
 
 
 def widths(n: int) -> list[int]:
@@ -67,7 +72,7 @@ def for_scoring(student: Mixture, live: np.ndarray, n_rows: int) -> tuple[Mixtur
     n, k = student.log_weights.shape[0], live.size
     if n_rows < SCORE_ROWS:
         return student, live
-    to = min(n, k if k > 16 else 1 << max(0, k - 1).bit_length())
+    to = min(n, bucket_components(k))
     order = np.concatenate([live, np.flatnonzero(~np.isin(np.arange(n), live))[: to - k]])
     per = _per_component(student.covariance_type)
     params = None if student.cov_params is None else (student.cov_params[order] if per else student.cov_params)

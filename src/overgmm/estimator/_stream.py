@@ -27,7 +27,7 @@ from overgmm.estimator import _fit as F
 from overgmm.estimator import _rotated as Rot
 from overgmm.estimator._checks import check_features, feature_label
 from overgmm.estimator._progress import Progress
-from overgmm.estimator._slots import compact
+from overgmm.estimator._slots import bucket_components, compact
 from overgmm.mixture import Mixture
 
 
@@ -118,7 +118,7 @@ def starting_students(est, Z, w, n: int, floor, n_init: int, kind: str, n_rows: 
         wp,
         n,
         floor,
-        n=F.bucket_components(n),
+        n=bucket_components(n),
         n_init=n_init,
         method=est.init,
         covariance_type=kind,

@@ -72,3 +72,25 @@ def test_traced_arguments_run_inline_and_concrete_ones_through_jit():
     assert calls == [True]  # the compiled program, not traced again
     np.testing.assert_allclose(jax.vmap(lambda v: f(v, power=3))(np.ones((2, 3))), np.ones((2, 3)))
     assert calls[-1] is True and len(calls) == 2  # inline under vmap: traced by vmap itself
+
+
+def test_eager_merge_round_and_e_step_sums_are_one_program_each_and_equal_the_traced_ones():
+    """og.reduce and og.statistics called eagerly (as a user or a test does) compile one program
+    per call and shape, not one per primitive (merge_round op by op: about 50 programs)."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(211, 3))  # shapes no other test uses
+    a = rng.normal(size=(5, 3, 3))
+    s = og.Mixture(rng.normal(size=(5, 3)), np.full(5, 0.2), covariances=a @ a.transpose(0, 2, 1) + np.eye(3))
+    problem = og.Problem.from_data(X)
+    first = _compiles(lambda: og.reduce.merge_round(problem, s, 0.05))
+    assert len(first) <= 1 and _compiles(lambda: og.reduce.merge_round(problem, s, 0.05)) == []
+    w = np.ones(211)
+    assert len(_compiles(lambda: og.statistics.data_statistics(s, X, w))) <= 1
+    eager_merged, eager_k = og.reduce.merge_round(problem, s, 0.05)
+    traced_merged, traced_k = jax.jit(og.reduce.merge_round)(problem, s, 0.05)
+    assert int(eager_k) == int(traced_k)
+    np.testing.assert_allclose(eager_merged.means, traced_merged.means, rtol=1e-13)
+    eager = og.statistics.data_statistics(s, X, w)
+    traced = jax.jit(og.statistics.data_statistics)(s, X, w)
+    for e, t in zip(eager, traced, strict=True):
+        np.testing.assert_allclose(e, t, rtol=1e-12)

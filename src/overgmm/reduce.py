@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
+from overgmm._eager import compiled_when_eager
 from overgmm.covariances import LOG_2PI, observed, precision_cholesky
 from overgmm.covariances.base import solve_lower
 from overgmm.mixture import Mixture
@@ -34,6 +35,7 @@ def _normalise(lw: jax.Array) -> jax.Array:
     return lw - logsumexp(lw)
 
 
+@compiled_when_eager
 def prune(student: Mixture, threshold) -> Mixture:
     """Set the weights below ``threshold`` to exactly 0 (the heaviest component is kept)."""
     pi = student.weights
@@ -41,6 +43,7 @@ def prune(student: Mixture, threshold) -> Mixture:
     return student.replace(log_weights=_normalise(jnp.where(keep, student.log_weights, -jnp.inf)))
 
 
+@compiled_when_eager
 def moment_match(student: Mixture, i: jax.Array, j: jax.Array):
     """Log-weight ``()``, mean ``(d,)`` and covariance (natural shape of one component) of
     the single Gaussian with the first two moments of components ``i`` and ``j``."""
@@ -71,6 +74,7 @@ def _component_log_prob_unnormalised(m: Mixture, X: jax.Array, missing: bool = F
     return m.component_log_prob(X, missing=missing) + logsumexp(m.log_weights)
 
 
+@compiled_when_eager
 def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
     """Runnalls' (2007) upper bound on the KL divergence between the pairs ``(ii, jj)`` and
     their moment-matched merges, ``((w_i + w_j) log|S_ij| - w_i log|S_i| - w_j log|S_j|) / 2``
@@ -83,6 +87,7 @@ def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
     return 0.5 * (jnp.exp(lw) * t.log_det(cov, d) - pi[ii] * own[ii] - pi[jj] * own[jj])
 
 
+@compiled_when_eager(static_argnames=("rows",))
 def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The pairs ``i < j`` whose merge cost :func:`pair_cost_sums` measures on ``rows`` rows
     (padded; None: many): ``(ii, jj, idx)``, ``idx`` their positions in ``jnp.triu_indices``
@@ -105,6 +110,7 @@ def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[jax.Arra
     return ii[idx], jj[idx], idx
 
 
+@compiled_when_eager(static_argnames=("missing",))
 def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Array, missing: bool = False) -> jax.Array:
     """``(n (n - 1) / 2,)``: ``sum_k w_k (log p(x_k) - log p_ij(x_k))`` over the rows of ``X``
     (N, d), one entry per pair ``i < j`` (``jnp.triu_indices`` order), ``p_ij`` the mixture
@@ -221,6 +227,7 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bo
     return block
 
 
+@compiled_when_eager
 def cost_matrix(student: Mixture, sums: jax.Array, total: ArrayLike) -> jax.Array:
     """The ``(n, n)`` :func:`pair_costs` matrix from :func:`pair_cost_sums` and the total weight."""
     n = student.n_components
@@ -231,6 +238,7 @@ def cost_matrix(student: Mixture, sums: jax.Array, total: ArrayLike) -> jax.Arra
     return jnp.full((n, n), jnp.inf).at[ii, jj].set(costs)
 
 
+@compiled_when_eager
 def pair_costs(problem: Problem, student: Mixture) -> jax.Array:
     """``(n, n)`` matrix: the loss in mean log-likelihood per sample (weighted) when
     components ``i < j`` are replaced by their moment-matched merge (``inf`` for ``i >= j``
@@ -242,6 +250,7 @@ def pair_costs(problem: Problem, student: Mixture) -> jax.Array:
     return cost_matrix(student, pair_cost_sums(student, X, w, problem.floor, problem.missing), jnp.sum(w))
 
 
+@compiled_when_eager
 def merge_round(problem: Problem, student: Mixture, price) -> tuple[Mixture, jax.Array]:
     """Merge every pair of mutually cheapest partners whose :func:`pair_costs` entry is below
     ``price`` (such pairs are disjoint; the cheapest pair overall is one of them). The lower
@@ -252,6 +261,7 @@ def merge_round(problem: Problem, student: Mixture, price) -> tuple[Mixture, jax
     return merge_pairs(student, pair_costs(problem, student), price, problem.floor)
 
 
+@compiled_when_eager
 def merge_pairs(student: Mixture, costs: jax.Array, price, floor: jax.Array) -> tuple[Mixture, jax.Array]:
     """:func:`merge_round` given the ``(n, n)`` cost matrix (:func:`cost_matrix`)."""
     n = student.n_components

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from overgmm import covariances as C
+from overgmm._eager import compiled_when_eager
 from overgmm.mixture import Mixture
 
 TINY = 1e-300  # a mass at or below this counts as empty (a component keeps its parameters)
@@ -111,6 +112,7 @@ def blocked_sum(fn, X: jax.Array, w: jax.Array, block: int):
     return acc
 
 
+@compiled_when_eager(static_argnames=("block", "missing"))
 def raw_moments(
     student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None, missing: bool = False
 ) -> Raw:
@@ -122,6 +124,7 @@ def raw_moments(
     return blocked_sum(lambda xb, wb: _raw_block(student, xb, wb, missing), X, w, block)
 
 
+@compiled_when_eager(static_argnames=("missing",))
 def loglik_sum(student: Mixture, X: jax.Array, w: jax.Array, *, missing: bool = False) -> jax.Array:
     """``sum_k w_k log p(x_k)`` over the rows of ``X`` (N, d) with weights ``w`` (N,), in the
     row blocks of :func:`raw_moments` (its ``loss`` alone: a smaller program; rows of zero
@@ -134,6 +137,7 @@ def loglik_sum(student: Mixture, X: jax.Array, w: jax.Array, *, missing: bool = 
     return blocked_sum(one, X, w, block)
 
 
+@compiled_when_eager
 def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
     """:class:`Stats` (normalised by the total weight) from the raw weighted sums."""
     mu = student.means
@@ -147,6 +151,7 @@ def centred(student: Mixture, raw: Raw, total: jax.Array) -> Stats:
     return Stats(-raw.loss / total, mass, shift, student.cov_type.scatter(raw.s2 / total, s1, mass, mu))
 
 
+@compiled_when_eager(static_argnames=("block", "missing"))
 def data_statistics(
     student: Mixture, X: jax.Array, w: jax.Array, *, block: int | None = None, missing: bool = False
 ) -> Stats:
@@ -160,6 +165,7 @@ def data_statistics(
     return centred(student, raw_moments(student, X, w, block=block, missing=missing), jnp.sum(w))
 
 
+@compiled_when_eager
 def from_gradient(student: Mixture, loss: jax.Array, grads: Mixture) -> Stats:
     """Identity covariances: the statistics follow from the loss gradient exactly (kl and
     nll; see :mod:`overgmm.problem`): ``E[psi_i] = pi_i - dL/da_i``, ``E[psi_i (x - mu_i)] = -dL/dmu_i``."""

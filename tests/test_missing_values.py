@@ -196,7 +196,7 @@ def test_partial_fit_takes_gaps(rng):
 def test_plain_cholesky_and_triangular_solves_match_numpy(rng):
     """The missing-value E-step's own linear algebra (no LAPACK custom calls; see
     ``covariances.base.cholesky``), batched."""
-    from overgmm.covariances.base import cholesky, solve_lower, solve_lower_t
+    from overgmm.covariances.base import cholesky, inverse_lower, solve_lower, solve_lower_t
 
     a = rng.normal(size=(4, 3, 6, 6))
     spd = a @ np.swapaxes(a, -1, -2) + 6 * np.eye(6)
@@ -214,6 +214,9 @@ def test_plain_cholesky_and_triangular_solves_match_numpy(rng):
         np.linalg.solve(lt, r[..., None])[..., 0],
         rtol=1e-11,
     )
+    inv = np.asarray(inverse_lower(jnp.asarray(low)))
+    np.testing.assert_allclose(inv, np.linalg.inv(low), rtol=1e-11, atol=1e-14)
+    assert np.all(np.triu(inv, 1) == 0.0)  # lower triangular, exactly
 
 
 def test_with_gaps_polishes_between_merges_are_capped_and_the_last_fits_to_tol(rng, monkeypatch):

@@ -25,7 +25,7 @@ from overgmm.covariances import LOG_2PI, observed, precision_cholesky
 from overgmm.covariances.base import solve_lower
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
-from overgmm.statistics import MIN_BLOCK_OBSERVED, blocked_sum, rows_for_width
+from overgmm.statistics import block_rows, blocked_sum, rows_for_width
 
 CANDIDATES = 2  # pairs whose merge cost is measured on the data, per component
 ALL_PAIRS_UP_TO = 1 << 16  # rows x pairs up to which every pair is measured (no ranking to compile)
@@ -143,10 +143,8 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
         ll2 = jnp.logaddexp(others, _component_log_prob_unnormalised(merged_mix, xb, missing))
         return jnp.sum(jnp.where(wb[:, None] > 0, wb[:, None] * (ll[:, None] - ll2), 0.0), axis=0)
 
-    if missing:  # each row's factors for the n components and the P merged ones
-        rows = rows_for_width(
-            X.shape[0], student.cov_type.block_width_observed(n + ii.shape[0], X.shape[1]), MIN_BLOCK_OBSERVED
-        )
+    if missing:  # the E-step's block rule, for the n components and the P merged ones
+        rows = block_rows(X.shape[0], n + ii.shape[0], X.shape[1], student.covariance_type, missing=True)
     else:
         rows = rows_for_width(X.shape[0], ii.shape[0])
     sums = blocked_sum(block, X, w, rows)

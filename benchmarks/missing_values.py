@@ -18,8 +18,13 @@ Methods: ``overgmm missing`` (``allow_missing=True``, every other default);
 GMM(full)+BIC`` (scikit-learn's ``SimpleImputer`` / ``IterativeImputer``, then
 ``GaussianMixture`` over k = 1..10, lowest BIC); ``complete rows + GMM(full)+BIC`` (rows
 with a gap dropped); and, as the reference without gaps, ``overgmm, no gaps``.
+``--fixed-structure`` adds the reference's type and k fitted without merges, with and
+without gaps ("rotated" fitted as "full": it takes no gaps): what the gaps cost at a
+fixed model, apart from the choice of k and type. The targets print the standard error of
+the per-split difference to the reference: on sets of 150-300 rows it is 0.03-0.3 nats.
 
-    python benchmarks/missing_values.py [--data iris wine penguins ...] [--rates 0.1 0.3] [--out DIR]
+    python benchmarks/missing_values.py [--data iris wine penguins ...] [--rates 0.1 0.3] [--splits 10]
+        [--fixed-structure] [--out DIR]
 
 Data: scikit-learn's iris, wine, breast_cancer, a synthetic 5-cluster set in d = 10, and
 ``real_data_cv``'s R and penguin sets (``_real_datasets``; benchmark-only installs).
@@ -111,7 +116,7 @@ def ours_covs(est):
     return covariance_matrices(est)
 
 
-def run_one(name, X, rate, seed=0):
+def run_one(name, X, rate, seed=0, fixed=False):
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(X))
     cut = int(0.8 * len(X))
@@ -129,7 +134,17 @@ def run_one(name, X, rate, seed=0):
         ll = float(np.mean(model.score_samples(te)))
         ratio = float(np.mean(mixture_variance(w, mu, cov) / true_var))
         rows.append(
-            dict(data=name, rate=rate, split=seed, method=method, heldout_ll=ll, var_ratio=ratio, k=k, seconds=secs)
+            dict(
+                data=name,
+                rate=rate,
+                split=seed,
+                method=method,
+                heldout_ll=ll,
+                var_ratio=ratio,
+                k=k,
+                seconds=secs,
+                est=model,
+            )
         )
         print(f"  {name} {rate:.0%} split {seed} {method:32s} LL {ll:10.4f}  var {ratio:6.3f}  k {k:2d}  {secs:6.1f} s")
 
@@ -147,6 +162,7 @@ def run_one(name, X, rate, seed=0):
 
         return fit
 
+    book("overgmm, no gaps (reference)", ours(tr))
     book("overgmm missing (exact EM)", ours(gappy, allow_missing=True))
     book("mean-impute + overgmm", ours(SimpleImputer().fit_transform(gappy)))
     book("mean-impute + GMM(full)+BIC", sk(SimpleImputer().fit_transform(gappy)))
@@ -154,7 +170,14 @@ def run_one(name, X, rate, seed=0):
     complete = gappy[~np.isnan(gappy).any(axis=1)]
     if len(complete) > 2 * X.shape[1]:
         book("complete rows + GMM(full)+BIC", sk(complete))
-    book("overgmm, no gaps (reference)", ours(tr))
+    if fixed:  # the reference's type and k, no merges: the loss of the gaps at a fixed structure
+        ref = rows[0]["est"]
+        kind = "full" if ref.covariance_type_ == "rotated" else ref.covariance_type_  # rotated: no gaps
+        kw = dict(n_components=ref.n_components_, covariance_type=kind, merge_tol=0.0)
+        book("fixed type & k, no gaps", ours(tr, **kw))
+        book("fixed type & k, exact EM", ours(gappy, allow_missing=True, **kw))
+    for row in rows:
+        row.pop("est")
     return rows
 
 
@@ -164,6 +187,12 @@ def main():
     p.add_argument("--rates", nargs="*", type=float, default=[0.1, 0.3])
     p.add_argument("--splits", type=int, default=3, help="random 80/20 splits (and gap draws) per data set and rate")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument(
+        "--fixed-structure",
+        action="store_true",
+        help="also fit the no-gap reference's type and k without merges, with and without gaps: "
+        "the likelihood the gaps cost at a fixed model",
+    )
     args = p.parse_args()
     rows = []
     for name in args.data:
@@ -172,7 +201,7 @@ def main():
         print(f"{name}: {X.shape[0]} rows x {X.shape[1]} features")
         for rate in args.rates:
             for seed in range(args.splits):
-                rows += run_one(name, X, rate, seed)
+                rows += run_one(name, X, rate, seed, args.fixed_structure)
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +239,15 @@ def issue_targets(df, table):
         ref = ll[(d, r, "overgmm, no gaps (reference)")]
         runs = df[(df.data == d) & (df.rate == r)].pivot(index="split", columns="method", values="k")
         same = int((runs["overgmm missing (exact EM)"] == runs["overgmm, no gaps (reference)"]).sum())
+        lls = df[(df.data == d) & (df.rate == r)].pivot(index="split", columns="method", values="heldout_ll")
+        diff = lls["overgmm missing (exact EM)"] - lls["overgmm, no gaps (reference)"]
+        extra = {"vs_no_gaps_se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")}
+        if "fixed type & k, exact EM" in lls:  # --fixed-structure: the gaps' cost at the reference's type and k
+            extra["fixed_vs_no_gaps"] = float(
+                (lls["fixed type & k, exact EM"] - lls["fixed type & k, no gaps"]).median()
+            )
         out[f"{d}@{r}"] = {
+            **extra,
             "vs_mean_impute_same_fit": ours - ll[(d, r, "mean-impute + overgmm")],
             "vs_iterative_impute_gmm": ours - ll[(d, r, "iterative-impute + GMM(full)+BIC")],
             "vs_no_gaps": ours - ref,
@@ -237,6 +274,8 @@ def print_targets(targets):
             f"{t['vs_iterative_impute_gmm']:+9.3f}  vs no gaps {t['vs_no_gaps']:+8.3f}  k {t['k']:g} / "
             f"{t['k_no_gaps']:g} ({t['splits_same_k']} splits equal)"
         )
+        fixed = f", at the reference's type and k {t['fixed_vs_no_gaps']:+.3f}" if "fixed_vs_no_gaps" in t else ""
+        print(f"  {'':18s} vs no gaps: standard error over the splits {t['vs_no_gaps_se']:.3f}{fixed}")
     n = len(targets)
     print(
         f"  better than mean imputation + the same fit: {met['mean']}/{n}; than iterative imputation + "

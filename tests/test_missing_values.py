@@ -193,27 +193,41 @@ def test_partial_fit_takes_gaps(rng):
     assert est.n_iter_ == 2 and np.isfinite(est.lower_bounds_).all()
 
 
-def test_plain_cholesky_and_triangular_solves_match_numpy(rng):
-    """The missing-value E-step's own linear algebra (no LAPACK custom calls; see
-    ``covariances.base.cholesky``), batched."""
-    from overgmm.covariances.base import cholesky, inverse_lower, solve_lower, solve_lower_t
+def test_observed_precision_and_inverse_lower_match_numpy(rng):
+    """The missing-value E-step's own linear algebra (no LAPACK custom calls), batched: each
+    row's observed-block precision by one Schur complement per gap, with the gaps' rows and
+    columns exactly 0, the log-determinant change, the loop skipping the gap slots no row
+    reaches (at most 2 gaps here), and gradients through it; ``inverse_lower`` against numpy."""
+    from overgmm.covariances.base import inverse_lower, observed_precision
 
-    a = rng.normal(size=(4, 3, 6, 6))
-    spd = a @ np.swapaxes(a, -1, -2) + 6 * np.eye(6)
-    r = rng.normal(size=(4, 3, 6))
-    low = np.asarray(cholesky(jnp.asarray(spd)))
-    np.testing.assert_allclose(low, np.linalg.cholesky(spd), rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(
-        np.asarray(solve_lower(jnp.asarray(low), jnp.asarray(r))),
-        np.linalg.solve(low, r[..., None])[..., 0],
-        rtol=1e-11,
-    )
-    lt = np.swapaxes(low, -1, -2)
-    np.testing.assert_allclose(
-        np.asarray(solve_lower_t(jnp.asarray(low), jnp.asarray(r))),
-        np.linalg.solve(lt, r[..., None])[..., 0],
-        rtol=1e-11,
-    )
+    d = 6
+    a = rng.normal(size=(3, d, d))
+    spd = a @ np.swapaxes(a, -1, -2) + d * np.eye(d)
+    prec = np.linalg.inv(spd)
+    o = np.ones((5, d))
+    o[0, [1, 4]] = o[1, 0] = o[2, 5] = o[4, [2, 3]] = 0.0  # row 3 complete
+    p_o, corr = (np.asarray(v) for v in observed_precision(jnp.asarray(prec), jnp.asarray(o)))
+    for b in range(5):
+        seen = o[b] > 0
+        for k in range(3):
+            block = spd[k][np.ix_(seen, seen)]
+            want = np.zeros((d, d))
+            want[np.ix_(seen, seen)] = np.linalg.inv(block)
+            np.testing.assert_allclose(p_o[b, k], want, rtol=1e-11, atol=1e-14)
+            assert np.all(p_o[b, k][~seen] == 0.0) and np.all(p_o[b, k][:, ~seen] == 0.0)
+            want_corr = np.linalg.slogdet(block)[1] - np.linalg.slogdet(spd[k])[1]
+            np.testing.assert_allclose(corr[b, k], want_corr, rtol=1e-11, atol=1e-13)
+
+    def logdet_sum(pr):
+        return jnp.sum(observed_precision(pr, jnp.asarray(o))[1])
+
+    g = np.asarray(jax.grad(logdet_sum)(jnp.asarray(prec)))
+    h = 1e-6
+    e = np.zeros_like(prec)
+    e[1, 2, 3] = e[1, 3, 2] = h  # a symmetric perturbation
+    fd = (float(logdet_sum(jnp.asarray(prec + e))) - float(logdet_sum(jnp.asarray(prec - e)))) / (2 * h)
+    np.testing.assert_allclose(g[1, 2, 3] + g[1, 3, 2], fd, rtol=1e-6)
+    low = np.linalg.cholesky(spd)
     inv = np.asarray(inverse_lower(jnp.asarray(low)))
     np.testing.assert_allclose(inv, np.linalg.inv(low), rtol=1e-11, atol=1e-14)
     assert np.all(np.triu(inv, 1) == 0.0)  # lower triangular, exactly

@@ -22,7 +22,7 @@ from jax.typing import ArrayLike
 
 from overgmm._eager import compiled_when_eager
 from overgmm.covariances import LOG_2PI, observed, precision_cholesky
-from overgmm.covariances.base import solve_lower
+from overgmm.covariances.base import apply_observed
 from overgmm.mixture import Mixture
 from overgmm.problem import Problem
 from overgmm.statistics import block_rows, blocked_sum, rows_for_width
@@ -173,7 +173,7 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bo
     (Sherman-Morrison and the matrix determinant lemma): no factorisation per pair.
     ``missing``: each row's marginal over its observed features ``o``, whose covariance
     ``Sigma_oo + c delta_o delta_o^T`` is the same rank-one change: the terms come from the
-    row's own factor of ``Sigma_oo`` (:meth:`Tied.logits_observed`)."""
+    row's own ``Sigma_oo^{-1}`` (:meth:`Tied.logits_observed`)."""
     student = jax.tree_util.tree_map(jnp.asarray, student)
     n, d = student.means.shape
     lw = student.log_weights - logsumexp(student.log_weights)
@@ -197,17 +197,19 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bo
         def block_observed(xb, wb):
             x0, o = observed(xb)
             lg = t.logits_observed(x0, o, student.means, lw, student.cov_params)
-            low, y = lg.feats  # the row's factor of Sigma_oo (b, 1, d, d), whitened residuals (b, n, d)
-            v = solve_lower(low, delta * o[:, None, :])  # (b, P, d)
-            s = 1.0 + c * jnp.sum(v**2, axis=-1)  # (b, P)
+            # the row's Sigma_oo^{-1} (b, 1, d, d), residuals (b, n, d), log det Sigma_oo (b, 1)
+            p_o, r, _, logdet = lg.feats
+            d_o = delta * o[:, None, :]  # (b, P, d)
+            v = apply_observed(p_o, d_o)  # Sigma_oo^{-1} delta_o
+            s = 1.0 + c * jnp.sum(v * d_o, axis=-1)  # (b, P)
             g = 0.5 * c / s
-            wide = lg.values[:, None, :] + g[:, :, None] * jnp.einsum("bpd,bnd->bpn", v, y) ** 2
+            wide = lg.values[:, None, :] + g[:, :, None] * jnp.einsum("bpd,bnd->bpn", v, r) ** 2
             others = logsumexp(jnp.where(others_mask, wide, -jnp.inf), axis=2)
-            y_m = solve_lower(low, (x0[:, None, :] - merged_mu) * o[:, None, :])  # (b, P, d)
-            logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)  # (b, 1)
+            r_m = (x0[:, None, :] - merged_mu) * o[:, None, :]  # (b, P, d)
             seen = jnp.sum(o, axis=-1, keepdims=True)
-            merged = log_tot - 0.5 * (seen * LOG_2PI + logdet + jnp.sum(y_m**2, axis=-1))
-            merged = merged + g * jnp.sum(v * y_m, axis=-1) ** 2
+            quad_m = jnp.sum(r_m * apply_observed(p_o, r_m), axis=-1)
+            merged = log_tot - 0.5 * (seen * LOG_2PI + logdet + quad_m)
+            merged = merged + g * jnp.sum(v * r_m, axis=-1) ** 2
             return costs(wb, logsumexp(lg.values, axis=1), others, merged, s)
 
         return block_observed

@@ -36,25 +36,6 @@ def observed(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.where(o, x, 0.0), o.astype(x.dtype)
 
 
-def cholesky(a: jax.Array) -> jax.Array:
-    """The lower Cholesky factor of symmetric positive definite ``a`` (..., d, d), column by
-    column in plain array operations (a ``fori_loop`` over d). The missing-value E-step runs
-    it batched over rows and components inside compiled loops, where XLA's LAPACK custom
-    calls (``jnp.linalg.cholesky``, ``solve_triangular``) were seen to hang the CPU runtime
-    (all threads idle, the fit never returning) on tied mixtures."""
-    d = a.shape[-1]
-    idx = jnp.arange(d)
-
-    def column(j, low):
-        s = a[..., :, j] - jnp.einsum("...ik,...k->...i", low, low[..., j, :])
-        top = jnp.sqrt(s[..., j])
-        col = jnp.where(idx > j, s / top[..., None], 0.0)
-        col = jnp.where(idx == j, top[..., None], col)
-        return low.at[..., :, j].set(col)
-
-    return jax.lax.fori_loop(0, d, column, jnp.zeros_like(a))
-
-
 def _row(a: jax.Array, j) -> jax.Array:
     """``a[..., j, :]`` for a traced ``j``."""
     return jax.lax.dynamic_index_in_dim(a, j, axis=-2, keepdims=False)
@@ -65,32 +46,45 @@ def _entry(a: jax.Array, j) -> jax.Array:
     return jax.lax.dynamic_index_in_dim(a, j, axis=-1, keepdims=False)
 
 
-def solve_lower(low: jax.Array, r: jax.Array) -> jax.Array:
-    """``low^{-1} r`` for lower-triangular ``low`` (..., d, d) and ``r`` (..., d), by forward
-    substitution in plain array operations (see :func:`cholesky`); each step writes its one
-    entry (a whole-array select per step made it 1.6x slower)."""
-    d = low.shape[-1]
+def observed_precision(prec: jax.Array, o: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each row's observed marginal from the precisions ``prec`` (m, d, d) and the observed
+    mask ``o`` (b, d) (1.0 observed, 0.0 missing): ``Sigma_oo^{-1}`` embedded in d x d with
+    zeros in the gaps' rows and columns (b, m, d, d), and ``log det Sigma_oo - log det
+    Sigma`` (b, m). One Schur complement per gap, ``P <- P - P e_j e_j^T P / P_jj`` (the
+    precision of the marginal without feature j; ``det Sigma_{-j} = P_jj det Sigma``): d^2
+    work per gap, row and component. The loop runs over gap slots (each row's first gap,
+    second, ...) and skips the slots no row of the block reaches: a block with at most q gaps
+    per row does q of the d steps. Plain array operations (no LAPACK custom call: batched in
+    compiled loops, XLA's CPU runtime was seen to hang on them), differentiable."""
+    b, d = o.shape
+    count = jnp.sum(1.0 - o, axis=-1)  # gaps per row (b,)
+    order = jnp.argsort(o, axis=-1, stable=True)  # each row's gaps first
+    most = jnp.max(count)
+    p0 = jnp.broadcast_to(prec, (b,) + prec.shape)
 
-    def step(j, y):
-        lj = _row(low, j)
-        yj = (_entry(r, j) - jnp.sum(lj * y, axis=-1)) / _entry(lj, j)
-        return jax.lax.dynamic_update_index_in_dim(y, yj[..., None], j, axis=-1)
+    def downdate(s, carry):
+        p, corr = carry
+        live = (s < count)[:, None]  # (b, 1): the row has an s-th gap
+        j = jnp.broadcast_to(order[:, s][:, None, None, None], p.shape[:-1] + (1,))
+        col = jnp.take_along_axis(p, j, axis=-1)[..., 0]  # p[..., :, j] (b, m, d)
+        pjj = jnp.take_along_axis(col, j[..., 0, :], axis=-1)[..., 0]  # (b, m)
+        pjj = jnp.where(live, pjj, 1.0)
+        col = jnp.where(live[..., None], col, 0.0)
+        return p - col[..., :, None] * (col / pjj[..., None])[..., None, :], corr + jnp.log(pjj)
 
-    return jax.lax.fori_loop(0, d, step, jnp.zeros(jnp.broadcast_shapes(low.shape[:-1], r.shape), r.dtype))
+    def slot(s, carry):
+        return jax.lax.cond(s < most, downdate, lambda _, c: c, s, carry)
+
+    p, corr = jax.lax.fori_loop(0, d, slot, (p0, jnp.zeros(p0.shape[:2], p0.dtype)))
+    return p * (o[:, None, :, None] * o[:, None, None, :]), corr
 
 
-def solve_lower_t(low: jax.Array, y: jax.Array) -> jax.Array:
-    """``low^{-T} y`` for lower-triangular ``low`` (..., d, d) and ``y`` (..., d), by back
-    substitution in plain array operations (see :func:`cholesky`)."""
-    d = low.shape[-1]
-
-    def step(i, x):
-        j = d - 1 - i
-        col = _entry(low, j)  # low[..., :, j]
-        xj = (_entry(y, j) - jnp.sum(col * x, axis=-1)) / _entry(col, j)
-        return jax.lax.dynamic_update_index_in_dim(x, xj[..., None], j, axis=-1)
-
-    return jax.lax.fori_loop(0, d, step, jnp.zeros(jnp.broadcast_shapes(low.shape[:-1], y.shape), y.dtype))
+def apply_observed(p_o: jax.Array, r: jax.Array) -> jax.Array:
+    """``Sigma_oo^{-1} r`` (b, n, d) for :func:`observed_precision`'s ``p_o`` (b, n or 1, d,
+    d) and vectors ``r`` (b, n, d) (a shared ``p_o`` is not copied per component)."""
+    if p_o.shape[1] == 1:
+        return jnp.einsum("bde,bne->bnd", p_o[:, 0], r)
+    return jnp.einsum("bnde,bne->bnd", p_o, r)
 
 
 def inverse_lower(low: jax.Array) -> jax.Array:
@@ -425,7 +419,7 @@ class _Cholesky(Covariance):
         return cov + mu[:, :, None] * mu[:, None, :]
 
     def block_width_observed(self, n, d):
-        return n * d * d  # a Cholesky factor per row and component
+        return n * d * d  # the observed block's precision per row and component
 
     def _plain_inverse(self, params, d: int) -> jax.Array:
         """:meth:`_inverse` (the covariances from the precision factors) by plain
@@ -437,45 +431,38 @@ class _Cholesky(Covariance):
         return jnp.swapaxes(inv_u, -1, -2) @ inv_u  # U^{-T} U^{-1} = (U U^T)^{-1}
 
     def _own_matrices(self, params, means: jax.Array) -> jax.Array:
-        """The covariance matrices the gap-filled factors are taken of: (n, d, d) one per
-        component, or (1, d, d) when all components share one (tied: one factor per row)."""
+        """The covariance matrices of the M-step's conditional moments: (n, d, d) one per
+        component, or (1, d, d) when all components share one (tied: one observed-block
+        precision per row)."""
         return self._plain_inverse(params, means.shape[-1])
 
     def logits_observed(self, x0, o, means, lw, params):
-        # per row (and component, unless shared), the covariance with the gaps' rows and
-        # columns replaced by the identity's: its Cholesky factor gives the observed
-        # marginal's quadratic form and log-determinant exactly (the identity block adds 0)
+        # per row (and component, unless shared), the precision of the observed marginal by
+        # one Schur complement per gap (observed_precision): its quadratic form, and the
+        # log-determinant as the full one's plus the pivots'
         d = means.shape[-1]
-        sigma = self._own_matrices(params, means)  # (n or 1, d, d)
-        both = o[..., None, :, None] * o[..., None, None, :]  # (b, 1, d, d)
-        gaps = jnp.eye(d, dtype=x0.dtype) * (1.0 - o)[..., None, None, :]
-        low = cholesky(sigma * both + gaps)  # (b, n or 1, d, d)
-        r = (x0[..., None, :] - means) * o[..., None, :]  # (b, n, d), 0 in the gaps
-        y = solve_lower(low, r)
-        quad = jnp.sum(y**2, axis=-1)
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), axis=-1)
+        u = precision_cholesky(params).reshape((-1, d, d))  # (n or 1, d, d)
+        p_o, corr = observed_precision(u @ jnp.swapaxes(u, -1, -2), o)  # (b, n or 1, d, d)
         seen = jnp.sum(o, axis=-1, keepdims=True)
-        return Logits(lw - 0.5 * (seen * LOG_2PI + logdet + quad), None, (low, y))
+        logdet = corr - 2.0 * jnp.sum(jnp.log(jnp.diagonal(u, axis1=-2, axis2=-1)), axis=-1)  # log det Sigma_oo
+        logdet = jnp.where(seen > 0, logdet, 0.0)  # nothing observed: exactly 0, not the rounding
+        r = (x0[..., None, :] - means) * o[..., None, :]  # (b, n, d), 0 in the gaps
+        alpha = apply_observed(p_o, r)  # Sigma_oo^{-1} (x - mu), 0 in the gaps
+        quad = jnp.sum(r * alpha, axis=-1)
+        return Logits(lw - 0.5 * (seen * LOG_2PI + logdet + quad), None, (p_o, r, alpha, logdet))
 
     def _moments_observed(self, wr, o, logits, means, params):
         """``(s1, S2)``: per component ``sum wr xhat`` (n, d) and ``sum wr (xhat xhat^T + C)``
         (n, d, d), ``xhat = mu + Sigma A (x - mu)`` and ``C = Sigma - Sigma A Sigma`` with
         ``A`` the observed block's precision, 0 in the gaps."""
         n, d = means.shape
-        low, y = logits.feats
+        p_o, _, alpha, _ = logits.feats
         sigma = jnp.broadcast_to(self._own_matrices(params, means), (n, d, d))
-        alpha = solve_lower_t(low, y)  # A (x - mu), (b, n, d)
         xhat = means + jnp.einsum("nde,bne->bnd", sigma, alpha)
-        inv_low = inverse_lower(low)  # L^{-1}
-        # sum_b wr A with A = L^{-T} L^{-1} minus the gaps' identity (the inverse of the
-        # gap-filled covariance, 0 in the gaps): one contraction over rows and L's rows,
-        # A itself never formed per row and component
-        if inv_low.shape[1] == 1:  # one factor per row, shared by the components
-            a = jnp.swapaxes(inv_low[:, 0], -1, -2) @ inv_low[:, 0]  # (b, d, d)
-            w_a = jnp.einsum("bn,bde->nde", wr, a)
+        if p_o.shape[1] == 1:  # one precision per row, shared by the components
+            w_a = jnp.einsum("bn,bde->nde", wr, p_o[:, 0])
         else:
-            w_a = jnp.einsum("bnkd,bnke->nde", wr[..., None, None] * inv_low, inv_low)
-        w_a = w_a - jnp.einsum("bn,bd->nd", wr, 1.0 - o)[:, :, None] * jnp.eye(d)
+            w_a = jnp.einsum("bn,bnde->nde", wr, p_o)
         s1 = jnp.einsum("bn,bnd->nd", wr, xhat)
         mass = jnp.sum(wr, axis=0)
         s2 = jnp.einsum("bn,bnd,bne->nde", wr, xhat, xhat) + mass[:, None, None] * sigma - sigma @ w_a @ sigma

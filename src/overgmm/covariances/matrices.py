@@ -145,7 +145,7 @@ class Tied(_Cholesky):
         return s1, jnp.sum(s2, axis=0)  # pooled over the components
 
     def _own_matrices(self, params, means):
-        return self._plain_inverse(params, means.shape[-1])[None]  # one gap-filled factor per row
+        return self._plain_inverse(params, means.shape[-1])[None]  # one matrix, shared by the components
 
     def block_width_observed(self, n, d):
         return n * d + d * d

@@ -195,6 +195,8 @@ def main():
     )
     args = p.parse_args()
     rows = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for name in args.data:
         X = DATA[name]()
         X = X[:, X.std(0) > 0].astype(np.float64)
@@ -202,10 +204,8 @@ def main():
         for rate in args.rates:
             for seed in range(args.splits):
                 rows += run_one(name, X, rate, seed, args.fixed_structure)
+        pd.DataFrame(rows).to_csv(out / "missing_values.csv", index=False)  # a crash later loses nothing
     df = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "missing_values.csv", index=False)
     table = df.groupby(["data", "rate", "method"], sort=False)[["heldout_ll", "var_ratio", "k", "seconds"]].median()
     table.to_csv(out / "missing_values_median.csv")
     print("\nmedians over the splits:\n" + table.to_string(float_format=lambda v: f"{v:.4f}"))

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from overgmm import _mappings
 from overgmm import _validation as v
 from overgmm._exported import persistent
 from overgmm.algorithms.base import Algorithm, Method, State
@@ -271,7 +272,16 @@ def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
 _CACHE_LOCK = threading.Lock()  # precompile_solve_batch may run in a background thread
 
 
+def _release_loops() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+_mappings.on_release(_release_loops)
+
+
 def _compiled(kind: str, method: Method, batched: bool, batched_problem: bool, *settings, compiler_options=None):
+    _mappings.release_if_crowded()  # a long session's programs, before the process runs out of mappings
     with _CACHE_LOCK:
         return _compiled_locked(kind, method, batched, batched_problem, *settings, compiler_options=compiler_options)
 

@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from overgmm import chunks, rounding
+from overgmm import _mappings, chunks, rounding
 from overgmm import covariances as C
 from overgmm.estimator import _auto as A
 from overgmm.estimator import _checks, _persist
@@ -352,6 +352,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         -------
         self : OverparamGMM
         """
+        _mappings.release_if_crowded()  # see overgmm._mappings: a long session of many shapes
         self._check_params()
         for stale in ("_grid_part", "_base_floor"):  # partial_fit's, from an earlier model
             self.__dict__.pop(stale, None)
@@ -483,6 +484,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         -------
         self : OverparamGMM
         """
+        _mappings.release_if_crowded()
         first = not hasattr(self, "_student")
         if first:
             self._check_params()

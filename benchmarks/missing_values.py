@@ -171,7 +171,7 @@ def run_one(name, X, rate, seed=0, fixed=False):
     if len(complete) > 2 * X.shape[1]:
         book("complete rows + GMM(full)+BIC", sk(complete))
     if fixed:  # the reference's type and k, no merges: the loss of the gaps at a fixed structure
-        ref = rows[0]["est"]
+        ref = rows[0]["est"]  # the reference is booked first
         kind = "full" if ref.covariance_type_ == "rotated" else ref.covariance_type_  # rotated: no gaps
         kw = dict(n_components=ref.n_components_, covariance_type=kind, merge_tol=0.0)
         book("fixed type & k, no gaps", ours(tr, **kw))

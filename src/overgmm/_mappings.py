@@ -6,7 +6,8 @@ sets, a user's loop, a test worker) gains about 7000 mappings per new data shape
 the default fit, and XLA aborts, a native crash, once the process reaches the kernel's
 limit (``vm.max_map_count``, 65530 by default): measured, a benchmark over ten data sets
 died on the eighth. :func:`release_if_crowded`, called as a fit begins and whenever the
-driver fetches a compiled loop (counted at most every :data:`EVERY` seconds), drops JAX's in-memory caches (and the loops registered with :func:`on_release`)
+driver fetches a compiled loop (counted at most every :data:`EVERY` seconds), drops
+JAX's in-memory caches (and the loops registered with :func:`on_release`)
 once the process holds more than half the limit; the programs are compiled again when
 next needed, or read from the persistent compilation cache
 (:mod:`overgmm._compilation_cache`). Linux only (elsewhere nothing is counted)."""

@@ -82,8 +82,9 @@ def _loss_of_merge(others: jax.Array, t: jax.Array) -> jax.Array:
 
 
 def _logaddexp(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``log(exp(a) + exp(b))`` elementwise (``-inf`` where both are): ``jnp.logaddexp``
-    without its special-value branches, which made it 5-10x slower on XLA:CPU."""
+    """``log(exp(a) + exp(b))`` elementwise for finite or ``-inf`` log-densities (``-inf``
+    where both are; no ``+inf`` or NaN handling): ``jnp.logaddexp`` without its special-value
+    branches, which made it 5-10x slower on XLA:CPU."""
     top = jnp.maximum(a, b)
     top = jnp.where(jnp.isfinite(top), top, 0.0)
     return top + jnp.log(jnp.exp(a - top) + jnp.exp(b - top))

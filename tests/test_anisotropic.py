@@ -1,9 +1,11 @@
 """The anisotropic rule's frame (:func:`overgmm.anisotropic.rotated_basis`): its mild axes
 depend on the span and the teacher only, never on the basis an SVD happened to return."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from overgmm import anisotropic
 from overgmm.anisotropic import _dct, rotated_basis
 
 
@@ -32,3 +34,24 @@ def test_axis_aligned_mild_axes_are_the_dct_mixed_coordinate_axes_despite_near_t
             t[:, axis] = [-3e-7, 3e-7]  # that axis comes out a hair shorter off the sharp span
         got = np.asarray(rotated_basis(jnp.eye(d), jnp.asarray(t), 1))[:, 1:]
         assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_sum_over_centres_stored_and_rematerialized_agree(monkeypatch):
+    # all centres vectorized (what the gradient needs kept) or one at a time, recomputed
+    rng = np.random.default_rng(0)
+    z, mu = jnp.asarray(rng.normal(size=(50, 2))), jnp.asarray(rng.normal(size=(4, 2)))
+    centres = (jnp.asarray(rng.normal(size=(3, 2))), jnp.asarray([-0.3, -1.2, -2.0]))
+
+    def total(m):
+        def per_centre(item):
+            x = item[0] + z
+            return jnp.sum(jnp.exp(item[1]) * jax.nn.logsumexp(-0.5 * jnp.sum((x[:, None] - m) ** 2, -1), axis=1))
+
+        return anisotropic.sum_over_centres(per_centre, centres, 50, 4)
+
+    stored = jax.jit(jax.value_and_grad(total))(mu)
+    monkeypatch.setattr(anisotropic, "STORED_ENTRIES", 3 * 50 * 4 - 1)
+    remat = jax.jit(jax.value_and_grad(total))(mu)
+    np.testing.assert_allclose(stored[0], remat[0], rtol=1e-14)
+    np.testing.assert_allclose(stored[1], remat[1], rtol=1e-12)
+    assert "remat" in str(jax.make_jaxpr(jax.grad(total))(mu))  # the rematerialized branch was taken

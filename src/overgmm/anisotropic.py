@@ -32,6 +32,22 @@ from overgmm.mixture import Mixture
 # quadrature nodes whose weight is below this cannot matter at float64 precision: dropped
 # (the one threshold of every rule; expectations.py uses it too)
 PRUNE_BELOW = 1e-18
+# centres x nodes x components up to which the sum over centres keeps what the gradient
+# needs (one pass forward, one back: value and gradient 1.5-1.8x faster on W1's rule,
+# 50k nodes x 23 components); above it, each centre is recomputed in the backward pass
+# (memory of one centre, not of all)
+STORED_ENTRIES = 1 << 22
+
+
+def sum_over_centres(per_centre, items, n_nodes: int, n_components: int) -> jax.Array:
+    """``sum_c per_centre(items[c])`` over the leading axis of ``items``: all centres in one
+    vectorized call when ``centres * n_nodes * n_components`` is at most
+    :data:`STORED_ENTRIES`, else one centre at a time, rematerialized under
+    differentiation (the one rule of every quadrature; expectations.py uses it too)."""
+    centres = jax.tree_util.tree_leaves(items)[0].shape[0]
+    if centres * n_nodes * n_components <= STORED_ENTRIES:
+        return jnp.sum(jax.vmap(per_centre)(items), axis=0)
+    return jnp.sum(jax.lax.map(jax.checkpoint(per_centre), items), axis=0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -130,6 +146,7 @@ def anisotropic_mean(
     teacher centres on the ``sharp`` rule in the rotated frame, student centres on the
     ``coarse`` rule, node weights ``p*/q`` with ``q = (1 - share) p* + share p_theta``."""
     qr = rotated_basis(q, teacher.means, s)
+    width = teacher.n_components + (0 if student is None else student.n_components)  # components per node
     zs = jnp.asarray(sharp[0]) @ qr.T
     lws = jnp.asarray(np.log(sharp[1]))
     t_lw = teacher.log_weights - logsumexp(teacher.log_weights)
@@ -140,8 +157,7 @@ def anisotropic_mean(
         return jnp.tensordot(jnp.exp(log_w), f(x), axes=1)
 
     if not (importance and student is not None):
-        vals = jax.lax.map(jax.checkpoint(lambda it: reduce(it[0] + zs, it[1] + lws)), (teacher.means, t_lw))
-        return jnp.sum(vals, axis=0)
+        return sum_over_centres(lambda it: reduce(it[0] + zs, it[1] + lws), (teacher.means, t_lw), len(lws), width)
 
     st = jax.lax.stop_gradient(student)
     s_lw = st.log_weights - logsumexp(st.log_weights)
@@ -157,8 +173,9 @@ def anisotropic_mean(
             x = c + z
             return reduce(x, la + lw + t_const.log_prob(x) - q_mix.log_prob(x))
 
-        return jax.checkpoint(one)
+        return one
 
-    vt = jax.lax.map(per(zs, lws), (teacher.means, jax.lax.stop_gradient(la_t)))
-    vs = jax.lax.map(per(zc, lwc), (st.means, la_s))
-    return jnp.sum(vt, axis=0) + jnp.sum(vs, axis=0)
+    # the integrand and the defensive weights evaluate both mixtures at every node
+    vt = sum_over_centres(per(zs, lws), (teacher.means, jax.lax.stop_gradient(la_t)), len(lws), 2 * width)
+    vs = sum_over_centres(per(zc, lwc), (st.means, la_s), len(lwc), 2 * width)
+    return vt + vs

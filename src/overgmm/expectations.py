@@ -358,8 +358,10 @@ def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importanc
             return jnp.sum(f(x, log_w), axis=0)
         return jnp.tensordot(jnp.exp(log_w), f(x), axes=1)
 
-    vals = jax.lax.map(jax.checkpoint(per_centre), items)
-    return jnp.sum(vals, axis=0), resid
+    width = teacher.n_components + (0 if student is None else student.n_components)  # components per node
+    if importance and student is not None:
+        width *= 2  # the defensive weights evaluate both mixtures as well
+    return anisotropic.sum_over_centres(per_centre, items, len(z_np), width), resid
 
 
 def _student_rule(r: int, coarser: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -43,26 +43,6 @@ def test_batch_equals_single_runs():
         np.testing.assert_allclose(batch["loss"][b], single["loss"], rtol=1e-12)
 
 
-def test_trials_looped_in_groups_equal_the_vectorized_batch(monkeypatch):
-    # on CPU a batch whose largest array per step is large runs in groups, one after another
-    problem = og.Problem.population(TEACHER)
-    one = og.driver._trajectory(og.gradient_em(problem, 0.8).method, 12, 4, og.driver.ACTIVE_THRESHOLD, ())
-    largest = og.driver._largest_array(problem, students(1)[0], jax.random.key(0))
-    assert largest >= 201 * 5  # the default 1-D rule's 201 nodes at 2 + 3 components, at least
-    ss, keys = og.stack(students(5)), jax.random.split(jax.random.key(1), 5)
-    want = jax.jit(og.driver._over_trials(one, (None, 0, 0), looped=False))(problem, ss, keys)
-    # groups of 2 trials, one group after another, and a remainder of 1
-    monkeypatch.setattr(og.driver, "VECTOR_ENTRIES", 2 * largest)
-    got = jax.jit(og.driver._over_trials(one, (None, 0, 0), looped=True))(problem, ss, keys)
-    np.testing.assert_allclose(got[0]["loss"], want[0]["loss"], rtol=1e-12)
-    # every record, the final states and statuses: the same to rounding (small quantities
-    # such as a converged dispersion to their absolute rounding)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, b = jax.random.key_data(a), jax.random.key_data(b)
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-15)
-
-
 def test_non_finite_run_keeps_history_and_warns():
     X = np.array([[0.0], [1.0], [2.0]])
     problem = og.Problem.from_data(X)

@@ -33,21 +33,21 @@ from overgmm.mixture import Mixture
 # (the one threshold of every rule; expectations.py uses it too)
 PRUNE_BELOW = 1e-18
 # centres x nodes x components up to which the sum over centres keeps what the gradient
-# needs (one pass forward, one back: value and gradient 1.5-1.8x faster on W1's rule,
-# 50k nodes x 23 components); above it, each centre is recomputed in the backward pass
-# (memory of one centre, not of all)
+# needs (one pass forward, one back: W1's value and gradient, 50k nodes x 23 components,
+# 1.5x faster); above it each centre is recomputed in the backward pass (the memory of
+# one centre, not of all)
 STORED_ENTRIES = 1 << 22
 
 
 def sum_over_centres(per_centre, items, n_nodes: int, n_components: int) -> jax.Array:
-    """``sum_c per_centre(items[c])`` over the leading axis of ``items``: all centres in one
-    vectorized call when ``centres * n_nodes * n_components`` is at most
-    :data:`STORED_ENTRIES`, else one centre at a time, rematerialized under
-    differentiation (the one rule of every quadrature; expectations.py uses it too)."""
+    """``sum_c per_centre(items[c])`` over the leading axis of ``items``, one centre at a
+    time (``jax.lax.map``: one primitive, also when differentiated eagerly); rematerialized
+    under differentiation when ``centres * n_nodes * n_components`` exceeds
+    :data:`STORED_ENTRIES` (the one rule of every quadrature; expectations.py uses it too)."""
     centres = jax.tree_util.tree_leaves(items)[0].shape[0]
-    if centres * n_nodes * n_components <= STORED_ENTRIES:
-        return jnp.sum(jax.vmap(per_centre)(items), axis=0)
-    return jnp.sum(jax.lax.map(jax.checkpoint(per_centre), items), axis=0)
+    if centres * n_nodes * n_components > STORED_ENTRIES:
+        per_centre = jax.checkpoint(per_centre)
+    return jnp.sum(jax.lax.map(per_centre, items), axis=0)
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import threading
 import warnings
 from typing import NamedTuple
@@ -270,57 +269,6 @@ def _solver(method: Method, max_steps: int, record: tuple[str, ...]):
     return one
 
 
-# entries of the largest array that the trials vectorized together may build per step
-VECTOR_ENTRIES = 1 << 20
-
-
-def _largest_array(problem, student: Mixture, key: jax.Array) -> int:
-    """Entries of the largest array that one evaluation of ``problem.loss`` builds for one
-    trial (abstract shapes only: traced, never run)."""
-    jaxpr = jax.make_jaxpr(lambda p, s, k: p.loss(s, k))(problem, student, key)
-    largest, todo = 1, [jaxpr.jaxpr]
-    while todo:
-        j = todo.pop()
-        for eqn in j.eqns:
-            for var in eqn.outvars:
-                largest = max(largest, math.prod(getattr(var.aval, "shape", ())))
-            for param in eqn.params.values():
-                for sub in param if isinstance(param, (tuple, list)) else (param,):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        todo.append(inner)
-    return largest
-
-
-def _over_trials(one, in_axes: tuple, looped: bool):
-    """``one`` over a batch of trials (``in_axes``: 0 batched, None shared): ``jax.vmap``,
-    or with ``looped`` (CPU) vectorized in groups whose largest array per step stays within
-    :data:`VECTOR_ENTRIES`, one group after another (``jax.lax.map(batch_size=...)``). A
-    batch vectorized whole moves every trial's working set through memory at each step:
-    W1's KL value and gradient (50k nodes x 23 components, 1.2M entries) took 16-20 ms per
-    trial over 5-16 trials against 9-10 ms one at a time (one core); small trials (X4's
-    5 components on 1e4 points) keep the whole batch in one vector."""
-    if not looped:
-        return jax.vmap(one, in_axes=in_axes)
-
-    def trials(*args):
-        batched = tuple(a for a, ax in zip(args, in_axes, strict=True) if ax == 0)
-
-        def full(items):
-            it = iter(items)
-            return [next(it) if ax == 0 else a for a, ax in zip(args, in_axes, strict=True)]
-
-        b = jax.tree_util.tree_leaves(batched)[0].shape[0]
-        first = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), batched)
-        shared = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), full(first))
-        group = max(1, VECTOR_ENTRIES // _largest_array(*shared))
-        if group >= b:
-            return jax.vmap(one, in_axes=in_axes)(*args)
-        return jax.lax.map(lambda items: one(*full(items)), batched, batch_size=group)
-
-    return trials
-
-
 _CACHE_LOCK = threading.Lock()  # precompile_solve_batch may run in a background thread
 
 
@@ -348,7 +296,7 @@ def _compiled_locked(kind: str, method: Method, batched: bool, batched_problem: 
         one = _trajectory(method, *settings) if kind == "run" else _solver(method, *settings)
         if batched:
             in_axes = (0 if batched_problem else None, 0, 0) + ((None,) if kind == "solve" else ())
-            one = _over_trials(one, in_axes, looped=kind == "run" and jax.default_backend() == "cpu")
+            one = jax.vmap(one, in_axes=in_axes)
         # exported on first use (overgmm._exported): a new process loads it instead of tracing
         fn = _CACHE[cache_key] = persistent(one, f"driver.{cache_key!r}", compiler_options=dict(options) or None)
         while len(_CACHE) > CACHE_SIZE:
@@ -467,8 +415,7 @@ def run_batch(
     record=(),
     problems=None,
 ) -> History:
-    """Run a batch of independent trials in one compiled call (``vmap`` on accelerators;
-    on CPU one trial after another inside the program, faster per trial there).
+    """Run a batch of independent trials in one compiled ``vmap`` call.
 
     Args:
       students: a :class:`~overgmm.Mixture` whose arrays carry a leading batch axis

@@ -33,10 +33,11 @@ from overgmm.mixture import Mixture
 # (the one threshold of every rule; expectations.py uses it too)
 PRUNE_BELOW = 1e-18
 # centres x nodes x components up to which the sum over centres keeps what the gradient
-# needs (one pass forward, one back: W1's value and gradient, 50k nodes x 23 components,
-# 1.5x faster); above it each centre is recomputed in the backward pass (the memory of
-# one centre, not of all)
-STORED_ENTRIES = 1 << 22
+# needs instead of recomputing each centre in the backward pass: W1's value and gradient
+# (3 centres x 16875 nodes x 23 components, 1.16M entries) 1.2x faster on one thread,
+# 1.3x on two, for about 31 bytes per entry kept (a batch of 32 such trials peaks at
+# 1.9 GB against 0.76 GB); above it, the memory of one centre, not of all
+STORED_ENTRIES = 1 << 21
 
 
 def sum_over_centres(per_centre, items, n_nodes: int, n_components: int) -> jax.Array:

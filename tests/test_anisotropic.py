@@ -1,5 +1,7 @@
 """The anisotropic rule's frame (:func:`overgmm.anisotropic.rotated_basis`): its mild axes
-depend on the span and the teacher only, never on the basis an SVD happened to return."""
+depend on the span and the teacher only, never on the basis an SVD happened to return. The
+sum over centres of every rule (:func:`overgmm.anisotropic.sum_over_centres`): kept or
+recomputed for the gradient, the same value and gradient."""
 
 import jax
 import jax.numpy as jnp

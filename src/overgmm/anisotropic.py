@@ -40,6 +40,13 @@ PRUNE_BELOW = 1e-18
 STORED_ENTRIES = 1 << 21
 
 
+def components_per_node(teacher: Mixture, student: Mixture | None, defensive: bool) -> int:
+    """The components an integrand evaluates at each node (both mixtures), twice that with
+    ``defensive`` node weights (which evaluate both again): :func:`sum_over_centres`' width."""
+    width = teacher.n_components + (0 if student is None else student.n_components)
+    return 2 * width if defensive else width
+
+
 def sum_over_centres(per_centre, items, n_nodes: int, n_components: int) -> jax.Array:
     """``sum_c per_centre(items[c])`` over the leading axis of ``items``, one centre at a
     time (``jax.lax.map``: one primitive, also when differentiated eagerly); rematerialized
@@ -147,7 +154,6 @@ def anisotropic_mean(
     teacher centres on the ``sharp`` rule in the rotated frame, student centres on the
     ``coarse`` rule, node weights ``p*/q`` with ``q = (1 - share) p* + share p_theta``."""
     qr = rotated_basis(q, teacher.means, s)
-    width = teacher.n_components + (0 if student is None else student.n_components)  # components per node
     zs = jnp.asarray(sharp[0]) @ qr.T
     lws = jnp.asarray(np.log(sharp[1]))
     t_lw = teacher.log_weights - logsumexp(teacher.log_weights)
@@ -158,6 +164,7 @@ def anisotropic_mean(
         return jnp.tensordot(jnp.exp(log_w), f(x), axes=1)
 
     if not (importance and student is not None):
+        width = components_per_node(teacher, student, defensive=False)
         return sum_over_centres(lambda it: reduce(it[0] + zs, it[1] + lws), (teacher.means, t_lw), len(lws), width)
 
     st = jax.lax.stop_gradient(student)
@@ -176,7 +183,7 @@ def anisotropic_mean(
 
         return one
 
-    # the integrand and the defensive weights evaluate both mixtures at every node
-    vt = sum_over_centres(per(zs, lws), (teacher.means, jax.lax.stop_gradient(la_t)), len(lws), 2 * width)
-    vs = sum_over_centres(per(zc, lwc), (st.means, la_s), len(lwc), 2 * width)
+    width = components_per_node(teacher, student, defensive=True)
+    vt = sum_over_centres(per(zs, lws), (teacher.means, jax.lax.stop_gradient(la_t)), len(lws), width)
+    vs = sum_over_centres(per(zc, lwc), (st.means, la_s), len(lwc), width)
     return vt + vs

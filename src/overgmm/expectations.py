@@ -358,9 +358,7 @@ def _quadrature_mean(f, teacher, student, backend: Quadrature, r: int, importanc
             return jnp.sum(f(x, log_w), axis=0)
         return jnp.tensordot(jnp.exp(log_w), f(x), axes=1)
 
-    width = teacher.n_components + (0 if student is None else student.n_components)  # components per node
-    if importance and student is not None:
-        width *= 2  # the defensive weights evaluate both mixtures as well
+    width = anisotropic.components_per_node(teacher, student, defensive=importance and student is not None)
     return anisotropic.sum_over_centres(per_centre, items, len(z_np), width), resid
 
 

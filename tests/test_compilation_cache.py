@@ -54,7 +54,40 @@ def test_the_cache_is_overgmms_atomic_one(tmp_path):
     )
     full = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-c", script], env=full, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "AtomicFileCache"
+    assert out.stdout.strip() == "JaxCache"
+
+
+FRESH = """
+import os, sys
+import jax, jax.numpy as jnp
+import overgmm
+from overgmm._compilation_cache import fresh_compilation
+def count():
+    return sum(1 for p in os.listdir(sys.argv[1]) if p.endswith("-ogc"))
+before = count()
+with fresh_compilation() as fresh:
+    jax.jit(lambda x: x * 3.0 + 1.0).lower(jnp.ones(5)).compile()
+inside = count()
+jax.jit(lambda x: x * 5.0 + 2.0).lower(jnp.ones(5)).compile()
+print(fresh, inside - before, count() - inside)
+"""
+
+
+def test_a_fresh_compilation_skips_jax_s_cache(tmp_path):
+    """Inside fresh_compilation nothing is read from or written to JAX's cache (what
+    overgmm._executables stores must be compiled, not loaded); outside, as before."""
+    env = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH, str(tmp_path / "cache")], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "0", "1"]
+    # a folder the user configured is JAX's own cache: nothing is promised there
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "theirs")}
+    (tmp_path / "theirs").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH, str(tmp_path / "theirs")], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[0] == "False"
 
 
 FITS = """
@@ -86,8 +119,9 @@ def test_four_processes_share_an_empty_cache(tmp_path):
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()[-2000:]
         assert out.decode().strip().endswith("ok")
-    entries = [p for p in (tmp_path / "cache").iterdir() if p.name.endswith("-ogc")]
+    entries = [p for p in (tmp_path / "cache").rglob("*") if p.name.endswith("-ogc")]
     assert entries and all(unpack(p.read_bytes()) is not None for p in entries)
+    assert any(p.parent.name == "executables" for p in entries)  # the stored programs too
     # a fifth process reads them all back and fits the same way
     out = subprocess.run([sys.executable, "-c", FITS, "9"], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
@@ -99,7 +133,7 @@ import overgmm as og
 from overgmm import init as initialisation
 from overgmm.estimator import _fit as F
 from overgmm.estimator._precompile import Precompiler
-folder = sys.argv[1]
+folder = os.path.join(sys.argv[1], "executables")  # the stored programs (overgmm._executables)
 entries = lambda: {p for p in os.listdir(folder) if not p.startswith(".tmp-")}
 rng = np.random.default_rng(0)
 Zp, wp = F.pad_rows(rng.normal(size=(150, 3)), np.full(150, 1 / 150))
@@ -114,7 +148,7 @@ pre.close()
 full = F.host(F._with_covariances(ident, Zp, wp, prob.floor, kind="full"))
 before = entries()
 sol = engine.solve(full, keys, 300, 1e-6)           # solver, summary and merge of "full":
-final = F.host(sol.final.student)                   # all found in the cache
+final = F.host(sol.final.student)                   # all held already
 engine.summary(final)
 engine.merge(final, 0.01)
 print(len(before), len(entries() - before), int(np.max(sol.n_steps)))

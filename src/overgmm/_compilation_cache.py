@@ -20,9 +20,12 @@ test suite's workers, Dask workers, users' scripts) can share one folder from em
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -83,9 +86,11 @@ class AtomicFileCache:
             return None
         return unpack(blob)
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: bytes, replace: bool = False) -> None:
+        """Store ``value`` under ``key``; an intact entry already there is kept, unless
+        ``replace`` (a stored value its reader could not use)."""
         target = self._file(key)
-        if target.exists() and self.get(key) is not None:
+        if not replace and target.exists() and self.get(key) is not None:
             return
         try:
             fd, tmp = tempfile.mkstemp(dir=self._path, prefix=".tmp-")
@@ -102,13 +107,52 @@ class AtomicFileCache:
                 pass
 
 
+_THREAD = threading.local()
+
+
+class JaxCache(AtomicFileCache):
+    """The :class:`AtomicFileCache` installed as JAX's persistent cache: skipped by the
+    compilations of a thread inside :func:`fresh_compilation`."""
+
+    def get(self, key: str) -> bytes | None:
+        return None if getattr(_THREAD, "fresh", False) else super().get(key)
+
+    def put(self, key: str, value: bytes, replace: bool = False) -> None:
+        if not getattr(_THREAD, "fresh", False):
+            super().put(key, value, replace)
+
+
+@contextlib.contextmanager
+def fresh_compilation() -> Iterator[bool]:
+    """Within it, this thread's compilations neither read nor write JAX's persistent cache:
+    every executable is compiled, none loaded. An executable that JAX loaded from its cache
+    does not serialize whole (XLA:CPU keeps no object code for it: loaded again, it fails
+    with "Function ... not found"), so :mod:`overgmm._executables` stores only programs
+    compiled here. Yields whether that holds: False where JAX's cache is not overgmm's
+    (a folder the user configured, or JAX's internals moved)."""
+    try:
+        from jax._src import compilation_cache as cc
+
+        ours = isinstance(cc._cache, JaxCache)
+    except (ImportError, AttributeError):  # pragma: no cover - another JAX layout
+        ours = False
+    if not ours:
+        yield False
+        return
+    _THREAD.fresh = True
+    try:
+        yield True
+    finally:
+        _THREAD.fresh = False
+
+
 def _install(path: Path) -> bool:
-    """Make :class:`AtomicFileCache` JAX's persistent cache (JAX internals; False if they moved)."""
+    """Make :class:`JaxCache` JAX's persistent cache (JAX internals; False if they moved)."""
     try:
         from jax._src import compilation_cache as cc
 
         with cc._cache_initialized_mutex:
-            cc._cache = AtomicFileCache(path)  # type: ignore[assignment]  # duck-typed CacheInterface
+            cc._cache = JaxCache(path)  # type: ignore[assignment]  # duck-typed CacheInterface
             cc._cache_initialized = True
     except (ImportError, AttributeError):  # pragma: no cover - another JAX layout
         return False

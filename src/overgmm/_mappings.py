@@ -52,7 +52,13 @@ def release_if_crowded(share: float = SHARE, every: float = EVERY) -> bool:
     counted = map_count()
     if counted is None or counted[0] <= share * counted[1]:
         return False
+    release()
+    return True
+
+
+def release() -> None:
+    """Drop every compiled program this process holds now: JAX's in-memory caches and the
+    ones registered with :func:`on_release`."""
     for hook in _HOOKS:
         hook()
     jax.clear_caches()
-    return True

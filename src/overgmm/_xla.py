@@ -28,7 +28,7 @@ from typing import Any
 import jax
 
 from overgmm._eager import traced
-from overgmm._exported import persistent
+from overgmm._executables import persistent
 
 SMALL_ROWS = 1 << 13
 # programs run a few times per fit (the starting students, the summary, the merge round,
@@ -58,8 +58,8 @@ def jit_by_rows(
     :data:`LIGHT_ROWS`), XLA's defaults otherwise; called under a transformation, the plain
     ``jax.jit`` (compiler options belong to the outer program). ``lower`` and
     ``_cache_size`` follow jit's; ``fast`` and ``full`` are the two builds. Each build is
-    :func:`overgmm._exported.persistent` (``name``: as there), so a new process loads
-    its programs instead of tracing them."""
+    :func:`overgmm._executables.persistent` (``name``: as there), so a new process loads
+    its programs compiled instead of tracing them."""
 
     limit = LIGHT_ROWS if light else None
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from overgmm import _mappings
 from overgmm import _validation as v
-from overgmm._exported import persistent
+from overgmm._executables import persistent
 from overgmm.algorithms.base import Algorithm, Method, State
 from overgmm.measures import ACTIVE_THRESHOLD, student_measures, teacher_measures
 from overgmm.mixture import Mixture
@@ -297,7 +297,7 @@ def _compiled_locked(kind: str, method: Method, batched: bool, batched_problem: 
         if batched:
             in_axes = (0 if batched_problem else None, 0, 0) + ((None,) if kind == "solve" else ())
             one = jax.vmap(one, in_axes=in_axes)
-        # exported on first use (overgmm._exported): a new process loads it instead of tracing
+        # stored on first use (overgmm._executables): a new process loads it compiled
         fn = _CACHE[cache_key] = persistent(one, f"driver.{cache_key!r}", compiler_options=dict(options) or None)
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)

@@ -1,5 +1,5 @@
-"""Exported programs in the cache folder (overgmm._exported): what is stored, what is
-loaded, and that a loaded program computes what the traced one does."""
+"""Compiled programs in the cache folder (overgmm._executables): what is stored, what is
+loaded, and that a loaded program computes what the compiled one does."""
 
 import json
 import os
@@ -11,13 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from overgmm import _exported as E
+from overgmm import _executables as E
+from overgmm import _mappings
 from overgmm._compilation_cache import AtomicFileCache
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    s = AtomicFileCache(tmp_path / "exported")
+    s = AtomicFileCache(tmp_path / E.FOLDER)
     monkeypatch.setattr(E, "_store", lambda: s)
     return s
 
@@ -31,21 +32,27 @@ def scaled_sum(x, w, *, power):
     return {"total": jnp.sum(w * x**power), "rows": x.shape[0]}, x * 2
 
 
+def no_compile(monkeypatch):
+    """From here on, lowering anything fails the test (a program must be loaded)."""
+
+    def refuse(*a, **k):
+        raise AssertionError("compiled again instead of loaded")
+
+    monkeypatch.setattr(jax.stages.Traced, "lower", refuse)
+
+
 def test_a_program_is_stored_once_and_loaded_by_a_new_wrapper(store, monkeypatch):
     x, w = np.arange(4.0), np.ones(4)
     f = E.persistent(scaled_sum, static_argnames=("power",))
     out, doubled = f(x, w, power=2)
     assert float(out["total"]) == 14.0 and out["rows"] == 4
     np.testing.assert_array_equal(doubled, 2 * x)
-    assert len(entries(store)) == 1
+    assert len(entries(store)) == 1 and f._cache_size() == 1
     f(x + 1.0, w, power=2)  # same shapes and static arguments: the same entry
-    assert len(entries(store)) == 1
+    assert len(entries(store)) == 1 and f._cache_size() == 1
 
-    # a new process's wrapper: loads the entry, exports nothing
-    def no_export(*a, **k):
-        raise AssertionError("exported again instead of loaded")
-
-    monkeypatch.setattr(jax.export, "export", no_export)
+    # a new process's wrapper: loads the entry, traces and compiles nothing
+    no_compile(monkeypatch)
     g = E.persistent(scaled_sum, static_argnames=("power",))
     out2, doubled2 = g(x, w, power=2)
     assert float(out2["total"]) == 14.0 and out2["rows"] == 4
@@ -75,7 +82,7 @@ def test_closures_and_transformations_take_the_plain_jit(store):
     assert entries(store) == []
 
 
-def test_a_damaged_entry_is_exported_again(store):
+def test_a_damaged_entry_is_compiled_and_stored_again(store, monkeypatch):
     f = E.persistent(scaled_sum, static_argnames=("power",))
     f(np.arange(3.0), np.ones(3), power=1)
     (name,) = entries(store)
@@ -84,16 +91,70 @@ def test_a_damaged_entry_is_exported_again(store):
     store.put(key, b"not a pickle")  # intact as a file, not a program
     g = E.persistent(scaled_sum, static_argnames=("power",))
     assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
+    assert store.get(key) not in (None, b"not a pickle")
+    no_compile(monkeypatch)  # the entry written anew loads
+    h = E.persistent(scaled_sum, static_argnames=("power",))
+    assert float(h(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
 
 
 def with_callback(x):
     return jax.pure_callback(lambda a: np.asarray(a) + 1.0, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
 
 
-def test_a_program_that_cannot_be_exported_runs_as_jit(store):
+def test_a_program_with_a_host_callback_is_not_stored(store):
     f = E.persistent(with_callback)
     np.testing.assert_array_equal(f(np.zeros(2)), [1.0, 1.0])
+    (name,) = entries(store)
+    assert store.get(name.removesuffix(AtomicFileCache.SUFFIX)) == E._NOT_STORED
     np.testing.assert_array_equal(E.persistent(with_callback)(np.zeros(2)), [1.0, 1.0])  # marker read
+
+
+def test_release_drops_the_programs_and_the_next_call_loads_them(store, monkeypatch):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    f(np.arange(3.0), np.ones(3), power=2)
+    assert f._cache_size() >= 1
+    _mappings.release()
+    assert f._cache_size() == 0
+    no_compile(monkeypatch)
+    assert float(f(np.arange(3.0), np.ones(3), power=2)[0]["total"]) == 5.0
+    assert f._cache_size() == 1
+
+
+LINALG = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+import overgmm
+from overgmm import _executables as E
+
+def solve(a, b):
+    c = jnp.linalg.cholesky(a)
+    return jax.scipy.linalg.cho_solve((c, True), b), jnp.linalg.eigh(a)[0]
+
+a = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+x, ev = E.persistent(solve, "test.solve")(a, np.ones(3))
+print(json.dumps({"x": np.asarray(x).tolist(), "ev": np.asarray(ev).tolist(),
+                  "held": E.persistent(solve, "test.solve")._cache_size()}))
+"""
+
+
+def test_a_new_process_loads_a_program_that_calls_lapack(tmp_path):
+    """The second process lowers nothing, so no LAPACK kernel was registered when the
+    program is loaded (before _custom_calls_ready: a segmentation fault)."""
+    env = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache"), "OVERGMM_CACHE": "1"}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", LINALG], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run()
+    stored = sorted(os.listdir(tmp_path / "cache" / E.FOLDER))
+    second = run()
+    assert sorted(os.listdir(tmp_path / "cache" / E.FOLDER)) == stored  # loaded, nothing new
+    a = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    np.testing.assert_allclose(first["x"], np.linalg.solve(a, np.ones(3)), rtol=1e-12)
+    np.testing.assert_allclose(first["ev"], np.linalg.eigvalsh(a), rtol=1e-12)
+    assert (second["x"], second["ev"]) == (first["x"], first["ev"])
 
 
 FIT = """
@@ -112,8 +173,8 @@ print(json.dumps({"seconds": time.perf_counter() - t, "lb": est.lower_bound_,
 
 
 def test_a_second_process_loads_the_fit_and_fits_the_same(tmp_path):
-    """Two fresh processes on one empty cache folder: the first exports the fit's programs,
-    the second loads them; both fit the same model to the last digit."""
+    """Two fresh processes on one empty cache folder: the first stores the fit's compiled
+    programs, the second loads them; both fit the same model to the last digit."""
     env = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache"), "OVERGMM_CACHE": "1"}
 
     def run():
@@ -149,13 +210,15 @@ def test_a_loaded_program_that_rejects_the_arguments_falls_back_to_jit(store, mo
         raise TypeError("this program takes other arguments")
 
     g = E.persistent(scaled_sum, static_argnames=("power",))
-    real = jax.export.deserialize
-
-    def broken(payload):
-        exp = real(payload)
-        monkeypatch.setattr(type(exp), "call", refusing)
-        return exp
-
-    monkeypatch.setattr(jax.export, "deserialize", broken)
+    monkeypatch.setattr(E, "_load", lambda blob: (refusing, jax.tree_util.tree_structure(0)))
     assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
     assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0  # remembered: plain jit
+
+
+def test_precompile_holds_the_program_for_the_call(store, monkeypatch):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    before = f._cache_size()  # the plain jit's programs of scaled_sum (shared with other tests)
+    f.precompile(jax.ShapeDtypeStruct((3,), jnp.float64), jax.ShapeDtypeStruct((3,), jnp.float64), power=2)
+    assert len(entries(store)) == 1 and f._cache_size() == before + 1
+    no_compile(monkeypatch)
+    assert float(f(np.arange(3.0), np.ones(3), power=2)[0]["total"]) == 5.0

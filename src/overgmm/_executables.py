@@ -15,11 +15,12 @@ traced, lowered or compiled.
 The key is everything the compiled program depends on: the function's name and static
 arguments, the pytree structure of the arguments (with their static parts, e.g. a
 mixture's covariance type), each array's shape and dtype, the compiler options, the JAX
-and jaxlib versions, the backend and its device kind, and a digest of overgmm's own
-source files (any edit to the package makes every stored program a miss). Only the key's
-digest names the entry; a key whose text holds a memory address (an object without a
-value-based ``repr``) simply never hits. Under a transformation (``jit``, ``vmap``,
-``grad``), or with the cache off, the call is the plain ``jax.jit``.
+and jaxlib versions, the backend and its device kind, the host CPU's instruction sets,
+``XLA_FLAGS``, and a digest of overgmm's own source files (any edit to the package makes
+every stored program a miss). Only the key's digest names the entry; a key whose text
+holds a memory address (an object without a value-based ``repr``) simply never hits.
+Under a transformation (``jit``, ``vmap``, ``grad``), or with the cache off, the call is
+the plain ``jax.jit``.
 
 What is not stored (as JAX's own cache does not store it): a program with host callbacks
 or side effects (its callbacks live in this process only); it is compiled once per
@@ -36,7 +37,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import pickle
+import platform
 import threading
 import weakref
 import zlib
@@ -114,13 +117,35 @@ def _aval(leaf) -> tuple:
     return (tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False)))
 
 
+def _host_cpu() -> str:
+    """The host CPU's model and instruction-set flags (Linux; elsewhere the platform's
+    name): XLA:CPU compiles for the host's instructions, so a folder shared by machines
+    keeps one program per kind of CPU."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            lines = [ln for ln in info if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
 @functools.cache
 def _platform() -> tuple:
+    """Where a compiled program runs: JAX and jaxlib, the backend and device, the host CPU
+    and the XLA flags of the environment."""
     import jaxlib
 
     device = jax.devices()[0]
     client = device.client
-    return (jax.__version__, jaxlib.__version__, jax.default_backend(), device.device_kind, client.platform_version)
+    return (
+        jax.__version__,
+        jaxlib.__version__,
+        jax.default_backend(),
+        device.device_kind,
+        client.platform_version,
+        _host_cpu(),
+        os.environ.get("XLA_FLAGS", ""),
+    )
 
 
 def key_of(name: str, static: dict, treedef, leaves, options: dict | None) -> str:

@@ -10,12 +10,16 @@ left alone.
 
 Safe under concurrency. JAX's own file cache writes an entry in place, without a lock, so
 a process that reads an entry while another writes it can load a torn executable (seen
-here: a crash inside ``get_executable_and_time``). overgmm installs :class:`AtomicFileCache`
+here: a crash inside ``get_executable_and_time``). overgmm installs an :class:`AtomicFileCache`
 in its place: an entry is written to a private temporary file and renamed into place
 (``os.replace``, atomic on POSIX and Windows), so a reader sees a whole entry or none; each
 entry carries its length and a BLAKE2b digest, and one that does not match (a file from
 elsewhere, a disk that filled up) is a cache miss, never a crash. Several processes (the
 test suite's workers, Dask workers, users' scripts) can share one folder from empty.
+
+The cache installed (:class:`JaxCache`) can be skipped by one thread's compilations
+(:func:`fresh_compilation`): the programs :mod:`overgmm._executables` stores whole in the
+same folder must be compiled, not loaded.
 """
 
 from __future__ import annotations
@@ -139,11 +143,12 @@ def fresh_compilation() -> Iterator[bool]:
     if not ours:
         yield False
         return
+    outer = getattr(_THREAD, "fresh", False)
     _THREAD.fresh = True
     try:
         yield True
     finally:
-        _THREAD.fresh = False
+        _THREAD.fresh = outer
 
 
 def _install(path: Path) -> bool:

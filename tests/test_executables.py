@@ -120,6 +120,14 @@ def test_release_drops_the_programs_and_the_next_call_loads_them(store, monkeypa
     assert f._cache_size() == 1
 
 
+def in_a_new_process(script: str, cache) -> dict:
+    """Run ``script`` in a fresh Python on the cache folder ``cache``; its last line's JSON."""
+    env = {**os.environ, "OVERGMM_CACHE_DIR": str(cache), "OVERGMM_CACHE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 LINALG = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
@@ -140,16 +148,9 @@ print(json.dumps({"x": np.asarray(x).tolist(), "ev": np.asarray(ev).tolist(),
 def test_a_new_process_loads_a_program_that_calls_lapack(tmp_path):
     """The second process lowers nothing, so no LAPACK kernel was registered when the
     program is loaded (before _custom_calls_ready: a segmentation fault)."""
-    env = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache"), "OVERGMM_CACHE": "1"}
-
-    def run():
-        out = subprocess.run([sys.executable, "-c", LINALG], env=env, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    first = run()
+    first = in_a_new_process(LINALG, tmp_path / "cache")
     stored = sorted(os.listdir(tmp_path / "cache" / E.FOLDER))
-    second = run()
+    second = in_a_new_process(LINALG, tmp_path / "cache")
     assert sorted(os.listdir(tmp_path / "cache" / E.FOLDER)) == stored  # loaded, nothing new
     a = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
     np.testing.assert_allclose(first["x"], np.linalg.solve(a, np.ones(3)), rtol=1e-12)
@@ -175,17 +176,10 @@ print(json.dumps({"seconds": time.perf_counter() - t, "lb": est.lower_bound_,
 def test_a_second_process_loads_the_fit_and_fits_the_same(tmp_path):
     """Two fresh processes on one empty cache folder: the first stores the fit's compiled
     programs, the second loads them; both fit the same model to the last digit."""
-    env = {**os.environ, "OVERGMM_CACHE_DIR": str(tmp_path / "cache"), "OVERGMM_CACHE": "1"}
-
-    def run():
-        out = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr[-2000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    first = run()
+    first = in_a_new_process(FIT, tmp_path / "cache")
     stored = list((tmp_path / "cache" / E.FOLDER).iterdir())
     assert len(stored) >= 10
-    second = run()
+    second = in_a_new_process(FIT, tmp_path / "cache")
     assert len(list((tmp_path / "cache" / E.FOLDER).iterdir())) == len(stored)  # nothing new
     assert (second["lb"], second["k"], second["type"], second["scores"]) == (
         first["lb"],

@@ -136,8 +136,11 @@ def fresh_compilation() -> Iterator[bool]:
     (a folder the user configured, or JAX's internals moved)."""
     try:
         from jax._src import compilation_cache as cc
+        from jax._src import config as jax_config
 
         ours = isinstance(cc._cache, JaxCache)
+        # this thread only: JAX does not even serialize the executable for its cache
+        unwritten = jax_config.persistent_cache_min_compile_time_secs(float("inf"))
     except (ImportError, AttributeError):  # pragma: no cover - another JAX layout
         ours = False
     if not ours:
@@ -146,7 +149,8 @@ def fresh_compilation() -> Iterator[bool]:
     outer = getattr(_THREAD, "fresh", False)
     _THREAD.fresh = True
     try:
-        yield True
+        with unwritten:
+            yield True
     finally:
         _THREAD.fresh = outer
 

@@ -8,9 +8,10 @@ that was most of a cached first fit. :func:`persistent` wraps a function as ``ja
 does and, when the cache is on, keeps each program it compiles as a serialized executable
 (:mod:`jax.experimental.serialize_executable`, compressed) in the cache folder
 (``executables/``, written whole by rename and checked on read, as the compilation cache's
-entries). A later
-call with the same key, in this process or another, loads it and calls it: nothing is
-traced, lowered or compiled.
+entries). A later call with the same key, in this process or another, loads it and calls
+it: nothing is traced, lowered or compiled. A program to be stored is compiled with JAX's
+cache skipped (:func:`overgmm._compilation_cache.fresh_compilation`): an executable that
+JAX loaded from its cache does not serialize whole.
 
 The key is everything the compiled program depends on: the function's name and static
 arguments, the pytree structure of the arguments (with their static parts, e.g. a

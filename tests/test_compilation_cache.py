@@ -62,14 +62,25 @@ import os, sys
 import jax, jax.numpy as jnp
 import overgmm
 from overgmm._compilation_cache import fresh_compilation
+hits = []
+jax.monitoring.register_event_listener(
+    lambda event, **kw: hits.append(1) if event == "/jax/compilation_cache/cache_hits" else None)
 def count():
     return sum(1 for p in os.listdir(sys.argv[1]) if p.endswith("-ogc"))
+def triple(x):
+    return x * 3.0 + 1.0
+x = jnp.ones(5)
 before = count()
+jax.jit(triple).lower(x).compile()                 # outside: written
+written = count() - before
+jax.clear_caches()
 with fresh_compilation() as fresh:
-    jax.jit(lambda x: x * 3.0 + 1.0).lower(jnp.ones(5)).compile()
-inside = count()
-jax.jit(lambda x: x * 5.0 + 2.0).lower(jnp.ones(5)).compile()
-print(fresh, inside - before, count() - inside)
+    jax.jit(triple).lower(x).compile()             # inside: not read ...
+    jax.jit(lambda x: x * 5.0 + 2.0).lower(x).compile()  # ... and not written
+inside = (count() - before - written, len(hits))
+jax.clear_caches()
+jax.jit(triple).lower(x).compile()                 # outside again: read
+print(fresh, written, *inside, len(hits))
 """
 
 
@@ -80,7 +91,8 @@ def test_a_fresh_compilation_skips_jax_s_cache(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", FRESH, str(tmp_path / "cache")], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.split() == ["True", "0", "1"]
+    # written outside; inside nothing written and nothing read; read outside again
+    assert out.stdout.split() == ["True", "1", "0", "0", "1"]
     # a folder the user configured is JAX's own cache: nothing is promised there
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "theirs")}
     (tmp_path / "theirs").mkdir()

@@ -27,7 +27,7 @@ def entries(store):
     return sorted(p.name for p in store._path.iterdir() if not p.name.startswith("."))
 
 
-def scaled_sum(x, w, *, power):
+def scaled_sum(x, w=None, *, power):
     """A module-level function: stored under its module and qualified name."""
     return {"total": jnp.sum(w * x**power), "rows": x.shape[0]}, x * 2
 
@@ -67,8 +67,12 @@ def test_keys_separate_static_arguments_shapes_dtypes_and_structure(store):
     assert float(f(np.arange(4.0), np.ones(4), power=3)[0]["total"]) == 36.0
     f(np.arange(5.0), np.ones(5), power=2)
     f(np.arange(4, dtype=np.int32), np.ones(4, np.int32), power=2)
-    f(np.arange(4.0), (np.ones(4)), power=2)  # same as the first
+    f(np.arange(4.0), np.ones(4), power=2)  # same as the first
     assert len(entries(store)) == 4
+    f(np.arange(4.0), w=np.ones(4), power=2)  # the same leaves in another structure
+    assert len(entries(store)) == 5
+    f(np.arange(4.0), np.ones(4), power=2.0)  # a static argument equal to 2, of another type
+    assert len(entries(store)) == 6
 
 
 def test_closures_and_transformations_take_the_plain_jit(store):
@@ -128,11 +132,27 @@ def in_a_new_process(script: str, cache) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-LINALG = """
+COUNT = """
+import jax
+from overgmm import _executables as E
+counts = {"loads": 0, "lowers": 0}
+_load, _lower = E._load, jax.stages.Traced.lower
+def counted_load(blob):
+    out = _load(blob)
+    counts["loads"] += 1
+    return out
+def counted_lower(self, *a, **k):
+    counts["lowers"] += 1
+    return _lower(self, *a, **k)
+E._load, jax.stages.Traced.lower = counted_load, counted_lower
+"""
+
+LINALG = (
+    COUNT
+    + """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 import overgmm
-from overgmm import _executables as E
 
 def solve(a, b):
     c = jnp.linalg.cholesky(a)
@@ -140,9 +160,9 @@ def solve(a, b):
 
 a = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
 x, ev = E.persistent(solve, "test.solve")(a, np.ones(3))
-print(json.dumps({"x": np.asarray(x).tolist(), "ev": np.asarray(ev).tolist(),
-                  "held": E.persistent(solve, "test.solve")._cache_size()}))
+print(json.dumps({"x": np.asarray(x).tolist(), "ev": np.asarray(ev).tolist(), **counts}))
 """
+)
 
 
 def test_a_new_process_loads_a_program_that_calls_lapack(tmp_path):
@@ -151,14 +171,17 @@ def test_a_new_process_loads_a_program_that_calls_lapack(tmp_path):
     first = in_a_new_process(LINALG, tmp_path / "cache")
     stored = sorted(os.listdir(tmp_path / "cache" / E.FOLDER))
     second = in_a_new_process(LINALG, tmp_path / "cache")
-    assert sorted(os.listdir(tmp_path / "cache" / E.FOLDER)) == stored  # loaded, nothing new
+    assert sorted(os.listdir(tmp_path / "cache" / E.FOLDER)) == stored  # nothing new
+    assert (first["loads"], second["loads"], second["lowers"]) == (0, 1, 0)  # loaded, nothing lowered
     a = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
     np.testing.assert_allclose(first["x"], np.linalg.solve(a, np.ones(3)), rtol=1e-12)
     np.testing.assert_allclose(first["ev"], np.linalg.eigvalsh(a), rtol=1e-12)
     assert (second["x"], second["ev"]) == (first["x"], first["ev"])
 
 
-FIT = """
+FIT = (
+    COUNT
+    + """
 import json, sys, time, warnings
 import numpy as np
 from sklearn.datasets import load_iris
@@ -169,8 +192,9 @@ t = time.perf_counter()
 est = OverparamGMM(random_state=0).fit(X)
 print(json.dumps({"seconds": time.perf_counter() - t, "lb": est.lower_bound_,
                   "k": int(est.n_components_), "type": est.covariance_type_,
-                  "scores": est.score_samples(X[:5]).tolist()}))
+                  "scores": est.score_samples(X[:5]).tolist(), **counts}))
 """
+)
 
 
 def test_a_second_process_loads_the_fit_and_fits_the_same(tmp_path):
@@ -181,6 +205,7 @@ def test_a_second_process_loads_the_fit_and_fits_the_same(tmp_path):
     assert len(stored) >= 10
     second = in_a_new_process(FIT, tmp_path / "cache")
     assert len(list((tmp_path / "cache" / E.FOLDER).iterdir())) == len(stored)  # nothing new
+    assert first["loads"] == 0 and second["loads"] == len(stored)  # every stored program loaded
     assert (second["lb"], second["k"], second["type"], second["scores"]) == (
         first["lb"],
         first["k"],
@@ -200,13 +225,65 @@ def test_a_loaded_program_that_rejects_the_arguments_falls_back_to_jit(store, mo
     f = E.persistent(scaled_sum, static_argnames=("power",))
     f(np.arange(3.0), np.ones(3), power=1)
 
+    refused = []
+
     def refusing(*a, **k):
+        refused.append(1)
         raise TypeError("this program takes other arguments")
 
     g = E.persistent(scaled_sum, static_argnames=("power",))
     monkeypatch.setattr(E, "_load", lambda blob: (refusing, jax.tree_util.tree_structure(0)))
     assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
     assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0  # remembered: plain jit
+    assert refused == [1]
+
+
+def test_a_loaded_program_that_fails_when_run_is_compiled_and_stored_anew(store, monkeypatch):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    f(np.arange(3.0), np.ones(3), power=1)
+    (name,) = entries(store)
+    key = name.removesuffix(AtomicFileCache.SUFFIX)
+    stale = []
+
+    def failing(*a, **k):
+        stale.append(1)
+        raise RuntimeError("Function broadcast_multiply_fusion not found")
+
+    real = E._load
+    monkeypatch.setattr(E, "_load", lambda blob: (failing, jax.tree_util.tree_structure(0)))
+    before = store.get(key)
+    g = E.persistent(scaled_sum, static_argnames=("power",))
+    assert float(g(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
+    assert stale == [1] and store.get(key) not in (None, before, E._NOT_STORED)  # replaced
+    monkeypatch.setattr(E, "_load", real)
+    no_compile(monkeypatch)
+    h = E.persistent(scaled_sum, static_argnames=("power",))
+    assert float(h(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
+
+
+def test_a_key_that_holds_a_memory_address_is_never_stored(store):
+    class Scale:  # no value-based repr: its text is an address, which another object may reuse
+        def __init__(self, c):
+            self.c = c
+
+    def scaled(x, *, by):
+        return x * by.c
+
+    f = E.persistent(scaled, "test.scaled", static_argnames=("by",))
+    assert float(f(np.ones(2), by=Scale(2.0))[0]) == 2.0
+    assert float(f(np.ones(2), by=Scale(3.0))[0]) == 3.0
+    assert entries(store) == []
+
+
+def test_settings_that_change_the_traced_program_are_in_the_key(store):
+    f = E.persistent(scaled_sum, static_argnames=("power",))
+    f(np.arange(3.0), np.ones(3), power=1)
+    with jax.default_matmul_precision("highest"):
+        f(np.arange(3.0), np.ones(3), power=1)
+    assert len(entries(store)) == 2
+    with jax.disable_jit():
+        assert float(f(np.arange(3.0), np.ones(3), power=1)[0]["total"]) == 3.0
+    assert len(entries(store)) == 2
 
 
 def test_precompile_holds_the_program_for_the_call(store, monkeypatch):

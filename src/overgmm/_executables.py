@@ -14,21 +14,27 @@ cache skipped (:func:`overgmm._compilation_cache.fresh_compilation`): an executa
 JAX loaded from its cache does not serialize whole.
 
 The key is everything the compiled program depends on: the function's name and static
-arguments, the pytree structure of the arguments (with their static parts, e.g. a
-mixture's covariance type), each array's shape and dtype, the compiler options, the JAX
-and jaxlib versions, the backend and its device kind, the host CPU's instruction sets,
-``XLA_FLAGS``, and a digest of overgmm's own source files (any edit to the package makes
-every stored program a miss). Only the key's digest names the entry; a key whose text
-holds a memory address (an object without a value-based ``repr``) simply never hits.
-Under a transformation (``jit``, ``vmap``, ``grad``), or with the cache off, the call is
-the plain ``jax.jit``.
+arguments (with their types), the pytree structure of the arguments (with their static
+parts, e.g. a mixture's covariance type), each array's shape and dtype, the compiler
+options, JAX's settings that change a traced program (matmul precision, dtype promotion,
+...), the JAX, jaxlib, NumPy, SciPy and optax versions, the backend and its device kind,
+the host CPU's instruction sets, ``XLA_FLAGS``, and a digest of overgmm's own source files
+(any edit to the package makes every stored program a miss). Only the key's digest names
+the entry. A key whose text holds a memory address (an object without a value-based
+``repr``, such as an optax optimizer's functions) is never used: a freed address is reused
+by another object, so it could name another program; such calls are the plain
+``jax.jit``, as are calls under a transformation (``jit``, ``vmap``, ``grad``), under
+``jax.disable_jit()``, and with the cache off. Entries are unpickled when loaded: share a
+cache folder only as far as you would share JAX's own (which holds executables too).
 
 What is not stored (as JAX's own cache does not store it): a program with host callbacks
 or side effects (its callbacks live in this process only); it is compiled once per
 process and a marker tells later processes not to look for it. Loading needs the LAPACK
 kernels that JAX otherwise registers while it lowers a linear-algebra call (a loaded
 program calling an unregistered kernel crashes the process): :func:`_custom_calls_ready`
-registers them first, and where that is not possible nothing is loaded.
+registers them first, and where that is not possible nothing is loaded. A loaded program
+that fails when run (other than by refusing the arguments) is compiled anew, and its
+entry replaced.
 :func:`release` drops the programs this process holds (with JAX's caches, when memory
 mappings run short: :mod:`overgmm._mappings`).
 """
@@ -36,17 +42,19 @@ mappings run short: :mod:`overgmm._mappings`).
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import hashlib
 import os
 import pickle
 import platform
+import re
 import threading
 import weakref
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -95,8 +103,10 @@ def _custom_calls_ready() -> bool:
 
 
 def _store() -> AtomicFileCache | None:
+    """The folder of stored programs, or None: no cache folder, or JAX's cache turned off
+    (``jax_enable_compilation_cache``)."""
     folder = getattr(jax.config, "jax_compilation_cache_dir", None)
-    if not folder:
+    if not folder or not getattr(jax.config, "jax_enable_compilation_cache", True):
         return None
     return _stores(str(folder))
 
@@ -132,8 +142,9 @@ def _host_cpu() -> str:
 
 @functools.cache
 def _platform() -> tuple:
-    """Where a compiled program runs: JAX and jaxlib, the backend and device, the host CPU
-    and the XLA flags of the environment."""
+    """Where a compiled program runs and what traced it: JAX and jaxlib, the backend and
+    device, the host CPU, the XLA flags of the environment, and the versions of the
+    libraries whose code runs while overgmm's programs are traced."""
     import jaxlib
 
     device = jax.devices()[0]
@@ -146,24 +157,60 @@ def _platform() -> tuple:
         client.platform_version,
         _host_cpu(),
         os.environ.get("XLA_FLAGS", ""),
+        _versions("numpy", "scipy", "optax"),  # code that runs while a program is traced
     )
 
 
-def key_of(name: str, static: dict, treedef, leaves, options: dict | None) -> str:
+def _versions(*packages: str) -> tuple:
+    from importlib import metadata
+
+    found: list[tuple[str, str | None]] = []
+    for package in packages:
+        try:
+            found.append((package, metadata.version(package)))
+        except metadata.PackageNotFoundError:
+            found.append((package, None))
+    return tuple(found)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_PLAIN = (type(None), bool, int, float, str, tuple, enum.Enum)
+
+
+def _trace_context() -> tuple:
+    """JAX's settings that change a traced program (``jax._src.config.trace_context``:
+    matmul precision, dtype promotion, the PRNG's partitioning, ...), those with a value
+    that compares and prints by value (an axis environment outside any transformation is
+    dropped)."""
+    try:
+        from jax._src import config as jax_config
+
+        context = jax_config.trace_context()
+    except (ImportError, AttributeError):  # pragma: no cover - another JAX layout
+        return ()
+    return tuple(v for v in context if isinstance(v, _PLAIN))
+
+
+def key_of(name: str, static: dict, treedef, leaves, options: dict | None) -> str | None:
     """The entry's key: a digest of everything the compiled program depends on (module
-    docstring)."""
+    docstring); None where that text holds a memory address (an object without a
+    value-based ``repr``: a freed address is reused by another object, so such a key could
+    name another program)."""
     text = repr(
         (
             name,
-            sorted((k, repr(v)) for k, v in static.items()),
+            sorted((k, type(v).__name__, repr(v)) for k, v in static.items()),
             str(treedef),
             tuple(_aval(x) for x in leaves),
             sorted((options or {}).items()),
             _platform(),
             bool(jax.config.read("jax_enable_x64")),
+            _trace_context(),
             source_digest(),
         )
     )
+    if _ADDRESS.search(text):
+        return None
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
@@ -186,11 +233,21 @@ def _flat_tree(n: int):
     return jax.tree_util.tree_structure([0] * n)
 
 
-def _load(blob: bytes):
+def _load(blob: bytes) -> tuple:
     """(compiled program, output pytree) from a stored entry; raises if it does not load."""
     payload, n_in, out_tree = pickle.loads(zlib.decompress(blob))
     compiled = serialize_executable.deserialize_and_load(payload, _in_tree(n_in), _flat_tree(out_tree.num_leaves))
     return compiled, out_tree
+
+
+class _Entry(NamedTuple):
+    """A program held in this process: the compiled (or loaded) program, its output
+    pytree, its key in the store and whether it was loaded from there."""
+
+    program: Any
+    out_tree: Any
+    key: str
+    loaded: bool
 
 
 class _Programs(dict):
@@ -204,7 +261,9 @@ class _Programs(dict):
 def release() -> None:
     """Drop every compiled program the wrappers of this process hold (they are loaded
     again from the cache folder when next called)."""
-    for memo in list(_MEMOS):
+    with _LOCK:
+        memos = list(_MEMOS)
+    for memo in memos:
         memo.clear()
 
 
@@ -228,22 +287,24 @@ def persistent(
         if "<" not in qualname and not hasattr(fn, "__wrapped__"):
             name = f"{fn.__module__}.{qualname}"
     memo = _Programs()
-    _MEMOS.add(memo)
+    with _LOCK:
+        _MEMOS.add(memo)
     locks: dict[tuple, threading.Lock] = {}
 
-    def build(key, store, static, treedef, leaves):
-        """(compiled program, output pytree) for ``key``: loaded from the store, else
-        compiled (and stored where it can live in another process)."""
+    def build(key, store, static, treedef, leaves, load=True) -> _Entry:
+        """The compiled program for ``key``: loaded from the store (unless ``load`` is
+        false), else compiled (and stored where it can live in another process)."""
         blob = store.get(key)
         if blob == _NOT_STORED:
             write = False
-        elif blob is None:
+        elif blob is None or not load:
             write = True
         elif not _custom_calls_ready():
             write = False
         else:
             try:
-                return _load(blob)
+                program, out_tree = _load(blob)
+                return _Entry(program, out_tree, key, loaded=True)
             except Exception:  # noqa: BLE001 - a stale or foreign entry: compiled and stored anew
                 write = True
         holder = []
@@ -266,18 +327,25 @@ def persistent(
             except Exception:  # noqa: BLE001 - e.g. a host callback: compiled in this process only
                 entry = _NOT_STORED
             store.put(key, entry, replace=blob is not None)
-        return compiled, holder[-1]
+        return _Entry(compiled, holder[-1], key, loaded=False)
 
     def entry_for(args, kwargs):
-        """(program and output pytree, or None for the plain jit; leaves; static; memo key);
+        """(entry, or None for the plain jit; leaves; static; treedef; memo key; store);
         ``kwargs`` loses the static ones."""
         store = None if name is None else _store()
         static = {k: kwargs.pop(k) for k in static_argnames if k in kwargs}
         leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
-        if store is None or traced(leaves):
-            return None, leaves, static, None
-        # in this process: a cheap key (a digest only for the store, on a miss)
-        local = (tuple(sorted(static.items())), treedef, tuple(_aval(x) for x in leaves), store)
+        if store is None or jax.config.jax_disable_jit or traced(leaves):
+            return None, leaves, static, treedef, None, store
+        # in this process: a cheap key (a digest only for the store, on a miss); static
+        # arguments with their types, as jit compares them (1, 1.0 and True differ)
+        local = (
+            tuple(sorted((k, type(v), v) for k, v in static.items())),
+            treedef,
+            tuple(_aval(x) for x in leaves),
+            store,
+            _trace_context(),
+        )
         entry = memo.get(local)
         if entry is None:
             with _LOCK:
@@ -286,26 +354,31 @@ def persistent(
                 entry = memo.get(local)
                 if entry is None:
                     key = key_of(name, static, treedef, leaves, compiler_options)
-                    entry = memo[local] = build(key, store, static, treedef, leaves)
-        return (None if entry is _FAILED else entry), leaves, static, local
+                    entry = memo[local] = _FAILED if key is None else build(key, store, static, treedef, leaves)
+        return (None if entry is _FAILED else entry), leaves, static, treedef, local, store
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        entry, leaves, static, local = entry_for(args, kwargs)
+        entry, leaves, static, treedef, local, store = entry_for(args, kwargs)
         if entry is None:
             return jitted(*args, **kwargs, **static)
-        program, out_tree = entry
         try:
-            out = program(*leaves)
+            out = entry.program(*leaves)
         except (TypeError, ValueError):  # a loaded program that does not take these arguments
             memo[local] = _FAILED
             return jitted(*args, **kwargs, **static)
-        return jax.tree_util.tree_unflatten(out_tree, out)
+        except Exception:
+            if not entry.loaded:
+                raise  # the program's own error, as jit would raise it
+            # a stored program this process cannot run: compiled anew, replacing the entry
+            entry = memo[local] = build(entry.key, store, static, treedef, leaves, load=False)
+            out = entry.program(*leaves)
+        return jax.tree_util.tree_unflatten(entry.out_tree, out)
 
     def precompile(*args, **kwargs) -> None:
         """Compile (or load), not run, the program of a call with these arguments (arrays
         or ``jax.ShapeDtypeStruct``), as :func:`call` will run it."""
-        entry, _, static, _ = entry_for(args, kwargs)
+        entry, _, static, _, _, _ = entry_for(args, kwargs)
         if entry is None:
             jitted.lower(*args, **kwargs, **static).compile()
 

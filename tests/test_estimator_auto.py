@@ -4,6 +4,7 @@ over chunks, and the half-standard-error margin of simplest_type."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -117,3 +118,70 @@ def test_auto_weighs_each_candidate_by_its_fit_s_parameters_in_memory_and_on_chu
     assert seen[0] == seen[1] and set(seen[0]) == {"spherical", "diag", "tied", "full", "rotated"}
     assert seen[0]["full"] == 17 and seen[0]["diag"] % 5 == 4 and seen[0]["diag"] > 17
     assert est.covariance_type_ == chunked.covariance_type_ == "full" and est.n_components_ == 3
+
+
+@pytest.mark.parametrize("kind", ["spherical", "diag", "tied", "full"])
+def test_a_warm_start_is_the_same_mixture_in_the_final_fit_s_units(kind):
+    """``_fit.warm_start`` moves a candidate's students (batched, standardized by one
+    shift and scale) into other units: the same density of X, up to the Jacobian."""
+    rng = np.random.default_rng(4)
+    d, n = 3, 4
+    covs = {
+        "spherical": rng.uniform(0.5, 2.0, size=n),
+        "diag": rng.uniform(0.5, 2.0, size=(n, d)),
+        "tied": np.cov(rng.normal(size=(d, 20))),
+        "full": np.stack([np.cov(rng.normal(size=(d, 20))) for _ in range(n)]),
+    }
+    m = Mixture(
+        rng.normal(size=(n, d)), weights=np.array([0.1, 0.2, 0.3, 0.4]), covariances=covs[kind], covariance_type=kind
+    )
+    batch = F.host(jax.tree_util.tree_map(lambda a: a[None], m))
+    res = F.FitResult(batch, (np.asarray(m.covariances)[None], None), np.zeros(1), [], 0)
+    common = kind == "spherical"  # one scale for every feature, as the estimator's standardization gives it
+    units_a = (rng.normal(size=d), np.full(d, 1.7) if common else rng.uniform(0.5, 2.0, size=d))
+    units_b = (rng.normal(size=d), np.full(d, 0.6) if common else rng.uniform(0.5, 2.0, size=d))
+    moved = F.take(F.warm_start(res, units_a, units_b), 0)
+    X = rng.normal(size=(50, d)) * 2
+    want = np.asarray(m.log_prob((X - units_a[0]) / units_a[1])) - np.log(units_a[1]).sum()
+    got = np.asarray(moved.log_prob((X - units_b[0]) / units_b[1])) - np.log(units_b[1]).sum()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    bad = res._replace(loss=np.array([np.nan]))
+    assert F.warm_start(bad, units_a, units_b) is None and F.warm_start(None, units_a, units_b) is None
+
+
+def test_candidates_on_a_subsample_are_priced_as_all_rows_and_start_the_final_fit(monkeypatch):
+    """Beyond AUTO_ROWS training rows (lowered here), every candidate pays the merge price
+    of all the rows, and the final fit on all rows starts from the chosen candidate's
+    mixture (moved to its units) instead of a fresh draw; below it, nothing of the kind."""
+    X = sheared(0)
+    N = X.shape[0]
+    prices, starts, first = [], [], []
+    real_price, real_warm, real_solve = OverparamGMM._price, F.warm_start, F.InMemory.solve
+
+    def price(self, d, total, kind):
+        prices.append(total)
+        return real_price(self, d, total, kind)
+
+    def warm(res, a, b):
+        out = real_warm(res, a, b)
+        starts.append(out)
+        return out
+
+    def solve(self, students, keys, max_iter, tol):
+        if starts and not first:  # the final fit's first solve, after the warm start
+            first.append(students)
+        return real_solve(self, students, keys, max_iter, tol)
+
+    monkeypatch.setattr(OverparamGMM, "_price", price)
+    monkeypatch.setattr(F, "warm_start", warm)
+    monkeypatch.setattr(F.InMemory, "solve", solve)
+    base = OverparamGMM(random_state=0).fit(X)  # about 4N/5 training rows: not a subsample
+    assert not starts and all(t < N for t in prices[:-1]) and prices[-1] == N
+    monkeypatch.setattr(F, "AUTO_ROWS", N // 2)
+    prices.clear()
+    est = OverparamGMM(random_state=0).fit(X)
+    assert prices and all(t == N for t in prices)
+    assert len(starts) == 1 and starts[0] is not None
+    np.testing.assert_array_equal(first[0].means, starts[0].means)
+    assert est.covariance_type_ == base.covariance_type_ == "full" and est.n_components_ == base.n_components_ == 3
+    assert est.score(X) == pytest.approx(base.score(X), abs=1e-3)

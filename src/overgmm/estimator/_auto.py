@@ -60,24 +60,41 @@ def held_moments(X: np.ndarray, w: np.ndarray, start: int, view: streaming.View,
     return HeldMoments(float(w.sum()), ll @ w, (ll * w) @ ll.T)
 
 
-def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np.ndarray | None = None) -> str:
+class Choice(NamedTuple):
+    """What ``"auto"`` chose: the covariance type, and the chosen candidate's fit and
+    standardization ``(res, units)`` when the candidates were fitted on a subsample of
+    :data:`~._fit.AUTO_ROWS` rows (None otherwise, and for "rotated"): the final fit on
+    all rows starts from it (:func:`._fit.warm_start`)."""
+
+    kind: str
+    warm: tuple | None = None
+
+
+def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np.ndarray | None = None) -> Choice:
     """The ``"auto"`` rule for the estimator ``est``: validation log-likelihood on the rows of
     :func:`validation_mask` (weights of the held-out rows set to 0 for the fits, so shapes
     and compilations are those of the final fit); sets ``est.validation_scores_``. Falls
     back to "diag" when a side would be empty. ``grid``: the rounding grid of all rows
-    (:func:`overgmm.rounding.grid`; None: computed here), shared by every candidate."""
+    (:func:`overgmm.rounding.grid`; None: computed here), shared by every candidate.
+
+    On more than :data:`~._fit.AUTO_ROWS` training rows the candidates are fitted on that
+    many of them, and priced (the merge price, :meth:`OverparamGMM._price`) as a fit of
+    all the rows: each stands in for the final fit, which starts from the chosen one
+    (:class:`Choice`) and can then only merge, never split."""
     grid = rounding.grid(X, sw) if grid is None else grid
     held = validation_mask(X) & (sw > 0)
     w_fit = np.where(held, 0.0, sw)
     if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
-        return "diag"
+        return Choice("diag")
     scores, models, sizes = {}, {}, {}
     n = est._resolve_n_components(float(sw.sum()))  # as many components as the final fit
     # the held-out rows score each candidate through the fit's own summary: on the same
     # padded rows as the fit (their weights swapped in), so nothing new is compiled
     X_fit, X_held, w_held = X, X, np.where(held, sw, 0.0)
     count = np.count_nonzero(w_fit)
+    sub_total = None  # the candidates' price: that of their own rows, or of all rows (subsampled)
     if count > F.AUTO_ROWS:
+        sub_total = float(sw.sum())
         # large data: the candidates are fitted on AUTO_ROWS of the training rows (chosen
         # by their values; exactly that many: one shape bucket for every data set), all
         # held-out rows still score them
@@ -107,9 +124,10 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                         progress=progress,
                         stage="auto: rotated",
                         candidate=True,
+                        price_total=sub_total,
                     ),
                     starts,
-                    est._price(X.shape[1], tf, "diag"),
+                    est._price(X.shape[1], sub_total or tf, "diag"),
                 )
                 if res.best < 0:
                     scores[kind] = -math.inf
@@ -118,7 +136,17 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
             else:
                 pre.claim(kind)
                 res, _, units = est._fit_type(
-                    X_fit, w_fit / w_fit.sum(), float(w_fit.sum()), kind, n, progress, f"auto: {kind}", pre, grid, True
+                    X_fit,
+                    w_fit / w_fit.sum(),
+                    float(w_fit.sum()),
+                    kind,
+                    n,
+                    progress,
+                    f"auto: {kind}",
+                    pre,
+                    grid,
+                    True,
+                    price_total=sub_total,
                 )
                 if res.best < 0:
                     scores[kind] = -math.inf
@@ -134,7 +162,8 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         pre.close()
     est.validation_scores_ = scores
     if held.sum() > F.AUTO_ROWS:  # many held-out rows: the margin alone
-        return F.simplest_type(scores, sizes=sizes)
-    # the standard errors: per-row log-likelihoods (one evaluate program per type)
-    names, sums = list(models), held_moments(X_held, w_held, 0, streaming.ALL, list(models.values()))
-    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)
+        kind = F.simplest_type(scores, sizes=sizes)
+    else:  # the standard errors: per-row log-likelihoods (one evaluate program per type)
+        names, sums = list(models), held_moments(X_held, w_held, 0, streaming.ALL, list(models.values()))
+        kind = F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)
+    return Choice(kind, fitted.get(kind) if sub_total is not None else None)

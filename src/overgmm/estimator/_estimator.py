@@ -317,10 +317,13 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _start(self, X, w, total: float, n_init: int, kind: str, n=None, grid=None, least=None, rotation=None):
+    def _start(
+        self, X, w, total: float, n_init: int, kind: str, n=None, grid=None, least=None, rotation=None, warm=None
+    ):
         """Standardization, the problem on the padded rows, starting students (``n``
         components, default from ``total``; ``grid``, ``least``: as in :meth:`_standardization`;
-        ``rotation`` (d, d): fit the rows ``X @ rotation``)."""
+        ``rotation`` (d, d): fit the rows ``X @ rotation``; ``warm``: a fit ``(res, units)``
+        of this type to start from instead, :func:`._fit.warm_start`)."""
         n = self._resolve_n_components(total) if n is None else n
         Xv = X if rotation is None else X @ rotation
         shift, scale, floor = self._standardization(Xv, w, kind, grid, least)
@@ -330,6 +333,8 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         rows = S.init_rows(X, w)
         # missing values: the starting draw sees each gap at its feature's mean (0)
         students, keys = S.starting_students(self, np.nan_to_num(Z[rows]), w[rows], n, floor, n_init, kind, X.shape[0])
+        start = None if warm is None else F.warm_start(warm[0], warm[1], (shift, scale))
+        students = students if start is None else start
         Zp, wp = F.pad_rows(Z, w)
         return n, (shift, scale, floor), F.problem(Zp, wp, floor), students, keys
 
@@ -366,11 +371,11 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         grid = rounding.grid(X, sw)  # of all rows, once: the "auto" candidates and the fit share it
         with Progress(int(self.verbose) > 0) as progress:
             auto = self.covariance_type == "auto"
-            kind = A.choose_type(self, X, sw, progress, grid) if auto else self.covariance_type
+            kind, warm = A.choose_type(self, X, sw, progress, grid) if auto else (self.covariance_type, None)
             if kind == "rotated":  # a full fit for the axes, then diag on rotated rows
                 return Rot.fit(self, X, sw, total, progress, grid)
             res, n, units = self._fit_type(
-                X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})", grid=grid
+                X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})", grid=grid, warm=warm
             )
         return self._finish(res, n, units, kind, log_jacobian(X, units[1], sw / total))
 
@@ -412,16 +417,29 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         return self
 
     def _fit_type(
-        self, X, w, total, kind, n=None, progress=None, stage="fit", pre=None, grid=None, candidate=False, **rotated
+        self,
+        X,
+        w,
+        total,
+        kind,
+        n=None,
+        progress=None,
+        stage="fit",
+        pre=None,
+        grid=None,
+        candidate=False,
+        price_total=None,
+        **rotated,
     ):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
         :class:`~._precompile.Precompiler` for the "auto" candidates, started here; ``candidate``:
-        one of them (:func:`~._fit.coarse_polish`); ``grid`` and
-        ``rotated`` (``least``, ``rotation``): as in :meth:`_start`."""
+        one of them (:func:`~._fit.coarse_polish`); ``price_total``: the total weight whose
+        merge price the fit pays (None: ``total``; a candidate on a subsample: all rows');
+        ``grid`` and ``rotated`` (``least``, ``rotation``, ``warm``): as in :meth:`_start`."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, **rotated)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
-        price = self._price(X.shape[1], total, kind)
+        price = self._price(X.shape[1], total if price_total is None else price_total, kind)
         engine = F.InMemory(prob, alg)
         if pre is not None:
             pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)

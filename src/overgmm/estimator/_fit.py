@@ -323,6 +323,20 @@ class FitResult(NamedTuple):
     best: int
 
 
+def warm_start(res: FitResult | None, units_from: tuple, units_to: tuple) -> Mixture | None:
+    """The students of a fit ``res`` (host, leading axis R), standardized by ``units_from``
+    = (shift, scale, floor), as the same mixtures in the standardized units ``units_to``
+    (the final fit's): the start of the final fit on all rows from the "auto" candidate
+    fitted on a subsample (:func:`overgmm.estimator._auto.choose_type`). None when there is
+    none or a restart of it is not finite."""
+    if res is None or not np.all(np.isfinite(res.loss)):
+        return None
+    (shift_f, scale_f), (shift_t, scale_t) = units_from[:2], units_to[:2]
+    means = (np.asarray(res.students.means) * scale_f + shift_f - shift_t) / scale_t
+    cov = res.students.cov_type.in_units(np.asarray(res.covariances[0]), np.asarray(scale_f / scale_t))
+    return host(res.students.replace(means=means).with_covariances(jax.numpy.asarray(cov)))
+
+
 def simplest_type(scores: dict, se=None, sizes: dict | None = None) -> str:
     """The ``"auto"`` choice from held-out scores (mean log-likelihood per sample by type):
     of the types within ``max(AUTO_MARGIN, AUTO_SE * se(best, k))`` of the best, the one

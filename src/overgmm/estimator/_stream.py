@@ -96,16 +96,18 @@ def method_of(est, floor: np.ndarray) -> Method:
     return F.algorithm(dummy, est.algorithm, float(est.step_size), int(est.n_short), float(est.prune)).method
 
 
-def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: str, n: int, least=None):
+def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: str, n: int, least=None, warm=None):
     """Standardization from the view's moments (those of the rows it rotates to, when it
-    rotates; ``least``: as in :meth:`OverparamGMM._start`), the subsample, and starting students."""
+    rotates; ``least``, ``warm``: as in :meth:`OverparamGMM._start`), the subsample, and
+    starting students."""
     var = np.diag(moments.cov)
     shift, scale, floor = est._standardization_from(moments.mean, var, kind, moments.grid, least)
     Xs, ws = streaming.subsample(chunks, view, moments.count)  # by X's own values, as in memory
     # missing values: the starting draw sees each gap at its feature's mean (0), as in memory
     Z = np.nan_to_num(dataclasses.replace(view, shift=shift, scale=scale).data(Xs))
     students, keys = starting_students(est, Z, ws, n, floor, est.n_init, kind, chunks.n_rows)
-    return (shift, scale, floor), students, keys
+    first = None if warm is None else F.warm_start(warm[0], warm[1], (shift, scale))
+    return (shift, scale, floor), (students if first is None else first), keys
 
 
 def starting_students(est, Z, w, n: int, floor, n_init: int, kind: str, n_rows: int):
@@ -186,7 +188,7 @@ def fit_chunks(est, chunks):
     est.validation_scores_ = {}
     with Progress(int(est.verbose) > 0) as progress:
         auto = est.covariance_type == "auto"
-        kind = _choose_type(est, chunks, moments, progress) if auto else est.covariance_type
+        kind, warm = _choose_type(est, chunks, moments, progress) if auto else (est.covariance_type, None)
         n = est._resolve_n_components(moments.total)
         if kind == "rotated":  # a full fit for the axes, then diag on rotated rows (as in memory)
             if moments.gaps:
@@ -209,7 +211,9 @@ def fit_chunks(est, chunks):
                 est._price(chunks.n_features, moments.total, "diag"),
             )
             return est._finish(res, n, units_r, kind, jacobian(moments, units_r[1]), (R, units))
-        res, n, units = _fit_type(est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})")
+        res, n, units = _fit_type(
+            est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})", warm=warm
+        )
     return est._finish(res, n, units, kind, jacobian(moments, units[1]))
 
 
@@ -231,15 +235,17 @@ def _fit_type(
     R=None,
     least=None,
     candidate=False,
+    price_total=None,
+    warm=None,
 ):
     """One fit on the rows ``rows`` counts (their ``moments``; ``R``: fit the rows
     ``X @ R``, ``moments`` still those of X), as :meth:`OverparamGMM._fit_type`
-    (``candidate``: an "auto" candidate's)."""
+    (``candidate``: an "auto" candidate's; ``price_total``, ``warm``: as there)."""
     if R is not None:
         grid = np.zeros(R.shape[1])  # the rotated values have no rounding grid
         moments = dataclasses.replace(moments, mean=moments.mean @ R, cov=R.T @ moments.cov @ R, grid=grid)
     view = streaming.View(rows=rows, rotation=R)
-    units, students, keys = start(est, chunks, view, moments, kind, n, least)
+    units, students, keys = start(est, chunks, view, moments, kind, n, least, warm)
     shift, scale, floor = units
     engine = Streamed(
         chunks,
@@ -249,7 +255,7 @@ def _fit_type(
         moments.total,
         progress=progress,
     )
-    price = est._price(chunks.n_features, moments.total, kind)
+    price = est._price(chunks.n_features, moments.total if price_total is None else price_total, kind)
     if progress is not None:
         progress.stage(stage, float(np.sum(np.log(scale))))
     res = F.fit(
@@ -267,27 +273,30 @@ def _fit_type(
     return res, n, units
 
 
-def _on_axes(est, chunks, rows: str, moments, R, units, n: int, progress, stage: str, candidate=False):
+def _on_axes(
+    est, chunks, rows: str, moments, R, units, n: int, progress, stage: str, candidate=False, price_total=None
+):
     """:func:`._rotated.on_axes` on chunks: the "diag" fit of ``X @ R``, and the E-step sums
     of a batch of students on the rows it saw."""
     res, n, units_r = _fit_type(
-        est, chunks, rows, moments, "diag", n, progress, stage, R, Rot.least(R, units), candidate
+        est, chunks, rows, moments, "diag", n, progress, stage, R, Rot.least(R, units), candidate, price_total
     )
     shift_r, scale_r, floor_r = units_r
     view = streaming.View(shift_r, scale_r, rows, rotation=R)
     return res, n, units_r, Streamed(chunks, view, method_of(est, floor_r), floor_r, moments.total).sums
 
 
-def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
+def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> A.Choice:
     """The ``"auto"`` rule of :func:`._auto.choose_type` on chunked data."""
     missing = bool(est.allow_missing)
     fit_m = streaming.scan(chunks, streaming.View(rows="fit"), missing=missing)
     held_m = streaming.scan(chunks, streaming.View(rows="held"), missing=missing)
     if held_m.count < 1 or fit_m.count < 2 or fit_m.total <= 1:
-        return "diag"
+        return A.Choice("diag")
     n = est._resolve_n_components(moments.total)
-    data, rows = chunks, "fit"
+    data, rows, sub_total = chunks, "fit", None
     if fit_m.count > F.AUTO_ROWS:  # as in memory: the candidates fit on AUTO_ROWS rows chosen by value
+        sub_total = moments.total  # ... priced as a fit of all rows (the final fit starts from one)
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
         # gathered in one pass, as in memory (X[sub]): each candidate step is then a pass over
         # those rows alone, not over every chunk hashing every row to find them (measured: a
@@ -321,16 +330,19 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
                     progress=progress,
                     stage="auto: rotated",
                     candidate=True,
+                    price_total=sub_total,
                 ),
                 starts,
-                est._price(chunks.n_features, fit_m.total, "diag"),
+                est._price(chunks.n_features, sub_total or fit_m.total, "diag"),
             )
             if res.best < 0:
                 scores[kind] = -np.inf
                 continue
             one = Rot.as_candidate(res, units_r, R, units)
         else:
-            res, _, units = _fit_type(est, data, rows, fit_m, kind, n, progress, f"auto: {kind}", candidate=True)
+            res, _, units = _fit_type(
+                est, data, rows, fit_m, kind, n, progress, f"auto: {kind}", candidate=True, price_total=sub_total
+            )
             if res.best < 0:
                 scores[kind] = -np.inf
                 continue
@@ -344,7 +356,9 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> str:
         models[kind] = (F.take(one, 0), shift, scale)
     est.validation_scores_ = scores
     if held_m.count > F.AUTO_ROWS:  # as in memory: many held-out rows, the margin alone
-        return F.simplest_type(scores, sizes=sizes)
-    names, models_ = list(models), list(models.values())
-    sums = C.map_sum(chunks, A.held_moments, streaming.View(rows="held"), models_)
-    return F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)
+        kind = F.simplest_type(scores, sizes=sizes)
+    else:
+        names, models_ = list(models), list(models.values())
+        sums = C.map_sum(chunks, A.held_moments, streaming.View(rows="held"), models_)
+        kind = F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)
+    return A.Choice(kind, fitted.get(kind) if sub_total is not None else None)

@@ -164,7 +164,10 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
     n_components_ : int
         Components left after pruning and merging.
     n_components_init_ : int
-        Components the fit started from.
+        Components the fit started from. Beyond 2^14 training rows, ``"auto"`` fits its
+        candidate types on a subsample and the final fit starts from the chosen one: the
+        components it had merged away start at weight 0, and ``n_iter_``, ``n_merges_``
+        and the trajectories count the final fit's own steps and merges.
     converged_ : bool
         Whether the last fit stopped on ``tol`` (False after :meth:`partial_fit`).
     n_iter_ : int

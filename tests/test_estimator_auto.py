@@ -122,66 +122,80 @@ def test_auto_weighs_each_candidate_by_its_fit_s_parameters_in_memory_and_on_chu
 
 @pytest.mark.parametrize("kind", ["spherical", "diag", "tied", "full"])
 def test_a_warm_start_is_the_same_mixture_in_the_final_fit_s_units(kind):
-    """``_fit.warm_start`` moves a candidate's students (batched, standardized by one
-    shift and scale) into other units: the same density of X, up to the Jacobian."""
+    """``_fit.warm_start`` moves a candidate's students (two restarts, one with a slot at
+    weight 0, standardized by one shift and scale) into other units: the same density of
+    X, up to the Jacobian, for each restart; nothing for a fit that is not finite."""
     rng = np.random.default_rng(4)
     d, n = 3, 4
-    covs = {
-        "spherical": rng.uniform(0.5, 2.0, size=n),
-        "diag": rng.uniform(0.5, 2.0, size=(n, d)),
-        "tied": np.cov(rng.normal(size=(d, 20))),
-        "full": np.stack([np.cov(rng.normal(size=(d, 20))) for _ in range(n)]),
-    }
-    m = Mixture(
-        rng.normal(size=(n, d)), weights=np.array([0.1, 0.2, 0.3, 0.4]), covariances=covs[kind], covariance_type=kind
-    )
-    batch = F.host(jax.tree_util.tree_map(lambda a: a[None], m))
-    res = F.FitResult(batch, (np.asarray(m.covariances)[None], None), np.zeros(1), [], 0)
+
+    def one(weights):
+        covs = {
+            "spherical": rng.uniform(0.5, 2.0, size=n),
+            "diag": rng.uniform(0.5, 2.0, size=(n, d)),
+            "tied": np.cov(rng.normal(size=(d, 20))),
+            "full": np.stack([np.cov(rng.normal(size=(d, 20))) for _ in range(n)]),
+        }
+        return Mixture(rng.normal(size=(n, d)), weights=weights, covariances=covs[kind], covariance_type=kind)
+
+    ms = [one(np.array([0.1, 0.2, 0.3, 0.4])), one(np.array([0.5, 0.0, 0.25, 0.25]))]
+    batch = F.host(jax.tree_util.tree_map(lambda *a: np.stack(a), *ms))
+    res = F.FitResult(batch, (np.stack([np.asarray(m.covariances) for m in ms]), None), np.zeros(2), [], 0)
     common = kind == "spherical"  # one scale for every feature, as the estimator's standardization gives it
     units_a = (rng.normal(size=d), np.full(d, 1.7) if common else rng.uniform(0.5, 2.0, size=d))
     units_b = (rng.normal(size=d), np.full(d, 0.6) if common else rng.uniform(0.5, 2.0, size=d))
-    moved = F.take(F.warm_start(res, units_a, units_b), 0)
+    moved = F.warm_start(res, units_a, units_b)
     X = rng.normal(size=(50, d)) * 2
-    want = np.asarray(m.log_prob((X - units_a[0]) / units_a[1])) - np.log(units_a[1]).sum()
-    got = np.asarray(moved.log_prob((X - units_b[0]) / units_b[1])) - np.log(units_b[1]).sum()
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    bad = res._replace(loss=np.array([np.nan]))
+    for r, m in enumerate(ms):
+        want = np.asarray(m.log_prob((X - units_a[0]) / units_a[1])) - np.log(units_a[1]).sum()
+        got = np.asarray(F.take(moved, r).log_prob((X - units_b[0]) / units_b[1])) - np.log(units_b[1]).sum()
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert np.isneginf(np.asarray(moved.log_weights)[1, 1])
+    bad = res._replace(loss=np.array([0.0, np.nan]))
     assert F.warm_start(bad, units_a, units_b) is None and F.warm_start(None, units_a, units_b) is None
 
 
-def test_candidates_on_a_subsample_are_priced_as_all_rows_and_start_the_final_fit(monkeypatch):
-    """Beyond AUTO_ROWS training rows (lowered here), every candidate pays the merge price
-    of all the rows, and the final fit on all rows starts from the chosen candidate's
-    mixture (moved to its units) instead of a fresh draw; below it, nothing of the kind."""
+def test_candidates_on_a_subsample_merge_at_all_rows_price_first_and_start_the_final_fit(monkeypatch):
+    """Beyond AUTO_ROWS training rows (lowered here), every candidate but "rotated" merges
+    first at the price of all rows, then at its own rows' (the fit that is scored), and the
+    final fit on all rows starts from the chosen candidate's state after the first rounds,
+    moved into its units: the same density of X. "diag" is forced, not the last type
+    fitted. Below AUTO_ROWS: one price per fit and a fresh start."""
     X = sheared(0)
     N = X.shape[0]
-    prices, starts, first = [], [], []
-    real_price, real_warm, real_solve = OverparamGMM._price, F.warm_start, F.InMemory.solve
+    fits, choices, first = [], [], []
+    real_fit, real_choose, real_solve = F.fit, A.choose_type, F.InMemory.solve
 
-    def price(self, d, total, kind):
-        prices.append(total)
-        return real_price(self, d, total, kind)
+    def fit(engine, students, keys, **kw):
+        res = real_fit(engine, students, keys, **kw)
+        fits.append((kw["price"], kw.get("then_price"), res))
+        return res
 
-    def warm(res, a, b):
-        out = real_warm(res, a, b)
-        starts.append(out)
-        return out
+    def choose(*args, **kwargs):
+        choices.append(real_choose(*args, **kwargs))
+        return choices[-1]
 
     def solve(self, students, keys, max_iter, tol):
-        if starts and not first:  # the final fit's first solve, after the warm start
+        if choices and not first:  # the final fit's first solve
             first.append(students)
         return real_solve(self, students, keys, max_iter, tol)
 
-    monkeypatch.setattr(OverparamGMM, "_price", price)
-    monkeypatch.setattr(F, "warm_start", warm)
+    monkeypatch.setattr(F, "fit", fit)
+    monkeypatch.setattr(A, "choose_type", choose)
     monkeypatch.setattr(F.InMemory, "solve", solve)
-    base = OverparamGMM(random_state=0).fit(X)  # about 4N/5 training rows: not a subsample
-    assert not starts and all(t < N for t in prices[:-1]) and prices[-1] == N
+    monkeypatch.setattr(F, "simplest_type", lambda scores, se=None, sizes=None: "diag")
+    est = OverparamGMM(random_state=0).fit(X)  # about 4N/5 training rows: not a subsample
+    assert all(then is None for _, then, _ in fits) and choices[0] == ("diag", None)
     monkeypatch.setattr(F, "AUTO_ROWS", N // 2)
-    prices.clear()
+    fits.clear(), choices.clear(), first.clear()
     est = OverparamGMM(random_state=0).fit(X)
-    assert prices and all(t == N for t in prices)
-    assert len(starts) == 1 and starts[0] is not None
-    np.testing.assert_array_equal(first[0].means, starts[0].means)
-    assert est.covariance_type_ == base.covariance_type_ == "full" and est.n_components_ == base.n_components_ == 3
-    assert est.score(X) == pytest.approx(base.score(X), abs=1e-3)
+    kinds = ("spherical", "diag", "tied", "full")
+    for kind, (price, then, res) in zip(kinds, fits[: len(kinds)], strict=True):
+        assert price == pytest.approx(est._price(2, N, kind)) and then > price and res.merged_less is not None
+    assert all(then is None for _, then, _ in fits[len(kinds) :])  # rotated's candidate fits, the final fit
+    kind, (res, units) = choices[0]
+    assert kind == est.covariance_type_ == "diag" and res is fits[1][2]
+    students, _, _ = res.merged_less
+    want = np.asarray(F.take(students, 0).log_prob((X - units[0]) / units[1])) - np.log(units[1]).sum()
+    start = F.take(first[0], 0)
+    got = np.asarray(start.log_prob((X - est._shift) / est._scale)) - np.log(est._scale).sum()
+    np.testing.assert_allclose(got, want, rtol=1e-10)

@@ -78,11 +78,9 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     (:func:`overgmm.rounding.grid`; None: computed here), shared by every candidate.
 
     On more than :data:`~._fit.AUTO_ROWS` training rows the candidates are fitted on that
-    many of them. Each (but "rotated") merges first at the price of a fit of all the rows
-    (the merge price, :meth:`OverparamGMM._price`): that state starts the final fit
-    (:class:`Choice`), which can then only merge, never split; then it merges on at its own
-    rows' price, and that fit is scored (a subsample cannot tell the pieces that all rows
-    would keep from noise, and they would overfit the held-out rows)."""
+    many of them, and priced (the merge price, :meth:`OverparamGMM._price`) as a fit of
+    all the rows: each stands in for the final fit, which starts from the chosen one
+    (:class:`Choice`) and can then only merge, never split."""
     grid = rounding.grid(X, sw) if grid is None else grid
     held = validation_mask(X) & (sw > 0)
     w_fit = np.where(held, 0.0, sw)
@@ -126,9 +124,10 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                         progress=progress,
                         stage="auto: rotated",
                         candidate=True,
+                        price_total=sub_total,
                     ),
                     starts,
-                    est._price(X.shape[1], tf, "diag"),
+                    est._price(X.shape[1], sub_total or tf, "diag"),
                 )
                 if res.best < 0:
                     scores[kind] = -math.inf

@@ -437,14 +437,12 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
         components, (shift, scale, floor)); ``progress`` shows it as ``stage``; ``pre``: a
         :class:`~._precompile.Precompiler` for the "auto" candidates, started here; ``candidate``:
-        one of them (:func:`~._fit.coarse_polish`); ``price_total``: a candidate on a subsample
-        merges at the price of this total weight (all rows') first, then at its own (the
-        result's ``merged_less``: the final fit's start); ``grid`` and ``rotated`` (``least``,
-        ``rotation``, ``warm``): as in :meth:`_start`."""
+        one of them (:func:`~._fit.coarse_polish`); ``price_total``: the total weight whose
+        merge price the fit pays (None: ``total``; a candidate on a subsample: all rows');
+        ``grid`` and ``rotated`` (``least``, ``rotation``, ``warm``): as in :meth:`_start`."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, **rotated)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
-        price = self._price(X.shape[1], total, kind)
-        low = None if price_total is None else self._price(X.shape[1], price_total, kind)
+        price = self._price(X.shape[1], total if price_total is None else price_total, kind)
         engine = F.InMemory(prob, alg)
         if pre is not None:
             pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
@@ -453,8 +451,6 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         gaps = prob.missing and bool((np.isnan(X).any(axis=1) & (w > 0)).any())  # in rows that count, as on chunks
         cap = F.POLISH_STEPS if gaps else None
         kw = {"max_iter": int(self.max_iter), "tol": float(self.tol), "price": price, "progress": progress}
-        if low is not None and low < price:
-            kw.update(price=low, then_price=price)
         if compact(total) and pre is None:  # the narrower widths' programs, compiled meanwhile
             kw["widths"] = for_widths(engine, students, keys, kind, int(self.max_iter), price > 0)
         coarse = F.coarse_polish(total, candidate)

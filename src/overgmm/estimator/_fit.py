@@ -314,33 +314,27 @@ class FitResult(NamedTuple):
     :func:`_covariances` (covariances in natural shape, full's precision factors), its
     final loss ``(R,)``, its :class:`Restart` history, and ``best``, the index of the kept
     restart (lowest ``loss + price * live components`` among those that stayed finite; -1
-    when none did); ``merged_less``: with :func:`fit`'s ``then_price``, the students,
-    covariances and losses as the rounds at the lower ``price`` left them (else None)."""
+    when none did)."""
 
     students: Mixture
     covariances: tuple
     loss: np.ndarray
     restarts: list
     best: int
-    merged_less: tuple | None = None
 
 
 def warm_start(res: FitResult | None, units_from: tuple, units_to: tuple) -> Mixture | None:
-    """The students of a fit ``res`` (host, leading axis R; its ``merged_less`` state when
-    it has one), standardized by ``units_from`` = (shift, scale, floor), as the same
-    mixtures in the standardized units ``units_to`` (the final fit's): the start of the
-    final fit on all rows from the "auto" candidate fitted on a subsample
-    (:func:`overgmm.estimator._auto.choose_type`). None when there is none or a restart of
-    it is not finite."""
-    if res is None:
-        return None
-    students, cov, loss = res.merged_less or (res.students, res.covariances[0], res.loss)
-    if not np.all(np.isfinite(loss)):
+    """The students of a fit ``res`` (host, leading axis R), standardized by ``units_from``
+    = (shift, scale, floor), as the same mixtures in the standardized units ``units_to``
+    (the final fit's): the start of the final fit on all rows from the "auto" candidate
+    fitted on a subsample (:func:`overgmm.estimator._auto.choose_type`). None when there is
+    none or a restart of it is not finite."""
+    if res is None or not np.all(np.isfinite(res.loss)):
         return None
     (shift_f, scale_f), (shift_t, scale_t) = units_from[:2], units_to[:2]
-    means = (np.asarray(students.means) * scale_f + shift_f - shift_t) / scale_t
-    cov = students.cov_type.in_units(np.asarray(cov), np.asarray(scale_f / scale_t))
-    return host(students.replace(means=means).with_covariances(jax.numpy.asarray(cov)))
+    means = (np.asarray(res.students.means) * scale_f + shift_f - shift_t) / scale_t
+    cov = res.students.cov_type.in_units(np.asarray(res.covariances[0]), np.asarray(scale_f / scale_t))
+    return host(res.students.replace(means=means).with_covariances(jax.numpy.asarray(cov)))
 
 
 def simplest_type(scores: dict, se=None, sizes: dict | None = None) -> str:
@@ -435,7 +429,6 @@ def fit(
     coarse_polish: bool = False,
     compact: bool = False,
     widths=None,
-    then_price: float | None = None,
 ) -> FitResult:
     """Fit the batched ``students`` (leading axis R) until ``|Delta loss| < tol`` or
     ``max_iter`` steps; then, if ``price > 0`` (mean log-likelihood per sample), merge
@@ -453,10 +446,6 @@ def fit(
     fit a smaller width (:mod:`._slots`, :func:`._slots.compact`); the result is expanded
     back to the starting width; ``widths``: a :class:`._precompile.Precompiler` of (type, width) jobs,
     claimed before the first fit at each width and closed at the end (without waiting).
-    ``then_price``: once the rounds at ``price`` merge nothing, their state is kept
-    (``merged_less``) and the rounds go on at this higher price (an "auto" candidate on a
-    subsample: priced as all rows for the final fit's start, then by its own rows for its
-    score).
     ``engine``: :class:`InMemory` or :class:`~overgmm.estimator._stream.Streamed`;
     ``progress``: a :class:`~overgmm.estimator._progress.Progress` told of every segment."""
     progress = Progress(False) if progress is None else progress
@@ -493,40 +482,37 @@ def fit(
         """``a`` for the restarts in ``do``, ``b`` for the others (pytrees with leading axis R)."""
         return jax.tree_util.tree_map(lambda x, y: np.where(do.reshape(do.shape + (1,) * (x.ndim - 1)), x, y), a, b)
 
-    merged_less, prices = None, [price] if then_price is None else [price, then_price]
-    for stage, price in enumerate(prices):  # noqa: B020 - the last one prices the kept restart below
-        if stage:  # the rounds at the lower price are done: their state, then the higher price
-            merged_less = (slots.student(current), slots.covariances(cov)[0], loss_end.copy())
-        while price > 0:
-            merged, k = engine.merge(current, price)
-            do = ok & ((k > 0) | coarse)
-            if not do.any():
-                break
-            if compact:  # the live components to the front, the dead slots dropped (_slots)
-                nxt = where(do, merged, current)
-                to = _slots.width(nxt, ok)
-                if to < slots.width:
-                    order = slots.narrow(nxt, cov, to)
-                    merged, _ = slots.take(merged, cov, order)
-                    current, cov = slots.take(current, cov, order)
-                    if widths is not None:
-                        widths.claim_width(to)
-            # a polishing fit that more merges may follow stops after polish_steps; one cut there
-            # before tol is fitted on (max_iter) once a round merges nothing
-            more = bool((k[do] > 0).any())
-            steps = min(max_iter, polish_steps or max_iter) if more else max_iter
-            for r in np.flatnonzero(do):
-                segs[r]["merges"] += int(k[r])
-            progress.begin(steps)
-            sol = engine.solve(merged, keys, steps, tol * COARSE_TOL if more and coarse_polish else tol)
-            cut = (np.asarray(sol.status)[do] == 2) & (steps < max_iter)
-            coarse[do] = cut | (more and coarse_polish)
-            polished = host(sol.final.student)
-            new_loss, new_cov = engine.summary(polished)
-            progress.end(int(np.max(sol.n_steps[do])), float(np.nanmin(new_loss[do])))
-            book(sol, new_loss, do)
-            current, loss_end, cov = where(do, (polished, new_loss, new_cov), (current, loss_end, cov))
-            ok = ok & ~(do & ((sol.status == 1) | ~np.isfinite(new_loss)))
+    while price > 0:
+        merged, k = engine.merge(current, price)
+        do = ok & ((k > 0) | coarse)
+        if not do.any():
+            break
+        if compact:  # the live components to the front, the dead slots dropped (_slots)
+            nxt = where(do, merged, current)
+            to = _slots.width(nxt, ok)
+            if to < slots.width:
+                order = slots.narrow(nxt, cov, to)
+                merged, _ = slots.take(merged, cov, order)
+                current, cov = slots.take(current, cov, order)
+                if widths is not None:
+                    widths.claim_width(to)
+        # a polishing fit that more merges may follow stops after polish_steps; one cut there
+        # before tol is fitted on (max_iter) once a round merges nothing
+        more = bool((k[do] > 0).any())
+        steps = min(max_iter, polish_steps or max_iter) if more else max_iter
+        for r in np.flatnonzero(do):
+            segs[r]["merges"] += int(k[r])
+        progress.begin(steps)
+        sol = engine.solve(merged, keys, steps, tol * COARSE_TOL if more and coarse_polish else tol)
+        cut = (np.asarray(sol.status)[do] == 2) & (steps < max_iter)
+        coarse[do] = cut | (more and coarse_polish)
+        polished = host(sol.final.student)
+        new_loss, new_cov = engine.summary(polished)
+        progress.end(int(np.max(sol.n_steps[do])), float(np.nanmin(new_loss[do])))
+        book(sol, new_loss, do)
+        current, loss_end, cov = where(do, (polished, new_loss, new_cov), (current, loss_end, cov))
+        ok = ok & ~(do & ((sol.status == 1) | ~np.isfinite(new_loss)))
+
     current, cov = slots.student(current), slots.covariances(cov)
     if widths is not None:  # the widths not reached are not compiled (one in progress ends)
         widths.close(wait=False)
@@ -547,4 +533,4 @@ def fit(
         )
         for s in segs
     ]
-    return FitResult(current, cov, loss_end, restarts, best, merged_less)
+    return FitResult(current, cov, loss_end, restarts, best)

@@ -149,15 +149,28 @@ def on_axes(
     progress,
     stage: str,
     candidate=False,
+    price_total=None,
 ):
     """The estimator's "diag" fit of the rows ``X @ R`` in memory (weights ``w`` (N,), which
     sum to 1, of ``total``), with ``n`` starting components and the floor :func:`least` of
     X's standardization ``units``: (:class:`._fit.FitResult`, n, the units of ``X @ R``,
     the E-step sums of a batch of students on those rows, as :func:`own_axes` takes them);
-    ``candidate``: the "auto" candidate's fit (:func:`._fit.coarse_polish`)."""
+    ``candidate``: the "auto" candidate's fit (:func:`._fit.coarse_polish`); ``price_total``:
+    as in :meth:`OverparamGMM._fit_type`."""
     zeros = np.zeros(X.shape[1])  # the rotated values have no rounding grid
     res, n, units_r = est._fit_type(
-        X, w, total, "diag", n, progress, stage, grid=zeros, candidate=candidate, least=least(R, units), rotation=R
+        X,
+        w,
+        total,
+        "diag",
+        n,
+        progress,
+        stage,
+        grid=zeros,
+        candidate=candidate,
+        price_total=price_total,
+        least=least(R, units),
+        rotation=R,
     )
     shift_r, scale_r, floor_r = units_r
 

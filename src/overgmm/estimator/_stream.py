@@ -255,8 +255,7 @@ def _fit_type(
         moments.total,
         progress=progress,
     )
-    price = est._price(chunks.n_features, moments.total, kind)
-    low = None if price_total is None else est._price(chunks.n_features, price_total, kind)
+    price = est._price(chunks.n_features, moments.total if price_total is None else price_total, kind)
     if progress is not None:
         progress.stage(stage, float(np.sum(np.log(scale))))
     res = F.fit(
@@ -265,20 +264,22 @@ def _fit_type(
         keys,
         max_iter=int(est.max_iter),
         tol=float(est.tol),
+        price=price,
         progress=progress,
         polish_steps=F.POLISH_STEPS if moments.gaps else None,
         coarse_polish=F.coarse_polish(moments.total, candidate),
         compact=compact(moments.total),
-        **({"price": low, "then_price": price} if low is not None and low < price else {"price": price}),
     )
     return res, n, units
 
 
-def _on_axes(est, chunks, rows: str, moments, R, units, n: int, progress, stage: str, candidate=False):
+def _on_axes(
+    est, chunks, rows: str, moments, R, units, n: int, progress, stage: str, candidate=False, price_total=None
+):
     """:func:`._rotated.on_axes` on chunks: the "diag" fit of ``X @ R``, and the E-step sums
     of a batch of students on the rows it saw."""
     res, n, units_r = _fit_type(
-        est, chunks, rows, moments, "diag", n, progress, stage, R, Rot.least(R, units), candidate
+        est, chunks, rows, moments, "diag", n, progress, stage, R, Rot.least(R, units), candidate, price_total
     )
     shift_r, scale_r, floor_r = units_r
     view = streaming.View(shift_r, scale_r, rows, rotation=R)
@@ -295,7 +296,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> A.Ch
     n = est._resolve_n_components(moments.total)
     data, rows, sub_total = chunks, "fit", None
     if fit_m.count > F.AUTO_ROWS:  # as in memory: the candidates fit on AUTO_ROWS rows chosen by value
-        sub_total = moments.total  # ... merging first at all rows' price (the final fit starts there)
+        sub_total = moments.total  # ... priced as a fit of all rows (the final fit starts from one)
         below = streaming.first_by_hash(chunks, streaming.View(rows="fit"), F.AUTO_ROWS)
         # gathered in one pass, as in memory (X[sub]): each candidate step is then a pass over
         # those rows alone, not over every chunk hashing every row to find them (measured: a
@@ -329,9 +330,10 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> A.Ch
                     progress=progress,
                     stage="auto: rotated",
                     candidate=True,
+                    price_total=sub_total,
                 ),
                 starts,
-                est._price(chunks.n_features, fit_m.total, "diag"),
+                est._price(chunks.n_features, sub_total or fit_m.total, "diag"),
             )
             if res.best < 0:
                 scores[kind] = -np.inf

@@ -175,22 +175,28 @@ def test_candidates_on_a_subsample_are_priced_as_all_rows_and_start_the_final_fi
 
     def solve(self, students, keys, max_iter, tol):
         if choices and not first:  # the final fit's first solve
-            first.append(students)
+            first.append((students, np.asarray(jax.random.key_data(keys))))
         return real_solve(self, students, keys, max_iter, tol)
 
+    draws, real_draw = [], F.init_students
     monkeypatch.setattr(OverparamGMM, "_price", price)
     monkeypatch.setattr(A, "choose_type", choose)
     monkeypatch.setattr(F.InMemory, "solve", solve)
     monkeypatch.setattr(F, "simplest_type", lambda scores, se=None, sizes=None: "diag")
+    monkeypatch.setattr(F, "init_students", lambda *a, **k: draws.append(bool(choices)) or real_draw(*a, **k))
     OverparamGMM(random_state=0).fit(X)  # about 4N/5 training rows: not a subsample
     assert all(t < N for t in prices[:-1]) and prices[-1] == N and choices[0] == ("diag", None)
+    assert draws[-1] is True  # the final fit drew its start
+    fresh_keys = first[0][1]
     monkeypatch.setattr(F, "AUTO_ROWS", N // 2)
-    prices.clear(), choices.clear(), first.clear()
+    prices.clear(), choices.clear(), first.clear(), draws.clear()
     est = OverparamGMM(random_state=0).fit(X)
     assert prices and all(t == N for t in prices)
+    assert not any(draws)  # warm-started: no draw, and the keys a fresh draw would have had
+    np.testing.assert_array_equal(first[0][1], fresh_keys)
     kind, (res, units) = choices[0]
     assert kind == est.covariance_type_ == "diag"
     want = np.asarray(F.take(res.students, 0).log_prob((X - units[0]) / units[1])) - np.log(units[1]).sum()
-    start = F.take(first[0], 0)
+    start = F.take(first[0][0], 0)
     got = np.asarray(start.log_prob((X - est._shift) / est._scale)) - np.log(est._scale).sum()
     np.testing.assert_allclose(got, want, rtol=1e-10)

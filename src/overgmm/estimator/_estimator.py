@@ -331,13 +331,17 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         Xv = X if rotation is None else X @ rotation
         shift, scale, floor = self._standardization(Xv, w, kind, grid, least)
         Z = (Xv - shift) / scale
-        # starting students from the rows of init_rows (canonical order, about 65k rows; by
-        # X's own values): the draw ignores row order and chunking, as on data in chunks
-        rows = S.init_rows(X, w)
-        # missing values: the starting draw sees each gap at its feature's mean (0)
-        students, keys = S.starting_students(self, np.nan_to_num(Z[rows]), w[rows], n, floor, n_init, kind, X.shape[0])
-        start = None if warm is None else F.warm_start(warm[0], warm[1], (shift, scale))
-        students = students if start is None else start
+        first = S.warm_students(self, warm, (shift, scale), n_init)
+        if first is not None:
+            students, keys = first
+        else:
+            # starting students from the rows of init_rows (canonical order, about 65k rows; by
+            # X's own values): the draw ignores row order and chunking, as on data in chunks
+            rows = S.init_rows(X, w)
+            # missing values: the starting draw sees each gap at its feature's mean (0)
+            students, keys = S.starting_students(
+                self, np.nan_to_num(Z[rows]), w[rows], n, floor, n_init, kind, X.shape[0]
+            )
         Zp, wp = F.pad_rows(Z, w)
         return n, (shift, scale, floor), F.problem(Zp, wp, floor), students, keys
 

@@ -174,11 +174,16 @@ def _x_rows(first, X, *args, **kwargs) -> int:
     return X.shape[0]
 
 
+def start_keys(seed, n_init: int):
+    """The ``n_init`` PRNG keys of the restarts, from ``seed``."""
+    return jax.random.split(jax.random.key(seed), n_init)
+
+
 @jit_by_rows(_x_rows, static_argnames=("n", "n_init", "method"), light=True)
 def _init(seed, X, w, n_live, *, n: int, n_init: int, method: str):
-    """``n_init`` keys from ``seed`` and one starting student per key (batched; identity
-    covariances: the same compiled draw serves every covariance type)."""
-    keys = jax.random.split(jax.random.key(seed), n_init)
+    """``n_init`` keys from ``seed`` (:func:`start_keys`) and one starting student per key
+    (batched; identity covariances: the same compiled draw serves every covariance type)."""
+    keys = start_keys(seed, n_init)
     init = functools.partial(initialisation.from_data, n_live=n_live, method=method)
     return jax.vmap(lambda k: init(k, X, w, n))(keys), keys
 

@@ -102,12 +102,22 @@ def start(est, chunks, view: streaming.View, moments: streaming.Moments, kind: s
     starting students."""
     var = np.diag(moments.cov)
     shift, scale, floor = est._standardization_from(moments.mean, var, kind, moments.grid, least)
+    first = warm_students(est, warm, (shift, scale), est.n_init)
+    if first is not None:  # no subsample pass, no draw
+        return (shift, scale, floor), *first
     Xs, ws = streaming.subsample(chunks, view, moments.count)  # by X's own values, as in memory
     # missing values: the starting draw sees each gap at its feature's mean (0), as in memory
     Z = np.nan_to_num(dataclasses.replace(view, shift=shift, scale=scale).data(Xs))
     students, keys = starting_students(est, Z, ws, n, floor, est.n_init, kind, chunks.n_rows)
-    first = None if warm is None else F.warm_start(warm[0], warm[1], (shift, scale))
-    return (shift, scale, floor), (students if first is None else first), keys
+    return (shift, scale, floor), students, keys
+
+
+def warm_students(est, warm, units: tuple, n_init: int):
+    """The start of a final fit from the chosen "auto" candidate ``warm = (res, units)``:
+    its students in ``units`` (:func:`._fit.warm_start`) and the restarts' keys from the
+    seed a fresh draw would have taken; None (and no seed taken) when there is none."""
+    students = None if warm is None else F.warm_start(warm[0], warm[1], units)
+    return None if students is None else (students, F.start_keys(est._seed(), n_init))
 
 
 def starting_students(est, Z, w, n: int, floor, n_init: int, kind: str, n_rows: int):

@@ -421,7 +421,7 @@ def test_evaluate_runs_in_row_blocks_with_the_one_pass_values(rng):
     m = og.Mixture(
         rng.normal(size=(25, 10)), rng.dirichlet(np.ones(25)), covariances=A @ A.transpose(0, 2, 1) + np.eye(10)
     )
-    Z = rng.normal(size=(F.BLOCKED_ROWS + 1000, 10))
+    Z = rng.normal(size=(F.LIGHT_ROWS + 1000, 10))
     assert statistics.block_rows(F.bucket_rows(Z.shape[0]), 25, 10, "full") < Z.shape[0] / 2  # several blocks
     for gaps in (False, True):
         if gaps:

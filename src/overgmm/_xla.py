@@ -16,9 +16,7 @@ a few times per fit (``light``: starting students, summary, merge round, E-step 
 evaluation) keep the fast build up to :data:`LIGHT_ROWS` = 2^14: built optimised, they
 tripled the compilation of a cold 1e4 fit (3.4 -> 17.1 s of XLA; the merge round alone
 5 s) for 0.2 s less work (a cold fit 6.9 -> 13.4 s; with them light 9.1 s, the second
-fit 1.77 s against 3.3 s); since the seventeenth session up to 2^17 rows (a cold 1e5 fit
-about 16.2 -> 13.7 s, its second fit 0.1-0.2 s slower). CPU only; other backends always
-get the defaults.
+fit 1.77 s against 3.3 s). CPU only; other backends always get the defaults.
 """
 
 from __future__ import annotations
@@ -34,12 +32,9 @@ from overgmm._executables import persistent
 
 SMALL_ROWS = 1 << 13
 # programs run a few times per fit (the starting students, the summary, the merge round,
-# the E-step sums, evaluation) keep the fast build up to 2^17 rows: optimised, they cost
-# far more compilation than they save (the merge round alone 5 s of XLA at 1e4 rows; at
-# 1e5 rows the final fit's merge round 1.5 s and summary 0.4 s, and "auto"'s held-out
-# summaries 0.2-0.35 s per type, for 0.1-0.2 s less work in the whole fit; 2^14 until the
-# seventeenth session: docs/performance.md)
-LIGHT_ROWS = 1 << 17
+# the E-step sums, evaluation) keep the fast build up to 2^14 rows: optimised, they cost
+# far more compilation than they save (the merge round alone 5 s of XLA at 1e4 rows)
+LIGHT_ROWS = 1 << 14
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 

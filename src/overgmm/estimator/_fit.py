@@ -170,10 +170,6 @@ def _data_rows(prob, *args, **kwargs) -> int:
     return max(SMALL_ROWS, LIGHT_ROWS) + 1 if prob.missing else prob.data.shape[0]
 
 
-# evaluate() reads more rows than this in the E-step's row blocks (no N x n x d temporary)
-BLOCKED_ROWS = 1 << 14
-
-
 def _x_rows(first, X, *args, **kwargs) -> int:
     return X.shape[0]
 
@@ -239,13 +235,13 @@ def _sums(prob: Problem, students: Mixture):
 def _evaluate(student: Mixture, X, *, missing: bool = False):
     """Log-density (N,) and responsibilities (N, n) of ``X`` (N, d) (``missing``: NaN
     entries are missing, each row's marginal over its observed features); over
-    :data:`BLOCKED_ROWS` rows in the E-step's row blocks (:func:`overgmm.statistics.block_rows`,
+    :data:`LIGHT_ROWS` rows in the E-step's row blocks (:func:`overgmm.statistics.block_rows`,
     the largest power of two at most that which divides N): each row on its own, and no
-    ``N x n x d`` temporary. (Up to BLOCKED_ROWS the temporary is small, and the blocked loop
+    ``N x n x d`` temporary. (Up to LIGHT_ROWS the temporary is small, and the blocked loop
     cost "auto"'s held-out scoring 0.7 s more compilation in a cold 10^4-row fit.)"""
     n_rows = X.shape[0]
     block = statistics.block_rows(n_rows, student.n_components, student.dim, student.covariance_type, missing)
-    if block >= n_rows or n_rows <= BLOCKED_ROWS:
+    if block >= n_rows or n_rows <= LIGHT_ROWS:
         return student.log_posterior(X, missing=missing)
     block = 1 << (block.bit_length() - 1)
     while n_rows % block:

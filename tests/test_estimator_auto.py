@@ -120,6 +120,32 @@ def test_auto_weighs_each_candidate_by_its_fit_s_parameters_in_memory_and_on_chu
     assert est.covariance_type_ == chunked.covariance_type_ == "full" and est.n_components_ == 3
 
 
+def test_held_out_rows_are_scored_in_pieces_of_the_fit_s_shape():
+    """``held_nll`` scores more held-out rows than the fit has through the fit's own summary
+    program, in pieces padded to the fit's rows: the weighted mean over all of them (one
+    pass of the summary at their own shape, to rounding), and no program of another shape."""
+    rng = np.random.default_rng(5)
+    ms = [m for m, _, _ in models(d=3, seed=2)][:1] * 2
+    students = F.host(jax.tree_util.tree_map(lambda *a: np.stack(a), *ms))
+    floor = np.full(3, 1e-4)
+    Z, w = rng.normal(size=(700, 3)), rng.uniform(0.5, 2.0, size=700)
+    w = w / w.sum()
+    rows = 256  # the fit's rows: its summary compiled at that shape first
+    Zf, wf = F.pad_rows(Z[:rows], w[:rows], at_least=rows)
+    F.InMemory(F.problem(Zf, wf, floor), None).summary(students)
+    before = F._summary.fast._cache_size() + F._summary.full._cache_size()
+    got = A.held_nll(students, Z, w, floor, rows)
+    assert F._summary.fast._cache_size() + F._summary.full._cache_size() == before
+    Zp, wp = F.pad_rows(Z, w)  # all rows at once, at their own shape
+    want = F.InMemory(F.problem(Zp, wp, floor), None).summary(students)[0]
+    assert F._summary.fast._cache_size() + F._summary.full._cache_size() == before + 1
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_array_equal(
+        A.held_nll(students, Z[:rows], w[:rows] / w[:rows].sum(), floor, rows),
+        F.InMemory(F.problem(Zf, wf / w[:rows].sum(), floor), None).summary(students)[0],
+    )
+
+
 @pytest.mark.parametrize("kind", ["spherical", "diag", "tied", "full"])
 def test_a_warm_start_is_the_same_mixture_in_the_final_fit_s_units(kind):
     """``_fit.warm_start`` moves a candidate's students (two restarts, one with a slot at

@@ -120,19 +120,22 @@ def test_auto_weighs_each_candidate_by_its_fit_s_parameters_in_memory_and_on_chu
     assert est.covariance_type_ == chunked.covariance_type_ == "full" and est.n_components_ == 3
 
 
-def test_held_out_rows_are_scored_in_pieces_of_the_fit_s_shape():
+def test_held_out_rows_are_scored_in_pieces_of_the_fit_s_shape(monkeypatch):
     """``held_nll`` scores more held-out rows than the fit has through the fit's own summary
     program, in pieces padded to the fit's rows: the weighted mean over all of them (one
-    pass of the summary at their own shape, to rounding), and no program of another shape."""
+    pass of the summary at their own shape, to rounding), a piece of zero weight skipped,
+    no program of another shape, and with gaps one missing-value flag for every piece."""
     rng = np.random.default_rng(5)
     ms = [m for m, _, _ in models(d=3, seed=2)][:1] * 2
     students = F.host(jax.tree_util.tree_map(lambda *a: np.stack(a), *ms))
     floor = np.full(3, 1e-4)
     Z, w = rng.normal(size=(700, 3)), rng.uniform(0.5, 2.0, size=700)
+    w[256:512] = 0.0  # a piece of zero weight
     w = w / w.sum()
     rows = 256  # the fit's rows: its summary compiled at that shape first
-    Zf, wf = F.pad_rows(Z[:rows], w[:rows], at_least=rows)
-    F.InMemory(F.problem(Zf, wf, floor), None).summary(students)
+    Zf, wf = F.pad_rows(Z[:rows], w[:rows] / w[:rows].sum(), at_least=rows)
+    first = F.InMemory(F.problem(Zf, wf, floor), None).summary(students)[0]
+    np.testing.assert_array_equal(A.held_nll(students, Z[:rows], w[:rows] / w[:rows].sum(), floor, rows), first)
     before = F._summary.fast._cache_size() + F._summary.full._cache_size()
     got = A.held_nll(students, Z, w, floor, rows)
     assert F._summary.fast._cache_size() + F._summary.full._cache_size() == before
@@ -140,10 +143,13 @@ def test_held_out_rows_are_scored_in_pieces_of_the_fit_s_shape():
     want = F.InMemory(F.problem(Zp, wp, floor), None).summary(students)[0]
     assert F._summary.fast._cache_size() + F._summary.full._cache_size() == before + 1
     np.testing.assert_allclose(got, want, rtol=1e-12)
-    np.testing.assert_array_equal(
-        A.held_nll(students, Z[:rows], w[:rows] / w[:rows].sum(), floor, rows),
-        F.InMemory(F.problem(Zf, wf / w[:rows].sum(), floor), None).summary(students)[0],
-    )
+    Z[:5, 1] = np.nan  # gaps in the first piece alone
+    flags, real_problem = [], F.problem
+    monkeypatch.setattr(F, "problem", lambda *a: flags.append(a[3]) or real_problem(*a))
+    got = A.held_nll(students, Z, w, floor, rows)
+    assert flags == [True, True]  # the zero-weight piece skipped, the other with the same flag
+    want = F.InMemory(real_problem(*F.pad_rows(Z, w), floor), None).summary(students)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["spherical", "diag", "tied", "full"])
@@ -210,13 +216,17 @@ def test_candidates_on_a_subsample_are_priced_as_all_rows_and_start_the_final_fi
     monkeypatch.setattr(F.InMemory, "solve", solve)
     monkeypatch.setattr(F, "simplest_type", lambda scores, se=None, sizes=None: "diag")
     monkeypatch.setattr(F, "init_students", lambda *a, **k: draws.append(bool(choices)) or real_draw(*a, **k))
+    pieces, real_held = [], A.held_nll
+    monkeypatch.setattr(A, "held_nll", lambda *a: pieces.append(a[4]) or real_held(*a))
     OverparamGMM(random_state=0).fit(X)  # about 4N/5 training rows: not a subsample
     assert all(t < N for t in prices[:-1]) and prices[-1] == N and choices[0] == ("diag", None)
     assert draws[-1] is True  # the final fit drew its start
     fresh_keys = first[0][1]
     monkeypatch.setattr(F, "AUTO_ROWS", N // 2)
     prices.clear(), choices.clear(), first.clear(), draws.clear()
+    pieces.clear()
     est = OverparamGMM(random_state=0).fit(X)
+    assert pieces and all(r == N // 2 for r in pieces)  # held-out rows in pieces of the fit's rows
     assert prices and all(t == N for t in prices)
     assert not any(draws)  # warm-started: no draw, and the keys a fresh draw would have had
     np.testing.assert_array_equal(first[0][1], fresh_keys)

@@ -64,18 +64,22 @@ def held_nll(students, Z: np.ndarray, w: np.ndarray, floor, rows: int) -> np.nda
     """Mean negative log-likelihood (R,) of a batch of students (leading axis R) on the
     standardized held-out rows ``Z`` (N, d) with weights ``w`` (N,) summing to 1, through
     the fit's own summary program: in pieces of at most ``rows`` rows (the fit's row count),
-    each padded as the fit's rows are, so that nothing of another shape is compiled (at 1e5
-    rows the held-out rows' own shape cost 0.2-0.35 s of compilation per candidate type)."""
+    each padded as the fit's rows are, so that no summary program of another shape is
+    compiled (at 1e5 rows the held-out rows' own shape cost 0.2-0.35 s of compilation per
+    candidate type). One missing-value flag for every piece: that of all of ``Z``."""
+    missing = bool(np.isnan(Z).any())
 
     def nll(Z, w):
         Zp, wp = F.pad_rows(Z, w, at_least=rows)
-        return F.InMemory(F.problem(Zp, wp, floor), None).summary(students)[0]
+        return F.InMemory(F.problem(Zp, wp, floor, missing), None).summary(students)[0]
 
     if Z.shape[0] <= rows:
         return nll(Z, w)
-    pieces = [(Z[a : a + rows], w[a : a + rows]) for a in range(0, Z.shape[0], rows)]
-    # the summary's loss is each piece's weighted mean
-    return sum(p_w.sum() * nll(p_Z, p_w) for p_Z, p_w in pieces if p_w.sum() > 0)
+    out = np.zeros(students.means.shape[0])
+    for a in range(0, Z.shape[0], rows):
+        if w[a : a + rows].sum() > 0:  # the summary's loss is the piece's weighted mean
+            out = out + w[a : a + rows].sum() * nll(Z[a : a + rows], w[a : a + rows])
+    return out
 
 
 class Choice(NamedTuple):

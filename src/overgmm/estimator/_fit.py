@@ -132,11 +132,13 @@ def pad_rows(Z: np.ndarray, w: np.ndarray | None = None, *, at_least: int = 0) -
     return Zp, wp
 
 
-def problem(Zp: np.ndarray, wp: np.ndarray, floor: np.ndarray) -> Problem:
+def problem(Zp: np.ndarray, wp: np.ndarray, floor: np.ndarray, missing: bool | None = None) -> Problem:
     """The weighted NLL of the padded standardized data, variance floor ``floor`` (d,); NaN
     entries (only present when the estimator allows missing values) are missing, and the
-    missing-value E-step runs only when there are any."""
-    return Problem.from_data(Zp, sample_weight=wp, var_floor=floor, missing=bool(np.isnan(Zp).any()))
+    missing-value E-step runs only when there are any (``missing``: whether it runs; None:
+    whether ``Zp`` has a NaN)."""
+    missing = bool(np.isnan(Zp).any()) if missing is None else bool(missing)
+    return Problem.from_data(Zp, sample_weight=wp, var_floor=floor, missing=missing)
 
 
 def algorithm(prob: Problem, name: str, step_size: float, n_short: int, prune: float) -> Algorithm:

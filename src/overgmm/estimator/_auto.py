@@ -77,8 +77,9 @@ def held_nll(students, Z: np.ndarray, w: np.ndarray, floor, rows: int) -> np.nda
         return nll(Z, w)
     out = np.zeros(students.means.shape[0])
     for a in range(0, Z.shape[0], rows):
-        if w[a : a + rows].sum() > 0:  # the summary's loss is the piece's weighted mean
-            out = out + w[a : a + rows].sum() * nll(Z[a : a + rows], w[a : a + rows])
+        piece, weight = w[a : a + rows], float(w[a : a + rows].sum())
+        if weight > 0:  # the summary's loss is the piece's weighted mean
+            out = out + weight * nll(Z[a : a + rows], piece)
     return out
 
 

@@ -120,6 +120,42 @@ def test_auto_weighs_each_candidate_by_its_fit_s_parameters_in_memory_and_on_chu
     assert est.covariance_type_ == chunked.covariance_type_ == "full" and est.n_components_ == 3
 
 
+def test_take_fits_first_a_type_whose_programs_are_ready():
+    """``Precompiler.take``: a type the thread has compiled comes first, then one no thread
+    has started (the caller compiles it meanwhile), and only then one still compiling;
+    without threads, the caller's order."""
+    import threading
+
+    from overgmm.estimator._precompile import Precompiler
+
+    pre = Precompiler(["diag", "tied", "full"])
+    assert pre.take(["spherical", "diag"]) == "spherical"  # not started: in order
+    pre._state = {"diag": "pending", "tied": "compiling", "full": "compiling"}
+    pre._done = {k: threading.Event() for k in pre._state}
+    pre._done["full"].set()
+    assert pre.take(["diag", "tied", "full"]) == "full"  # compiled: fitted first
+    assert pre.take(["diag", "tied"]) == "diag" and pre._state["diag"] == "caller"  # the thread skips it
+    pre._done["tied"].set()
+    assert pre.take(["tied"]) == "tied"
+
+
+def test_the_candidates_score_the_same_in_whatever_order_they_are_fitted(monkeypatch):
+    """Each candidate's seed is drawn in AUTO_TYPES' order before any is fitted, so the
+    order the programs are ready in (``in_turn``) changes nothing, with a RandomState too."""
+    X = sheared(1)[:400]
+    first = OverparamGMM(random_state=np.random.RandomState(3)).fit(X)
+
+    def backwards(pre, kinds):
+        yield from [k for k in reversed(kinds) if k != "rotated"] + ["rotated"]
+
+    monkeypatch.setattr(A, "in_turn", backwards)
+    again = OverparamGMM(random_state=np.random.RandomState(3)).fit(X)
+    assert list(again.validation_scores_) == list(F.AUTO_TYPES)
+    assert again.validation_scores_ == first.validation_scores_
+    assert again.covariance_type_ == first.covariance_type_
+    np.testing.assert_array_equal(again.means_, first.means_)
+
+
 def test_held_out_rows_are_scored_in_pieces_of_the_fit_s_shape(monkeypatch):
     """``held_nll`` scores more held-out rows than the fit has through the fit's own summary
     program, in pieces padded to the fit's rows: the weighted mean over all of them (one

@@ -93,6 +93,20 @@ class Choice(NamedTuple):
     warm: tuple | None = None
 
 
+def in_turn(pre: Precompiler, kinds):
+    """The candidate types ``kinds`` in the order they are fitted: first whichever of them
+    has its programs compiled (:meth:`Precompiler.take`: a cold fit does not wait for the
+    background thread while another type is ready), "rotated" last (it starts from the
+    others' axes)."""
+    todo = [k for k in kinds if k != "rotated"]
+    while todo:
+        kind = pre.take(todo)
+        todo.remove(kind)
+        yield kind
+    if "rotated" in kinds:
+        yield "rotated"
+
+
 def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np.ndarray | None = None) -> Choice:
     """The ``"auto"`` rule for the estimator ``est``: validation log-likelihood on the rows of
     :func:`validation_mask` (weights of the held-out rows set to 0 for the fits, so shapes
@@ -126,9 +140,12 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         X_fit, w_fit = X[sub], w_fit[sub]
         X_held, w_held = X[held], sw[held]
     pre = Precompiler(F.AUTO_TYPES[1:-1])  # compiled in the background while the first type fits
+    # one seed per candidate, drawn in AUTO_TYPES' order: the candidates are fitted in the
+    # order their programs are ready (a RandomState draws in turn), with the same results
+    seeds = {k: est._seed() for k in F.AUTO_TYPES if k != "rotated"}
     fitted: dict[str, tuple] = {}
     try:
-        for kind in F.AUTO_TYPES:
+        for kind in in_turn(pre, F.AUTO_TYPES):
             if kind == "rotated":  # the diag fit of X @ R, R the axes of the AUTO_AXES_FROM candidates
                 starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AUTO_AXES_FROM if k in fitted]
                 if not starts or X.shape[1] < 2 or np.isnan(X).any():
@@ -157,7 +174,6 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                     continue
                 students, best = Rot.as_candidate(res, units_r, R, units), 0
             else:
-                pre.claim(kind)
                 res, _, units = est._fit_type(
                     X_fit,
                     w_fit / w_fit.sum(),
@@ -170,6 +186,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                     grid,
                     True,
                     price_total=sub_total,
+                    seed=seeds[kind],
                 )
                 if res.best < 0:
                     scores[kind] = -math.inf
@@ -182,6 +199,9 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
             models[kind] = (F.take(students, best), shift, scale)
     finally:
         pre.close()
+    # in AUTO_TYPES' order, whatever order the candidates were fitted in
+    scores = {k: scores[k] for k in F.AUTO_TYPES if k in scores}
+    models = {k: models[k] for k in F.AUTO_TYPES if k in models}
     est.validation_scores_ = scores
     if held.sum() > F.AUTO_ROWS:  # many held-out rows: the margin alone
         kind = F.simplest_type(scores, sizes=sizes)

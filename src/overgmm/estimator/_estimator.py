@@ -321,12 +321,24 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
     def _start(
-        self, X, w, total: float, n_init: int, kind: str, n=None, grid=None, least=None, rotation=None, warm=None
+        self,
+        X,
+        w,
+        total: float,
+        n_init: int,
+        kind: str,
+        n=None,
+        grid=None,
+        least=None,
+        rotation=None,
+        warm=None,
+        seed=None,
     ):
         """Standardization, the problem on the padded rows, starting students (``n``
         components, default from ``total``; ``grid``, ``least``: as in :meth:`_standardization`;
         ``rotation`` (d, d): fit the rows ``X @ rotation``; ``warm``: a fit ``(res, units)``
-        of this type to start from instead, :func:`._fit.warm_start`)."""
+        of this type to start from instead, :func:`._fit.warm_start`; ``seed``: of the
+        starting draw, None: the next from ``random_state``)."""
         n = self._resolve_n_components(total) if n is None else n
         Xv = X if rotation is None else X @ rotation
         shift, scale, floor = self._standardization(Xv, w, kind, grid, least)
@@ -340,7 +352,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
             rows = S.init_rows(X, w)
             # missing values: the starting draw sees each gap at its feature's mean (0)
             students, keys = S.starting_students(
-                self, np.nan_to_num(Z[rows]), w[rows], n, floor, n_init, kind, X.shape[0]
+                self, np.nan_to_num(Z[rows]), w[rows], n, floor, n_init, kind, X.shape[0], seed
             )
         Zp, wp = F.pad_rows(Z, w)
         return n, (shift, scale, floor), F.problem(Zp, wp, floor), students, keys
@@ -443,7 +455,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         :class:`~._precompile.Precompiler` for the "auto" candidates, started here; ``candidate``:
         one of them (:func:`~._fit.coarse_polish`); ``price_total``: the total weight whose
         merge price the fit pays (None: ``total``; a candidate on a subsample: all rows');
-        ``grid`` and ``rotated`` (``least``, ``rotation``, ``warm``): as in :meth:`_start`."""
+        ``grid`` and ``rotated`` (``least``, ``rotation``, ``warm``, ``seed``): as in :meth:`_start`."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, **rotated)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total if price_total is None else price_total, kind)

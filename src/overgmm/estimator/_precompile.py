@@ -30,7 +30,8 @@ class Precompiler:
 
     :meth:`start` once the first type's problem and students exist; :meth:`claim` before
     fitting a type (waits while the thread compiles it, else the caller compiles it itself
-    and the thread skips it); :meth:`close` at the end."""
+    and the thread skips it), or :meth:`take` to fit first whichever type is ready;
+    :meth:`close` at the end."""
 
     def __init__(self, kinds, *, last_first: bool = True) -> None:
         # the types to come, in the caller's order; a job is a type, or (type, width): that
@@ -85,6 +86,18 @@ class Precompiler:
                 self._state[kind] = "caller"
         if state == "compiling":
             self._done[kind].wait()
+
+    def take(self, kinds) -> Any:
+        """Which of ``kinds`` (the jobs still to fit, in the caller's order) to fit next,
+        :meth:`claim`-ed: the first whose programs are compiled, else the first no thread has
+        started (the caller compiles it while the threads go on), else the first (after its
+        compilation ends). Without threads: the first."""
+        with self._lock:
+            ready = [k for k in kinds if self._state.get(k) == "compiling" and self._done[k].is_set()]
+            free = [k for k in kinds if self._state.get(k) in (None, "pending", "caller")]
+        kind = (ready or free or list(kinds))[0]
+        self.claim(kind)
+        return kind
 
     def close(self, wait: bool = True) -> None:
         """No more jobs; ``wait``: for a compilation in progress to end (else it ends in

@@ -120,12 +120,13 @@ def warm_students(est, warm, units: tuple, n_init: int):
     return None if students is None else (students, F.start_keys(est._seed(), n_init))
 
 
-def starting_students(est, Z, w, n: int, floor, n_init: int, kind: str, n_rows: int):
+def starting_students(est, Z, w, n: int, floor, n_init: int, kind: str, n_rows: int, seed=None):
     """``n_init`` starting students (host) and their keys, drawn from the standardized rows
-    ``Z`` with weights ``w`` (the subsample, canonical order) of data of ``n_rows`` rows."""
+    ``Z`` with weights ``w`` (the subsample, canonical order) of data of ``n_rows`` rows
+    (``seed``: of the draw; None: the next from the estimator's ``random_state``)."""
     Zp, wp = F.pad_rows(Z, w / w.sum(), at_least=init_bucket(n_rows))
     return F.init_students(
-        est._seed(),
+        est._seed() if seed is None else seed,
         Zp,
         wp,
         n,

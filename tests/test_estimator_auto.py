@@ -255,7 +255,7 @@ def test_candidates_on_a_subsample_are_priced_as_all_rows_and_start_the_final_fi
     pieces, real_held = [], A.held_nll
     monkeypatch.setattr(A, "held_nll", lambda *a: pieces.append(a[4]) or real_held(*a))
     OverparamGMM(random_state=0).fit(X)  # about 4N/5 training rows: not a subsample
-    assert all(t < N for t in prices[:-1]) and prices[-1] == N and choices[0] == ("diag", None)
+    assert all(t < N for t in prices[:-1]) and prices[-1] == N and choices[0][:2] == ("diag", None)
     assert draws[-1] is True  # the final fit drew its start
     fresh_keys = first[0][1]
     monkeypatch.setattr(F, "AUTO_ROWS", N // 2)
@@ -266,9 +266,40 @@ def test_candidates_on_a_subsample_are_priced_as_all_rows_and_start_the_final_fi
     assert prices and all(t == N for t in prices)
     assert not any(draws)  # warm-started: no draw, and the keys a fresh draw would have had
     np.testing.assert_array_equal(first[0][1], fresh_keys)
-    kind, (res, units) = choices[0]
+    kind, (res, units), _ = choices[0]
     assert kind == est.covariance_type_ == "diag"
     want = np.asarray(F.take(res.students, 0).log_prob((X - units[0]) / units[1])) - np.log(units[1]).sum()
     start = F.take(first[0][0], 0)
     got = np.asarray(start.log_prob((X - est._shift) / est._scale)) - np.log(est._scale).sum()
     np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_the_leader_s_final_fit_programs_compile_while_the_last_candidates_fit(monkeypatch):
+    """On a subsample (AUTO_ROWS lowered here), once every type but "rotated" is scored the
+    leader's final-fit programs (solver, merge round, summary on all rows' shapes) are
+    compiled in the background; the final fit of that type waits for each program it
+    calls (``Awaiting``), and fits exactly as without them. Not on small data."""
+    from overgmm.estimator import _precompile as P
+
+    X = sheared(0)
+    choices, claims, jobs = [], [], []
+    real_choose, real_claim, real_compile = A.choose_type, P.Precompiler.claim, P.compile_type
+    monkeypatch.setattr(A, "choose_type", lambda *a, **k: choices.append(real_choose(*a, **k)) or choices[-1])
+    monkeypatch.setattr(P.Precompiler, "claim", lambda self, job: claims.append(job) or real_claim(self, job))
+    monkeypatch.setattr(P, "compile_type", lambda *a: jobs.append(a[3]) or real_compile(*a))
+    OverparamGMM(random_state=0).fit(X)
+    assert choices[0].compiling is None and not any(len(j) == 3 for j in claims if isinstance(j, tuple))
+    monkeypatch.setattr(F, "AUTO_ROWS", X.shape[0] // 2)
+    claims.clear()
+    est = OverparamGMM(random_state=0).fit(X)
+    kind, compiling = choices[1].kind, choices[1].compiling
+    assert kind == est.covariance_type_ and compiling is not None
+    compiling.close()  # the thread's jobs end
+    final = [j for j in claims if isinstance(j, tuple) and len(j) == 3]
+    assert final[:2] == [(kind, None, "solve"), (kind, None, "summary")] and (kind, None, "merge") in final
+    assert {j[2] for j in jobs if isinstance(j, tuple) and len(j) == 3} <= {"solve", "summary", "merge"}
+    monkeypatch.setattr(A, "speculate", lambda *a: None)  # the same fit, every program compiled by the caller
+    plain = OverparamGMM(random_state=0).fit(X)
+    assert choices[2].compiling is None
+    np.testing.assert_array_equal(plain.means_, est.means_)
+    np.testing.assert_array_equal(plain.lower_bounds_, est.lower_bounds_)

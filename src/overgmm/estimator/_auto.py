@@ -15,7 +15,7 @@ from overgmm import rounding, streaming
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _rotated as Rot
 from overgmm.estimator._checks import log_jacobian
-from overgmm.estimator._precompile import Precompiler
+from overgmm.estimator._precompile import Precompiler, final_fit
 from overgmm.estimator._progress import Progress
 
 VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
@@ -91,6 +91,7 @@ class Choice(NamedTuple):
 
     kind: str
     warm: tuple | None = None
+    compiling: Precompiler | None = None  # the final fit's programs, in the background (speculate)
 
 
 def in_turn(pre: Precompiler, kinds):
@@ -107,6 +108,20 @@ def in_turn(pre: Precompiler, kinds):
         yield "rotated"
 
 
+def speculate(est, X: np.ndarray, sw: np.ndarray, kind: str, res) -> Precompiler:
+    """The final fit's programs for type ``kind`` (solver, merge round, summary), compiled in
+    a background thread: on all of ``X``'s rows (their shapes: the programs take the data
+    as arguments), from the students of the candidate fit ``res`` (where the final fit of
+    subsampled "auto" starts, :func:`._fit.warm_start`). Compile only, into the persistent
+    cache; nothing without it."""
+    size, d = F.bucket_rows(X.shape[0]), X.shape[1]
+    prob = F.problem(np.zeros((size, d)), np.full(size, 1.0 / size), np.ones(d), missing=bool(np.isnan(X).any()))
+    alg = F.algorithm(prob, est.algorithm, float(est.step_size), int(est.n_short), float(est.prune))
+    merge = est._price(d, float(sw.sum()), kind) > 0
+    keys = F.start_keys(0, int(est.n_init))
+    return final_fit(F.InMemory(prob, alg), res.students, keys, kind, int(est.max_iter), merge)
+
+
 def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np.ndarray | None = None) -> Choice:
     """The ``"auto"`` rule for the estimator ``est``: validation log-likelihood on the rows of
     :func:`validation_mask` (weights of the held-out rows set to 0 for the fits, so shapes
@@ -117,7 +132,9 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     On more than :data:`~._fit.AUTO_ROWS` training rows the candidates are fitted on that
     many of them, and priced (the merge price, :meth:`OverparamGMM._price`) as a fit of
     all the rows: each stands in for the final fit, which starts from the chosen one
-    (:class:`Choice`) and can then only merge, never split."""
+    (:class:`Choice`) and can then only merge, never split. There, once every type but
+    "rotated" is scored, the leader's final-fit programs are compiled in the background
+    (:func:`speculate`; ``Choice.compiling`` when the leader is chosen)."""
     grid = rounding.grid(X, sw) if grid is None else grid
     held = validation_mask(X) & (sw > 0)
     w_fit = np.where(held, 0.0, sw)
@@ -144,6 +161,9 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     # order their programs are ready (a RandomState draws in turn), with the same results
     seeds = {k: est._seed() for k in F.AUTO_TYPES if k != "rotated"}
     fitted: dict[str, tuple] = {}
+    # subsampled: once every type but "rotated" is scored, the leader's final-fit programs
+    # are compiled in the background (the final fit on all rows has shapes of its own)
+    spec, lead = None, None
     try:
         for kind in in_turn(pre, F.AUTO_TYPES):
             if kind == "rotated":  # the diag fit of X @ R, R the axes of the AUTO_AXES_FROM candidates
@@ -197,6 +217,9 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
             nll = held_nll(students, (X_held - shift) / scale, w_held / w_held.sum(), floor, X_fit.shape[0])[best]
             scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
             models[kind] = (F.take(students, best), shift, scale)
+            if spec is None and sub_total is not None and set(seeds) <= set(scores):
+                lead = F.simplest_type(scores, sizes=sizes)
+                spec = speculate(est, X, sw, lead, fitted[lead][0]) if lead in fitted else None
     finally:
         pre.close()
     # in AUTO_TYPES' order, whatever order the candidates were fitted in
@@ -208,4 +231,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     else:  # the standard errors: per-row log-likelihoods (one evaluate program per type)
         names, sums = list(models), held_moments(X_held, w_held, 0, streaming.ALL, list(models.values()))
         kind = F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)
-    return Choice(kind, fitted.get(kind) if sub_total is not None else None)
+    if spec is not None and lead != kind:
+        spec.close(wait=False)  # another type was chosen: what has not started is dropped
+    compiling = spec if lead == kind else None  # the final fit waits for each of its programs
+    return Choice(kind, fitted.get(kind) if sub_total is not None else None, compiling)

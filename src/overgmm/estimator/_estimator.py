@@ -26,7 +26,7 @@ from overgmm.estimator import _rotated as Rot
 from overgmm.estimator import _stream as S
 from overgmm.estimator._checks import check_features, check_missing, check_params, feature_moments, log_jacobian
 from overgmm.estimator._inference import Inference
-from overgmm.estimator._precompile import for_widths
+from overgmm.estimator._precompile import Awaiting, for_widths
 from overgmm.estimator._progress import Progress
 from overgmm.estimator._slots import compact
 from overgmm.mixture import Mixture
@@ -390,11 +390,20 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         grid = rounding.grid(X, sw)  # of all rows, once: the "auto" candidates and the fit share it
         with Progress(int(self.verbose) > 0) as progress:
             auto = self.covariance_type == "auto"
-            kind, warm = A.choose_type(self, X, sw, progress, grid) if auto else (self.covariance_type, None)
+            choice = A.choose_type(self, X, sw, progress, grid) if auto else A.Choice(self.covariance_type)
+            kind = choice.kind
             if kind == "rotated":  # a full fit for the axes, then diag on rotated rows
                 return Rot.fit(self, X, sw, total, progress, grid)
             res, n, units = self._fit_type(
-                X, sw / total, total, kind, progress=progress, stage=f"fit ({kind})", grid=grid, warm=warm
+                X,
+                sw / total,
+                total,
+                kind,
+                progress=progress,
+                stage=f"fit ({kind})",
+                grid=grid,
+                warm=choice.warm,
+                compiling=choice.compiling,
             )
         return self._finish(res, n, units, kind, log_jacobian(X, units[1], sw / total))
 
@@ -448,6 +457,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         grid=None,
         candidate=False,
         price_total=None,
+        compiling=None,
         **rotated,
     ):
         """One fit with covariance type ``kind``: (:class:`~._fit.FitResult`, starting
@@ -455,11 +465,14 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         :class:`~._precompile.Precompiler` for the "auto" candidates, started here; ``candidate``:
         one of them (:func:`~._fit.coarse_polish`); ``price_total``: the total weight whose
         merge price the fit pays (None: ``total``; a candidate on a subsample: all rows');
+        ``compiling``: a :func:`~._precompile.final_fit` of this fit's programs, waited for;
         ``grid`` and ``rotated`` (``least``, ``rotation``, ``warm``, ``seed``): as in :meth:`_start`."""
         n, units, prob, students, keys = self._start(X, w, total, self.n_init, kind, n, grid, **rotated)
         alg = F.algorithm(prob, self.algorithm, float(self.step_size), int(self.n_short), float(self.prune))
         price = self._price(X.shape[1], total if price_total is None else price_total, kind)
         engine = F.InMemory(prob, alg)
+        if compiling is not None:
+            engine = Awaiting(engine, compiling, kind)
         if pre is not None:
             pre.start(engine, students, keys, int(self.max_iter), merge=price > 0)
         if progress is not None:

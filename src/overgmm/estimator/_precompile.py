@@ -113,8 +113,9 @@ class Precompiler:
 def compile_type(engine: InMemory, like: Mixture, keys, kind, max_iter: int, merge: bool) -> None:
     """Compile (not run) the solver, summary and (``merge``) merge of covariance type
     ``kind`` for ``engine``'s problem and students shaped like ``like`` (R, n, d);
-    ``kind`` = (type, width): for ``width`` components instead of n."""
-    kind, width = (kind, None) if isinstance(kind, str) else kind
+    ``kind`` = (type, width): for ``width`` components instead of n (None: n); (type,
+    width, part): only ``part``, one of "solve", "summary", "merge"."""
+    kind, width, part = (kind, None, None) if isinstance(kind, str) else (*kind, None)[:3]
     R, n, d = like.means.shape
     n = n if width is None else width
     t = C.public(kind)
@@ -125,10 +126,46 @@ def compile_type(engine: InMemory, like: Mixture, keys, kind, max_iter: int, mer
     prob, alg = engine.problem, engine.algorithm
     if alg is None:
         return
-    precompile_solve_batch(alg, student, max_steps=max_iter, keys=keys, record=RECORD, compiler_options=_options(prob))
-    _summary.precompile(prob, student)
-    if merge:
+    if part in (None, "solve"):
+        opts = _options(prob)
+        precompile_solve_batch(alg, student, max_steps=max_iter, keys=keys, record=RECORD, compiler_options=opts)
+    if part in (None, "summary"):
+        _summary.precompile(prob, student)
+    if merge and part in (None, "merge"):
         _merge.precompile(prob, student, np.float64(0.0))
+
+
+def final_fit(engine: InMemory, like: Mixture, keys, kind: str, max_iter: int, merge: bool) -> Precompiler:
+    """A started :class:`Precompiler` of the programs of a fit of type ``kind`` on
+    ``engine``'s problem (only its shapes count: the programs take the data as arguments)
+    from students shaped like ``like``: the solver, then the merge round, then the summary
+    (the solver is claimed first, and the merge round costs most to compile). "auto" on
+    large data starts it for its leading candidate's type while it fits the last candidate."""
+    pre = Precompiler([(kind, None, part) for part in ("solve", "merge", "summary")], last_first=False)
+    pre.start(engine, like, keys, max_iter, merge=merge)
+    return pre
+
+
+class Awaiting:
+    """``engine`` (:class:`InMemory`) for a fit of type ``kind`` whose programs ``pre``
+    (:func:`final_fit`) may be compiling: each of its solver, summary and merge round waits
+    for its own program first (one not yet started is compiled by the caller instead)."""
+
+    def __init__(self, engine: InMemory, pre: Precompiler, kind: str) -> None:
+        self.engine, self.pre, self.kind = engine, pre, kind
+        self.problem, self.algorithm, self.sums = engine.problem, engine.algorithm, engine.sums
+
+    def solve(self, students, keys, max_iter: int, tol: float):
+        self.pre.claim((self.kind, None, "solve"))
+        return self.engine.solve(students, keys, max_iter, tol)
+
+    def summary(self, students):
+        self.pre.claim((self.kind, None, "summary"))
+        return self.engine.summary(students)
+
+    def merge(self, students, price: float):
+        self.pre.claim((self.kind, None, "merge"))
+        return self.engine.merge(students, price)
 
 
 def for_widths(engine: InMemory, students: Mixture, keys, kind: str, max_iter: int, merge: bool) -> Precompiler:

@@ -199,7 +199,7 @@ def fit_chunks(est, chunks):
     est.validation_scores_ = {}
     with Progress(int(est.verbose) > 0) as progress:
         auto = est.covariance_type == "auto"
-        kind, warm = _choose_type(est, chunks, moments, progress) if auto else (est.covariance_type, None)
+        kind, warm, _ = _choose_type(est, chunks, moments, progress) if auto else A.Choice(est.covariance_type)
         n = est._resolve_n_components(moments.total)
         if kind == "rotated":  # a full fit for the axes, then diag on rotated rows (as in memory)
             if moments.gaps:

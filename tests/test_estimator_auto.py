@@ -274,31 +274,42 @@ def test_candidates_on_a_subsample_are_priced_as_all_rows_and_start_the_final_fi
     np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
-def test_the_leader_s_final_fit_programs_compile_while_the_last_candidates_fit(monkeypatch):
-    """On a subsample (AUTO_ROWS lowered here), once every type but "rotated" is scored the
-    leader's final-fit programs (solver, merge round, summary on all rows' shapes) are
-    compiled in the background; the final fit of that type waits for each program it
-    calls (``Awaiting``), and fits exactly as without them. Not on small data."""
+def test_the_final_fit_s_programs_compile_in_the_background_on_a_subsample(monkeypatch):
+    """On a subsample (AUTO_ROWS lowered here) the final fit's programs (solver, merge round,
+    summary on all rows' shapes) start compiling in the background once the type is
+    chosen, on a stand-in problem whose structure and shapes are the final fit's (so the
+    programs are the same); the final fit waits for each program it calls
+    (``Awaiting``) and fits exactly as without them. Not on small data."""
     from overgmm.estimator import _precompile as P
 
     X = sheared(0)
-    choices, claims, jobs = [], [], []
-    real_choose, real_claim, real_compile = A.choose_type, P.Precompiler.claim, P.compile_type
+    choices, claims, engines = [], [], []
+    real_choose, real_claim, real_final, real_init = (
+        A.choose_type,
+        P.Precompiler.claim,
+        A.final_fit,
+        P.Awaiting.__init__,
+    )
     monkeypatch.setattr(A, "choose_type", lambda *a, **k: choices.append(real_choose(*a, **k)) or choices[-1])
     monkeypatch.setattr(P.Precompiler, "claim", lambda self, job: claims.append(job) or real_claim(self, job))
-    monkeypatch.setattr(P, "compile_type", lambda *a: jobs.append(a[3]) or real_compile(*a))
+    monkeypatch.setattr(A, "final_fit", lambda engine, *a: engines.append(engine) or real_final(engine, *a))
+    monkeypatch.setattr(
+        P.Awaiting, "__init__", lambda self, engine, *a: engines.append(engine) or real_init(self, engine, *a)
+    )
     OverparamGMM(random_state=0).fit(X)
-    assert choices[0].compiling is None and not any(len(j) == 3 for j in claims if isinstance(j, tuple))
+    assert choices[0].compiling is None and not engines
     monkeypatch.setattr(F, "AUTO_ROWS", X.shape[0] // 2)
     claims.clear()
     est = OverparamGMM(random_state=0).fit(X)
     kind, compiling = choices[1].kind, choices[1].compiling
     assert kind == est.covariance_type_ and compiling is not None
-    compiling.close()  # the thread's jobs end
     final = [j for j in claims if isinstance(j, tuple) and len(j) == 3]
     assert final[:2] == [(kind, None, "solve"), (kind, None, "summary")] and (kind, None, "merge") in final
-    assert {j[2] for j in jobs if isinstance(j, tuple) and len(j) == 3} <= {"solve", "summary", "merge"}
-    monkeypatch.setattr(A, "speculate", lambda *a: None)  # the same fit, every program compiled by the caller
+    stand_in, real = ((e.problem, e.algorithm) for e in engines)
+    assert jax.tree_util.tree_structure(stand_in) == jax.tree_util.tree_structure(real)
+    avals = lambda t: [(np.shape(a), np.asarray(a).dtype) for a in jax.tree_util.tree_leaves(t)]  # noqa: E731
+    assert avals(stand_in) == avals(real) and np.shape(real[0].data)[0] > X.shape[0] // 2
+    monkeypatch.setattr(A, "final_programs", lambda *a: None)  # the same fit, every program compiled by the caller
     plain = OverparamGMM(random_state=0).fit(X)
     assert choices[2].compiling is None
     np.testing.assert_array_equal(plain.means_, est.means_)

@@ -87,11 +87,12 @@ class Choice(NamedTuple):
     """What ``"auto"`` chose: the covariance type, and the chosen candidate's fit and
     standardization ``(res, units)`` when the candidates were fitted on a subsample of
     :data:`~._fit.AUTO_ROWS` rows (None otherwise, and for "rotated"): the final fit on
-    all rows starts from it (:func:`._fit.warm_start`)."""
+    all rows starts from it (:func:`._fit.warm_start`), and ``compiling``: its programs,
+    compiling in the background (:func:`final_programs`; None: the fit compiles them)."""
 
     kind: str
     warm: tuple | None = None
-    compiling: Precompiler | None = None  # the final fit's programs, in the background (speculate)
+    compiling: Precompiler | None = None
 
 
 def in_turn(pre: Precompiler, kinds):
@@ -108,12 +109,19 @@ def in_turn(pre: Precompiler, kinds):
         yield "rotated"
 
 
-def speculate(est, X: np.ndarray, sw: np.ndarray, kind: str, res) -> Precompiler:
+def final_programs(est, X: np.ndarray, sw: np.ndarray, kind: str, res) -> Precompiler | None:
     """The final fit's programs for type ``kind`` (solver, merge round, summary), compiled in
     a background thread: on all of ``X``'s rows (their shapes: the programs take the data
     as arguments), from the students of the candidate fit ``res`` (where the final fit of
     subsampled "auto" starts, :func:`._fit.warm_start`). Compile only, into the persistent
-    cache; nothing without it."""
+    cache; nothing without it. None where it cannot start (the fit compiles them itself)."""
+    try:
+        return _final_programs(est, X, sw, kind, res)
+    except Exception:  # noqa: BLE001 - an optimisation only
+        return None
+
+
+def _final_programs(est, X: np.ndarray, sw: np.ndarray, kind: str, res) -> Precompiler:
     size, d = F.bucket_rows(X.shape[0]), X.shape[1]
     prob = F.problem(np.zeros((size, d)), np.full(size, 1.0 / size), np.ones(d), missing=bool(np.isnan(X).any()))
     alg = F.algorithm(prob, est.algorithm, float(est.step_size), int(est.n_short), float(est.prune))
@@ -132,9 +140,9 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     On more than :data:`~._fit.AUTO_ROWS` training rows the candidates are fitted on that
     many of them, and priced (the merge price, :meth:`OverparamGMM._price`) as a fit of
     all the rows: each stands in for the final fit, which starts from the chosen one
-    (:class:`Choice`) and can then only merge, never split. There, once every type but
-    "rotated" is scored, the leader's final-fit programs are compiled in the background
-    (:func:`speculate`; ``Choice.compiling`` when the leader is chosen)."""
+    (:class:`Choice`) and can then only merge, never split; its programs, of all rows'
+    shapes, start compiling in the background here (:func:`final_programs`,
+    ``Choice.compiling``)."""
     grid = rounding.grid(X, sw) if grid is None else grid
     held = validation_mask(X) & (sw > 0)
     w_fit = np.where(held, 0.0, sw)
@@ -161,9 +169,6 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     # order their programs are ready (a RandomState draws in turn), with the same results
     seeds = {k: est._seed() for k in F.AUTO_TYPES if k != "rotated"}
     fitted: dict[str, tuple] = {}
-    # subsampled: once every type but "rotated" is scored, the leader's final-fit programs
-    # are compiled in the background (the final fit on all rows has shapes of its own)
-    spec, lead = None, None
     try:
         for kind in in_turn(pre, F.AUTO_TYPES):
             if kind == "rotated":  # the diag fit of X @ R, R the axes of the AUTO_AXES_FROM candidates
@@ -217,9 +222,6 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
             nll = held_nll(students, (X_held - shift) / scale, w_held / w_held.sum(), floor, X_fit.shape[0])[best]
             scores[kind] = -float(nll) - log_jacobian(X_held, scale, w_held / w_held.sum())
             models[kind] = (F.take(students, best), shift, scale)
-            if spec is None and sub_total is not None and set(seeds) <= set(scores):
-                lead = F.simplest_type(scores, sizes=sizes)
-                spec = speculate(est, X, sw, lead, fitted[lead][0]) if lead in fitted else None
     finally:
         pre.close()
     # in AUTO_TYPES' order, whatever order the candidates were fitted in
@@ -231,7 +233,8 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     else:  # the standard errors: per-row log-likelihoods (one evaluate program per type)
         names, sums = list(models), held_moments(X_held, w_held, 0, streaming.ALL, list(models.values()))
         kind = F.simplest_type(scores, lambda a, b: sums.se(names, a, b), sizes)
-    if spec is not None and lead != kind:
-        spec.close(wait=False)  # another type was chosen: what has not started is dropped
-    compiling = spec if lead == kind else None  # the final fit waits for each of its programs
-    return Choice(kind, fitted.get(kind) if sub_total is not None else None, compiling)
+    if sub_total is None or kind not in fitted:  # the final fit shares the candidates' programs
+        return Choice(kind)
+    # the final fit on all rows has programs of its own shapes: compiled in the background
+    # while it starts and solves, each waited for where the fit calls it (_precompile.Awaiting)
+    return Choice(kind, fitted[kind], final_programs(est, X, sw, kind, fitted[kind][0]))

@@ -320,20 +320,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         p_comp = d + F.n_covariance_parameters(kind, d) + 1
         return self.merge_tol * 0.5 * p_comp * math.log(total) / total
 
-    def _start(
-        self,
-        X,
-        w,
-        total: float,
-        n_init: int,
-        kind: str,
-        n=None,
-        grid=None,
-        least=None,
-        rotation=None,
-        warm=None,
-        seed=None,
-    ):
+    def _start(self, X, w, total, n_init, kind, n=None, grid=None, least=None, rotation=None, warm=None, seed=None):
         """Standardization, the problem on the padded rows, starting students (``n``
         components, default from ``total``; ``grid``, ``least``: as in :meth:`_standardization`;
         ``rotation`` (d, d): fit the rows ``X @ rotation``; ``warm``: a fit ``(res, units)``
@@ -394,17 +381,12 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
             kind = choice.kind
             if kind == "rotated":  # a full fit for the axes, then diag on rotated rows
                 return Rot.fit(self, X, sw, total, progress, grid)
-            res, n, units = self._fit_type(
-                X,
-                sw / total,
-                total,
-                kind,
-                progress=progress,
-                stage=f"fit ({kind})",
-                grid=grid,
-                warm=choice.warm,
-                compiling=choice.compiling,
-            )
+            try:
+                stage, more = f"fit ({kind})", {"warm": choice.warm, "compiling": choice.compiling}
+                res, n, units = self._fit_type(X, sw / total, total, kind, None, progress, stage, grid=grid, **more)
+            finally:
+                if choice.compiling is not None:  # a program the fit did not call is dropped
+                    choice.compiling.close(wait=False)
         return self._finish(res, n, units, kind, log_jacobian(X, units[1], sw / total))
 
     def _finish(self, res, n: int, units, kind: str, jacobian: float | None = None, rotation=None) -> OverparamGMM:

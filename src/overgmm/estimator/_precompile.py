@@ -22,7 +22,8 @@ class Precompiler:
     """Compiles the fit's programs (solver, summary, merge) for the covariance types still to
     come in background threads (one per spare core), last type first, while the caller fits
     the first: the compilations of ``covariance_type="auto"``'s candidates overlap; or, with
-    (type, width) jobs in order, a fit's narrower widths while it runs at the wider. Each program
+    (type, width) jobs in order, a fit's narrower widths while it runs at the wider; or, with
+    (type, None, part) jobs in order, a fit's own programs while it starts. Each program
     lands in the persistent compilation cache, where the caller's own call of the same
     shapes finds it (nothing runs in the thread: two threads running programs at once can
     deadlock XLA's CPU pool, see :mod:`overgmm.covariances.base`). Without the persistent
@@ -35,7 +36,8 @@ class Precompiler:
 
     def __init__(self, kinds, *, last_first: bool = True) -> None:
         # the types to come, in the caller's order; a job is a type, or (type, width): that
-        # type's programs for students narrowed to ``width`` components (:mod:`._slots`).
+        # type's programs for students narrowed to ``width`` components (:mod:`._slots`),
+        # or (type, None, part): one of its programs (:func:`final_fit`).
         # last_first: compiled from the last (the caller is fitting the first), else in order
         self._kinds = tuple(kinds) if not last_first else tuple(reversed(tuple(kinds)))
         self._lock = threading.Lock()
@@ -91,7 +93,8 @@ class Precompiler:
         """Which of ``kinds`` (the jobs still to fit, in the caller's order) to fit next,
         :meth:`claim`-ed: the first whose programs are compiled, else the first no thread has
         started (the caller compiles it while the threads go on), else the first (after its
-        compilation ends). Without threads: the first."""
+        compilation ends); a thread may start the one picked first, and then it is waited
+        for. Without threads: the first."""
         with self._lock:
             ready = [k for k in kinds if self._state.get(k) == "compiling" and self._done[k].is_set()]
             free = [k for k in kinds if self._state.get(k) in (None, "pending", "caller")]
@@ -139,8 +142,8 @@ def final_fit(engine: InMemory, like: Mixture, keys, kind: str, max_iter: int, m
     """A started :class:`Precompiler` of the programs of a fit of type ``kind`` on
     ``engine``'s problem (only its shapes count: the programs take the data as arguments)
     from students shaped like ``like``: the solver, then the merge round, then the summary
-    (the solver is claimed first, and the merge round costs most to compile). "auto" on
-    large data starts it for its leading candidate's type while it fits the last candidate."""
+    (the solver is claimed first; the merge round, the costliest to compile, compiles
+    while the fit solves). "auto" on large data starts it for its final fit on all rows."""
     pre = Precompiler([(kind, None, part) for part in ("solve", "merge", "summary")], last_first=False)
     pre.start(engine, like, keys, max_iter, merge=merge)
     return pre

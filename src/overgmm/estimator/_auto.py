@@ -111,13 +111,14 @@ def in_turn(pre: Precompiler, kinds):
 
 def final_programs(est, X: np.ndarray, sw: np.ndarray, kind: str, res) -> Precompiler | None:
     """The final fit's programs for type ``kind`` (solver, merge round, summary), compiled in
-    a background thread: on all of ``X``'s rows (their shapes: the programs take the data
-    as arguments), from the students of the candidate fit ``res`` (where the final fit of
-    subsampled "auto" starts, :func:`._fit.warm_start`). Compile only, into the persistent
-    cache; nothing without it. None where it cannot start (the fit compiles them itself)."""
+    background threads (one per spare core): on all of ``X``'s rows (their shapes: the
+    programs take the data as arguments), from the students of the candidate fit ``res``
+    (where the final fit of subsampled "auto" starts, :func:`._fit.warm_start`). Compile
+    only, into the persistent cache; nothing without it. None where the stand-in data do
+    not fit in memory (the fit then compiles them itself)."""
     try:
         return _final_programs(est, X, sw, kind, res)
-    except Exception:  # noqa: BLE001 - an optimisation only
+    except MemoryError:  # an optimisation only; any other error is a bug to see
         return None
 
 

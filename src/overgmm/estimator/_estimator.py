@@ -382,8 +382,17 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
             if kind == "rotated":  # a full fit for the axes, then diag on rotated rows
                 return Rot.fit(self, X, sw, total, progress, grid)
             try:
-                stage, more = f"fit ({kind})", {"warm": choice.warm, "compiling": choice.compiling}
-                res, n, units = self._fit_type(X, sw / total, total, kind, None, progress, stage, grid=grid, **more)
+                res, n, units = self._fit_type(
+                    X,
+                    sw / total,
+                    total,
+                    kind,
+                    progress=progress,
+                    stage=f"fit ({kind})",
+                    grid=grid,
+                    warm=choice.warm,
+                    compiling=choice.compiling,
+                )
             finally:
                 if choice.compiling is not None:  # a program the fit did not call is dropped
                     choice.compiling.close(wait=False)

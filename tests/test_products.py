@@ -30,8 +30,11 @@ def _errors(r: int, away: bool, rule: str = "auto", rotation: int | None = None)
             tm, sm, gm = tm @ rot.T, sm @ rot.T, gm @ rot.T
         teacher, student = og.Mixture(tm, tw), og.Mixture(sm, sw)
         q = og.Quadrature(rule=rule)
-        val, g = jax.jit(jax.value_and_grad(lambda s: og.kl(teacher, s, backend=q)))(student)
-        err = jax.jit(lambda s: og.kl(teacher, s, backend=q, with_error=True).error)(student)
+        def kl_and_error(s):  # the value, its gradient and the error estimate in one program
+            est = og.kl(teacher, s, backend=q, with_error=True)
+            return est.value, est.error
+
+        (val, err), g = jax.jit(jax.value_and_grad(kl_and_error, has_aux=True))(student)
         gg = np.concatenate([np.asarray(g.means).ravel(), np.asarray(g.log_weights)])
         gr = np.concatenate([gm.ravel(), ga])
         act = abs(float(val) - kl)

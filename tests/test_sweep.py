@@ -35,7 +35,7 @@ n_short = 5
 [base.backend]
 kind = "quadrature"
 defensive = false
-nodes = 41
+nodes = {nodes}
 tails = "off"  # the sweep machinery is under test: no tail nodes to compile (d = 2)
 [axes]
 "algorithm.step_size" = {step_sizes}
@@ -43,9 +43,11 @@ seed = {{ start = 0, stop = {seeds} }}
 """
 
 
-def write_study(tmp_path: Path, name="tiny.toml", steps=40, stride=10, step_sizes="[1.0, 0.5]", seeds=3) -> Path:
+def write_study(
+    tmp_path: Path, name="tiny.toml", steps=40, stride=10, step_sizes="[1.0, 0.5]", seeds=3, nodes=41
+) -> Path:
     path = tmp_path / name
-    path.write_text(TINY.format(steps=steps, stride=stride, step_sizes=step_sizes, seeds=seeds))
+    path.write_text(TINY.format(steps=steps, stride=stride, step_sizes=step_sizes, seeds=seeds, nodes=nodes))
     return path
 
 
@@ -112,7 +114,8 @@ def _files_snapshot(out):
 
 
 def test_sigkill_part_way_then_rerun_gives_every_run_exactly_once(tmp_path):
-    study = write_study(tmp_path, steps=1500, stride=150, seeds=6)
+    # long runs on a coarse rule: slow enough to be killed part way, cheap to rerun
+    study = write_study(tmp_path, steps=1500, stride=150, seeds=6, nodes=21)
     out = tmp_path / "killed"
     code = f"from overgmm.cli import main; main(['sweep', {str(study)!r}, '--out', {str(out)!r}, '--batch', '2'])"
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

@@ -60,7 +60,7 @@ def test_bad_study_files_name_the_problem(tmp_path, text, match):
 
 def test_deprecated_study_keys_still_load_with_a_warning(tmp_path):
     path = tmp_path / "old.toml"
-    text = TINY.format(steps=10, stride=10, step_sizes="[1.0]", seeds=1)
+    text = TINY.format(steps=10, stride=10, step_sizes="[1.0]", seeds=1, nodes=41)
     text = text.replace('"algorithm.step_size"', '"algorithm.eta"').replace('name = "polyak"', 'algorithm = "polyak"')
     path.write_text(text.replace("steps = 10\n", "n_steps = 10\n", 1))
     with pytest.warns(DeprecationWarning) as caught:

@@ -30,6 +30,7 @@ def _errors(r: int, away: bool, rule: str = "auto", rotation: int | None = None)
             tm, sm, gm = tm @ rot.T, sm @ rot.T, gm @ rot.T
         teacher, student = og.Mixture(tm, tw), og.Mixture(sm, sw)
         q = og.Quadrature(rule=rule)
+
         def kl_and_error(s):  # the value, its gradient and the error estimate in one program
             est = og.kl(teacher, s, backend=q, with_error=True)
             return est.value, est.error

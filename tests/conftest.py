@@ -13,9 +13,10 @@ import os
 # compile 924 s and tracing 283 s of 1723 s of test time). Every test process, and every
 # process a test starts, compiles with XLA's backend optimisation off and XLA:CPU's older
 # loop emitters, the build the estimator already uses for small data (overgmm._xla): the
-# same arithmetic, compiled faster. The quick reproductions, whose quadrature runs 2.5x
-# slower so built, run as the command line runs them, with the caller's own XLA_FLAGS
-# (tests/experiments/conftest.py). OVERGMM_TEST_XLA_DEFAULTS=1 keeps XLA's defaults here.
+# same arithmetic, compiled faster (tests/test_xla.py checks the two stay the same). The
+# quick reproductions, whose quadrature runs 2.5x slower so built, run in one new process
+# per paper with the caller's own XLA_FLAGS (tests/experiments/conftest.py).
+# OVERGMM_TEST_XLA_DEFAULTS=1 keeps XLA's defaults here.
 # XLA reads XLA_FLAGS when JAX starts its backend, after this; pytest-xdist's workers
 # inherit the variable, and OVERGMM_TEST_XLA_FLAGS keeps the caller's flags for them.
 CALLER_XLA_FLAGS = os.environ.setdefault("OVERGMM_TEST_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))

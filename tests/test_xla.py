@@ -68,3 +68,16 @@ def test_chunked_fit_of_large_data_in_small_chunks_keeps_the_optimised_build():
     assert kernel.fast._cache_size() == before[0]
     streaming.statistics_sums(C.ArrayChunks(X[:5000], chunk_rows=4096), streaming.ALL, S)
     assert kernel.fast._cache_size() == before[0] + 1
+
+
+def test_the_suite_compiles_with_the_fast_build():
+    """tests/conftest.py sets XLA_FLAGS to FAST_COMPILE's options (it must, before JAX
+    starts, so it cannot import them): the two say the same."""
+    import os
+
+    from conftest import FAST_COMPILE_FLAGS
+
+    flags = dict(f.removeprefix("--").split("=") for f in FAST_COMPILE_FLAGS.split())
+    assert flags == {k: str(v).lower() for k, v in FAST_COMPILE.items()}
+    if os.environ.get("OVERGMM_TEST_XLA_DEFAULTS") != "1":
+        assert FAST_COMPILE_FLAGS in os.environ["XLA_FLAGS"]

@@ -1,5 +1,7 @@
 """Compile options by problem size (overgmm._xla): which build a call compiles."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,8 +76,6 @@ def test_chunked_fit_of_large_data_in_small_chunks_keeps_the_optimised_build():
 def test_the_suite_compiles_with_the_fast_build():
     """tests/conftest.py sets XLA_FLAGS to FAST_COMPILE's options before JAX starts (so it
     cannot import them): every option is there with its value."""
-    import os
-
     if os.environ.get("OVERGMM_TEST_XLA_DEFAULTS") == "1":
         pytest.skip("OVERGMM_TEST_XLA_DEFAULTS=1: the suite runs with XLA's defaults")
     flags = dict(f.removeprefix("--").split("=", 1) for f in os.environ["XLA_FLAGS"].split() if "=" in f)

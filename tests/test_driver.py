@@ -106,3 +106,58 @@ def test_record_adds_per_record_fields_and_tidy_rows():
     assert rows[-1]["means_1_0"] == pytest.approx(float(hist["means"][-1, 1, 0]))
     with pytest.raises(ValueError, match="unknown record field"):
         og.run(alg, student, 2, record=("banana",))
+
+
+@pytest.mark.parametrize("name", ["polyak", "gradient_em", "gradient_em_tail_nodes", "em_on_data"])
+def test_a_run_recorded_every_step_reuses_the_measured_evaluation_and_matches_stepping_by_hand(name, monkeypatch):
+    """With stride 1 the step starts from the state just measured and reuses its evaluation
+    (Problem.measure, Problem.remember): one evaluation traced per step, and the numbers of
+    stepping by hand. With the tail nodes active (the default in d = 1) the evaluation is the
+    KL's EM statistics, which the step reads; tails="off" takes the gradient path."""
+    X = np.asarray(TEACHER.sample(jax.random.key(5), 64))
+    bulk = og.Quadrature(tails="off")
+    problem = {
+        "em_on_data": og.Problem.from_data(X),
+        "gradient_em_tail_nodes": og.Problem.population(TEACHER),
+    }.get(name, og.Problem.population(TEACHER, backend=bulk))
+    factories = {
+        "polyak": lambda: og.polyak(problem, 1.0, 3, loss_star="adaptive"),
+        "em_on_data": lambda: og.em(problem),
+    }
+    alg = factories.get(name, lambda: og.gradient_em(problem, 0.8, weights="em"))()
+    student = students(1)[0]
+    traced = []
+    loss, tail_statistics = og.Problem.loss, og.problem.kl_em_statistics
+    monkeypatch.setattr(og._executables, "_store", lambda: None)  # traced here, not loaded from a store
+    monkeypatch.setattr(og.Problem, "loss", lambda self, s, key=None: traced.append(1) or loss(self, s, key))
+    monkeypatch.setattr(og.problem, "kl_em_statistics", lambda *a, **k: traced.append(1) or tail_statistics(*a, **k))
+    hist = og.run(alg, student, 6, key=jax.random.key(2))
+    # the first record, the step (reused), the record after it; the Polyak method's check of
+    # its long step (``reject_increase``) is one more, at the stepped student
+    assert len(traced) == (3 if name == "polyak" else 2)
+    monkeypatch.undo()
+
+    state = alg.init(student, jax.random.key(2))
+    step = jax.jit(alg.step)
+    losses, norms = [], []
+    for _ in range(7):
+        value, g = problem.value_and_grad(state.student, jax.random.key(0))  # tail nodes: their gradient
+        losses.append(float(value))
+        norms.append(float(jnp.sqrt(jnp.sum(g.means**2))))
+        state = step(state)
+    np.testing.assert_allclose(hist["loss"], losses, rtol=1e-12)
+    np.testing.assert_allclose(hist["grad_norm"], norms, rtol=1e-10)
+
+
+def test_remember_serves_only_that_student_object_and_never_a_fresh_draw():
+    problem = og.Problem.population(TEACHER)
+    s = students(1)[0]
+    fake = og.Mixture(np.zeros((3, 1)))
+    known = problem.remember(s, ((jnp.asarray(-1.0), fake), None))
+    value, g = known.value_and_grad(s)
+    assert float(value) == -1.0 and g is fake and float(known.loss(s)) == -1.0
+    twin = og.Mixture(np.asarray(s.means))  # equal values, another object: evaluated
+    assert float(known.loss(twin)) == pytest.approx(float(problem.loss(s)), rel=1e-12) and float(known.loss(twin)) > 0
+    fresh = og.Problem.population(TEACHER, backend=og.MonteCarlo(samples=100))
+    assert not fresh.deterministic and fresh.remember(s, ((jnp.asarray(-1.0), fake), None)) is fresh
+    assert problem.deterministic and og.Problem.population(TEACHER, backend=og.MonteCarlo(fresh=False)).deterministic

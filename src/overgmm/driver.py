@@ -121,20 +121,22 @@ def _check_record(record) -> tuple[str, ...]:
     return record
 
 
-def _measure(problem, state: State, threshold: float, record: tuple[str, ...]) -> dict:
+def _measure(problem, state: State, threshold: float, record: tuple[str, ...]) -> tuple[dict, tuple]:
+    """The records of SPEC section 5 at ``state``, and the evaluation made there (which the
+    step that starts from ``state`` reuses: :meth:`Problem.measure`, :meth:`Problem.remember`)."""
     key = jax.random.fold_in(state.key, 0x5EED)
-    loss, g = problem.value_and_grad(state.student, key)
+    loss, grad_means, evaluation = problem.measure(state.student, key)
     rec = {
         "step": state.step,
         "grad_evals": state.grad_evals,
         "loss": loss,
-        "grad_norm": jnp.sqrt(jnp.sum(g.means**2)),
+        "grad_norm": jnp.sqrt(jnp.sum(grad_means**2)),
     }
     rec.update(student_measures(state.student, threshold))
     if problem.teacher is not None:
         rec.update(teacher_measures(problem.teacher, state.student))
     rec.update(_recorded(state.student, record))
-    return rec
+    return rec, evaluation
 
 
 def _guarded(method: Method, problem, state, status, failed_at):
@@ -173,18 +175,27 @@ def _trajectory(method: Method, n_steps: int, stride: int, threshold: float, rec
             return state, status, failed_at, long_seen | (good & method.long_step(new))
 
         def outer(carry, _):
-            state, status, failed_at = carry
-            state, status, failed_at, long_seen = jax.lax.fori_loop(
-                0, stride, inner, (state, status, failed_at, jnp.zeros((), bool))
-            )
-            rec = _measure(problem, state, threshold, record)
+            state, status, failed_at, measured = carry
+            if stride == 1:
+                # the step starts from the state just measured: it reuses the measured loss
+                # and gradient instead of evaluating them again (the same numbers, half the
+                # evaluations). With a longer stride the saving is one evaluation in
+                # stride + 1, and the step traced twice over cost more compilation (measured).
+                known = problem.remember(state.student, measured)
+                state, status, failed_at, good, new = _guarded(method, known, state, status, failed_at)
+                long_seen = good & method.long_step(new)
+            else:
+                state, status, failed_at, long_seen = jax.lax.fori_loop(
+                    0, stride, inner, (state, status, failed_at, jnp.zeros((), bool))
+                )
+            rec, measured = _measure(problem, state, threshold, record)
             rec["polyak"] = long_seen
-            return (state, status, failed_at), rec
+            return (state, status, failed_at, measured), rec
 
-        rec0 = _measure(problem, state, threshold, record)
+        rec0, measured = _measure(problem, state, threshold, record)
         rec0["polyak"] = jnp.zeros((), bool)
-        init = (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
-        (state, status, failed_at), recs = jax.lax.scan(outer, init, None, length=n_records)
+        init = (state, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32), measured)
+        (state, status, failed_at, _), recs = jax.lax.scan(outer, init, None, length=n_records)
         recs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), rec0, recs)
         return recs, state, status, failed_at
 

@@ -53,6 +53,9 @@ class Problem:
     var_floor: jax.Array | None = None
     stats: Stats | None = None
     missing: bool = False
+    # (student, (loss, gradient) or None, Stats or None) evaluated at that very student object (remember());
+    # not a pytree child: a flattened problem forgets it and evaluates again
+    _memo: tuple | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         v.check_choice(self.objective, OBJECTIVES, "objective")
@@ -155,6 +158,49 @@ class Problem:
 
     # -- evaluation ---------------------------------------------------------
     @property
+    def deterministic(self) -> bool:
+        """Whether an evaluation ignores its PRNG key (quadrature, common random numbers,
+        data): then a value evaluated once at a student is the value at every later call."""
+        if self.objective == "denoising_score_matching":
+            return False
+        return not (isinstance(self.backend, MonteCarlo) and self.backend.fresh)
+
+    def measure(self, student: Mixture, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, tuple]:
+        """``(L, dL/dmu (n, d), evaluation)`` at ``student``: what the driver records, and
+        the evaluation a step that starts from ``student`` would repeat (pass it to
+        :meth:`remember`). With the KL's tail nodes active the step reads the KL's own EM
+        statistics, so they are what is evaluated: ``L`` is their loss and the gradient
+        minus their shift, the tail-node gradient of :func:`~overgmm.kl` (the same
+        numbers, to rounding); otherwise :meth:`value_and_grad`."""
+        if self._tails(student):
+            st = self.statistics(student, key)
+            return st.loss, -st.shift, (None, st)
+        loss, g = self.value_and_grad(student, key)
+        return loss, g.means, ((loss, g), None)
+
+    def remember(self, student: Mixture, evaluation: tuple) -> Problem:
+        """This problem with :meth:`measure`'s ``evaluation`` at ``student`` already known,
+        for that very ``student`` object (compared by identity, at trace time): its
+        :meth:`value_and_grad`, :meth:`loss` or :meth:`statistics` there return it instead
+        of evaluating again. Any other student is evaluated as usual. A problem whose
+        evaluations draw from the key (:attr:`deterministic` False) is returned unchanged."""
+        return dataclasses.replace(self, _memo=(student, *evaluation)) if self.deterministic else self
+
+    def _remembered(self, student: Mixture, index: int):
+        memo = self._memo
+        return memo[index] if memo is not None and memo[0] is student else None
+
+    def _tails(self, student: Mixture) -> bool:
+        """Whether :meth:`statistics` takes the KL's tail-node path at this student."""
+        return (
+            self.objective == "kl"
+            and not student.cov_type.learned
+            and self.form == "control-variate"
+            and isinstance(self.backend, Quadrature)
+            and self.backend.tails_active(student.n_components, student.dim)
+        )
+
+    @property
     def dim(self) -> int:
         if self.teacher is not None:
             return self.teacher.dim
@@ -202,6 +248,10 @@ class Problem:
         """The objective at ``student``, a float64 scalar."""
         if self.stats is not None:
             return self.stats.loss
+        if (known := self._remembered(student, 1)) is not None:
+            return known[0]
+        if (stats := self._remembered(student, 2)) is not None:
+            return stats.loss
         if self.objective == "kl":
             return kl(self._teacher, student, backend=self.backend, key=key, form=self.form)
         if self.objective == "nll":
@@ -216,6 +266,8 @@ class Problem:
         """``(L, dL/dstudent)``; the gradient is a :class:`Mixture`-shaped pytree."""
         if self.stats is not None:
             raise ValueError("a problem from streamed statistics has no gradient; use a streamable method (EM)")
+        if (known := self._remembered(student, 1)) is not None:
+            return known
         return jax.value_and_grad(lambda s: self.loss(s, key))(student)
 
     def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:
@@ -230,14 +282,10 @@ class Problem:
             raise ValueError(f"EM statistics are available for the kl and nll objectives, not {self.objective!r}")
         if self.stats is not None:
             return self.stats
+        if (stats := self._remembered(student, 2)) is not None:
+            return stats
         if not student.cov_type.learned:
-            tails = (
-                self.objective == "kl"
-                and self.form == "control-variate"
-                and isinstance(self.backend, Quadrature)
-                and self.backend.tails_active(student.n_components, student.dim)
-            )
-            if tails:
+            if self._tails(student):
                 # exponentially small masses to relative accuracy (pi - dL/da cancels for them)
                 loss, mass, moment = kl_em_statistics(self._teacher, student, backend=self.backend, key=key)
                 return Stats(loss, mass, moment, None)

@@ -153,11 +153,15 @@ def test_remember_serves_only_that_student_object_and_never_a_fresh_draw():
     problem = og.Problem.population(TEACHER)
     s = students(1)[0]
     fake = og.Mixture(np.zeros((3, 1)))
-    known = problem.remember(s, ((jnp.asarray(-1.0), fake), None))
+    known = problem.remember(s, og.problem.Evaluation(jnp.asarray(-1.0), fake, None))
     value, g = known.value_and_grad(s)
     assert float(value) == -1.0 and g is fake and float(known.loss(s)) == -1.0
     twin = og.Mixture(np.asarray(s.means))  # equal values, another object: evaluated
     assert float(known.loss(twin)) == pytest.approx(float(problem.loss(s)), rel=1e-12) and float(known.loss(twin)) > 0
+    st = problem.statistics(s)
+    by_statistics = problem.remember(s, og.problem.Evaluation(jnp.asarray(-1.0), None, st))
+    assert by_statistics.statistics(s) is st and float(by_statistics.loss(s)) == -1.0
+    assert float(by_statistics.value_and_grad(s)[0]) > 0  # no gradient remembered: evaluated
     fresh = og.Problem.population(TEACHER, backend=og.MonteCarlo(samples=100))
-    assert not fresh.deterministic and fresh.remember(s, ((jnp.asarray(-1.0), fake), None)) is fresh
+    assert not fresh.deterministic and fresh.remember(s, og.problem.Evaluation(jnp.asarray(-1.0), fake, None)) is fresh
     assert problem.deterministic and og.Problem.population(TEACHER, backend=og.MonteCarlo(fresh=False)).deterministic

@@ -177,10 +177,9 @@ def _trajectory(method: Method, n_steps: int, stride: int, threshold: float, rec
         def outer(carry, _):
             state, status, failed_at, measured = carry
             if stride == 1:
-                # the step starts from the state just measured: it reuses the measured loss
-                # and gradient instead of evaluating them again (the same numbers, half the
-                # evaluations). With a longer stride the saving is one evaluation in
-                # stride + 1, and the step traced twice over cost more compilation (measured).
+                # the step reuses the evaluation just measured at its start (half the
+                # evaluations, the same numbers); with a longer stride it would save one in
+                # stride + 1 and trace the step twice: measured slower (docs/performance.md)
                 known = problem.remember(state.student, measured)
                 state, status, failed_at, good, new = _guarded(method, known, state, status, failed_at)
                 long_seen = good & method.long_step(new)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,15 @@ from overgmm.objectives import KL_FORMS, denoising_score_matching, kl, kl_em_sta
 from overgmm.statistics import Stats, data_statistics, from_gradient
 
 OBJECTIVES = ("kl", "nll", "score_matching", "denoising_score_matching")
+
+
+class Evaluation(NamedTuple):
+    """What :meth:`Problem.measure` evaluated at a student: the loss, and the gradient
+    (a :class:`Mixture`-shaped pytree) or the KL's EM statistics, whichever a step reads."""
+
+    loss: jax.Array
+    grads: Mixture | None
+    stats: Stats | None
 
 
 @jax.tree_util.register_pytree_node_class
@@ -53,8 +63,8 @@ class Problem:
     var_floor: jax.Array | None = None
     stats: Stats | None = None
     missing: bool = False
-    # (student, (loss, gradient) or None, Stats or None) evaluated at that very student object (remember());
-    # not a pytree child: a flattened problem forgets it and evaluates again
+    # (student, Evaluation) made at that very student object (remember()); not a pytree
+    # child: a flattened problem forgets it and evaluates again
     _memo: tuple | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -165,7 +175,7 @@ class Problem:
             return False
         return not (isinstance(self.backend, MonteCarlo) and self.backend.fresh)
 
-    def measure(self, student: Mixture, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, tuple]:
+    def measure(self, student: Mixture, key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, Evaluation]:
         """``(L, dL/dmu (n, d), evaluation)`` at ``student``: what the driver records, and
         the evaluation a step that starts from ``student`` would repeat (pass it to
         :meth:`remember`). With the KL's tail nodes active the step reads the KL's own EM
@@ -174,21 +184,21 @@ class Problem:
         numbers, to rounding); otherwise :meth:`value_and_grad`."""
         if self._tails(student):
             st = self.statistics(student, key)
-            return st.loss, -st.shift, (None, st)
+            return st.loss, -st.shift, Evaluation(st.loss, None, st)
         loss, g = self.value_and_grad(student, key)
-        return loss, g.means, ((loss, g), None)
+        return loss, g.means, Evaluation(loss, g, None)
 
-    def remember(self, student: Mixture, evaluation: tuple) -> Problem:
+    def remember(self, student: Mixture, evaluation: Evaluation) -> Problem:
         """This problem with :meth:`measure`'s ``evaluation`` at ``student`` already known,
         for that very ``student`` object (compared by identity, at trace time): its
         :meth:`value_and_grad`, :meth:`loss` or :meth:`statistics` there return it instead
         of evaluating again. Any other student is evaluated as usual. A problem whose
         evaluations draw from the key (:attr:`deterministic` False) is returned unchanged."""
-        return dataclasses.replace(self, _memo=(student, *evaluation)) if self.deterministic else self
+        return dataclasses.replace(self, _memo=(student, evaluation)) if self.deterministic else self
 
-    def _remembered(self, student: Mixture, index: int):
+    def _remembered(self, student: Mixture) -> Evaluation | None:
         memo = self._memo
-        return memo[index] if memo is not None and memo[0] is student else None
+        return memo[1] if memo is not None and memo[0] is student else None
 
     def _tails(self, student: Mixture) -> bool:
         """Whether :meth:`statistics` takes the KL's tail-node path at this student."""
@@ -248,10 +258,8 @@ class Problem:
         """The objective at ``student``, a float64 scalar."""
         if self.stats is not None:
             return self.stats.loss
-        if (known := self._remembered(student, 1)) is not None:
-            return known[0]
-        if (stats := self._remembered(student, 2)) is not None:
-            return stats.loss
+        if (known := self._remembered(student)) is not None:
+            return known.loss
         if self.objective == "kl":
             return kl(self._teacher, student, backend=self.backend, key=key, form=self.form)
         if self.objective == "nll":
@@ -266,8 +274,8 @@ class Problem:
         """``(L, dL/dstudent)``; the gradient is a :class:`Mixture`-shaped pytree."""
         if self.stats is not None:
             raise ValueError("a problem from streamed statistics has no gradient; use a streamable method (EM)")
-        if (known := self._remembered(student, 1)) is not None:
-            return known
+        if (known := self._remembered(student)) is not None and known.grads is not None:
+            return known.loss, known.grads
         return jax.value_and_grad(lambda s: self.loss(s, key))(student)
 
     def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:
@@ -282,8 +290,8 @@ class Problem:
             raise ValueError(f"EM statistics are available for the kl and nll objectives, not {self.objective!r}")
         if self.stats is not None:
             return self.stats
-        if (stats := self._remembered(student, 2)) is not None:
-            return stats
+        if (known := self._remembered(student)) is not None and known.stats is not None:
+            return known.stats
         if not student.cov_type.learned:
             if self._tails(student):
                 # exponentially small masses to relative accuracy (pi - dL/da cancels for them)

@@ -97,8 +97,11 @@ def _demo_figure(rows: list[dict], path: Path, backend: str) -> None:
     plt.close(fig)
 
 
+COMMANDS = {"demo": "a short end-to-end run: Polyak vs gradient EM on a 2-D teacher"}
+
+
 def register(sub) -> None:
-    demo = sub.add_parser("demo", help="a short end-to-end run: Polyak vs gradient EM on a 2-D teacher")
+    demo = sub.add_parser("demo", help=COMMANDS["demo"])
     demo.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     demo.add_argument("--steps", type=positive_int, default=220, help="steps per method (default 220)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the student's perturbation (default %(default)s)")

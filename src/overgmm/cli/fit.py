@@ -222,6 +222,9 @@ def _print_summary(est, report: dict, secs: float, files) -> None:
     print("wrote " + ", ".join(str(p) for p in files))
 
 
+COMMANDS = {"fit": "fit an over-parameterized mixture to a CSV, .npy or Parquet file and report its component count"}
+
+
 def register(sub) -> None:
     from overgmm.estimator import OverparamGMM
     from overgmm.estimator._fit import ALGORITHMS, COVARIANCE_TYPES, INITS
@@ -229,7 +232,7 @@ def register(sub) -> None:
     d = OverparamGMM().get_params()
     p = sub.add_parser(
         "fit",
-        help="fit an over-parameterized mixture to a CSV, .npy or Parquet file and report its component count",
+        help=COMMANDS["fit"],
         description="Fit OverparamGMM (defaults: the estimator's) and write model.json, components.png and, "
         "with --labels, labels.csv to --out.",
     )

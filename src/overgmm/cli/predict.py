@@ -71,13 +71,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {"predict": "label a CSV, .npy or Parquet file with a fitted model (model.json)"}
+
+
 def register(sub) -> None:
     from overgmm.cli.fit import _bytes
     from overgmm.estimator import OverparamGMM
 
     p = sub.add_parser(
         "predict",
-        help="label a CSV, .npy or Parquet file with a fitted model (model.json)",
+        help=COMMANDS["predict"],
         description="Write each row's component (label), log-density and component probabilities.",
     )
     p.add_argument("model", help="the model file that overgmm fit wrote (model.json)")

@@ -16,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+COMMANDS = {"reproduce": "run an experiment of the papers (figure, tables, claims)"}
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "reproduce",
-        help="run an experiment of the papers (figure, tables, claims)",
+        help=COMMANDS["reproduce"],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

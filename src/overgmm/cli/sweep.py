@@ -16,11 +16,16 @@ import sys
 
 from overgmm.cli._args import positive_int
 
+COMMANDS = {
+    "sweep": "run a study (TOML) locally or on a Dask cluster; 'sweep status DIR'",
+    "plot": "draw a stored study's figure",
+}
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "sweep",
-        help="run a study (TOML) locally or on a Dask cluster; 'sweep status DIR'",
+        help=COMMANDS["sweep"],
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -36,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786 (default: none)")
     p.add_argument("--batch", type=positive_int, default=32, help="runs per compiled vmap call (default 32)")
     p.set_defaults(func=_sweep, parser=p)
-    q = sub.add_parser("plot", help="draw a stored study's figure")
+    q = sub.add_parser("plot", help=COMMANDS["plot"])
     q.add_argument("dir", help="the output folder of a sweep")
     q.set_defaults(func=_plot)
 

@@ -79,6 +79,9 @@ def bad_inputs(tmp):
     big = X.copy()
     big[4, 1] = 1e308
     np.savetxt(tmp / "big.csv", big, delimiter=",")
+    tiny = X.copy()
+    tiny[:, 0] *= 1e-300
+    np.savetxt(tmp / "tiny.csv", tiny, delimiter=",")
     inf = X.copy()
     inf[6, 2] = np.inf
     np.save(tmp / "inf.npy", inf)
@@ -89,6 +92,7 @@ def bad_inputs(tmp):
     (tmp / "afile").write_text("x")
     return [
         (["fit", "big.csv"], "big.csv: column 2 ('x1') holds values too large for float64"),
+        (["fit", "tiny.csv"], "tiny.csv: column 1 ('x0') holds values too small for float64"),
         (["fit", "inf.npy"], "inf.npy: row 7, column 3 ('x2') is inf, not finite"),
         (["fit", "nan.csv"], "nan.csv: row 2 (line 3), column 2 ('b') is 'NaN', not finite"),
         (["fit", "amb.csv"], "amb.csv: the first row mixes numbers ('-0.521742') and text ('abc')"),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from overgmm import OverparamGMM
-from overgmm.estimator._checks import ConstantFeatureWarning, FeatureOverflowError
+from overgmm.estimator._checks import ConstantFeatureWarning, FeatureOverflowError, FeatureUnderflowError
 
 
 def data(seed=0):
@@ -20,6 +20,31 @@ def test_overflowing_feature_is_an_error(budget):
     with pytest.raises(FeatureOverflowError, match="feature 1 holds values too large for float64") as err:
         est.fit(X)
     assert err.value.feature == 1
+
+
+@pytest.mark.parametrize("budget", [2**30, 1e4])  # in memory, then in chunks
+def test_a_feature_too_small_for_float64_is_an_error_not_a_constant(budget):
+    """Values of 1e-300: their variance underflows to 0. It was a constant-feature warning,
+    then a fit of nonsense (or a FloatingPointError that asked for a larger var_floor)."""
+    X = data()
+    X[:, 1] *= 1e-300
+    est = OverparamGMM(covariance_type="diag", memory_budget=budget)
+    with pytest.raises(FeatureUnderflowError, match="feature 1 holds values too small for float64") as err:
+        est.fit(X)
+    assert err.value.feature == 1 and isinstance(err.value, FeatureOverflowError)
+
+
+def test_small_scales_fit_the_model_of_scale_one_to_rounding():
+    """Standardization makes the fit scale-free down to values of 1e-140: the same model,
+    and the log-likelihood shifted by exactly -log(1e-140) per sample."""
+    X = data()
+    a = OverparamGMM(covariance_type="diag", random_state=0).fit(X)
+    Y = X.copy()
+    Y[:, 1] *= 1e-140
+    b = OverparamGMM(covariance_type="diag", random_state=0).fit(Y)
+    assert b.n_components_ == a.n_components_
+    assert b.score(Y) - a.score(X) == pytest.approx(-np.log(1e-140), abs=1e-9)
+    np.testing.assert_allclose(b.means_[:, 1] * 1e140, a.means_[:, 1], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("budget", [2**30, 1e4])

@@ -113,7 +113,7 @@ def _fit_data(args, source, names, X):
     from overgmm._validation import NonFiniteValue
     from overgmm.cluster import connect
     from overgmm.estimator import OverparamGMM
-    from overgmm.estimator._checks import FeatureOverflowError
+    from overgmm.estimator._checks import FeatureOverflowError, FeatureUnderflowError
 
     est = OverparamGMM(**estimator_params(args))
     with warnings.catch_warnings(record=True) as caught:
@@ -134,7 +134,7 @@ def _fit_data(args, source, names, X):
         except FeatureOverflowError as err:
             j = err.feature
             at = ""
-            if X is not None:
+            if X is not None and not isinstance(err, FeatureUnderflowError):
                 r = int(np.argmax(np.abs(X[:, j])))
                 at = f" (the largest, {X[r, j]:g}, is in row {r + 1})"
             raise CommandError(f"{args.data}: column {j + 1} ({names[j]!r}) {err.detail}{at}") from None

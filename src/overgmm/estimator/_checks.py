@@ -1,6 +1,6 @@
 """Checks before a fit: the estimator's parameters (:func:`check_params`), and the data's
 features from their weighted means and variances (one pass, in memory or over chunks): a
-feature too large for float64 arithmetic is an error, a constant one a warning
+feature too large or too small for float64 arithmetic is an error, a constant one a warning
 (:class:`ConstantFeatureWarning`)."""
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from overgmm.estimator import _fit as F
 # a feature whose standard deviation is at most this fraction of its mean's magnitude is
 # constant to rounding (a column of 5.0 has a computed variance of about 1e-30)
 CONSTANT_RELATIVE = 1e-10
+# a feature whose variance is below this, but whose values are not all 0, is too small for
+# float64 arithmetic: the fit multiplies the variance by var_floor and its squares reach
+# the subnormal range (values of 1e-152 failed, 1e-151 fitted the same model as at scale 1)
+TINY_VARIANCE = 1e-290
 
 
 class ConstantFeatureWarning(UserWarning):
@@ -37,6 +41,10 @@ class FeatureOverflowError(ValueError):
 
     def __reduce__(self):
         return type(self), (str(self).removesuffix(" " + self.detail), self.detail, self.feature)
+
+
+class FeatureUnderflowError(FeatureOverflowError):
+    """A feature too small for float64 arithmetic (its values' squares underflow)."""
 
 
 def feature_label(est, j: int) -> str:
@@ -92,7 +100,8 @@ def check_missing(est, X: np.ndarray) -> None:
 
 
 def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
-    """Raise on a feature whose variance overflows float64; warn on a constant one.
+    """Raise on a feature whose variance overflows float64 or underflows it (values of about
+    1e-145 or less, not all 0); warn on a constant one.
 
     ``mean``, ``var``: the weighted mean and variance of each feature, shape (d,)."""
     mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
@@ -101,6 +110,15 @@ def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
             feature_label(est, j),
             "holds values too large for float64 arithmetic (its variance overflows; values must stay below "
             "about 1e150 in magnitude); rescale it before fitting",
+            int(j),
+        )
+    tiny = (var < TINY_VARIANCE) & ((var > 0) | ((mean != 0) & (np.abs(mean) < math.sqrt(TINY_VARIANCE))))
+    for j in map(int, np.flatnonzero(tiny)):
+        raise FeatureUnderflowError(
+            feature_label(est, j),
+            f"holds values too small for float64 arithmetic (mean {mean[j]:.3g}, variance {var[j]:.3g}: their "
+            "squares underflow; values must be about 1e-145 or more in magnitude, or all 0); rescale it before "
+            "fitting",
             int(j),
         )
     sd = np.sqrt(np.maximum(var, 0.0))

@@ -279,7 +279,7 @@ def figure(tables: dict, cfg: dict, out: Path) -> list[Path]:
     )
     ax.plot(tm[:, 0], tm[:, 1], "kx", ms=8, mew=2, label="teacher means")
     ax.set_title(f"(c) final n = {n_hi} students, all seeds ({name})")
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="best")  # clear of the students for either teacher
     ax.set_aspect("equal", adjustable="datalim")
     ax = axes[3]
     times = first_below_by(tables["sweep_history"], cfg["loss_threshold"], ["separation"])

@@ -83,3 +83,34 @@ def test_a_constant_feature_keeps_the_variance_floor(value, standardize, budget)
     assert np.all(est.covariances_[:, 2] >= est.var_floor * (1 - 1e-12))
     s = est.score_samples(np.array([[0.0, 0.0, value + 1.0]]))[0]
     assert -1.2 / (2 * est.var_floor) < s < -0.8 / (2 * est.var_floor)
+
+
+def test_partial_fit_checks_every_batch_before_the_model_changes():
+    """partial_fit skipped these checks: a first batch with 1e308 gave NaN means and a
+    score of -inf, without an error."""
+    import warnings
+
+    X = data()
+    big = X.copy()
+    big[17, 1] = 1e308
+    with pytest.raises(FeatureOverflowError, match="feature 1 holds values too large"):
+        OverparamGMM(covariance_type="diag", n_components=5).partial_fit(big)
+    tiny = X.copy()
+    tiny[:, 0] *= 1e-300
+    with pytest.raises(FeatureUnderflowError, match="feature 0 holds values too small"):
+        OverparamGMM(covariance_type="diag", n_components=5).partial_fit(tiny)
+    const = X.copy()
+    const[:, 2] = 5.0
+    with pytest.warns(ConstantFeatureWarning, match="feature 2 is constant"):
+        OverparamGMM(covariance_type="diag", n_components=5).partial_fit(const)
+
+    est = OverparamGMM(covariance_type="diag", n_components=5, random_state=0).partial_fit(X[:150])
+    means, n_iter = est.means_.copy(), est.n_iter_
+    with pytest.raises(FeatureOverflowError):  # a later batch: the model is left as it was
+        est.partial_fit(big[:150])
+    np.testing.assert_array_equal(est.means_, means)
+    assert est.n_iter_ == n_iter
+    with warnings.catch_warnings():  # one value of a feature in a later batch is not a constant feature
+        warnings.simplefilter("error", ConstantFeatureWarning)
+        est.partial_fit(const[150:])
+    assert np.all(np.isfinite(est.means_)) and est.n_iter_ == n_iter + 1

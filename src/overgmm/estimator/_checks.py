@@ -99,9 +99,10 @@ def check_missing(est, X: np.ndarray) -> None:
         raise ValueError(f"{feature_label(est, j)} has no observed value (all NaN); drop it before fitting.")
 
 
-def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
+def check_features(est, mean: np.ndarray, var: np.ndarray, *, constant: bool = True) -> None:
     """Raise on a feature whose variance overflows float64 or underflows it (values of about
-    1e-145 or less, not all 0); warn on a constant one.
+    1e-145 or less, not all 0); warn on a constant one (``constant``: a later batch of
+    ``partial_fit`` may hold one value of a feature without it being constant).
 
     ``mean``, ``var``: the weighted mean and variance of each feature, shape (d,)."""
     mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
@@ -122,7 +123,7 @@ def check_features(est, mean: np.ndarray, var: np.ndarray) -> None:
             int(j),
         )
     sd = np.sqrt(np.maximum(var, 0.0))
-    for j in map(int, np.flatnonzero(sd <= CONSTANT_RELATIVE * np.abs(mean))):
+    for j in map(int, np.flatnonzero(sd <= CONSTANT_RELATIVE * np.abs(mean)) if constant else ()):
         warnings.warn(
             ConstantFeatureWarning(
                 feature_label(est, j),

@@ -536,6 +536,8 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
             )
         X, sw, total = self._validate_fit_input(X, sample_weight, reset=first)
         w = sw / total
+        with np.errstate(over="ignore", invalid="ignore"):  # every batch, before the model changes
+            check_features(self, *feature_moments(X, w), constant=first)
         part = rounding.grid_parts(X, w)
         if first:
             kind = "diag" if self.covariance_type == "auto" else self.covariance_type

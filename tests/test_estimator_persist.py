@@ -79,6 +79,32 @@ def test_bad_files_are_named(tmp_path):
         OverparamGMM.load(tmp_path / "nope.json")
 
 
+def test_edited_or_non_finite_files_are_damage_not_a_silent_model(tmp_path):
+    """A file whose readable means disagree with the state it scores with (edited in one
+    place) loaded with means_ saying one model and predictions from another; a NaN under
+    'state' loaded and scored NaN; a folder gave the operating system's message."""
+    est = OverparamGMM(covariance_type="diag", random_state=0, max_iter=20).fit(blobs())
+    est.save(tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    for key, edit in [
+        ("means", lambda o: o["means"][0].__setitem__(0, o["means"][0][0] + 1.0)),
+        ("weights", lambda o: o["weights"].__setitem__(0, o["weights"][0] * 0.5)),
+        ("covariances", lambda o: o["covariances"][0].__setitem__(1, o["covariances"][0][1] * 2.0)),
+    ]:
+        obj = json.loads(text)
+        edit(obj)
+        (tmp_path / "e.json").write_text(json.dumps(obj))
+        with pytest.raises(ValueError, match=rf"e\.json: damaged model file \(its '{key}' disagree with the fitted state"):
+            OverparamGMM.load(tmp_path / "e.json")
+    obj = json.loads(text)
+    obj["state"]["shift"][0] = float("nan")  # json.dumps writes NaN
+    (tmp_path / "n.json").write_text(json.dumps(obj))
+    with pytest.raises(ValueError, match=r"n\.json: damaged model file \(NaN is not a number a model file holds\)"):
+        OverparamGMM.load(tmp_path / "n.json")
+    with pytest.raises(IsADirectoryError, match="a folder, not a model file"):
+        OverparamGMM.load(tmp_path)
+
+
 def test_unfitted_or_non_finite_models_are_not_written(tmp_path):
     from sklearn.exceptions import NotFittedError
 

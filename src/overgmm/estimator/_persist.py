@@ -156,14 +156,46 @@ def from_dict(cls, obj: dict, path="model"):
         raise ValueError(f"{path}: damaged model file ({type(err).__name__}: {err})") from None
     if est._student.means.shape != (log_w.shape[0], est.n_features_in_) or est.means_.shape[0] != est._live.size:
         raise ValueError(f"{path}: damaged model file (the mixture's shapes disagree)")
+    _check_agrees(est, log_w, path)
     return est
+
+
+def _check_agrees(est, log_w: np.ndarray, path) -> None:
+    """The file's readable ``weights``, ``means`` and ``covariances`` are the state's, which
+    the loaded model scores with: a file edited in one place but not the other would give
+    attributes that say one model and predictions from another."""
+    from overgmm import covariances as C
+
+    live = np.isfinite(log_w)
+    if not np.array_equal(np.flatnonzero(live), est._live):
+        raise ValueError(f"{path}: damaged model file (its live components disagree with its log-weights)")
+    lw = log_w[live]
+    t = C.public(est.covariance_type_)
+    expected = {
+        "weights": np.exp(lw - np.log(np.sum(np.exp(lw)))),
+        "means": np.asarray(est._student.means)[live] * est._scale + est._shift,
+        "covariances": t.in_units(t.select(np.asarray(est._student.covariances), live), est._scale),
+    }
+    for key, value in expected.items():
+        stored = getattr(est, key + "_")
+        if stored.shape != value.shape or not np.allclose(stored, value, rtol=1e-9, atol=1e-300):
+            raise ValueError(
+                f"{path}: damaged model file (its {key!r} disagree with the fitted state under 'state', which "
+                "scores and predicts: was one of them edited?)"
+            )
 
 
 def read(path) -> dict:
     """The JSON object of a model file (its extra keys included); errors name the file."""
     path = Path(path)
+
+    def strict(token: str):  # the file is written without NaN or infinity; one read back is damage
+        raise ValueError(f"{path}: damaged model file ({token} is not a number a model file holds)")
+
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a model file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=strict)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

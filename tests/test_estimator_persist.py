@@ -94,7 +94,8 @@ def test_edited_or_non_finite_files_are_damage_not_a_silent_model(tmp_path):
         obj = json.loads(text)
         edit(obj)
         (tmp_path / "e.json").write_text(json.dumps(obj))
-        with pytest.raises(ValueError, match=rf"e\.json: damaged model file \(its '{key}' disagree with the fitted state"):
+        expected = rf"e\.json: damaged model file \(its '{key}' disagree with the fitted state"
+        with pytest.raises(ValueError, match=expected):
             OverparamGMM.load(tmp_path / "e.json")
     obj = json.loads(text)
     obj["state"]["shift"][0] = float("nan")  # json.dumps writes NaN

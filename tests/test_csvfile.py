@@ -16,6 +16,22 @@ def test_header_detected_or_absent(tmp_path):
     assert names == ["x0", "x1"] and X.tolist() == [[1, 2], [3, -4000]]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    """Spreadsheets write "CSV UTF-8" with a byte-order mark: it was read into the first
+    column's name ('\ufeffwidth'), so predict on the same columns found no 'width'."""
+    (tmp_path / "b.csv").write_bytes(b"\xef\xbb\xbfwidth,height\r\n1,2\r\n3,4\r\n")
+    X, names = read_csv(tmp_path / "b.csv")
+    assert names == ["width", "height"] and X.tolist() == [[1, 2], [3, 4]]
+    (tmp_path / "c.csv").write_bytes(b"\xef\xbb\xbf1,2\n3,4\n")  # and not part of the first number
+    assert read_csv(tmp_path / "c.csv")[0].tolist() == [[1, 2], [3, 4]]
+
+
+def test_a_header_that_names_two_columns_alike_is_an_error(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(ValueError, match=r"d\.csv: the header names two columns 'a' \(columns 1 and 3\)"):
+        read_csv(tmp_path / "d.csv")
+
+
 def test_a_first_row_of_numbers_and_text_must_be_declared(tmp_path):
     (tmp_path / "a.csv").write_text("-0.521742,abc\n1,2\n3,4\n")
     with pytest.raises(ValueError, match=r"a\.csv: the first row mixes numbers .* --header or --no-header"):

@@ -9,6 +9,7 @@ file's line number is given as well):
   ``inf``): :class:`BadCell`; with ``missing=True`` an empty cell, ``NA`` or ``nan`` is
   read as NaN (a missing value) instead, and only infinities and text are errors;
 * a row with the wrong number of fields;
+* a header that names two columns alike (columns are chosen and matched by name);
 * a first row that is neither all numbers nor all names, when ``header`` is not given:
   the file must say, with ``header=True`` or ``header=False`` (``--header`` /
   ``--no-header`` on the command line).
@@ -41,7 +42,8 @@ def _number(cell: str) -> float | None:
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, cells) of the non-blank rows."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a leading byte-order mark (spreadsheets' "CSV UTF-8") is not part of the first name
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             head = fh.read(4096)
             if "\x00" in head:
                 raise ValueError(
@@ -103,6 +105,12 @@ def read_csv(
         header = _has_header(path, rows[0][1])
     names = [c.strip() for c in rows[0][1]] if header else [f"x{j}" for j in range(len(rows[0][1]))]
     if header:
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                raise ValueError(
+                    f"{path}: the header names two columns {name!r} (columns {names.index(name) + 1} and {j + 1}); "
+                    "column names must be unique, since columns are chosen and matched by name"
+                )
         rows = rows[1:]
         if not rows:
             raise ValueError(f"{path}: the file holds a header and no data rows")

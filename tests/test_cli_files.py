@@ -90,6 +90,12 @@ def bad_inputs(tmp):
     (tmp / "bin.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     np.savetxt(tmp / "ok.csv", X, delimiter=",")
     (tmp / "afile").write_text("x")
+    (tmp / "fake.npy").write_bytes(b"not an array")  # numpy would say "pickled data"
+    np.save(tmp / "none.npy", np.zeros((0, 3)))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": np.zeros(0), "b": np.zeros(0)}), tmp / "none.parquet")
     return [
         (["fit", "big.csv"], "big.csv: column 2 ('x1') holds values too large for float64"),
         (["fit", "tiny.csv"], "tiny.csv: column 1 ('x0') holds values too small for float64"),
@@ -100,6 +106,9 @@ def bad_inputs(tmp):
         (["fit", "ok.csv", "--out", "afile/sub"], "--out afile/sub: a part of the path is a file"),
         (["fit", "ok.csv", "--columns", "a"], "ok.csv: no column named 'a'"),
         (["fit", "missing.csv"], "missing.csv: no such file"),
+        (["fit", "fake.npy"], "fake.npy: not a readable .npy file (it does not start with the .npy magic bytes)"),
+        (["fit", "none.npy"], "none.npy: the file holds no data rows"),
+        (["fit", "none.parquet"], "none.parquet: the Parquet data holds no rows"),
         (["predict", "ok.csv", "ok.csv", "--out", "p.csv"], "ok.csv: not an overgmm model file"),
     ]
 

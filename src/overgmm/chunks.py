@@ -174,6 +174,8 @@ class ParquetChunks:
         if self.n_features == 0:
             raise ValueError(f"{self.path}: no columns to fit")
         self.n_rows = sum(r for _, _, r in self.groups)
+        if self.n_rows == 0:  # else an error about weights the user never gave
+            raise ValueError(f"{self.path}: the Parquet data holds no rows")
         self.chunk_rows = int(chunk_rows or chunk_rows_for(self.n_features, memory_budget))
         self.bounds, self._pieces = [], []  # chunk i: rows bounds[i] of row group _pieces[i] = (group, offset)
         start = 0
@@ -394,10 +396,15 @@ def read(
     if path.suffix == ".npy":
         if columns is not None:
             raise ValueError(f"{path}: a .npy file has no column names; select columns in CSV or Parquet files")
+        with open(path, "rb") as fh:  # numpy reads a file without the magic as a pickle, and says so
+            if fh.read(6) != b"\x93NUMPY":
+                raise ValueError(f"{path}: not a readable .npy file (it does not start with the .npy magic bytes)")
         try:
             X = np.load(path, mmap_mode="r")
         except Exception as err:
             raise ValueError(f"{path}: not a readable .npy file ({err})") from None
+        if X.ndim == 2 and X.shape[0] == 0:
+            raise ValueError(f"{path}: the file holds no data rows")
         arr = ArrayChunks(X, chunk_rows=chunk_rows_for(X.shape[1] if X.ndim == 2 else 1, memory_budget), name=str(path))
         arr.path = path
         return arr, [f"x{j}" for j in range(arr.n_features)]

@@ -135,6 +135,21 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, monkeypatch
     assert not (tmp_path / "o" / "model.json").exists() and not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.parametrize(
+    "columns, message",
+    [("x0,x0", "column 'x0' is named twice in 'x0,x0'"), ("x0,,x1", "got 'x0,,x1' (an empty name)")],
+)
+def test_columns_named_twice_or_empty_are_usage_errors(tmp_path, monkeypatch, capsys, columns, message):
+    from overgmm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    np.savetxt(tmp_path / "ok.csv", np.random.default_rng(0).normal(size=(30, 3)), delimiter=",")
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "ok.csv", "--columns", columns, "--out", "o"])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_version_and_help(tmp_path):
     from overgmm import __version__
 

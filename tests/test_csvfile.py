@@ -32,6 +32,13 @@ def test_a_header_that_names_two_columns_alike_is_an_error(tmp_path):
         read_csv(tmp_path / "d.csv")
 
 
+def test_a_column_chosen_twice_is_an_error(tmp_path):
+    """It fitted a copy of the column beside itself."""
+    (tmp_path / "e.csv").write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"e\.csv: column 'a' is chosen twice"):
+        read_csv(tmp_path / "e.csv", columns=["a", "b", "a"])
+
+
 def test_a_first_row_of_numbers_and_text_must_be_declared(tmp_path):
     (tmp_path / "a.csv").write_text("-0.521742,abc\n1,2\n3,4\n")
     with pytest.raises(ValueError, match=r"a\.csv: the first row mixes numbers .* --header or --no-header"):

@@ -156,6 +156,9 @@ class ParquetChunks:
                 raise ValueError(f"{f}: not a readable Parquet file ({err})") from None
             schema = meta.schema_arrow
             cols = list(columns) if columns is not None else list(schema.names)
+            twice = [c for j, c in enumerate(cols) if c in cols[:j]]
+            if twice:
+                raise ValueError(f"{f}: column {twice[0]!r} is chosen twice")
             absent = [c for c in cols if c not in schema.names]
             if absent:
                 raise ValueError(f"{f}: no column named {absent[0]!r}; it has {schema.names}")

@@ -117,6 +117,9 @@ def read_csv(
     width = len(names)
     keep = list(range(width))
     if columns is not None:
+        twice = [c for j, c in enumerate(columns) if c in columns[:j]]
+        if twice:
+            raise ValueError(f"{path}: column {twice[0]!r} is chosen twice")
         absent = [c for c in columns if c not in names]
         if absent:
             raise ValueError(f"{path}: no column named {absent[0]!r}; it has {names}")

@@ -14,3 +14,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def column_names(text: str) -> list[str]:
+    """``a,b,c``: column names, each named once (a column twice would fit a copy of itself)."""
+    names = [c.strip() for c in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r} (an empty name)")
+    for j, name in enumerate(names):
+        if name in names[:j]:
+            raise argparse.ArgumentTypeError(f"column {name!r} is named twice in {text!r}")
+    return names

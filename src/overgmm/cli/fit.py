@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from overgmm.cli._args import positive_int
+from overgmm.cli._args import column_names, positive_int
 from overgmm.cli._data import CommandError, add_header_options, command
 
 # options that set an estimator parameter of another name
@@ -165,9 +165,8 @@ def _run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _data.check_out(out)
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     source, names = _data.read(
-        args.data, columns=columns, header=args.header, memory_budget=args.memory_budget, missing=args.allow_missing
+        args.data, columns=args.columns, header=args.header, memory_budget=args.memory_budget, missing=args.allow_missing
     )
     X = _data.in_memory(source, args.memory_budget)
     if X is not None:
@@ -340,6 +339,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--columns",
+        type=column_names,
         default=None,
         help="comma-separated columns to use, by name (the CSV header's or the Parquet schema's) (default: all)",
     )

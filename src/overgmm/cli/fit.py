@@ -166,7 +166,11 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _data.check_out(out)
     source, names = _data.read(
-        args.data, columns=args.columns, header=args.header, memory_budget=args.memory_budget, missing=args.allow_missing
+        args.data,
+        columns=args.columns,
+        header=args.header,
+        memory_budget=args.memory_budget,
+        missing=args.allow_missing,
     )
     X = _data.in_memory(source, args.memory_budget)
     if X is not None:

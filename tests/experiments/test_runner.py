@@ -79,6 +79,20 @@ def test_cli_list_and_usage_errors(capsys):
         assert exc.value.code == 2
 
 
+def test_cli_out_in_the_way_or_nothing_to_replot_are_named_before_any_work(tmp_path, capsys):
+    """A file in place of --out ran the experiment and failed at its end (and `overgmm demo`
+    printed a traceback); --replot of an empty folder blamed a missing config.json."""
+    (tmp_path / "afile").write_text("x")
+    for argv in (["reproduce", "S2", "--quick"], ["demo"]):
+        assert main([*argv, "--out", str(tmp_path / "afile")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "afile: a file of that name (or above it) is in the way" in err[0]
+    assert main(["reproduce", "S2", "--replot", "--out", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr().err
+    assert "S2: nothing to replot in" in err and "run it first" in err and "Traceback" not in err
+    assert not (tmp_path / "none").exists()
+
+
 def test_cli_runs_one_quick_experiment(tmp_path, capsys):
     assert main(["reproduce", "W2", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -12,14 +12,17 @@ from pathlib import Path
 
 import overgmm as og
 from overgmm.cli._args import positive_int
+from overgmm.cli._data import command
 
 
 def _demo(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from overgmm.cli._data import check_out
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)
     # A 2-D teacher with 3 components and unequal weights; a 9-component student
     # that splits each teacher component in three (Delta_pi = 0), perturbed.
     teacher = og.Mixture([[0.0, 0.0], [3.0, 0.5], [-1.0, 3.0]], [0.2, 0.3, 0.5])
@@ -105,4 +108,4 @@ def register(sub) -> None:
     demo.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     demo.add_argument("--steps", type=positive_int, default=220, help="steps per method (default 220)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the student's perturbation (default %(default)s)")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=command("demo", _demo))

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from overgmm.cli._data import check_out, command
+
 COMMANDS = {"reproduce": "run an experiment of the papers (figure, tables, claims)"}
 
 
@@ -37,7 +39,7 @@ def register(sub) -> None:
     )
     p.add_argument("--replot", action="store_true", help="redo claims and figures from the tables in --out")
     p.add_argument("--skip-multi-trial", action="store_true", help="with --all: skip X4, Z1, W6")
-    p.set_defaults(func=_main, parser=p)
+    p.set_defaults(func=command("reproduce", _main), parser=p)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -58,12 +60,18 @@ def _main(args: argparse.Namespace) -> int:
     if args.all and args.skip_multi_trial:
         names = [n for n in names if not reg[n].multi_trial]
     base = Path(args.out) if args.out else Path("results")
+    if not args.replot:
+        check_out(base)  # before any work: a file in the way is a usage error, not a failed run
     failed, times = [], {}
     for name in names:
         exp = reg[name]
         out = base / name if (args.all or not args.out) else base
         print(f"== {name}: {exp.description} ({exp.paper})", flush=True)
         t0 = time.perf_counter()
+        if args.replot and not (out / "config.json").is_file():
+            print(f"overgmm: {name}: nothing to replot in {out} (no config.json; run it first)", file=sys.stderr)
+            failed.append(name)
+            continue
         try:
             if args.replot:
                 summary = replot(exp, out)
@@ -71,7 +79,8 @@ def _main(args: argparse.Namespace) -> int:
                 summary = reproduce(exp, quick=args.quick, out=out, seed=args.seed, backend=args.backend)
         except Exception as err:  # report, keep going with --all
             print(f"overgmm: {name} failed: {type(err).__name__}: {err}", file=sys.stderr)
-            print(f"   what was computed before the failure is in {out}", file=sys.stderr)
+            if not args.replot:
+                print(f"   what was computed before the failure is in {out}", file=sys.stderr)
             failed.append(name)
             continue
         times[name] = time.perf_counter() - t0

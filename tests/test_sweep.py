@@ -214,6 +214,10 @@ def test_cli_sweep_status_plot_and_errors(tmp_path, capsys):
     bad.write_text("[base]\nsteps = 'x'")
     assert main(["sweep", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "steps" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")  # an --out in the way: one line (it was a traceback)
+    assert main(["sweep", str(study), "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert "afile: a file of that name (or above it) is in the way" in err and "Traceback" not in err
 
 
 def test_shipped_studies_are_the_reproductions_configs():

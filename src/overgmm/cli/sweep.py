@@ -66,7 +66,14 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     if args.scheduler and args.workers > 1:
         args.parser.error("--workers starts a local cluster; with --scheduler the cluster's workers are used")
+    from overgmm.cli._data import CommandError, check_out
+
     out = Path(args.out) if args.out else Path("results") / "sweeps" / Path(args.target).stem
+    try:
+        check_out(out)  # a file in the way: one line, not a traceback
+    except CommandError as err:
+        print(f"overgmm: {err}", file=sys.stderr)
+        return 2
     try:
         counts = sweep.sweep(args.target, out, workers=args.workers, scheduler=args.scheduler, batch=args.batch)
     except sweep.StudyError as err:

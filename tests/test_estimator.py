@@ -545,6 +545,13 @@ def test_non_finite_likelihood_is_an_error_that_says_what_to_change(kind):
     assert np.all(np.linalg.eigvalsh(as_matrices(ok)) > 0)
 
 
+def test_a_diverging_gradient_step_is_an_error_that_names_the_step_size():
+    est = OverparamGMM(covariance_type="diag", algorithm="gradient_em", step_size=100.0, random_state=0)
+    with pytest.raises(FloatingPointError, match=r"lower step_size \(now 100.0\)"):
+        est.fit(X[:300])
+    assert not hasattr(est, "weights_")
+
+
 def test_tied_matches_scikit_learns_tied_model():
     """One covariance shared by all components, fitted like GaussianMixture(tied): the same
     shapes (covariances_ and precisions_cholesky_ (d, d)), parameter count and likelihood."""

@@ -478,10 +478,12 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         return res, n, units
 
     def _raise_non_finite(self, at: int):
+        # a step too long for the data diverges as a collapsed variance does (gradient EM at step 100)
+        step = "" if self.algorithm == "em" else f"lower step_size (now {self.step_size}), "
         raise FloatingPointError(
-            f"the log-likelihood became non-finite after {at} steps (a component's variance collapsed); "
-            f"increase var_floor (now {self.var_floor}), use standardize=True (now {self.standardize}), "
-            "or lower n_components. No parameters from this fit were stored."
+            f"the log-likelihood became non-finite after {at} steps (a component's variance collapsed, or a "
+            f"step diverged); {step}increase var_floor (now {self.var_floor}), use standardize=True (now "
+            f"{self.standardize}), or lower n_components. No parameters from this fit were stored."
         )
 
     def _set_fitted(self, student: Mixture, cov: tuple, shift, scale, floor) -> None:

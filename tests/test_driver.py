@@ -77,6 +77,13 @@ def test_fresh_monte_carlo_run_is_seeded():
     assert "monte-carlo" in a.backend
 
 
+def test_a_seed_in_place_of_a_key_is_named():
+    """It was JAX's "invalid PRNG key data" from inside jax.random."""
+    alg = og.gradient_em(og.Problem.population(TEACHER), 0.5)
+    with pytest.raises(TypeError, match=r"key must be a PRNG key such as jax.random.key\(3\)"):
+        og.run(alg, students(1)[0], 5, key=3)
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

@@ -130,6 +130,8 @@ def test_monte_carlo_modes():
         (lambda: og.kl(og.Mixture([[0.0]]), og.Mixture([[0.0]]), form="exact"), "unknown KL form"),
         (lambda: og.kl(og.Mixture([[0.0]]), og.Mixture([[0.0, 1.0]])), "dimension"),
         (lambda: og.kl(og.Mixture(np.zeros((1, 7))), og.Mixture(np.eye(7))), "above 6"),
+        # the integrand and the teacher swapped: it was an AttributeError from inside the rule
+        (lambda: og.expectation(og.Mixture([[0.0]]), lambda x: x), r"expectation\(f, teacher"),
     ],
 )
 def test_bad_options_are_named(make, match):

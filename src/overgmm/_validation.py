@@ -93,3 +93,11 @@ def check_sample_weight(sample_weight, n_samples: int) -> jax.Array:
     if is_concrete(sw) and (bool(np.any(np.asarray(sw) < 0)) or float(np.sum(np.asarray(sw))) <= 0):
         raise ValueError("sample_weight must be non-negative with a positive sum")
     return sw
+
+
+def check_key(key, name: str = "key"):
+    """``key`` unless it is a plain integer (a seed passed where a PRNG key belongs, which
+    JAX reports from deep inside ``jax.random``)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        raise TypeError(f"{name} must be a PRNG key such as jax.random.key({key}), got the integer {key}")
+    return key

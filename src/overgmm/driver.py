@@ -381,7 +381,7 @@ def run(
     record = _check_record(record)
     algorithm.problem.check_student(student)
     algorithm.method.check(algorithm.problem, student)
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(0) if key is None else v.check_key(key)
     fn = _compiled("run", algorithm.method, False, False, n_steps, stride, float(threshold), record)
     return _finish(algorithm, student, *fn(algorithm.problem, student, key))
 
@@ -408,7 +408,7 @@ def _check_batch(algorithm, students, keys, problems):
             )
     first = jax.tree_util.tree_map(lambda a: a[0], students)
     algorithm.method.check(algorithm.problem, first)
-    keys = jax.random.split(jax.random.key(0), b) if keys is None else keys
+    keys = jax.random.split(jax.random.key(0), b) if keys is None else v.check_key(keys, "keys")
     if keys.shape[0] != b:
         raise ValueError(f"need {b} keys, one per trial, got {keys.shape[0]}")
     return b, keys, first
@@ -538,7 +538,7 @@ def solve(
     record = _check_record(record)
     algorithm.problem.check_student(student)
     algorithm.method.check(algorithm.problem, student)
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(0) if key is None else v.check_key(key)
     fn = _compiled("solve", algorithm.method, False, False, max_steps, record, compiler_options=compiler_options)
     return solution(algorithm, *fn(algorithm.problem, student, key, jnp.asarray(_check_tol(tol))), warn=warn)
 

@@ -444,6 +444,11 @@ def expectation(
     Returns:
       The expectation (shape of ``f``'s trailing axes), or an :class:`Estimate`.
     """
+    if not callable(f) or not isinstance(teacher, Mixture) or not (student is None or isinstance(student, Mixture)):
+        raise TypeError(
+            "expectation(f, teacher, student=None, backend=None): f a function, teacher and student "
+            f"overgmm.Mixture; got {type(f).__name__}, {type(teacher).__name__}, {type(student).__name__}"
+        )
     backend = Quadrature() if backend is None else backend
     if isinstance(backend, MonteCarlo):
         if backend.fresh:

@@ -26,3 +26,24 @@ def test_pinning_is_a_no_op_outside_a_pinned_worker(monkeypatch):
     cluster.pin_to_one_core()
     if before is not None:
         assert os.sched_getaffinity(0) == before
+
+
+def test_a_scheduler_out_of_reach_is_one_line_on_every_face(tmp_path, capsys):
+    """`overgmm sweep --scheduler` to a closed port printed distributed's traceback."""
+    import socket
+
+    import dask
+    import pytest
+
+    from overgmm.cli import main
+
+    with socket.socket() as s:  # a free port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(ConnectionError, match=f"cannot reach the Dask scheduler at {address}"):
+            with cluster.connect(address):
+                pass
+        assert main(["sweep", "X4", "--out", str(tmp_path / "s"), "--scheduler", address]) == 2
+    err = capsys.readouterr().err
+    assert f"overgmm: cannot reach the Dask scheduler at {address}" in err and "Traceback" not in err

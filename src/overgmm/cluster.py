@@ -86,7 +86,13 @@ def connect(scheduler: str | None = None, workers: int = 1):
     from distributed import Client
 
     cluster = local_cluster(workers) if scheduler is None else None
-    client = Client(cluster if cluster is not None else scheduler)
+    try:
+        client = Client(cluster if cluster is not None else scheduler)
+    except OSError as err:  # distributed's own message, without its traceback through tornado
+        if cluster is not None:
+            cluster.close()
+        where = f"the Dask scheduler at {scheduler}" if scheduler is not None else "the local Dask cluster"
+        raise ConnectionError(f"cannot reach {where}: {err}") from None
     try:
         yield client
     finally:

@@ -76,7 +76,7 @@ def _sweep(args: argparse.Namespace) -> int:
         return 2
     try:
         counts = sweep.sweep(args.target, out, workers=args.workers, scheduler=args.scheduler, batch=args.batch)
-    except sweep.StudyError as err:
+    except (sweep.StudyError, ConnectionError) as err:  # a bad study, or a scheduler out of reach
         print(f"overgmm: {err}", file=sys.stderr)
         return 2
     print(json.dumps(counts) + f"  ({out})")

@@ -232,3 +232,13 @@ def test_allow_missing_fits_and_labels_a_csv_with_empty_cells(tmp_path, capsys):
     assert main(["predict", str(out / "model.json"), str(tmp_path / "g.csv"), "--out", str(labels)]) == 0
     lines = labels.read_text().splitlines()
     assert len(lines) == 401 and all("nan" not in line for line in lines[1:])
+    # a model fitted without --allow-missing: the advice is predict's own (it named fit's option as predict's)
+    full = tmp_path / "full"
+    np.savetxt(tmp_path / "c.csv", X, delimiter=",", header="width,height", comments="")
+    assert main(["fit", str(tmp_path / "c.csv"), "--out", str(full), "--covariance-type", "diag", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(full / "model.json"), str(tmp_path / "g.csv"), "--out", str(labels)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "remove or impute it before labelling (a model fitted with --allow-missing labels rows with gaps)"
+    )

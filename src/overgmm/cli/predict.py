@@ -34,6 +34,17 @@ def _columns(model_names, path: Path, args, source, names, gaps: bool = False):
     )
 
 
+def _for_labelling(err: CommandError) -> CommandError:
+    """A bad value's message as ``predict`` says it: the reading rules' advice is about
+    fitting (and ``--allow-missing``, an option of ``fit``); here the model decides."""
+    text, sep, _ = str(err).partition("; remove or impute")
+    if not sep:
+        return err
+    return CommandError(
+        f"{text}; remove or impute it before labelling (a model fitted with --allow-missing labels rows with gaps)"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from overgmm.cli import _data
     from overgmm.estimator import OverparamGMM, _persist
@@ -49,24 +60,30 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         raise CommandError(str(err)) from None
     gaps = bool(est.allow_missing)  # a model fitted with missing values labels rows with gaps
-    source, names = _data.read(
-        args.data, columns=None, header=args.header, memory_budget=args.memory_budget, missing=gaps
-    )
-    source, names = _columns(model_names, Path(args.data), args, source, names, gaps)
+    try:
+        source, names = _data.read(
+            args.data, columns=None, header=args.header, memory_budget=args.memory_budget, missing=gaps
+        )
+        source, names = _columns(model_names, Path(args.data), args, source, names, gaps)
+    except CommandError as err:
+        raise _for_labelling(err) from None
     if source.n_features != est.n_features_in_:
         raise CommandError(
             f"{args.data}: {source.n_features} columns, but the model was fitted on {est.n_features_in_}"
         )
     X = _data.in_memory(source, args.memory_budget)
     if X is not None:
-        _data.check_finite(X, source, args.data, names, missing=gaps)
+        try:
+            _data.check_finite(X, source, args.data, names, missing=gaps)
+        except CommandError as err:
+            raise _for_labelling(err) from None
     try:
         _data.write_together({out: lambda p: _data.write_rows(est, source, X, p)})
     except OSError as err:
         print(f"overgmm predict: error: cannot write {out} ({err})", file=sys.stderr)
         return 1
     except ValueError as err:  # a non-finite value in streamed data
-        raise CommandError(str(err)) from None
+        raise _for_labelling(CommandError(str(err))) from None
     print(f"labelled {source.n_rows} rows with {est.n_components_} components ({est.covariance_type_}); wrote {out}")
     return 0
 

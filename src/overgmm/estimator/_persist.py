@@ -156,28 +156,23 @@ def from_dict(cls, obj: dict, path="model"):
         raise ValueError(f"{path}: damaged model file ({type(err).__name__}: {err})") from None
     if est._student.means.shape != (log_w.shape[0], est.n_features_in_) or est.means_.shape[0] != est._live.size:
         raise ValueError(f"{path}: damaged model file (the mixture's shapes disagree)")
-    _check_agrees(est, log_w, path)
+    _check_agrees(est, path)
     return est
 
 
-def _check_agrees(est, log_w: np.ndarray, path) -> None:
-    """The file's readable ``weights``, ``means`` and ``covariances`` are the state's, which
-    the loaded model scores with: a file edited in one place but not the other would give
-    attributes that say one model and predictions from another."""
-    from overgmm import covariances as C
+def _check_agrees(est, path) -> None:
+    """The file's readable attributes are the ones its ``state`` (which scores and predicts)
+    gives through the fit's own :meth:`_set_fitted`: a file edited in one place but not the
+    other would give attributes that say one model and predictions from another."""
+    from overgmm.estimator._fit import _covariances
 
-    live = np.isfinite(log_w)
-    if not np.array_equal(np.flatnonzero(live), est._live):
+    ref = type(est).__new__(type(est))
+    ref.covariance_type_ = est.covariance_type_
+    ref._set_fitted(est._student, _covariances(est._student), est._shift, est._scale, est._floor)
+    if not np.array_equal(ref._live, est._live):
         raise ValueError(f"{path}: damaged model file (its live components disagree with its log-weights)")
-    lw = log_w[live]
-    t = C.public(est.covariance_type_)
-    expected = {
-        "weights": np.exp(lw - np.log(np.sum(np.exp(lw)))),
-        "means": np.asarray(est._student.means)[live] * est._scale + est._shift,
-        "covariances": t.in_units(t.select(np.asarray(est._student.covariances), live), est._scale),
-    }
-    for key, value in expected.items():
-        stored = getattr(est, key + "_")
+    for key in ("weights", "means", "covariances", "precisions_cholesky"):
+        stored, value = getattr(est, key + "_"), getattr(ref, key + "_")
         if stored.shape != value.shape or not np.allclose(stored, value, rtol=1e-9, atol=1e-300):
             raise ValueError(
                 f"{path}: damaged model file (its {key!r} disagree with the fitted state under 'state', which "

@@ -46,6 +46,16 @@ def test_round_trip_is_bit_for_bit(tmp_path, kind):
     assert np.isfinite(back.lower_bound_)
 
 
+def test_a_model_fitted_by_partial_fit_round_trips(tmp_path):
+    """save() raised AttributeError: partial_fit left no validation_scores_."""
+    X = blobs()
+    est = OverparamGMM(covariance_type="full", n_components=5, random_state=0).partial_fit(X).partial_fit(X)
+    assert est.validation_scores_ == {}
+    est.save(tmp_path / "m.json")
+    back = OverparamGMM.load(tmp_path / "m.json")
+    np.testing.assert_array_equal(back.score_samples(X), est.score_samples(X))
+
+
 def test_feature_names_travel(tmp_path):
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame(blobs(d=2), columns=["u", "v"])

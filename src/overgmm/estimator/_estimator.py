@@ -572,6 +572,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
             )
         if first:
             self.covariance_type_ = kind
+            self.validation_scores_ = {}  # no candidates compared (as a fit of one type): save() needs it
         self._set_fitted(new, cov, shift, scale, floor)
         self.n_components_init_, self.n_merges_ = n, 0
         self.weight_trajectory_ = np.vstack([trajectory, np.exp(np.asarray(new.log_weights))[:n]])

@@ -13,6 +13,7 @@ and ignored on load.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import numbers
@@ -166,8 +167,7 @@ def _check_agrees(est, path) -> None:
     other would give attributes that say one model and predictions from another."""
     from overgmm.estimator._fit import _covariances
 
-    ref = type(est).__new__(type(est))
-    ref.covariance_type_ = est.covariance_type_
+    ref = copy.copy(est)  # its attributes replaced by the ones the state gives
     ref._set_fitted(est._student, _covariances(est._student), est._shift, est._scale, est._floor)
     if not np.array_equal(ref._live, est._live):
         raise ValueError(f"{path}: damaged model file (its live components disagree with its log-weights)")

@@ -97,3 +97,12 @@ def test_map_sum_on_dask_sums_in_a_tree_of_fanin_groups(monkeypatch):
     total_a, _ = C.map_sum(C.ArrayChunks(X, chunk_rows=4096), _col_sums, 2.0)
     assert groups == [1] and np.allclose(total_a, total, rtol=1e-13)
     assert C.add(None, None) is None
+
+
+def test_a_parquet_column_chosen_twice_or_no_rows_is_named(tmp_path):
+    pq.write_table(pa.table({"a": np.arange(4.0), "b": np.ones(4)}), tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match=r"t\.parquet: column 'a' is chosen twice"):
+        C.ParquetChunks(tmp_path / "t.parquet", columns=["a", "b", "a"])
+    pq.write_table(pa.table({"a": np.zeros(0)}), tmp_path / "e.parquet")
+    with pytest.raises(ValueError, match=r"e\.parquet: the Parquet data holds no rows"):
+        C.ParquetChunks(tmp_path / "e.parquet")

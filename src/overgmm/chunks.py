@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from overgmm.csvfile import repeated
+
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes: 1 GiB
 MIN_CHUNK_ROWS = 4096
 MAX_CHUNK_ROWS = 1 << 20
@@ -156,9 +158,9 @@ class ParquetChunks:
                 raise ValueError(f"{f}: not a readable Parquet file ({err})") from None
             schema = meta.schema_arrow
             cols = list(columns) if columns is not None else list(schema.names)
-            twice = [c for j, c in enumerate(cols) if c in cols[:j]]
-            if twice:
-                raise ValueError(f"{f}: column {twice[0]!r} is chosen twice")
+            twice = repeated(cols)
+            if twice is not None:
+                raise ValueError(f"{f}: column {twice!r} is chosen twice")
             absent = [c for c in cols if c not in schema.names]
             if absent:
                 raise ValueError(f"{f}: no column named {absent[0]!r}; it has {schema.names}")

@@ -76,6 +76,12 @@ def _has_header(path: Path, first: list[str]) -> bool:
     )
 
 
+def repeated(names: list[str]) -> str | None:
+    """The first name that ``names`` holds twice (None: each once): columns are chosen and
+    matched by name (the CSV and Parquet readers and ``overgmm predict``)."""
+    return next((c for j, c in enumerate(names) if c in names[:j]), None)
+
+
 MISSING_CELLS = ("", "na", "nan")  # with missing=True, read as NaN (case-insensitive)
 
 
@@ -105,21 +111,22 @@ def read_csv(
         header = _has_header(path, rows[0][1])
     names = [c.strip() for c in rows[0][1]] if header else [f"x{j}" for j in range(len(rows[0][1]))]
     if header:
-        for j, name in enumerate(names):
-            if name in names[:j]:
-                raise ValueError(
-                    f"{path}: the header names two columns {name!r} (columns {names.index(name) + 1} and {j + 1}); "
-                    "column names must be unique, since columns are chosen and matched by name"
-                )
+        twice = repeated(names)
+        if twice is not None:
+            first, second = [j + 1 for j, c in enumerate(names) if c == twice][:2]
+            raise ValueError(
+                f"{path}: the header names two columns {twice!r} (columns {first} and {second}); "
+                "column names must be unique, since columns are chosen and matched by name"
+            )
         rows = rows[1:]
         if not rows:
             raise ValueError(f"{path}: the file holds a header and no data rows")
     width = len(names)
     keep = list(range(width))
     if columns is not None:
-        twice = [c for j, c in enumerate(columns) if c in columns[:j]]
-        if twice:
-            raise ValueError(f"{path}: column {twice[0]!r} is chosen twice")
+        twice = repeated(columns)
+        if twice is not None:
+            raise ValueError(f"{path}: column {twice!r} is chosen twice")
         absent = [c for c in columns if c not in names]
         if absent:
             raise ValueError(f"{path}: no column named {absent[0]!r}; it has {names}")

@@ -32,8 +32,66 @@ AXES_FROM = ("full", "tied")  # the covariance types whose fits give the startin
 # more diag fits)
 AUTO_AXES_FROM = ("full",)
 SWEEPS = 8  # at most this many Jacobi sweeps in common_axes
-ANGLES = 180  # the angles tried per pair of axes (a grid of half a degree on [0, 90))
+COARSE = 32  # the grid of pair angles (5.6 degrees of turn apart) that brackets each pair's best turn
+TRIES = 3  # the best starts of each pair polished by Newton steps
+NEWTON = 6  # safeguarded Newton steps from the grid's best angle to the pair's exact best turn
+STILL = 1e-9  # a pair turned by less than this (radians) is left as it is
 ROUNDS = 1  # at most this many re-estimates of the axes from the rotated fit's components
+
+
+def pairings(d: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The round-robin order of Jacobi sweeps over ``d`` axes: ``d - 1`` rounds (``d``
+    when ``d`` is odd) of disjoint pairs ``(a, b)``, ``a < b``, which together hold every
+    pair once. The pairs of a round turn at once."""
+    m = d + d % 2
+    players = list(range(m))
+    out = []
+    for _ in range(m - 1):
+        ends = zip(players[: m // 2], players[::-1][: m // 2], strict=True)
+        pairs = sorted((min(a, b), max(a, b)) for a, b in ends if max(a, b) < d)
+        out.append((np.array([a for a, _ in pairs], dtype=int), np.array([b for _, b in pairs], dtype=int)))
+        players = [players[0], players[-1], *players[1:-1]]
+    return out
+
+
+def best_turns(p: np.ndarray, va: np.ndarray, vb: np.ndarray, vab: np.ndarray) -> np.ndarray:
+    """The turn ``theta`` (P,) in ``(-pi/4, pi/4]`` of each of ``P`` pairs of axes ``(a,
+    b)`` that minimises ``sum_i p_i log(along_a_i along_b_i)``, the pair's share of the
+    profile loss of :func:`common_axes`, from the covariances' entries ``va = M_aa``,
+    ``vb = M_bb``, ``vab = M_ab`` (k, P) on the current axes. With ``phi = 2 theta``,
+    ``along_a = m + g`` and ``along_b = m - g``, ``g = u cos phi + w sin phi`` (``m``,
+    ``u``: the half sum and half difference of ``va`` and ``vb``; ``w = vab``): the loss
+    has period pi in ``phi``, and component i's term is least at its own axes, ``phi =
+    atan2(w_i, u_i)``, where a nearly flat component dips sharply. The best of a grid of
+    :data:`COARSE` angles and those k starts, then :data:`NEWTON` safeguarded Newton steps
+    (bisection where Newton leaves the bracket of a grid step either side) from each of
+    the :data:`TRIES` best starts. 0 where no turn lowers the loss."""
+    m, u, w = 0.5 * (va + vb), 0.5 * (va - vb), vab
+    h = np.pi / COARSE
+    starts = np.concatenate([np.broadcast_to(np.arange(COARSE) * h, (m.shape[1], COARSE)), np.arctan2(w, u).T], 1)
+    g = u[..., None] * np.cos(starts) + w[..., None] * np.sin(starts)  # (k, P, COARSE + k)
+    f = np.einsum("i,ipt->pt", p, np.log((m[..., None] + g) * (m[..., None] - g)))
+    j = np.argsort(f, axis=1)[:, :TRIES]  # the best starts, each polished: the loss can dip more than once
+    x0, f_x0 = np.take_along_axis(starts, j, 1), np.take_along_axis(f, j, 1)  # (P, TRIES)
+    x, lo, hi = x0, x0 - h, x0 + h
+    m, u, w, p = m.T[..., None], u.T[..., None], w.T[..., None], p[:, None]  # (P, k, 1) against (P, TRIES)
+    for _ in range(NEWTON):
+        c, s = np.cos(x)[:, None], np.sin(x)[:, None]
+        g, gp = u * c + w * s, w * c - u * s  # g and its derivative in phi, (P, k, TRIES)
+        P = (m + g) * (m - g)
+        d1 = np.sum(p * (-2.0 * g * gp / P), axis=1)
+        d2 = np.sum(p * (2.0 * (g * g - gp * gp) / P - 4.0 * (g * gp / P) ** 2), axis=1)
+        hi, lo = np.where(d1 > 0, x, hi), np.where(d1 < 0, x, lo)
+        step = -d1 / np.where(d2 > 0, d2, np.inf)
+        newton = (d2 > 0) & (((x + step > lo) & (x + step < hi)) | (np.abs(step) < 1e-13))  # in, or there
+        x = np.where(newton, x + step, 0.5 * (lo + hi))
+    g = u * np.cos(x)[:, None] + w * np.sin(x)[:, None]
+    f_x = np.sum(p * np.log((m + g) * (m - g)), axis=1)
+    x, f_x = np.where(f_x < f_x0, x, x0), np.minimum(f_x, f_x0)
+    best = np.argmin(f_x, axis=1)[:, None]
+    x, f_x = np.take_along_axis(x, best, 1)[:, 0], np.take_along_axis(f_x, best, 1)[:, 0]
+    x = np.mod(x + 0.5 * np.pi, np.pi) - 0.5 * np.pi  # the same turn, the smaller way (period pi)
+    return np.where((f_x < f[:, 0]) & (np.abs(x) > 2 * STILL), 0.5 * x, 0.0)
 
 
 def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -41,33 +99,32 @@ def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
     ``weights`` (k,): the orthonormal ``R`` (d, d) that minimises
     ``sum_i weights_i sum_j log (R^T cov_i R)_jj``, the profile log-likelihood of
     covariances ``R diag(v_i) R^T`` fitted to ``cov_i`` (exact where the ``cov_i`` share
-    their axes). Jacobi sweeps from the axes of the pooled covariance: each pair of axes
-    turns by the best of :data:`ANGLES` angles, until no pair turns. Columns by decreasing
-    pooled variance, each with its largest entry positive."""
+    their axes). Jacobi sweeps from the axes of the pooled covariance, in the round-robin
+    order of :func:`pairings`: each pair of axes turns by its exact best angle
+    (:func:`best_turns`), all pairs of a round at once, for up to :data:`SWEEPS` sweeps or
+    until no pair turns. Columns by decreasing pooled variance, each with its largest
+    entry positive."""
     cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
     p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     d = cov.shape[-1]
     R = np.linalg.eigh(np.einsum("i,ijk->jk", p, cov))[1]
-    theta = np.linspace(0.0, np.pi / 2, ANGLES, endpoint=False)
-    c, s = np.cos(theta), np.sin(theta)
     M = R.T @ cov @ R
+    rounds = pairings(d)
     for _ in range(SWEEPS if d > 1 else 0):
         turned = False
-        for a in range(d - 1):
-            for b in range(a + 1, d):
-                va, vb, vab = M[:, a, a, None], M[:, b, b, None], M[:, a, b, None]
-                along_a = c * c * va + s * s * vb + 2 * c * s * vab
-                along_b = s * s * va + c * c * vb - 2 * c * s * vab
-                t = int(np.argmin(p @ (np.log(along_a) + np.log(along_b))))
-                if t == 0:
-                    continue
-                turned = True
-                # the Givens turn of axes a and b: R G and G^T M G, two rows and columns each
-                R[:, [a, b]] = R[:, [a, b]] @ np.array([[c[t], -s[t]], [s[t], c[t]]])
-                Ma, Mb = M[:, a, :].copy(), M[:, b, :].copy()
-                M[:, a, :], M[:, b, :] = c[t] * Ma + s[t] * Mb, c[t] * Mb - s[t] * Ma
-                Ma, Mb = M[:, :, a].copy(), M[:, :, b].copy()
-                M[:, :, a], M[:, :, b] = c[t] * Ma + s[t] * Mb, c[t] * Mb - s[t] * Ma
+        for a, b in rounds:
+            theta = best_turns(p, M[:, a, a], M[:, b, b], M[:, a, b])
+            if not theta.any():
+                continue
+            turned = True
+            # the Givens turns of the disjoint pairs: R G and G^T M G, two rows and columns per pair
+            c, s = np.cos(theta), np.sin(theta)
+            Ra, Rb = R[:, a], R[:, b]
+            R[:, a], R[:, b] = c * Ra + s * Rb, c * Rb - s * Ra
+            Ma, Mb = M[:, a, :], M[:, b, :]
+            M[:, a, :], M[:, b, :] = c[:, None] * Ma + s[:, None] * Mb, c[:, None] * Mb - s[:, None] * Ma
+            Ma, Mb = M[:, :, a], M[:, :, b]
+            M[:, :, a], M[:, :, b] = c * Ma + s * Mb, c * Mb - s * Ma
         if not turned:
             break
     order = np.argsort(-(p @ np.diagonal(M, axis1=-2, axis2=-1)), kind="stable")

@@ -13,6 +13,8 @@ Data sets (``--data``):
 * ``synth1e4``, ``synth1e5``, ``synth1e6``: :func:`synthetic`, 5 well-separated clusters with
   full anisotropic covariances in d = 10; train = N rows, test = 20000 fresh rows of the same
   mixture (same means and covariances, other rows).
+* ``wide``: wide data, 500 rows of N(0, I) noise in d = 200 (400 to train, 100 to test; the
+  second fit: 400 other rows). The right k is 1.
 
 Methods, each in a fresh ``python`` process (imports and data loading before the clock
 starts; OMP/OpenBLAS/MKL and XLA's CPU pinned to one thread each):
@@ -60,7 +62,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ("iris", "wine", "breast_cancer", "digits")
 SYNTH = {"synth1e4": 10_000, "synth1e5": 100_000, "synth1e6": 1_000_000}
-ALL_DATA = (*REAL, *SYNTH)
+WIDE = {"wide": (500, 200)}  # rows (80% to train) x features of pure N(0, I) noise: the truth is k = 1
+ALL_DATA = (*REAL, *SYNTH, *WIDE)
 QUICK_DATA = ("iris", "synth1e4")
 SYNTH_M, SYNTH_TEST_ROWS = 5, 20_000
 SK_METHODS = ("sklearn_full_bic", "sklearn_doc_search", "sklearn_bgmm")
@@ -145,6 +148,11 @@ def make_data(name: str):
     if name in SYNTH:
         N = SYNTH[name]
         return synthetic(N), synthetic(N, rows_seed=2), synthetic(SYNTH_TEST_ROWS, rows_seed=1)
+    if name in WIDE:
+        N, d = WIDE[name]
+        X, X2 = (np.random.default_rng([0, 17, r]).normal(size=(N, d)) for r in (0, 2))
+        n_train = int(0.8 * N)
+        return X[:n_train], X2[:n_train], X[n_train:]
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
 

@@ -3,6 +3,8 @@ as full matrices, its parameter count, its errors."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,7 @@ def test_common_axes_lower_the_profile_loss_below_the_pooled_axes():
     assert loss(Rot.common_axes(cov, p)) < loss(pooled) - 1e-3
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 234])
 def test_best_turns_find_each_pairs_best_angle(seed):
     """The exact turn of a pair of axes is at least as good as the best of 3600 angles, with
     the pair's loss flat there; pairs that no turn improves stay put."""
@@ -78,7 +80,30 @@ def test_best_turns_find_each_pairs_best_angle(seed):
     c, s = np.cos(theta), np.sin(theta)
     G = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)  # (P, 2, 2): columns the turned axes
     T = np.swapaxes(G, -1, -2) @ C @ G
-    np.testing.assert_array_equal(Rot.best_turns(p, T[..., 0, 0], T[..., 1, 1], T[..., 0, 1]), 0.0)
+    np.testing.assert_allclose(Rot.best_turns(p, T[..., 0, 0], T[..., 1, 1], T[..., 0, 1]), 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e170])
+def test_common_axes_do_not_depend_on_the_units(scale):
+    """Variances near float64's limits (products of two overflow or underflow) give the
+    same axes as in units of 1."""
+    rng = np.random.default_rng(7)
+    A = rng.normal(size=(3, 5, 5))
+    cov = A @ np.swapaxes(A, -1, -2) + 0.1 * np.eye(5)
+    p = np.array([0.5, 0.3, 0.2])
+    np.testing.assert_allclose(Rot.common_axes(cov * scale, p), Rot.common_axes(cov, p), atol=1e-9)
+
+
+def test_common_axes_of_a_singular_component_are_finite_and_orthonormal():
+    rng = np.random.default_rng(7)
+    A = rng.normal(size=(3, 5, 5))
+    cov = A @ np.swapaxes(A, -1, -2) + 0.1 * np.eye(5)
+    cov[2] = np.outer(A[2, 0], A[2, 0])  # rank 1: its variance along some axes can reach 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from a log of 0 or of a rounded negative
+        R = Rot.common_axes(cov, np.array([0.5, 0.3, 0.2]))
+    assert np.all(np.isfinite(R))
+    np.testing.assert_allclose(R.T @ R, np.eye(5), atol=1e-12)
 
 
 def test_the_rotated_model_as_full_matrices_has_the_same_density():

@@ -32,10 +32,11 @@ AXES_FROM = ("full", "tied")  # the covariance types whose fits give the startin
 # more diag fits)
 AUTO_AXES_FROM = ("full",)
 SWEEPS = 8  # at most this many Jacobi sweeps in common_axes
-COARSE = 32  # the grid of pair angles (5.6 degrees of turn apart) that brackets each pair's best turn
+COARSE = 32  # the grid of pair angles (2.8 degrees of turn apart) that brackets each pair's best turn
 TRIES = 3  # the best starts of each pair polished by Newton steps
-NEWTON = 6  # safeguarded Newton steps from the grid's best angle to the pair's exact best turn
+NEWTON = 6  # safeguarded Newton steps from each of those starts to the pair's exact best turn
 STILL = 1e-9  # a pair turned by less than this (radians) is left as it is
+SETTLED = 1e-7  # the sweeps stop once one lowers the profile loss by less than this (nats)
 ROUNDS = 1  # at most this many re-estimates of the axes from the rotated fit's components
 
 
@@ -55,7 +56,7 @@ def pairings(d: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def best_turns(p: np.ndarray, va: np.ndarray, vb: np.ndarray, vab: np.ndarray) -> np.ndarray:
-    """The turn ``theta`` (P,) in ``(-pi/4, pi/4]`` of each of ``P`` pairs of axes ``(a,
+    """The turn ``theta`` (P,) in ``[-pi/4, pi/4)`` of each of ``P`` pairs of axes ``(a,
     b)`` that minimises ``sum_i p_i log(along_a_i along_b_i)``, the pair's share of the
     profile loss of :func:`common_axes`, from the covariances' entries ``va = M_aa``,
     ``vb = M_bb``, ``vab = M_ab`` (k, P) on the current axes. With ``phi = 2 theta``,
@@ -65,33 +66,52 @@ def best_turns(p: np.ndarray, va: np.ndarray, vb: np.ndarray, vab: np.ndarray) -
     atan2(w_i, u_i)``, where a nearly flat component dips sharply. The best of a grid of
     :data:`COARSE` angles and those k starts, then :data:`NEWTON` safeguarded Newton steps
     (bisection where Newton leaves the bracket of a grid step either side) from each of
-    the :data:`TRIES` best starts. 0 where no turn lowers the loss."""
-    m, u, w = 0.5 * (va + vb), 0.5 * (va - vb), vab
+    the :data:`TRIES` best starts. 0 where no turn lowers the loss beyond rounding. Each
+    component's entries are divided by its ``m`` first (the loss moves by a constant), so
+    that no product of variances overflows; a product that rounding makes negative (a
+    singular component) counts as no candidate."""
+    m = 0.5 * (va + vb)
+    m = np.where(m > 0, m, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _polished_turns(p, 0.5 * (va - vb) / m, vab / m)
+
+
+def _log_along(g):
+    """``log(along_a along_b) = log((1 + g)(1 - g))`` (per unit ``m``), +inf where
+    rounding made it NaN."""
+    out = np.log((1.0 + g) * (1.0 - g))
+    return np.where(np.isnan(out), np.inf, out)
+
+
+def _polished_turns(p, u, w):
+    """:func:`best_turns` of the entries divided by ``m``: ``u``, ``w`` (k, P)."""
     h = np.pi / COARSE
-    starts = np.concatenate([np.broadcast_to(np.arange(COARSE) * h, (m.shape[1], COARSE)), np.arctan2(w, u).T], 1)
+    starts = np.concatenate([np.broadcast_to(np.arange(COARSE) * h, (u.shape[1], COARSE)), np.arctan2(w, u).T], 1)
     g = u[..., None] * np.cos(starts) + w[..., None] * np.sin(starts)  # (k, P, COARSE + k)
-    f = np.einsum("i,ipt->pt", p, np.log((m[..., None] + g) * (m[..., None] - g)))
+    f = np.einsum("i,ipt->pt", p, _log_along(g))
+    f = np.where(np.isnan(f), np.inf, f)  # -inf + inf: no candidate
     j = np.argsort(f, axis=1)[:, :TRIES]  # the best starts, each polished: the loss can dip more than once
     x0, f_x0 = np.take_along_axis(starts, j, 1), np.take_along_axis(f, j, 1)  # (P, TRIES)
     x, lo, hi = x0, x0 - h, x0 + h
-    m, u, w, p = m.T[..., None], u.T[..., None], w.T[..., None], p[:, None]  # (P, k, 1) against (P, TRIES)
+    u, w, p = u.T[..., None], w.T[..., None], p[:, None]  # (P, k, 1) against (P, TRIES)
     for _ in range(NEWTON):
         c, s = np.cos(x)[:, None], np.sin(x)[:, None]
         g, gp = u * c + w * s, w * c - u * s  # g and its derivative in phi, (P, k, TRIES)
-        P = (m + g) * (m - g)
+        P = (1.0 + g) * (1.0 - g)
         d1 = np.sum(p * (-2.0 * g * gp / P), axis=1)
         d2 = np.sum(p * (2.0 * (g * g - gp * gp) / P - 4.0 * (g * gp / P) ** 2), axis=1)
         hi, lo = np.where(d1 > 0, x, hi), np.where(d1 < 0, x, lo)
         step = -d1 / np.where(d2 > 0, d2, np.inf)
         newton = (d2 > 0) & (((x + step > lo) & (x + step < hi)) | (np.abs(step) < 1e-13))  # in, or there
         x = np.where(newton, x + step, 0.5 * (lo + hi))
-    g = u * np.cos(x)[:, None] + w * np.sin(x)[:, None]
-    f_x = np.sum(p * np.log((m + g) * (m - g)), axis=1)
-    x, f_x = np.where(f_x < f_x0, x, x0), np.minimum(f_x, f_x0)
+    f_x = np.sum(p * _log_along(u * np.cos(x)[:, None] + w * np.sin(x)[:, None]), axis=1)
+    x, f_x = np.where(f_x < f_x0, x, x0), np.where(f_x < f_x0, f_x, f_x0)
     best = np.argmin(f_x, axis=1)[:, None]
     x, f_x = np.take_along_axis(x, best, 1)[:, 0], np.take_along_axis(f_x, best, 1)[:, 0]
     x = np.mod(x + 0.5 * np.pi, np.pi) - 0.5 * np.pi  # the same turn, the smaller way (period pi)
-    return np.where((f_x < f[:, 0]) & (np.abs(x) > 2 * STILL), 0.5 * x, 0.0)
+    rounding = 1e-14 * (1.0 + np.abs(f[:, 0]))
+    lower = f_x < f[:, 0] - np.where(np.isfinite(rounding), rounding, 0.0)
+    return np.where(lower & (np.abs(x) > 2 * STILL), 0.5 * x, 0.0)
 
 
 def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -102,21 +122,20 @@ def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
     their axes). Jacobi sweeps from the axes of the pooled covariance, in the round-robin
     order of :func:`pairings`: each pair of axes turns by its exact best angle
     (:func:`best_turns`), all pairs of a round at once, for up to :data:`SWEEPS` sweeps or
-    until no pair turns. Columns by decreasing pooled variance, each with its largest
-    entry positive."""
+    until one lowers the loss by less than :data:`SETTLED`. Columns by decreasing pooled
+    variance, each with its largest entry positive."""
     cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
     p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     d = cov.shape[-1]
     R = np.linalg.eigh(np.einsum("i,ijk->jk", p, cov))[1]
     M = R.T @ cov @ R
     rounds = pairings(d)
+    loss = _profile_loss(M, p)
     for _ in range(SWEEPS if d > 1 else 0):
-        turned = False
         for a, b in rounds:
             theta = best_turns(p, M[:, a, a], M[:, b, b], M[:, a, b])
             if not theta.any():
                 continue
-            turned = True
             # the Givens turns of the disjoint pairs: R G and G^T M G, two rows and columns per pair
             c, s = np.cos(theta), np.sin(theta)
             Ra, Rb = R[:, a], R[:, b]
@@ -125,10 +144,18 @@ def common_axes(cov: np.ndarray, weights: np.ndarray) -> np.ndarray:
             M[:, a, :], M[:, b, :] = c[:, None] * Ma + s[:, None] * Mb, c[:, None] * Mb - s[:, None] * Ma
             Ma, Mb = M[:, :, a], M[:, :, b]
             M[:, :, a], M[:, :, b] = c * Ma + s * Mb, c * Mb - s * Ma
-        if not turned:
+        loss, before = _profile_loss(M, p), loss
+        if not before - loss > SETTLED:  # NaN (a singular component) stops too
             break
     order = np.argsort(-(p @ np.diagonal(M, axis1=-2, axis2=-1)), kind="stable")
     return signed(R[:, order])
+
+
+def _profile_loss(M: np.ndarray, p: np.ndarray) -> float:
+    """``sum_i p_i sum_j log M_ijj``, the loss :func:`common_axes` lowers (NaN or -inf
+    where a singular component's variance along an axis rounds to 0 or below)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(p @ np.log(np.diagonal(M, axis1=-2, axis2=-1)).sum(axis=1))
 
 
 def signed(R: np.ndarray) -> np.ndarray:

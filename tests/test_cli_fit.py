@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from overgmm.cli import main
+from overgmm.cli.predict import LABEL_ADVICE
 
 MEANS = np.array([[0.0, 0.0], [6.0, 1.0], [1.0, 7.0], [-6.0, 4.0]])
 
@@ -242,3 +243,42 @@ def test_allow_missing_fits_and_labels_a_csv_with_empty_cells(tmp_path, capsys):
     assert err.endswith(
         "remove or impute it before labelling (a model fitted with --allow-missing labels rows with gaps)"
     )
+
+
+def test_predict_gives_its_own_advice_on_every_kind_of_bad_value(tmp_path, capsys):
+    """Each reader's bad value (a CSV cell, a Parquet null, a non-finite value in memory or
+    in streamed chunks) keeps its place and takes predict's advice, not fit's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X = data()
+    write_csv(tmp_path / "c.csv", X)
+    out = tmp_path / "m"
+    assert main(["fit", str(tmp_path / "c.csv"), "--out", str(out), "--covariance-type", "diag", "--quiet"]) == 0
+    bad = X.copy()
+    bad[7, 1] = np.inf
+    np.save(tmp_path / "inf.npy", bad)
+    table = pa.table(
+        {"width": pa.array(X[:, 0]), "height": pa.array([None if i == 4 else v for i, v in enumerate(X[:, 1])])}
+    )
+    pq.write_table(table, tmp_path / "null.parquet")
+    cases = [
+        (["inf.npy"], "inf.npy: row 8, column 2"),  # in memory
+        (["inf.npy", "--memory-budget", "1KiB"], "inf.npy: row 8, column 2"),  # streamed, a chunk at a time
+        (["null.parquet"], "null.parquet: row 5, column 2 ('height') is missing"),
+    ]
+    capsys.readouterr()
+    for extra, place in cases:
+        argv = [
+            "predict",
+            str(out / "model.json"),
+            str(tmp_path / extra[0]),
+            *extra[1:],
+            "--out",
+            str(tmp_path / "l.csv"),
+        ]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert place in err and err.endswith(LABEL_ADVICE), err
+        assert "before fitting" not in err and "--allow-missing)" not in err
+    assert not (tmp_path / "l.csv").exists()

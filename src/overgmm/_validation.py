@@ -11,18 +11,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from overgmm._errors import FIT_ADVICE, BadValue
+
 SIMPLEX_TOL = 1e-6
 
 
-class NonFiniteValue(ValueError):
+class NonFiniteValue(BadValue):
     """A non-finite value in data: ``row`` and ``column`` index the whole data (from 0)."""
 
-    def __init__(self, message: str, row: int, column: int, value: float):
-        super().__init__(message)
+    def __init__(self, where: str, row: int, column: int, value: float, advice: str = FIT_ADVICE):
+        super().__init__(where, advice)
         self.row, self.column, self.value = row, column, value
 
     def __reduce__(self):  # raised on Dask workers: it must survive pickling
-        return type(self), (str(self), self.row, self.column, self.value)
+        return type(self), (self.where, self.row, self.column, self.value, self.advice)
 
 
 def is_concrete(x) -> bool:

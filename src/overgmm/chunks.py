@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from overgmm._errors import FIT_ADVICE, BadValue
 from overgmm.csvfile import repeated
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes: 1 GiB
@@ -247,9 +248,9 @@ def read_row_group(path: str, group: int, columns: list[str], parquet_file=None,
             if col.null_count:
                 first = int(np.flatnonzero(np.asarray(col.is_null()))[0])
                 row = sum(pf.metadata.row_group(i).num_rows for i in range(group)) + first
-                raise ValueError(
-                    f"{path}: row {row + 1}, column {j + 1} ({c!r}) is missing (null; rows and columns counted "
-                    "from 1); remove or impute it before fitting, or fit with allow_missing=True (--allow-missing)"
+                raise BadValue(
+                    f"{path}: row {row + 1}, column {j + 1} ({c!r}) is missing (null; rows and columns counted from 1)",
+                    FIT_ADVICE + ", or fit with allow_missing=True (--allow-missing)",
                 )
             out[:, j] = col.to_numpy()
             del col

@@ -23,13 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from overgmm._errors import FIT_ADVICE, BadValue
 
-class BadCell(ValueError):
+
+class BadCell(BadValue):
     """A cell that is not a finite number. ``row``, ``column``: counted from 1 (data rows)."""
 
-    def __init__(self, message: str, row: int, column: int):
-        super().__init__(message)
+    def __init__(self, where: str, row: int, column: int, advice: str = FIT_ADVICE):
+        super().__init__(where, advice)
         self.row, self.column = row, column
+
+    def __reduce__(self):
+        return type(self), (self.where, self.row, self.column, self.advice)
 
 
 def _number(cell: str) -> float | None:
@@ -145,10 +150,8 @@ def read_csv(
             if value is None:
                 what = "is empty (a missing value)" if not cell.strip() else f"is not a number: {cell.strip()!r}"
                 hint = "" if missing else " (or pass --allow-missing / allow_missing=True)"
-                raise BadCell(f"{where} {what}; remove or impute it before fitting{hint}", i + 1, j + 1)
+                raise BadCell(f"{where} {what}", i + 1, j + 1, FIT_ADVICE + hint)
             if not math.isfinite(value):
-                raise BadCell(
-                    f"{where} is {cell.strip()!r}, not finite; remove or impute it before fitting", i + 1, j + 1
-                )
+                raise BadCell(f"{where} is {cell.strip()!r}, not finite", i + 1, j + 1)
             data[i, out] = value
     return data, [names[j] for j in keep]

@@ -146,7 +146,7 @@ def _scan_chunk(X, w, start, view: View, missing: bool = False):
         r, c = np.argwhere(bad)[0]
         raise NonFiniteValue(
             f"non-finite value {float(X[r, c])} at row {start + r} (row {r} of the chunk starting at row {start}), "
-            f"column {c}; remove or impute it before fitting",
+            f"column {c}",
             int(start + r),
             int(c),
             float(X[r, c]),

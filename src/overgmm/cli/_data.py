@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from overgmm._errors import BadValue
+
 DEFAULT_NAMES = "x{}"
 
 
@@ -52,7 +54,7 @@ def read(path: str, *, columns: list[str] | None, header: bool | None, memory_bu
     try:
         return C.read(Path(path), columns=columns, memory_budget=memory_budget, header=header, missing=missing)
     except (OSError, ValueError) as err:
-        raise CommandError(str(err)) from None
+        raise CommandError(str(err)) from err  # a BadValue stays the cause: predict gives its own advice
 
 
 def in_memory(source, memory_budget: float):
@@ -78,15 +80,14 @@ def where(source, path: str, row: int, column: int, names: list[str]) -> str:
     return f"{path}: row {row + 1}, column {column + 1} ({names[column]!r})"
 
 
-def check_finite(X: np.ndarray, source, path: str, names: list[str], *, missing: bool = False) -> None:
+def check_finite(X: np.ndarray, source, path: str, names: list[str], *, missing: bool = False, start: int = 0) -> None:
     """The first non-finite value of ``X`` as a :class:`CommandError` (``missing``: NaN is
-    a missing value, not an error)."""
+    a missing value, not an error; ``start``: the data row of ``X``'s first row, from 0)."""
     bad = np.isinf(X) if missing else ~np.isfinite(X)
     if bad.any():
         r, c = (int(i) for i in np.argwhere(bad)[0])
-        raise CommandError(
-            f"{where(source, path, r, c, names)} is {X[r, c]}, not finite; remove or impute it before fitting"
-        )
+        bad_value = BadValue(f"{where(source, path, start + r, c, names)} is {X[r, c]}, not finite")
+        raise CommandError(str(bad_value)) from bad_value
 
 
 def check_out(out: Path) -> None:
@@ -105,14 +106,17 @@ def check_out(out: Path) -> None:
         raise CommandError(f"--out {out}: the folder is not writable")
 
 
-def write_rows(est, source, X, path: Path) -> None:
+def write_rows(est, source, X, path: Path, check: Callable | None = None) -> None:
     """``path``: per data row, its ``row`` (from 1), ``label`` (the most probable
     component, from 0, as ``predict``), ``log_density`` (``score_samples``, units of the
-    data) and ``p_0 .. p_{k-1}`` (``predict_proba``), written a chunk at a time."""
+    data) and ``p_0 .. p_{k-1}`` (``predict_proba``), written a chunk at a time;
+    ``check(x, start)`` first on each chunk (rows ``start, ...`` of the data, from 0)."""
     k = int(est.n_components_)
     head = ",".join(["row", "label", "log_density"] + [f"p_{i}" for i in range(k)])
 
     def chunk(x, w, start, fh):
+        if check is not None:
+            check(x, start)
         ll, resp = est._evaluate(x)
         rows = np.arange(start + 1, start + 1 + x.shape[0])
         table = np.column_stack([rows, np.argmax(resp, axis=1), ll, resp])

@@ -128,8 +128,7 @@ def _fit_data(args, source, names, X):
             from overgmm.cli._data import where
 
             raise CommandError(
-                f"{where(source, args.data, err.row, err.column, names)} is {err.value}, not finite; "
-                "remove or impute it before fitting"
+                f"{where(source, args.data, err.row, err.column, names)} is {err.value}, not finite; {err.advice}"
             ) from None
         except FeatureOverflowError as err:
             j = err.feature

@@ -34,15 +34,20 @@ def _columns(model_names, path: Path, args, source, names, gaps: bool = False):
     )
 
 
-def _for_labelling(err: CommandError) -> CommandError:
-    """A bad value's message as ``predict`` says it: the reading rules' advice is about
-    fitting (and ``--allow-missing``, an option of ``fit``); here the model decides."""
-    text, sep, _ = str(err).partition("; remove or impute")
-    if not sep:
-        return err
-    return CommandError(
-        f"{text}; remove or impute it before labelling (a model fitted with --allow-missing labels rows with gaps)"
-    )
+LABEL_ADVICE = "remove or impute it before labelling (a model fitted with --allow-missing labels rows with gaps)"
+
+
+def _for_labelling(err: Exception) -> CommandError:
+    """A bad value's message as ``predict`` says it: the readers' advice
+    (:class:`overgmm._errors.BadValue`, raised or the cause of a :class:`CommandError`)
+    is about fitting, and ``--allow-missing`` is an option of ``fit``; here the model
+    decides. Any other error as it is."""
+    from overgmm._errors import BadValue
+
+    bad = err if isinstance(err, BadValue) else err.__cause__
+    if isinstance(bad, BadValue):
+        return CommandError(bad.advised(LABEL_ADVICE))
+    return err if isinstance(err, CommandError) else CommandError(str(err))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,18 +77,19 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.data}: {source.n_features} columns, but the model was fitted on {est.n_features_in_}"
         )
     X = _data.in_memory(source, args.memory_budget)
-    if X is not None:
-        try:
-            _data.check_finite(X, source, args.data, names, missing=gaps)
-        except CommandError as err:
-            raise _for_labelling(err) from None
+
+    def check(x, start=0):  # every value, in memory or a chunk at a time, before it is labelled
+        _data.check_finite(x, source, args.data, names, missing=gaps, start=start)
+
     try:
-        _data.write_together({out: lambda p: _data.write_rows(est, source, X, p)})
+        if X is not None:
+            check(X)
+        _data.write_together({out: lambda p: _data.write_rows(est, source, X, p, check if X is None else None)})
     except OSError as err:
         print(f"overgmm predict: error: cannot write {out} ({err})", file=sys.stderr)
         return 1
-    except ValueError as err:  # a non-finite value in streamed data
-        raise _for_labelling(CommandError(str(err))) from None
+    except (CommandError, ValueError) as err:  # a bad value, in memory or in streamed data
+        raise _for_labelling(err) from None
     print(f"labelled {source.n_rows} rows with {est.n_components_} components ({est.covariance_type_}); wrote {out}")
     return 0
 

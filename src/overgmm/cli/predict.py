@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from overgmm._errors import BadValue
 from overgmm.cli._data import CommandError, add_header_options, command
 
 
@@ -42,8 +43,6 @@ def _for_labelling(err: Exception) -> CommandError:
     (:class:`overgmm._errors.BadValue`, raised or the cause of a :class:`CommandError`)
     is about fitting, and ``--allow-missing`` is an option of ``fit``; here the model
     decides. Any other error as it is."""
-    from overgmm._errors import BadValue
-
     bad = err if isinstance(err, BadValue) else err.__cause__
     if isinstance(bad, BadValue):
         return CommandError(bad.advised(LABEL_ADVICE))

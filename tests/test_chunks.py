@@ -106,3 +106,31 @@ def test_a_parquet_column_chosen_twice_or_no_rows_is_named(tmp_path):
     pq.write_table(pa.table({"a": np.zeros(0)}), tmp_path / "e.parquet")
     with pytest.raises(ValueError, match=r"e\.parquet: the Parquet data holds no rows"):
         C.ParquetChunks(tmp_path / "e.parquet")
+
+
+def test_dask_chunks_run_their_programs_one_at_a_time():
+    """Dask's threaded scheduler runs several chunk tasks at once, and XLA:CPU runs each
+    program on a pool of as many threads as cores, where a larger program waits for tasks of
+    the same pool: chunks at once filled the pool with waiting threads and a full fit in
+    d = 10 hung. Chunk functions now run one at a time in a process (the data still loads
+    in parallel); the fit itself: tests/test_estimator_start.py, d = 30 on a dask array."""
+    import threading
+    import time
+
+    import dask.array as da
+
+    lock, now, most = threading.Lock(), [0], [0]
+
+    def busy(X, w, start):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.02)
+        with lock:
+            now[0] -= 1
+        return (w @ X,)
+
+    X = np.random.default_rng(0).normal(size=(800, 3))
+    (total,) = C.map_sum(C.DaskChunks(da.from_array(X, chunks=50)), busy)
+    np.testing.assert_allclose(total, X.sum(0), rtol=1e-13)
+    assert most[0] == 1

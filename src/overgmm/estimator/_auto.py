@@ -150,7 +150,10 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
     if held.sum() < 1 or np.count_nonzero(w_fit) < 2 or w_fit.sum() <= 1:
         return Choice("diag")
     scores, models, sizes = {}, {}, {}
-    n = est._resolve_n_components(float(sw.sum()))  # as many components as the final fit
+
+    def n_start(kind):  # as many starting components as the final fit of that type
+        return est._resolve_n_components(float(sw.sum()), kind, X.shape[1])
+
     # the held-out rows score each candidate through the fit's own summary: on the same
     # padded rows as the fit (their weights swapped in), so nothing new is compiled
     X_fit, X_held, w_held = X, X, np.where(held, sw, 0.0)
@@ -186,7 +189,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                         wf,
                         tf,
                         units=units,
-                        n=n,
+                        n=n_start("diag"),
                         progress=progress,
                         stage="auto: rotated",
                         candidate=True,
@@ -205,7 +208,7 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
                     w_fit / w_fit.sum(),
                     float(w_fit.sum()),
                     kind,
-                    n,
+                    n_start(kind),
                     progress,
                     f"auto: {kind}",
                     pre,

@@ -45,7 +45,9 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
     ----------
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
-        (sample weights count as repetitions).
+        (sample weights count as repetitions); a fit with full covariances (also the one
+        that gives "rotated" its axes) no more covariance parameters than X has values, at
+        most one component per ``(n_features + 1) / 2`` samples.
     covariance_type : {"auto", "full", "tied", "rotated", "diag", "spherical", "fixed"}, default="auto"
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
         component); ``"tied"``: one learned covariance matrix shared by all components
@@ -275,8 +277,9 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
             raise ValueError("sample_weight must have a positive sum; all weights are zero.")
         return X, sw, total
 
-    def _resolve_n_components(self, total: float) -> int:
-        n = F.auto_n_components(total) if self.n_components == "auto" else int(self.n_components)
+    def _resolve_n_components(self, total: float, kind: str = "diag", d: int | None = None) -> int:
+        """Starting components of a fit of type ``kind`` to ``total`` weight in ``d`` features."""
+        n = F.auto_n_components(total, kind, d) if self.n_components == "auto" else int(self.n_components)
         if n > total:
             raise ValueError(
                 f"n_components={n} must be at most the number of samples ({total:g}, the sum of sample "
@@ -326,7 +329,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         ``rotation`` (d, d): fit the rows ``X @ rotation``; ``warm``: a fit ``(res, units)``
         of this type to start from instead, :func:`._fit.warm_start`; ``seed``: of the
         starting draw, None: the next from ``random_state``)."""
-        n = self._resolve_n_components(total) if n is None else n
+        n = self._resolve_n_components(total, kind, X.shape[1]) if n is None else n
         Xv = X if rotation is None else X @ rotation
         shift, scale, floor = self._standardization(Xv, w, kind, grid, least)
         Z = (Xv - shift) / scale

@@ -97,13 +97,22 @@ AUTO_MAX = 25
 AUTO_SAMPLES_PER_COMPONENT = 10
 
 
-def auto_n_components(n_samples: float) -> int:
-    """The ``n_components="auto"`` rule: one component per 10 samples, at least 1, at most 25.
+def auto_n_components(n_samples: float, covariance_type: str = "diag", n_features: int | None = None) -> int:
+    """The ``n_components="auto"`` rule: one component per 10 samples, at least 1, at most 25;
+    for ``covariance_type="full"`` in ``n_features`` dimensions d, also no more covariance
+    parameters than the data has values (``n d (d + 1) / 2 <= n_samples d``: at most one
+    component per ``(d + 1) / 2`` samples).
 
     25 exceeds Zhou et al.'s ``n = Omega(m log m)`` for every m <= 8 (8 ln 8 = 17) and
-    leaves ten samples per component on small data sets.
+    leaves ten samples per component on small data sets. A full component fitted to fewer
+    than d + 1 samples has a singular sample covariance, held up by the variance floor
+    alone: in wide data (400 rows in d = 200) 25 of them cost 24 merge rounds, one pair
+    each, and end at one component (docs/estimator.md).
     """
-    return int(max(1, min(AUTO_MAX, math.floor(n_samples / AUTO_SAMPLES_PER_COMPONENT))))
+    n = max(1, min(AUTO_MAX, math.floor(n_samples / AUTO_SAMPLES_PER_COMPONENT)))
+    if covariance_type == "full" and n_features is not None:
+        n = max(1, min(n, math.floor(2 * n_samples / (n_features + 1))))
+    return int(n)
 
 
 def n_covariance_parameters(covariance_type: str, d: int) -> int:

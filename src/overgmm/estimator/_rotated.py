@@ -207,7 +207,7 @@ def fit(est, X: np.ndarray, sw: np.ndarray, total: float, progress, grid: np.nda
     failed, n = 0, est._resolve_n_components(total)
     units: tuple = ()
     for kind in AXES_FROM:
-        res, n, units_k = est._fit_type(X, w, total, kind, n, progress, f"rotated: {kind} axes", grid=grid)
+        res, _, units_k = est._fit_type(X, w, total, kind, None, progress, f"rotated: {kind} axes", grid=grid)
         if res.best < 0:
             failed = res.restarts[0].failed_at
             continue

@@ -206,8 +206,9 @@ def fit_chunks(est, chunks):
                 raise Rot.no_missing()
             starts, units, failed = [], None, 0
             for axes_kind in Rot.AXES_FROM:
-                res, n, units_k = _fit_type(
-                    est, chunks, "all", moments, axes_kind, n, progress, f"rotated: {axes_kind} axes"
+                n_axes = est._resolve_n_components(moments.total, axes_kind, chunks.n_features)
+                res, _, units_k = _fit_type(
+                    est, chunks, "all", moments, axes_kind, n_axes, progress, f"rotated: {axes_kind} axes"
                 )
                 if res.best < 0:
                     failed = res.restarts[0].failed_at
@@ -222,6 +223,7 @@ def fit_chunks(est, chunks):
                 est._price(chunks.n_features, moments.total, "diag"),
             )
             return est._finish(res, n, units_r, kind, jacobian(moments, units_r[1]), (R, units))
+        n = est._resolve_n_components(moments.total, kind, chunks.n_features)
         res, n, units = _fit_type(
             est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})", warm=warm
         )
@@ -351,8 +353,9 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> A.Ch
                 continue
             one = Rot.as_candidate(res, units_r, R, units)
         else:
+            n_kind = est._resolve_n_components(moments.total, kind, chunks.n_features)  # as the final fit's
             res, _, units = _fit_type(
-                est, data, rows, fit_m, kind, n, progress, f"auto: {kind}", candidate=True, price_total=sub_total
+                est, data, rows, fit_m, kind, n_kind, progress, f"auto: {kind}", candidate=True, price_total=sub_total
             )
             if res.best < 0:
                 scores[kind] = -np.inf

@@ -47,7 +47,7 @@ def starts(monkeypatch):
     return seen
 
 
-def test_each_face_starts_full_fits_with_at_most_one_component_per_d_plus_one_rows(starts):
+def test_each_face_starts_full_fits_with_no_more_covariance_parameters_than_values(starts):
     X = wide()  # 240 rows in d = 30: 24 components, full ones 15 (480 / 31)
     full = OverparamGMM(covariance_type="full", random_state=0).fit(X)
     assert starts == [("full", 15)] and full.n_components_init_ == 15

@@ -61,14 +61,50 @@ def test_each_face_starts_full_fits_with_no_more_covariance_parameters_than_valu
     starts.clear()
     OverparamGMM(covariance_type="full", n_components=20, random_state=0).fit(X)  # a number given is kept
     assert starts == [("full", 20)]
+    assert OverparamGMM(covariance_type="full", random_state=0).partial_fit(X).n_components_init_ == 15
 
 
-def test_a_capped_full_fit_on_chunks_equals_the_one_in_memory():
+def test_auto_compiles_each_candidate_in_the_background_at_its_own_width(monkeypatch):
+    """The later "auto" candidates' programs compile in background threads from the first
+    candidate's students (24 components here): the full candidate's at its own 16 slots (15
+    components), not at a width its fit never runs."""
+    import threading
+
+    from overgmm.estimator import _precompile as P
+
+    widths = []
+    real_init = P.Precompiler.__init__
+    monkeypatch.setattr(
+        P.Precompiler,
+        "__init__",
+        lambda self, kinds, **kw: widths.append(kw.get("widths")) or real_init(self, kinds, **kw),
+    )
+    OverparamGMM(random_state=0).fit(wide())
+    assert widths[0] == {"diag": 24, "tied": 24, "full": 16}
+    jobs = []
+    monkeypatch.setattr(P, "compile_type", lambda engine, like, keys, job, *a: jobs.append(job))
+    pre = P.Precompiler(["diag", "full"], widths={"full": 16})
+    pre._state, pre._done = {k: "pending" for k in pre._kinds}, {k: threading.Event() for k in pre._kinds}
+    pre._work(None, None, None, pre._kinds, 10, True)
+    assert jobs == [("full", 16), "diag"]  # the last type first
+
+
+def test_a_capped_full_fit_on_chunks_equals_the_one_in_memory(starts, monkeypatch):
+    """On chunks each fit starts with the counts it starts with in memory (a spy on the
+    chunked ``_fit_type``), and the fits are the same."""
+    from overgmm.estimator import _stream
+
     da = pytest.importorskip("dask.array")
     X = wide()
-    for kind in ("full", "rotated"):
+    chunked = []
+    real = _stream._fit_type
+    monkeypatch.setattr(_stream, "_fit_type", lambda *a, **k: chunked.append((a[4], a[5])) or real(*a, **k))
+    for kind in ("full", "rotated", "auto"):
+        starts.clear()
         a = OverparamGMM(covariance_type=kind, random_state=0).fit(X)
+        in_memory, chunked[:] = list(starts), []
         b = OverparamGMM(covariance_type=kind, random_state=0).fit(da.from_array(X, chunks=100))
+        assert chunked == in_memory
         assert a.n_components_init_ == b.n_components_init_ and a.n_components_ == b.n_components_
         assert abs(a.lower_bound_ - b.lower_bound_) <= 1e-8 * abs(a.lower_bound_)
         np.testing.assert_allclose(b.score_samples(X[:20]), a.score_samples(X[:20]), rtol=1e-7)

@@ -24,12 +24,12 @@ data (:func:`overgmm.streaming.scan`), which names the chunk and row.
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from overgmm._errors import FIT_ADVICE, BadValue
+from overgmm._running import LOCK
 from overgmm.csvfile import repeated
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes: 1 GiB
@@ -327,23 +327,13 @@ class DaskChunks:
         return self._compute(level)[0]
 
 
-# One chunk's compiled programs run at a time in a process. XLA:CPU runs a program on its
-# client's thread pool (as many threads as cores), and a larger program (full covariances
-# from d = 10) waits there for tasks queued on the same pool: as many chunks at once as
-# the pool has threads (Dask's threaded scheduler, or a worker with several threads) held
-# every thread waiting, and the fit hung (twenty-third session; tests/test_chunks.py,
-# tests/test_estimator_start.py).
-# Reading a chunk stays outside the lock; XLA still spreads each program over the cores.
-_RUNNING = threading.Lock()
-
-
 def _on_block(fn, x, w, start, *args):
     from overgmm.cluster import pin_to_one_core
 
     pin_to_one_core()
     x = np.asarray(x, dtype=np.float64)
     w = np.ones(x.shape[0]) if w is None else np.asarray(w, dtype=np.float64)
-    with _RUNNING:
+    with LOCK:  # one chunk's compiled work at a time (overgmm._running: XLA:CPU's pool)
         return fn(x, w, start, *args)
 
 

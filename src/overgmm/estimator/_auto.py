@@ -17,6 +17,7 @@ from overgmm.estimator import _rotated as Rot
 from overgmm.estimator._checks import log_jacobian
 from overgmm.estimator._precompile import Precompiler, final_fit
 from overgmm.estimator._progress import Progress
+from overgmm.estimator._slots import bucket_components
 
 VALIDATION_FOLDS = streaming.HOLDOUT_FOLDS  # one row in 5 (chosen by its values) is held out to choose the type
 
@@ -168,7 +169,9 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         sub = (w_fit > 0) & (h <= np.uint64(streaming.kth_smallest(h[w_fit > 0], F.AUTO_ROWS)))
         X_fit, w_fit = X[sub], w_fit[sub]
         X_held, w_held = X[held], sw[held]
-    pre = Precompiler(F.AUTO_TYPES[1:-1])  # compiled in the background while the first type fits
+    # compiled in the background while the first type fits, each at its own starting width
+    later = F.AUTO_TYPES[1:-1]
+    pre = Precompiler(later, widths={k: bucket_components(n_start(k)) for k in later})
     # one seed per candidate, drawn in AUTO_TYPES' order: the candidates are fitted in the
     # order their programs are ready (a RandomState draws in turn), with the same results
     seeds = {k: est._seed() for k in F.AUTO_TYPES if k != "rotated"}

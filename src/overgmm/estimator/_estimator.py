@@ -46,8 +46,9 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
         (sample weights count as repetitions); a fit with full covariances (also the one
-        that gives "rotated" its axes) no more covariance parameters than X has values, at
-        most one component per ``(n_features + 1) / 2`` samples.
+        that gives "rotated" its axes, and ``partial_fit``'s first batch) starts with no
+        more covariance parameters than X has values: at most one component per
+        ``(n_features + 1) / 2`` samples.
     covariance_type : {"auto", "full", "tied", "rotated", "diag", "spherical", "fixed"}, default="auto"
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
         component); ``"tied"``: one learned covariance matrix shared by all components

@@ -34,12 +34,15 @@ class Precompiler:
     and the thread skips it), or :meth:`take` to fit first whichever type is ready;
     :meth:`close` at the end."""
 
-    def __init__(self, kinds, *, last_first: bool = True) -> None:
+    def __init__(self, kinds, *, last_first: bool = True, widths: dict | None = None) -> None:
         # the types to come, in the caller's order; a job is a type, or (type, width): that
         # type's programs for students narrowed to ``width`` components (:mod:`._slots`),
         # or (type, None, part): one of its programs (:func:`final_fit`).
         # last_first: compiled from the last (the caller is fitting the first), else in order
+        # widths: {type: slots} for a type job whose fit starts narrower than the students
+        # start() is given ("auto"'s full candidate, _fit.auto_n_components)
         self._kinds = tuple(kinds) if not last_first else tuple(reversed(tuple(kinds)))
+        self._widths = dict(widths or {})
         self._lock = threading.Lock()
         self._state: dict[Any, str] = {}
         self._done: dict[Any, threading.Event] = {}
@@ -75,7 +78,8 @@ class Precompiler:
                     continue
                 self._state[kind] = "compiling"
             try:
-                compile_type(engine, like, keys, kind, max_iter, merge)
+                job = (kind, self._widths[kind]) if kind in self._widths else kind
+                compile_type(engine, like, keys, job, max_iter, merge)
             except Exception:  # noqa: BLE001 - an optimisation only: the caller compiles what is missing
                 pass
             finally:

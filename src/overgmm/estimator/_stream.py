@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from overgmm import chunks as C
 from overgmm import streaming
+from overgmm._running import LOCK
 from overgmm.algorithms.base import Method
 from overgmm.estimator import _auto as A
 from overgmm.estimator import _fit as F
@@ -160,7 +161,10 @@ def lazy(est, X, method: str):
     empty = np.empty((0, k)) if method == "predict_proba" else np.empty(0)
 
     def block(b):
-        return fn(b) if b.shape[0] else empty
+        if not b.shape[0]:
+            return empty
+        with LOCK:  # Dask's threads: one block's compiled work at a time (overgmm._running)
+            return fn(b)
 
     if method == "predict_proba":
         return X.map_blocks(block, chunks=(X.chunks[0], (k,)), dtype=np.float64, meta=empty)

@@ -23,6 +23,7 @@ import traceback
 from collections import defaultdict
 from pathlib import Path
 
+from overgmm._running import LOCK
 from overgmm.cluster import ONE_THREAD_ENV, connect, pin_to_one_core
 from overgmm.config import ConfigError as StudyError
 from overgmm.studies import check_study_runs as check_runs
@@ -60,7 +61,8 @@ def run_chunk(chunk: list[dict], size: int) -> list[dict]:
     configs = [r["config"] for r in chunk]
     padded = configs + [configs[-1]] * (size - len(configs))
     try:
-        results = run_group(padded, chunk[0]["group"])
+        with LOCK:  # a Dask worker with several threads: one chunk's runs at a time (overgmm._running)
+            results = run_group(padded, chunk[0]["group"])
     except Exception as err:  # one bad setting fails its chunk; the sweep goes on
         if len(chunk) > 1:  # find which runs fail: one at a time
             return [item for r in chunk for item in run_chunk([r], 1)]

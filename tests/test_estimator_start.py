@@ -91,14 +91,14 @@ def test_auto_compiles_each_candidate_in_the_background_at_its_own_width(monkeyp
 
 def test_a_capped_full_fit_on_chunks_equals_the_one_in_memory(starts, monkeypatch):
     """On chunks each fit starts with the counts it starts with in memory (a spy on the
-    chunked ``_fit_type``), and the fits are the same."""
+    chunked ``start``), and the fits are the same."""
     from overgmm.estimator import _stream
 
     da = pytest.importorskip("dask.array")
     X = wide()
     chunked = []
-    real = _stream._fit_type
-    monkeypatch.setattr(_stream, "_fit_type", lambda *a, **k: chunked.append((a[4], a[5])) or real(*a, **k))
+    real = _stream.start  # (est, chunks, view, moments, kind, n, ...)
+    monkeypatch.setattr(_stream, "start", lambda *a, **k: chunked.append((a[4], a[5])) or real(*a, **k))
     for kind in ("full", "rotated", "auto"):
         starts.clear()
         a = OverparamGMM(covariance_type=kind, random_state=0).fit(X)

@@ -248,7 +248,8 @@ def register(sub) -> None:
         "--n-components",
         type=_n_components,
         default=d["n_components"],
-        help="components to start from: an int, or auto (one per 10 rows, at most 25) (default %(default)s)",
+        help="components to start from: an int, or auto (one per 10 rows, at most 25; full covariances at "
+        "most one per (d + 1) / 2 rows) (default %(default)s)",
     )
     p.add_argument(
         "--covariance-type",

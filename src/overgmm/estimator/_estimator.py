@@ -45,10 +45,8 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
     ----------
     n_components : int or "auto", default="auto"
         Components to start from. ``"auto"``: one per 10 samples, at least 1, at most 25
-        (sample weights count as repetitions); a fit with full covariances (also the one
-        that gives "rotated" its axes, and ``partial_fit``'s first batch) starts with no
-        more covariance parameters than X has values: at most one component per
-        ``(n_features + 1) / 2`` samples.
+        (sample weights count as repetitions); full covariances (also "rotated"'s axes)
+        at most one per ``(n_features + 1) / 2`` (no more parameters than X has values).
     covariance_type : {"auto", "full", "tied", "rotated", "diag", "spherical", "fixed"}, default="auto"
         ``"full"``: a learned covariance matrix per component (a sheared cluster is one
         component); ``"tied"``: one learned covariance matrix shared by all components

@@ -204,15 +204,13 @@ def fit_chunks(est, chunks):
     with Progress(int(est.verbose) > 0) as progress:
         auto = est.covariance_type == "auto"
         kind, warm, _ = _choose_type(est, chunks, moments, progress) if auto else A.Choice(est.covariance_type)
-        n = est._resolve_n_components(moments.total)
         if kind == "rotated":  # a full fit for the axes, then diag on rotated rows (as in memory)
             if moments.gaps:
                 raise Rot.no_missing()
             starts, units, failed = [], None, 0
             for axes_kind in Rot.AXES_FROM:
-                n_axes = est._resolve_n_components(moments.total, axes_kind, chunks.n_features)
                 res, _, units_k = _fit_type(
-                    est, chunks, "all", moments, axes_kind, n_axes, progress, f"rotated: {axes_kind} axes"
+                    est, chunks, "all", moments, axes_kind, None, progress, f"rotated: {axes_kind} axes"
                 )
                 if res.best < 0:
                     failed = res.restarts[0].failed_at
@@ -221,15 +219,15 @@ def fit_chunks(est, chunks):
                 starts.append(Rot.axes(res, units[1]))
             if not starts:
                 est._raise_non_finite(failed)
+            n = est._resolve_n_components(moments.total)  # the diag fit on the axes
             res, n, units_r, R = Rot.refined(
                 lambda R: _on_axes(est, chunks, "all", moments, R, units, n, progress, "fit (rotated)"),
                 starts,
                 est._price(chunks.n_features, moments.total, "diag"),
             )
             return est._finish(res, n, units_r, kind, jacobian(moments, units_r[1]), (R, units))
-        n = est._resolve_n_components(moments.total, kind, chunks.n_features)
         res, n, units = _fit_type(
-            est, chunks, "all", moments, kind, n, progress=progress, stage=f"fit ({kind})", warm=warm
+            est, chunks, "all", moments, kind, None, progress=progress, stage=f"fit ({kind})", warm=warm
         )
     return est._finish(res, n, units, kind, jacobian(moments, units[1]))
 
@@ -246,7 +244,7 @@ def _fit_type(
     rows: str,
     moments,
     kind: str,
-    n: int,
+    n: int | None,
     progress=None,
     stage="fit",
     R=None,
@@ -257,7 +255,9 @@ def _fit_type(
 ):
     """One fit on the rows ``rows`` counts (their ``moments``; ``R``: fit the rows
     ``X @ R``, ``moments`` still those of X), as :meth:`OverparamGMM._fit_type`
-    (``candidate``: an "auto" candidate's; ``price_total``, ``warm``: as there)."""
+    (``candidate``: an "auto" candidate's; ``price_total``, ``warm``: as there; ``n`` starting
+    components, None: the rule for ``kind`` from ``moments``' total weight)."""
+    n = est._resolve_n_components(moments.total, kind, chunks.n_features) if n is None else n
     if R is not None:
         grid = np.zeros(R.shape[1])  # the rotated values have no rounding grid
         moments = dataclasses.replace(moments, mean=moments.mean @ R, cov=R.T @ moments.cov @ R, grid=grid)

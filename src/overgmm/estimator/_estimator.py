@@ -20,7 +20,7 @@ from sklearn.utils.validation import _check_sample_weight, validate_data
 from overgmm import _mappings, chunks, rounding
 from overgmm import covariances as C
 from overgmm.estimator import _auto as A
-from overgmm.estimator import _checks, _persist
+from overgmm.estimator import _checks, _online, _persist
 from overgmm.estimator import _fit as F
 from overgmm.estimator import _rotated as Rot
 from overgmm.estimator import _stream as S
@@ -529,60 +529,7 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         -------
         self : OverparamGMM
         """
-        _mappings.release_if_crowded()
-        first = not hasattr(self, "_student")
-        if first:
-            self._check_params()
-        if (self.covariance_type if first else self.covariance_type_) == "rotated":
-            raise ValueError(
-                "partial_fit does not fit or continue covariance_type 'rotated' (its axes come from all the "
-                "rows); use fit, or partial_fit with 'diag' or 'full'."
-            )
-        X, sw, total = self._validate_fit_input(X, sample_weight, reset=first)
-        w = sw / total
-        with np.errstate(over="ignore", invalid="ignore"):  # every batch, before the model changes
-            check_features(self, *feature_moments(X, w), constant=first)
-        part = rounding.grid_parts(X, w)
-        if first:
-            kind = "diag" if self.covariance_type == "auto" else self.covariance_type
-            n, units, _, students, _ = self._start(X, w, total, 1, kind)
-            student = F.take(students, 0)
-            lower_bounds, n_iter = np.zeros(0), 0
-            trajectory = np.exp(np.asarray(student.log_weights))[None, :n]
-            # the floor without the grid's share, for the batches to come (below)
-            self._base_floor = self._standardization(X, w, kind, np.zeros(X.shape[1]))[2]
-        else:
-            n, units, student = self.n_components_init_, (self._shift, self._scale, self._floor), self._student
-            lower_bounds, n_iter, trajectory = self.lower_bounds_, self.n_iter_, self.weight_trajectory_
-            earlier, base = self.__dict__.get("_grid_part"), self.__dict__.get("_base_floor")
-            if self.rounding_floor and earlier is not None and base is not None:
-                # the grid of every batch so far: a finer one in a later batch lowers the floor
-                part = rounding.combined_part([earlier, part])
-                grid = rounding.combine([part])
-                floor = np.maximum(base, rounding.sheppard_variance(grid) / units[1] ** 2)
-                units = (units[0], units[1], floor)
-        self._grid_part = part
-        shift, scale, floor = units
-        Zp, wp = F.pad_rows((X - shift) / scale, w)
-        rate = min(1.0, float(self.step_size) * (n_iter + 2) ** -0.6)
-        new, loss, cov = F.stepwise(F.problem(Zp, wp, floor), student, rate, float(self.prune))
-        leaves = [np.asarray(a) for a in (new.means, new.cov_params) if a is not None]
-        if not (math.isfinite(loss) and all(np.all(np.isfinite(a)) for a in leaves)):
-            raise FloatingPointError(
-                f"the log-likelihood of this batch is non-finite; increase var_floor (now {self.var_floor}) "
-                f"or use standardize=True (now {self.standardize}). The model was left unchanged."
-            )
-        if first:
-            self.covariance_type_ = kind
-            self.validation_scores_ = {}  # no candidates compared (as a fit of one type): save() needs it
-        self._set_fitted(new, cov, shift, scale, floor)
-        self.n_components_init_, self.n_merges_ = n, 0
-        self.weight_trajectory_ = np.vstack([trajectory, np.exp(np.asarray(new.log_weights))[:n]])
-        self.lower_bounds_ = np.append(lower_bounds, -loss - log_jacobian(X, scale, w))
-        self.lower_bound_ = float(self.lower_bounds_[-1])
-        self.n_iter_ = n_iter + 1
-        self.converged_ = False
-        return self
+        return _online.partial_fit(self, X, sample_weight)
 
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
         """Fit, then return the labels of X, array of shape (n_samples,)."""

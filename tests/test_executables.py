@@ -135,8 +135,11 @@ def in_a_new_process(script: str, cache) -> dict:
 COUNT = """
 import jax
 from overgmm import _executables as E
-counts = {"loads": 0, "lowers": 0}
+counts = {"loads": 0, "lowers": 0, "modules": 0}
 _load, _lower = E._load, jax.stages.Traced.lower
+def counted_module(event, seconds, **kwargs):  # every program lowered to MLIR, eager operations too
+    counts["modules"] += event == "/jax/core/compile/jaxpr_to_mlir_module_duration"
+jax.monitoring.register_event_duration_secs_listener(counted_module)
 def counted_load(blob):
     out = _load(blob)
     counts["loads"] += 1
@@ -206,6 +209,9 @@ def test_a_second_process_loads_the_fit_and_fits_the_same(tmp_path):
     second = in_a_new_process(FIT, tmp_path / "cache")
     assert len(list((tmp_path / "cache" / E.FOLDER).iterdir())) == len(stored)  # nothing new
     assert first["loads"] == 0 and second["loads"] == len(stored)  # every stored program loaded
+    # and nothing else compiled: no eager operation either (a tolerance passed as
+    # jnp.asarray(float) compiled a small program in every new process, 0.03-0.13 s)
+    assert second["modules"] == 0 and first["modules"] >= len(stored)
     assert (second["lb"], second["k"], second["type"], second["scores"]) == (
         first["lb"],
         first["k"],

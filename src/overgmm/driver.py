@@ -540,7 +540,7 @@ def solve(
     algorithm.method.check(algorithm.problem, student)
     key = jax.random.key(0) if key is None else v.check_key(key)
     fn = _compiled("solve", algorithm.method, False, False, max_steps, record, compiler_options=compiler_options)
-    return solution(algorithm, *fn(algorithm.problem, student, key, jnp.asarray(_check_tol(tol))), warn=warn)
+    return solution(algorithm, *fn(algorithm.problem, student, key, np.float64(_check_tol(tol))), warn=warn)
 
 
 def solve_batch(
@@ -565,7 +565,7 @@ def solve_batch(
         "solve", algorithm.method, True, problems is not None, max_steps, record, compiler_options=compiler_options
     )
     problem = algorithm.problem if problems is None else problems
-    return solution(algorithm, *fn(problem, students, keys, jnp.asarray(_check_tol(tol))), warn=warn)
+    return solution(algorithm, *fn(problem, students, keys, np.float64(_check_tol(tol))), warn=warn)
 
 
 def precompile_solve_batch(
@@ -585,7 +585,7 @@ def precompile_solve_batch(
     fn = _compiled(
         "solve", algorithm.method, True, False, max_steps, _check_record(record), compiler_options=compiler_options
     )
-    fn.precompile(algorithm.problem, students, keys, jnp.asarray(_check_tol(1.0)))
+    fn.precompile(algorithm.problem, students, keys, np.float64(_check_tol(1.0)))
 
 
 def stack(items: list):

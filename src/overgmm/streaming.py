@@ -389,7 +389,7 @@ def solve(
     step = _stepper(method, max_steps, record)
     while bool(np.any(np.asarray(driver.solve_active(carry)))):
         raw = statistics_sums(chunks, view, carry.state.student)
-        carry = step(raw, total, floor, jnp.asarray(tol, jnp.float64), carry)
+        carry = step(raw, total, floor, np.float64(tol), carry)
         if on_step is not None:
             on_step(-float(np.max(np.asarray(raw.loss))) / total)
     result = _result(carry)

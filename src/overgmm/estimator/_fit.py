@@ -107,7 +107,7 @@ def auto_n_components(n_samples: float, covariance_type: str = "diag", n_feature
     leaves ten samples per component on small data sets. A full component fitted to fewer
     than d + 1 samples has a singular sample covariance, held up by the variance floor
     alone: in wide data (400 rows in d = 200) 25 of them cost 24 merge rounds, one pair
-    each, and end at one component (README, "End to end"; docs/performance.md).
+    each, and end at one component (docs/performance.md, twenty-third session).
     """
     n = max(1, min(AUTO_MAX, math.floor(n_samples / AUTO_SAMPLES_PER_COMPONENT)))
     if covariance_type == "full" and n_features is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
@@ -109,32 +110,33 @@ def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
 
 
 @compiled_when_eager(static_argnames=("rows",))
-def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
     """The pairs ``i < j`` whose merge cost :func:`pair_cost_sums` measures on ``rows`` rows
-    (padded; None: many): ``(ii, jj, idx)``, ``idx`` their positions in ``jnp.triu_indices``
-    order. All pairs when there are at most ``CANDIDATES * n``, or when ``rows x pairs`` is at
+    (padded; None: many): ``(ii, jj, idx)``, ``idx`` their positions in ``np.triu_indices``
+    order (NumPy constants when every pair is measured, so the program holds no index
+    arithmetic for them). All pairs when there are at most ``CANDIDATES * n``, or when ``rows x pairs`` is at
     most :data:`ALL_PAIRS_UP_TO` (small data: measuring every pair costs less than compiling
     the ranking); else ``CANDIDATES * n`` pairs of live components with the smallest
     :func:`runnalls_bound` (a function of the mixture only, so every chunk of data picks the
     same pairs)."""
     n = student.n_components
-    ii, jj = jnp.triu_indices(n, k=1)
+    ii, jj = np.triu_indices(n, k=1)  # static: constants in the program
     pairs = ii.shape[0]
     k = min(pairs, CANDIDATES * n)
     if rows is not None and rows * pairs <= ALL_PAIRS_UP_TO:
         k = pairs
     if k == pairs:
-        return ii, jj, jnp.arange(pairs)
+        return ii, jj, np.arange(pairs)
     bound = runnalls_bound(student, ii, jj)
     bound = jnp.where(student.live[ii] & student.live[jj] & jnp.isfinite(bound), bound, jnp.inf)
     _, idx = jax.lax.top_k(-bound, k)
-    return ii[idx], jj[idx], idx
+    return jnp.asarray(ii)[idx], jnp.asarray(jj)[idx], idx
 
 
 @compiled_when_eager(static_argnames=("missing",))
 def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Array, missing: bool = False) -> jax.Array:
     """``(n (n - 1) / 2,)``: ``sum_k w_k (log p(x_k) - log p_ij(x_k))`` over the rows of ``X``
-    (N, d), one entry per pair ``i < j`` (``jnp.triu_indices`` order), ``p_ij`` the mixture
+    (N, d), one entry per pair ``i < j`` (``np.triu_indices`` order), ``p_ij`` the mixture
     with the pair replaced by its moment-matched merge; NaN for the pairs that are not
     :func:`candidate_pairs`. Unnormalised sums over rows, in row blocks, so that chunks of
     data add up (:mod:`overgmm.streaming`).
@@ -153,9 +155,8 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
         tied_block = _tied_pair_block(student, ii, jj, missing)
         width = ii.shape[0] * (n + (2 * X.shape[1] if missing else 0))
         sums = blocked_sum(tied_block, X, w, rows_for_width(X.shape[0], width))
-        return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
-    pairs = jnp.arange(ii.shape[0])
-    keep = jnp.ones((ii.shape[0], n)).at[pairs, ii].set(0.0).at[pairs, jj].set(0.0)
+        return _by_pair(sums, chosen, all_pairs)
+    keep = jnp.asarray(_others(ii, jj, n), jnp.float64)
     merged_mix = _merged(student, ii, jj, floor)
 
     def block(xb, wb):
@@ -168,7 +169,22 @@ def pair_cost_sums(student: Mixture, X: jax.Array, w: jax.Array, floor: jax.Arra
     # alone, full covariances' (rows, P, d) temporaries ran 10240 rows in one block: 2x slower)
     rows = block_rows(X.shape[0], n + ii.shape[0], X.shape[1], student.covariance_type, missing=missing)
     sums = blocked_sum(block, X, w, rows)
+    return _by_pair(sums, chosen, all_pairs)
+
+
+def _by_pair(sums: jax.Array, chosen, all_pairs: int) -> jax.Array:
+    """``(all_pairs,)``: ``sums`` at the positions ``chosen``, NaN elsewhere (no scatter
+    when every pair was chosen)."""
+    if isinstance(chosen, np.ndarray) and chosen.shape[0] == all_pairs:
+        return sums
     return jnp.full((all_pairs,), jnp.nan, sums.dtype).at[chosen].set(sums)
+
+
+def _others(ii, jj, n: int):
+    """``(P, n)`` mask: the components other than pair ``p``'s two (NumPy for static pairs)."""
+    xp = np if isinstance(ii, np.ndarray) and isinstance(jj, np.ndarray) else jnp
+    k = xp.arange(n)[None, :]
+    return (k != ii[:, None]) & (k != jj[:, None])
 
 
 def tied_pair_widening(student: Mixture, ii: jax.Array, jj: jax.Array):
@@ -204,8 +220,7 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bo
     merged_mu = (pi[ii, None] * student.means[ii] + pi[jj, None] * student.means[jj]) / jnp.where(tot > 0, tot, 1.0)[
         :, None
     ]  # (P, d)
-    pairs = jnp.arange(ii.shape[0])
-    others_mask = jnp.ones((ii.shape[0], n), bool).at[pairs, ii].set(False).at[pairs, jj].set(False)
+    others_mask = _others(ii, jj, n)
 
     def costs(wb, ll, others, merged, s):
         ll2 = _logaddexp(others, merged) - 0.5 * jnp.log(s)
@@ -257,11 +272,16 @@ def _tied_pair_block(student: Mixture, ii: jax.Array, jj: jax.Array, missing: bo
 def cost_matrix(student: Mixture, sums: jax.Array, total: ArrayLike) -> jax.Array:
     """The ``(n, n)`` :func:`pair_costs` matrix from :func:`pair_cost_sums` and the total weight."""
     n = student.n_components
-    ii, jj = jnp.triu_indices(n, k=1)
+    ii, jj = np.triu_indices(n, k=1)
     costs = sums / total
     live = student.live[ii] & student.live[jj]
     costs = jnp.where(live & jnp.isfinite(costs), costs, jnp.inf)  # NaN: not a candidate
-    return jnp.full((n, n), jnp.inf).at[ii, jj].set(costs)
+    if ii.shape[0] == 0:
+        return jnp.full((n, n), jnp.inf)
+    # the (n, n) matrix by a gather of static indices (a scatter compiles to a loop)
+    pos, upper = np.zeros((n, n), np.int32), np.zeros((n, n), bool)
+    pos[ii, jj], upper[ii, jj] = np.arange(ii.shape[0]), True
+    return jnp.where(upper, costs[pos], jnp.inf)
 
 
 @compiled_when_eager

@@ -36,7 +36,7 @@ class EM(Method):
         base.require_identity_or_data(problem, student, "em")
 
     def step(self, problem: Problem, state: State) -> State:
-        key, sub = base.next_key(state)
+        key, sub = base.next_key(state, problem)
         s = state.student
         st = problem.statistics(s, sub)
         ok = st.mass > TINY

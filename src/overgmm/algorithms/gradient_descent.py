@@ -49,7 +49,7 @@ class GradientDescent(Method):
         return f"gradient_descent(eta={self.step_size}, params={self.params})"
 
     def step(self, problem: Problem, state: State) -> State:
-        key, sub = next_key(state)
+        key, sub = next_key(state, problem)
         s = state.student
         loss, g = problem.value_and_grad(s, sub)
         eta = self.step_size
@@ -77,7 +77,7 @@ class OptaxMethod(Method):
         return self.optimizer.init(_select(student, self.params))
 
     def step(self, problem: Problem, state: State) -> State:
-        key, sub = next_key(state)
+        key, sub = next_key(state, problem)
         s = state.student
         loss, g = problem.value_and_grad(s, sub)
         sel = _select(s, self.params)

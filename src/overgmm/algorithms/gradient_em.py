@@ -49,7 +49,7 @@ class GradientEM(Method):
             base.require_em_statistics(problem, "gradient_em with learned covariances")
 
     def step(self, problem: Problem, state: State) -> State:
-        key, sub = base.next_key(state)
+        key, sub = base.next_key(state, problem)
         s = state.student
         evals = 1
         if self.weights == "solve":

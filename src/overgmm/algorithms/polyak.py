@@ -118,7 +118,7 @@ class Polyak(Method):
         adaptive_k = self.n_short == "adaptive"
         rule = self.loss_star if isinstance(self.loss_star, str) else None
         reject = self.reject_increase or rule is not None
-        key, sub = base.next_key(state)
+        key, sub = base.next_key(state, problem)
         s = state.student
         st = base.statistics_or_gradient(problem, s, sub)
         loss, gm = st.loss, -st.shift

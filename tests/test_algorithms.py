@@ -268,3 +268,23 @@ def test_polyak_adaptive_k_takes_long_steps_where_short_steps_align():
     for bad in ({"n_short": "auto"}, {"n_short": "adaptive", "align": 1.5}, {"n_short": "adaptive", "min_short": 0}):
         with pytest.raises(ValueError):
             og.polyak(problem, 1.0, **bad)
+
+
+def test_a_step_splits_the_key_only_where_the_evaluation_draws_from_it():
+    """Deterministic problems (data, quadrature) keep the state's key as it is, so no
+    PRNG rounds enter the step's program; fresh Monte Carlo and denoising score matching
+    split it at every step, so that each step draws new samples."""
+    X = TEACHER.sample(jax.random.key(0), 300)
+    student = split_student(0.3)
+    key = jax.random.key(7)
+    data = og.em(og.Problem.from_data(X))
+    state = data.step(data.init(student, key))
+    assert np.array_equal(jax.random.key_data(state.key), jax.random.key_data(key))
+    assert "threefry" not in jax.jit(data.step).lower(data.init(student, key)).as_text()
+    fresh = og.gradient_em(og.Problem.population(TEACHER, backend=og.MonteCarlo(samples=256)), 1.0)
+    state = fresh.step(fresh.init(student, key))
+    assert not np.array_equal(jax.random.key_data(state.key), jax.random.key_data(key))
+    crn = og.gradient_em(og.Problem.population(TEACHER, backend=og.MonteCarlo(samples=256, fresh=False)), 1.0)
+    assert np.array_equal(jax.random.key_data(crn.step(crn.init(student, key)).key), jax.random.key_data(key))
+    dsm = og.gradient_descent(og.Problem.denoising(X, 0.5), 0.1)
+    assert not np.array_equal(jax.random.key_data(dsm.step(dsm.init(student, key)).key), jax.random.key_data(key))

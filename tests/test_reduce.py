@@ -56,6 +56,17 @@ def test_merge_round_merges_duplicates_and_keeps_distinct_clusters(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_merge_round_with_every_pair_measured_holds_no_scatter(kind):
+    """Small data measures every pair: the pairs are NumPy constants, so the merge round's
+    program gathers by them and scatters nothing (a scatter of traced indices compiled to
+    a loop of its own in the compile-speed build, five per program)."""
+    s = og.Mixture([[-4.0, 0.0], [-4.0, 0.01], [4.0, 0.0]], covariances=COV3[kind], covariance_type=kind)
+    X = og.Mixture([[-4.0, 0.0], [4.0, 0.0]]).sample(jax.random.key(0), 200)
+    text = jax.jit(og.reduce.merge_round).lower(og.Problem.from_data(X), s, 0.01).as_text()
+    assert "scatter" not in text
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_runnalls_bound_is_zero_for_coincident_components_and_grows_apart(kind):
     s = og.Mixture([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0]], [0.2, 0.3, 0.5], covariances=COV3[kind], covariance_type=kind)
     b = np.asarray(og.reduce.runnalls_bound(s, jnp.array([0, 0, 1]), jnp.array([1, 2, 2])))

@@ -314,3 +314,25 @@ def test_the_final_fit_s_programs_compile_in_the_background_on_a_subsample(monke
     assert choices[2].compiling is None
     np.testing.assert_array_equal(plain.means_, est.means_)
     np.testing.assert_array_equal(plain.lower_bounds_, est.lower_bounds_)
+
+
+def test_in_one_feature_auto_fits_spherical_and_tied_alone_and_chooses_as_with_every_type(monkeypatch):
+    """At d = 1 "diag" and "full" are "spherical"'s model: "auto" no longer fits them
+    (F.auto_types), in memory or on chunks. Fitting every type (the old candidates) scores
+    them within 1e-3 of "spherical" and chooses the same model."""
+    from overgmm.chunks import ArrayChunks
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, 300), rng.normal(5, 0.5, 150), rng.normal(9, 2, 100)])[:, None]
+    a = OverparamGMM(random_state=0).fit(X)
+    assert list(a.validation_scores_) == ["spherical", "tied"]
+    b = OverparamGMM(random_state=0).fit(ArrayChunks(X, chunk_rows=200))
+    assert b.validation_scores_.keys() == a.validation_scores_.keys()
+    assert b.covariance_type_ == a.covariance_type_
+    monkeypatch.setattr(F, "auto_types", lambda d: F.AUTO_TYPES)
+    every = OverparamGMM(random_state=0).fit(X)
+    assert {"diag", "full"} <= every.validation_scores_.keys()
+    for k in ("diag", "full"):
+        assert every.validation_scores_[k] == pytest.approx(every.validation_scores_["spherical"], abs=1e-3)
+    assert every.covariance_type_ == a.covariance_type_ and every.n_components_ == a.n_components_
+    assert every.score(X) == pytest.approx(a.score(X), rel=1e-12)

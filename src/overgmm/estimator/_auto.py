@@ -170,14 +170,16 @@ def choose_type(est, X: np.ndarray, sw: np.ndarray, progress: Progress, grid: np
         X_fit, w_fit = X[sub], w_fit[sub]
         X_held, w_held = X[held], sw[held]
     # compiled in the background while the first type fits, each at its own starting width
-    later = F.AUTO_TYPES[1:-1]
+    kinds = F.auto_types(X.shape[1])
+    later = [k for k in kinds[1:] if k != "rotated"]
     pre = Precompiler(later, widths={k: bucket_components(n_start(k)) for k in later})
     # one seed per candidate, drawn in AUTO_TYPES' order: the candidates are fitted in the
-    # order their programs are ready (a RandomState draws in turn), with the same results
+    # order their programs are ready (a RandomState draws in turn), with the same results;
+    # drawn for every type, so that a type's seed does not depend on those skipped at d = 1
     seeds = {k: est._seed() for k in F.AUTO_TYPES if k != "rotated"}
     fitted: dict[str, tuple] = {}
     try:
-        for kind in in_turn(pre, F.AUTO_TYPES):
+        for kind in in_turn(pre, kinds):
             if kind == "rotated":  # the diag fit of X @ R, R the axes of the AUTO_AXES_FROM candidates
                 starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AUTO_AXES_FROM if k in fitted]
                 if not starts or X.shape[1] < 2 or np.isnan(X).any():

@@ -56,6 +56,9 @@ MIN_ROWS = 128
 # "full" it lost on wine and olive) and starts from the "full" candidate's axes
 # (_rotated.AUTO_AXES_FROM).
 AUTO_TYPES = ("spherical", "diag", "tied", "full", "rotated")
+# in one feature "diag" and "full" are "spherical"'s model (one variance per component), and
+# "rotated" has no axes to turn: "auto" fits them only where d > 1 (auto_types)
+ONE_FEATURE_TYPES = ("spherical", "tied")
 AUTO_MARGIN = 0.02
 # ... or half a standard error of the per-row difference from the best type, when that is
 # more: on a few dozen held-out rows a type ahead by less is as likely noise (measured:
@@ -351,6 +354,14 @@ def warm_start(res: FitResult | None, units_from: tuple, units_to: tuple) -> Mix
     means = (np.asarray(res.students.means) * scale_f + shift_f - shift_t) / scale_t
     cov = res.students.cov_type.in_units(np.asarray(res.covariances[0]), np.asarray(scale_f / scale_t))
     return host(res.students.replace(means=means).with_covariances(jax.numpy.asarray(cov)))
+
+
+def auto_types(d: int) -> tuple[str, ...]:
+    """The candidate types of ``covariance_type="auto"`` in ``d`` features, in the order of
+    :data:`AUTO_TYPES`: all of them, or :data:`ONE_FEATURE_TYPES` where ``d == 1`` (there
+    "diag" and "full" fitted "spherical"'s model again, to the same held-out score within
+    1e-3, and lost every tie to it; galaxies: docs/performance.md)."""
+    return AUTO_TYPES if d > 1 else ONE_FEATURE_TYPES
 
 
 def simplest_type(scores: dict, se=None, sizes: dict | None = None) -> str:

@@ -329,7 +329,7 @@ def _choose_type(est, chunks, moments: streaming.Moments, progress=None) -> A.Ch
     models: dict[str, tuple] = {}
     fitted: dict[str, tuple] = {}
     sizes: dict[str, int] = {}
-    for kind in F.AUTO_TYPES:
+    for kind in F.auto_types(chunks.n_features):
         if kind == "rotated":  # as in memory: the diag fit of X @ R, R the AUTO_AXES_FROM candidates' axes
             starts = [Rot.axes(fitted[k][0], fitted[k][1][1]) for k in Rot.AUTO_AXES_FROM if k in fitted]
             if not starts or chunks.n_features < 2 or moments.gaps:

@@ -113,10 +113,10 @@ def runnalls_bound(student: Mixture, ii: jax.Array, jj: jax.Array) -> jax.Array:
 def candidate_pairs(student: Mixture, rows: int | None = None) -> tuple[ArrayLike, ArrayLike, ArrayLike]:
     """The pairs ``i < j`` whose merge cost :func:`pair_cost_sums` measures on ``rows`` rows
     (padded; None: many): ``(ii, jj, idx)``, ``idx`` their positions in ``np.triu_indices``
-    order (NumPy constants when every pair is measured, so the program holds no index
-    arithmetic for them). All pairs when there are at most ``CANDIDATES * n``, or when ``rows x pairs`` is at
-    most :data:`ALL_PAIRS_UP_TO` (small data: measuring every pair costs less than compiling
-    the ranking); else ``CANDIDATES * n`` pairs of live components with the smallest
+    order; NumPy constants when every pair is measured, so that the program holds no index
+    arithmetic for them. All pairs when there are at most ``CANDIDATES * n``, or when
+    ``rows x pairs`` is at most :data:`ALL_PAIRS_UP_TO` (small data: measuring every pair
+    costs less than compiling the ranking); else ``CANDIDATES * n`` pairs of live components with the smallest
     :func:`runnalls_bound` (a function of the mixture only, so every chunk of data picks the
     same pairs)."""
     n = student.n_components

@@ -59,8 +59,9 @@ class OverparamGMM(Inference, DensityMixin, BaseEstimator):
         standardization when ``standardize=True``): the papers' model. ``"auto"``: hold
         out about one training row in five (chosen by the rows' values), fit "spherical",
         "diag", "tied", "full" and "rotated" (on the full fit's axes; not with missing
-        values or one feature) on the rest (on 2^14 of them, chosen by value, when there
-        are more), of the types whose held-out log-likelihood is within 0.02 nats/sample
+        values; in one feature "spherical" and "tied" alone, as "diag" and "full" are
+        "spherical"'s model there) on the rest (on 2^14 of them, chosen by value, when
+        there are more), of the types whose held-out log-likelihood is within 0.02 nats/sample
         of the best (or half a standard error of the per-row difference, when that is
         more) keep the fit with the fewest free parameters (the simplest type, in that
         order, among equals; "rotated" only where it leads every type), and refit it on

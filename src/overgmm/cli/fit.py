@@ -32,9 +32,10 @@ from overgmm.cli._data import CommandError, add_header_options, command
 PARAM_OF_OPTION = {"seed": "random_state"}
 AUTO_HELP = (
     "auto: hold out about one row in five (chosen by the rows' values), fit spherical, diag, tied, full and rotated "
-    "(on the full fit's axes) on the rest; of the types whose held-out log-likelihood is within 0.02 nats/sample "
-    "of the best (or half a standard error of the per-row difference, when that is more), keep the fit with the "
-    "fewest free parameters (the simplest type, in that order, among equals), and refit it on all rows"
+    "(on the full fit's axes; in one feature spherical and tied alone) on the rest; of the types whose held-out "
+    "log-likelihood is within 0.02 nats/sample of the best (or half a standard error of the per-row difference, "
+    "when that is more), keep the fit with the fewest free parameters (the simplest type, in that order, among "
+    "equals), and refit it on all rows"
 )
 
 

@@ -120,7 +120,8 @@ def test_a_run_recorded_every_step_reuses_the_measured_evaluation_and_matches_st
     """With stride 1 the step starts from the state just measured and reuses its evaluation
     (Problem.measure, Problem.remember): one evaluation traced per step, and the numbers of
     stepping by hand. With the tail nodes active (the default in d = 1) the evaluation is the
-    KL's EM statistics, which the step reads; tails="off" takes the gradient path."""
+    KL's EM statistics, which the step reads; tails="off" takes the gradient path; on data
+    (identity covariances) the evaluation is the data's EM statistics."""
     X = np.asarray(TEACHER.sample(jax.random.key(5), 64))
     bulk = og.Quadrature(tails="off")
     problem = {
@@ -134,10 +135,11 @@ def test_a_run_recorded_every_step_reuses_the_measured_evaluation_and_matches_st
     alg = factories.get(name, lambda: og.gradient_em(problem, 0.8, weights="em"))()
     student = students(1)[0]
     traced = []
-    loss, tail_statistics = og.Problem.loss, og.problem.kl_em_statistics
+    loss, tail_statistics, on_data = og.Problem.loss, og.problem.kl_em_statistics, og.problem.data_statistics
     monkeypatch.setattr(og._executables, "_store", lambda: None)  # traced here, not loaded from a store
     monkeypatch.setattr(og.Problem, "loss", lambda self, s, key=None: traced.append(1) or loss(self, s, key))
     monkeypatch.setattr(og.problem, "kl_em_statistics", lambda *a, **k: traced.append(1) or tail_statistics(*a, **k))
+    monkeypatch.setattr(og.problem, "data_statistics", lambda *a, **k: traced.append(1) or on_data(*a, **k))
     hist = og.run(alg, student, 6, key=jax.random.key(2))
     # the first record, the step (reused), the record after it; the Polyak method's check of
     # its long step (``reject_increase``) is one more, at the stepped student

@@ -35,3 +35,26 @@ def test_population_and_data_problems_describe_and_agree_with_the_objectives(rng
     np.testing.assert_allclose(float(dat.loss(student)), float(og.nll(student, X)), rtol=1e-14)
     value, grad = dat.value_and_grad(student)
     assert np.isfinite(float(value)) and grad.means.shape == (2, 2)
+
+
+def test_data_statistics_keep_an_exponentially_small_mass_and_the_gradient(rng):
+    """On data with identity covariances the statistics are evaluated as such: a component
+    twelve units from every row keeps its mass (about 1e-19) to relative accuracy, where
+    ``pi - dL/da`` from the gradient cancels to zero, and ``-shift`` is the loss gradient."""
+    X = rng.normal(size=(500, 1))
+    student = og.Mixture([[0.0], [0.5], [12.0]])
+    problem = og.Problem.from_data(X)
+    st = problem.statistics(student)
+    loss, grads = problem.value_and_grad(student)
+    far = float(st.mass[2])
+    assert 0.0 < far < 1e-15
+    # the far component's mass, summed row by row in the log domain
+    log_psi = -0.5 * (X - student.means[:, 0]) ** 2
+    log_psi -= np.log(np.exp(log_psi - log_psi.max(1, keepdims=True)).sum(1, keepdims=True)) + log_psi.max(
+        1, keepdims=True
+    )
+    np.testing.assert_allclose(far, np.exp(log_psi[:, 2]).mean(), rtol=1e-12)
+    # the gradient route loses it: pi_i - dL/da_i rounds to zero (or noise) at 1e-19
+    assert abs(float(np.exp(student.log_weights[2]) - grads.log_weights[2]) - far) > 0.5 * far
+    np.testing.assert_allclose(float(st.loss), float(loss), rtol=1e-14)
+    np.testing.assert_allclose(-np.asarray(st.shift), np.asarray(grads.means), rtol=1e-12, atol=1e-15)

@@ -181,8 +181,10 @@ class Problem:
         :meth:`remember`). With the KL's tail nodes active the step reads the KL's own EM
         statistics, so they are what is evaluated: ``L`` is their loss and the gradient
         minus their shift, the tail-node gradient of :func:`~overgmm.kl` (the same
-        numbers, to rounding); otherwise :meth:`value_and_grad`."""
-        if self._tails(student):
+        numbers, to rounding). So on data with identity covariances, whose statistics are
+        one pass over the rows (``dL/dmu = -shift`` exactly there). Otherwise
+        :meth:`value_and_grad`."""
+        if self._direct_statistics(student):
             st = self.statistics(student, key)
             return st.loss, -st.shift, Evaluation(st.loss, None, st)
         loss, g = self.value_and_grad(student, key)
@@ -199,6 +201,14 @@ class Problem:
     def _remembered(self, student: Mixture) -> Evaluation | None:
         memo = self._memo
         return memo[1] if memo is not None and memo[0] is student else None
+
+    def _direct_statistics(self, student: Mixture) -> bool:
+        """Whether the EM statistics at ``student`` are evaluated as such, not from the
+        loss gradient: on the KL's tail nodes, and on data with identity covariances (one
+        blocked pass and one exponential per entry, and every mass to relative accuracy,
+        where ``pi - dL/da`` cancels to zero for a component far from every row)."""
+        data_identity = self.objective == "nll" and self.stats is None and not student.cov_type.learned
+        return data_identity or self._tails(student)
 
     def _tails(self, student: Mixture) -> bool:
         """Whether :meth:`statistics` takes the KL's tail-node path at this student."""
@@ -281,10 +291,11 @@ class Problem:
     def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:
         """E-step statistics (:class:`~overgmm.statistics.Stats`) at ``student``.
 
-        Identity covariances: from the loss gradient (kl, nll), exactly; for the KL with
-        tail nodes active (:mod:`overgmm.tails`) components of exponentially small mass get
-        theirs from their own nodes (:func:`~overgmm.objectives.kl_em_statistics`), to
-        relative accuracy. Learned covariances (nll only): computed directly over row blocks.
+        The KL (identity covariances): from the loss gradient, exactly; with tail nodes
+        active (:mod:`overgmm.tails`) components of exponentially small mass get theirs
+        from their own nodes (:func:`~overgmm.objectives.kl_em_statistics`), to relative
+        accuracy. Data (nll, every covariance type): computed directly over row blocks,
+        every mass to relative accuracy.
         """
         if not self.has_em_statistics:
             raise ValueError(f"EM statistics are available for the kl and nll objectives, not {self.objective!r}")
@@ -292,11 +303,11 @@ class Problem:
             return self.stats
         if (known := self._remembered(student)) is not None and known.stats is not None:
             return known.stats
-        if not student.cov_type.learned:
-            if self._tails(student):
-                # exponentially small masses to relative accuracy (pi - dL/da cancels for them)
-                loss, mass, moment = kl_em_statistics(self._teacher, student, backend=self.backend, key=key)
-                return Stats(loss, mass, moment, None)
+        if self._tails(student):
+            # exponentially small masses to relative accuracy (pi - dL/da cancels for them)
+            loss, mass, moment = kl_em_statistics(self._teacher, student, backend=self.backend, key=key)
+            return Stats(loss, mass, moment, None)
+        if self.objective == "kl" and not student.cov_type.learned:
             loss, g = self.value_and_grad(student, key)
             return from_gradient(student, loss, g)
         data = self._data

@@ -115,22 +115,28 @@ def test_record_adds_per_record_fields_and_tidy_rows():
         og.run(alg, student, 2, record=("banana",))
 
 
-@pytest.mark.parametrize("name", ["polyak", "gradient_em", "gradient_em_tail_nodes", "em_on_data"])
+@pytest.mark.parametrize(
+    "name", ["polyak", "gradient_em", "gradient_em_tail_nodes", "em_on_data", "gradient_descent_on_data"]
+)
 def test_a_run_recorded_every_step_reuses_the_measured_evaluation_and_matches_stepping_by_hand(name, monkeypatch):
     """With stride 1 the step starts from the state just measured and reuses its evaluation
     (Problem.measure, Problem.remember): one evaluation traced per step, and the numbers of
     stepping by hand. With the tail nodes active (the default in d = 1) the evaluation is the
     KL's EM statistics, which the step reads; tails="off" takes the gradient path; on data
-    (identity covariances) the evaluation is the data's EM statistics."""
+    (identity covariances) the evaluation is the data's EM statistics, and gradient descent
+    reads its gradient from them."""
     X = np.asarray(TEACHER.sample(jax.random.key(5), 64))
     bulk = og.Quadrature(tails="off")
     problem = {
         "em_on_data": og.Problem.from_data(X),
+        "gradient_descent_on_data": og.Problem.from_data(X),
         "gradient_em_tail_nodes": og.Problem.population(TEACHER),
     }.get(name, og.Problem.population(TEACHER, backend=bulk))
     factories = {
         "polyak": lambda: og.polyak(problem, 1.0, 3, loss_star="adaptive"),
         "em_on_data": lambda: og.em(problem),
+        # every parameter: the step reads the whole gradient, which the measured statistics give
+        "gradient_descent_on_data": lambda: og.gradient_descent(problem, 0.5, params="all"),
     }
     alg = factories.get(name, lambda: og.gradient_em(problem, 0.8, weights="em"))()
     student = students(1)[0]
@@ -170,7 +176,12 @@ def test_remember_serves_only_that_student_object_and_never_a_fresh_draw():
     st = problem.statistics(s)
     by_statistics = problem.remember(s, og.problem.Evaluation(jnp.asarray(-1.0), None, st))
     assert by_statistics.statistics(s) is st and float(by_statistics.loss(s)) == -1.0
-    assert float(by_statistics.value_and_grad(s)[0]) > 0  # no gradient remembered: evaluated
+    # identity covariances: no gradient remembered, the statistics give it (dL/da = pi - E[psi])
+    value, g = by_statistics.value_and_grad(s)
+    _, evaluated = problem.value_and_grad(s)
+    assert float(value) == -1.0
+    np.testing.assert_allclose(g.means, evaluated.means, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(g.log_weights, evaluated.log_weights, rtol=1e-9, atol=1e-15)
     fresh = og.Problem.population(TEACHER, backend=og.MonteCarlo(samples=100))
     assert not fresh.deterministic and fresh.remember(s, og.problem.Evaluation(jnp.asarray(-1.0), fake, None)) is fresh
     assert problem.deterministic and og.Problem.population(TEACHER, backend=og.MonteCarlo(fresh=False)).deterministic

@@ -181,9 +181,11 @@ class Problem:
         :meth:`remember`). With the KL's tail nodes active the step reads the KL's own EM
         statistics, so they are what is evaluated: ``L`` is their loss and the gradient
         minus their shift, the tail-node gradient of :func:`~overgmm.kl` (the same
-        numbers, to rounding). So on data with identity covariances, whose statistics are
-        one pass over the rows (``dL/dmu = -shift`` exactly there). Otherwise
-        :meth:`value_and_grad`."""
+        numbers, to rounding). So too on data with identity covariances, whose statistics
+        are one pass over the rows (``dL/dmu = -shift`` exactly there). Otherwise
+        :meth:`value_and_grad`. With identity covariances the statistics also give the
+        whole gradient (``dL/da_i = pi_i - E[psi_i]``), which :meth:`value_and_grad` returns
+        at the remembered student."""
         if self._direct_statistics(student):
             st = self.statistics(student, key)
             return st.loss, -st.shift, Evaluation(st.loss, None, st)
@@ -284,8 +286,15 @@ class Problem:
         """``(L, dL/dstudent)``; the gradient is a :class:`Mixture`-shaped pytree."""
         if self.stats is not None:
             raise ValueError("a problem from streamed statistics has no gradient; use a streamable method (EM)")
-        if (known := self._remembered(student)) is not None and known.grads is not None:
-            return known.loss, known.grads
+        if (known := self._remembered(student)) is not None:
+            if known.grads is not None:
+                return known.loss, known.grads
+            if known.stats is not None and not student.cov_type.learned:
+                # identity covariances: the gradient is the statistics' (from_gradient inverted)
+                st = known.stats
+                return known.loss, student.replace(
+                    means=-st.shift, log_weights=jax.nn.softmax(student.log_weights) - st.mass
+                )
         return jax.value_and_grad(lambda s: self.loss(s, key))(student)
 
     def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:

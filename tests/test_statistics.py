@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import overgmm as og
-from overgmm.statistics import BLOCK_ELEMENTS, MIN_BLOCK, block_rows, data_statistics
+from overgmm.statistics import BLOCK_ELEMENTS, MIN_BLOCK, block_rows, data_statistics, from_gradient, gradient_from
 
 KINDS = ("identity", "spherical", "diag", "full")
 ALL_KINDS = (*KINDS, "tied")
@@ -109,3 +109,18 @@ def test_block_size_bounds_the_temporaries():
     assert block_rows(10**7, 100, 32, "full") == MIN_BLOCK  # 1024 x 100 x 32 floats
     assert block_rows(10**7, 20, 5, "diag") * 20 <= BLOCK_ELEMENTS
     assert block_rows(500, 20, 5, "full") == 500
+
+
+def test_gradient_from_inverts_from_gradient_and_matches_autodiff(rng):
+    """Identity covariances: the statistics and the loss gradient are one another's
+    (``dL/da = pi - E[psi]``, ``dL/dmu = -shift``), both ways."""
+    X = rng.normal(size=(300, 2))
+    student = og.Mixture([[0.0, 0.0], [1.0, -0.5], [-2.0, 1.0]], [0.2, 0.3, 0.5])
+    st = data_statistics(student, X, np.ones(300))
+    loss, grads = jax.value_and_grad(lambda s: og.nll(s, X))(student)
+    g = gradient_from(student, st)
+    np.testing.assert_allclose(g.means, grads.means, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(g.log_weights, grads.log_weights, rtol=1e-10, atol=1e-15)
+    back = from_gradient(student, loss, g)
+    np.testing.assert_allclose(back.mass, st.mass, rtol=1e-12)
+    np.testing.assert_allclose(back.shift, st.shift, rtol=1e-12)

@@ -28,7 +28,7 @@ from overgmm import _validation as v
 from overgmm.expectations import Backend, MonteCarlo, Quadrature, span_rank
 from overgmm.mixture import Mixture
 from overgmm.objectives import KL_FORMS, denoising_score_matching, kl, kl_em_statistics, nll, score_matching
-from overgmm.statistics import Stats, data_statistics, from_gradient
+from overgmm.statistics import Stats, data_statistics, from_gradient, gradient_from
 
 OBJECTIVES = ("kl", "nll", "score_matching", "denoising_score_matching")
 
@@ -290,11 +290,7 @@ class Problem:
             if known.grads is not None:
                 return known.loss, known.grads
             if known.stats is not None and not student.cov_type.learned:
-                # identity covariances: the gradient is the statistics' (from_gradient inverted)
-                st = known.stats
-                return known.loss, student.replace(
-                    means=-st.shift, log_weights=jax.nn.softmax(student.log_weights) - st.mass
-                )
+                return known.loss, gradient_from(student, known.stats)
         return jax.value_and_grad(lambda s: self.loss(s, key))(student)
 
     def statistics(self, student: Mixture, key: jax.Array | None = None) -> Stats:

@@ -179,3 +179,10 @@ def from_gradient(student: Mixture, loss: jax.Array, grads: Mixture) -> Stats:
     nll; see :mod:`overgmm.problem`): ``E[psi_i] = pi_i - dL/da_i``, ``E[psi_i (x - mu_i)] = -dL/dmu_i``."""
     mass = jnp.exp(student.log_weights) - grads.log_weights
     return Stats(loss, mass, -grads.means, None)
+
+
+def gradient_from(student: Mixture, stats: Stats) -> Mixture:
+    """Identity covariances: the loss gradient (a :class:`Mixture`-shaped pytree) from the
+    statistics, :func:`from_gradient` inverted: ``dL/da_i = pi_i - E[psi_i]``,
+    ``dL/dmu_i = -E[psi_i (x - mu_i)]``."""
+    return student.replace(means=-stats.shift, log_weights=jnp.exp(student.log_weights) - stats.mass)
